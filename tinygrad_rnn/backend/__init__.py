@@ -1,0 +1,73 @@
+"""The one place that decides where arrays live and which kernels run.
+
+The engine (``tensor.py``, ``ops.py``) never imports numba or cupy: every op asks its
+inputs' backend for the array module (``be.xp``) and for fused kernels by name
+(``be.softmax_xent``, ``be.scatter_add_rows``, ...). A backend is created lazily, once
+per device name, so importing the library never touches a GPU.
+
+    >>> get_backend("cpu").xp.__name__
+    'numpy'
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Backend", "DeviceUnavailableError", "get_backend", "normalize_device"]
+
+
+class DeviceUnavailableError(RuntimeError):
+    """Raised when a device is asked for that this machine or install cannot provide."""
+
+
+class Backend:
+    """Interface every backend implements; see ``cpu.py`` for the reference one."""
+
+    name: str = "?"
+    xp: Any = None
+
+    def asarray(self, x: Any, dtype: Any = None) -> Any:
+        return self.xp.asarray(x, dtype=dtype)
+
+    def to_host(self, a: Any) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def normalize_device(device: Any) -> str:
+    """Map ``"cpu"``, ``"cuda"``, ``"cuda:0"`` (or a Tensor/Backend) to a backend name."""
+    if device is None:
+        return "cpu"
+    if isinstance(device, Backend):
+        return device.name
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {type(device).__name__}")
+    name = device.strip().lower()
+    if name.startswith("cuda"):
+        if name not in ("cuda", "cuda:0"):
+            raise ValueError(f"only one GPU is supported: use 'cuda' or 'cuda:0', got {device!r}")
+        return "cuda"
+    if name == "cpu":
+        return "cpu"
+    raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
+
+
+def get_backend(device: Any = "cpu") -> Backend:
+    """Return the (cached) backend for ``device``; raises DeviceUnavailableError for a missing GPU."""
+    name = normalize_device(device)
+    be = _BACKENDS.get(name)
+    if be is None:
+        if name == "cpu":
+            from .cpu import CPUBackend
+
+            be = CPUBackend()
+        else:
+            from .cuda import make_cuda_backend
+
+            be = make_cuda_backend()
+        _BACKENDS[name] = be
+    return be

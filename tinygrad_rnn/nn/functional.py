@@ -1,0 +1,218 @@
+"""Stateless neural-network functions: ``tr.nn.functional`` (``F``), with PyTorch's names.
+
+    >>> import tinygrad_rnn as tr; import tinygrad_rnn.nn.functional as F
+    >>> round(F.cross_entropy(tr.tensor([[0.0, 0.0]]), tr.tensor([1])).item(), 4)
+    0.6931
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..tensor import _FLOATS, Function, Generator, Tensor, _rng
+
+__all__ = ["cross_entropy", "nll_loss", "embedding", "mse_loss", "dropout", "softmax", "log_softmax",
+           "linear", "relu", "tanh", "sigmoid"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+class SoftmaxCrossEntropy(Function):
+    """log-softmax and negative log-likelihood fused: one pass forward, one pass backward.
+
+    The backward is ``softmax(z) - onehot(t)`` per row, computed from the saved log-sum-exp:
+    no (N, C) probability matrix is kept between the passes.
+    """
+
+    def forward(self, logits, targets, ignore_index, reduction):
+        self.logits, self.targets, self.ignore_index, self.reduction = logits, targets, ignore_index, reduction
+        loss_rows, self.lse = self.be.softmax_xent(logits, targets, ignore_index)
+        self.count = int((targets != ignore_index).sum())
+        if reduction == "none":
+            return loss_rows
+        total = loss_rows.sum()
+        if reduction == "sum":
+            return total
+        # all targets ignored: 0 rather than PyTorch's 0/0 = nan, so an all-padding batch is harmless
+        return total / max(self.count, 1)
+
+    def backward(self, g):
+        xp = self.xp
+        if self.reduction == "none":
+            rows = g
+        elif self.reduction == "sum":
+            rows = xp.broadcast_to(g, (self.logits.shape[0],))
+        else:
+            rows = xp.broadcast_to(g / max(self.count, 1), (self.logits.shape[0],))
+        return self.be.softmax_xent_backward(self.logits, self.lse, self.targets, self.ignore_index, rows)
+
+
+def _check_targets(input: Tensor, target: Any, what: str, ignore_index: int) -> Any:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{what}: input must be a Tensor, got {type(input).__name__}")
+    if input.dtype not in _FLOATS:
+        raise TypeError(f"{what}: input must be float32/float64, got {input.dtype}")
+    t = target if isinstance(target, Tensor) else Tensor(np.asarray(target), device=input.device)
+    if t.device != input.device:
+        raise ValueError(f"{what}: input is on {input.device} but target on {t.device}")
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{what}: target must hold integer class indices, got {t.dtype}")
+    return t
+
+
+def _flatten_classes(input: Tensor, t: Tensor, what: str) -> tuple[Tensor, Any]:
+    """(N, C) logits and (N,) targets from PyTorch's accepted layouts: (C,), (N, C), (N, C, d1, ...)."""
+    if input.ndim == 1:
+        if t.ndim != 0:
+            raise ValueError(f"{what}: 1-D input of shape {input.shape} needs a 0-d target, got {t.shape}")
+        return input.reshape(1, -1), t.data.reshape(1)
+    if input.ndim == 2:
+        if t.shape != input.shape[:1]:
+            raise ValueError(f"{what}: input of shape {input.shape} needs target of shape {input.shape[:1]}, got {t.shape}")
+        return input, t.data
+    expect = (input.shape[0],) + input.shape[2:]
+    if t.shape != expect:
+        raise ValueError(f"{what}: input of shape {input.shape} (N, C, ...) needs target of shape {expect}, got {t.shape}")
+    perm = (0,) + tuple(range(2, input.ndim)) + (1,)
+    return input.permute(perm).reshape(-1, input.shape[1]), t.data.reshape(-1)
+
+
+def cross_entropy(input: Tensor, target: Any, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """Softmax cross-entropy of logits ``input`` (N, C) against class indices ``target`` (N,).
+
+    ``ignore_index`` rows add nothing to the loss or the gradient and are not counted in the
+    mean. Logits of shape (N, C, d1, ...) with targets (N, d1, ...) are accepted as in PyTorch.
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    t = _check_targets(input, target, "cross_entropy", ignore_index)
+    logits, tgt = _flatten_classes(input, t, "cross_entropy")
+    c = logits.shape[1]
+    tgt = tgt.astype(np.int64, copy=False)
+    bad = (tgt != ignore_index) & ((tgt < 0) | (tgt >= c))
+    if bool(bad.any()):
+        v = int(tgt[bad].reshape(-1)[0])
+        raise ValueError(f"cross_entropy: target {v} is out of range for {c} classes (ignore_index={ignore_index})")
+    out = SoftmaxCrossEntropy.apply(logits, targets=tgt, ignore_index=int(ignore_index), reduction=reduction)
+    if reduction == "none" and input.ndim > 2:
+        out = out.reshape((input.shape[0],) + input.shape[2:])
+    elif reduction == "none" and input.ndim == 1:
+        out = out.reshape(())
+    return out
+
+
+def nll_loss(input: Tensor, target: Any, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """Negative log-likelihood of log-probabilities ``input`` (N, C) at ``target`` (N,)."""
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"nll_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    t = _check_targets(input, target, "nll_loss", ignore_index)
+    logp, tgt = _flatten_classes(input, t, "nll_loss")
+    tgt = tgt.astype(np.int64, copy=False)
+    keep = tgt != ignore_index
+    c = logp.shape[1]
+    if bool(((tgt < 0) | (tgt >= c))[keep].any()):
+        raise ValueError(f"nll_loss: a target is out of range for {c} classes")
+    xp = logp._be.xp
+    safe = xp.where(keep, tgt, 0)
+    picked = logp[xp.arange(logp.shape[0]), safe]
+    w = Tensor(keep.astype(logp.dtype), device=logp.device)
+    rows = -(picked * w)
+    if reduction == "none":
+        return rows
+    if reduction == "sum":
+        return rows.sum()
+    return rows.sum() / max(int(keep.sum()), 1)
+
+
+class Embedding(Function):
+    """Gather rows of the weight; backward scatter-adds the output gradient into those rows."""
+
+    def forward(self, weight, ids, padding_idx):
+        self.ids, self.num, self.padding_idx = ids, weight.shape[0], padding_idx
+        return weight[ids]
+
+    def backward(self, g):
+        d = g.shape[-1]
+        gw = self.be.scatter_add_rows(self.num, self.ids.reshape(-1), g.reshape(-1, d))
+        if self.padding_idx is not None:
+            gw[self.padding_idx] = 0
+        return gw
+
+
+def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Tensor:
+    """Rows of ``weight`` (V, D) at integer ids ``input`` (any shape) -> shape ``input.shape + (D,)``."""
+    if not isinstance(weight, Tensor) or weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be a 2-D Tensor (num_embeddings, dim), got {getattr(weight, 'shape', weight)}")
+    ids = input if isinstance(input, Tensor) else Tensor(np.asarray(input), device=weight.device)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"embedding: ids must be integers, got {ids.dtype}")
+    if ids.device != weight.device:
+        raise ValueError(f"embedding: ids on {ids.device} but weight on {weight.device}")
+    v = weight.shape[0]
+    arr = ids.data.astype(np.int64, copy=False)
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= v):
+        bad = int(arr.min()) if int(arr.min()) < 0 else int(arr.max())
+        raise ValueError(f"embedding: id {bad} is out of range for {v} embeddings")
+    if padding_idx is not None and padding_idx < 0:
+        padding_idx += v
+    return Embedding.apply(weight, ids=arr, padding_idx=padding_idx)
+
+
+def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
+    """Mean squared error; shapes must match exactly (no silent broadcast)."""
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"mse_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    t = target if isinstance(target, Tensor) else Tensor(np.asarray(target, dtype=input.dtype), device=input.device)
+    if t.shape != input.shape:
+        raise ValueError(f"mse_loss: input shape {input.shape} and target shape {t.shape} differ")
+    d = input - t
+    sq = d * d
+    if reduction == "none":
+        return sq
+    return sq.sum() if reduction == "sum" else sq.mean()
+
+
+def dropout(input: Tensor, p: float = 0.5, training: bool = True, generator: Generator | None = None,
+            seed: int | None = None) -> Tensor:
+    """Inverted dropout: zero each entry with probability p and scale the rest by 1/(1-p)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return input
+    if p == 1.0:
+        return input * 0.0
+    keep = _rng(seed, generator).random(input.shape) >= p
+    mask = (keep / (1.0 - p)).astype(input.dtype)
+    return input * Tensor(mask, device=input.device)
+
+
+def softmax(input: Tensor, dim: int = -1) -> Tensor:
+    return input.softmax(dim)
+
+
+def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
+    return input.log_softmax(dim)
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``input @ weight.T + bias`` with PyTorch's (out_features, in_features) weight layout."""
+    if input.shape[-1] != weight.shape[-1]:
+        raise ValueError(f"linear: input features {input.shape[-1]} (shape {input.shape}) do not match "
+                         f"weight shape {weight.shape} (out_features, in_features)")
+    out = input @ weight.T
+    return out + bias if bias is not None else out
+
+
+def relu(input: Tensor) -> Tensor:
+    return input.relu()
+
+
+def tanh(input: Tensor) -> Tensor:
+    return input.tanh()
+
+
+def sigmoid(input: Tensor) -> Tensor:
+    return input.sigmoid()
+
+

@@ -1,0 +1,877 @@
+"""The primitive ops: each a ``Function`` with its forward and its local derivative side by side.
+
+Arrays come from the inputs' backend (``self.xp`` is numpy or cupy), so each body is written
+once. Broadcasting follows NumPy; every broadcasting op's backward reduces its gradient to
+the input's shape with ``sum_to_shape``. The ``Tensor`` operators and methods that use these
+ops are attached at the bottom of this file.
+
+    >>> import tinygrad_rnn as tr
+    >>> (tr.tensor([[1.0, 2.0]]) @ tr.tensor([[3.0], [4.0]])).item()
+    11.0
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import Any, Sequence
+
+import numpy as np
+
+from .backend import Backend
+from .tensor import _FLOATS, Function, Tensor, _as_dtype
+
+__all__ = ["cat", "stack", "split", "chunk", "where", "sum_to_shape", "matmul"]
+
+
+def sum_to_shape(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
+    """Reduce a broadcast gradient ``g`` back to ``shape`` (the one unbroadcast step of every op)."""
+    if tuple(g.shape) == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    if lead > 0:
+        g = g.sum(axis=tuple(range(lead)))
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------
+# elementwise, binary (broadcasting)
+
+
+class Add(Function):
+    def forward(self, a, b):
+        self.sa, self.sb = a.shape, b.shape
+        return a + b
+
+    def backward(self, g):
+        return (sum_to_shape(self.xp, g, self.sa) if self.needs[0] else None,
+                sum_to_shape(self.xp, g, self.sb) if self.needs[1] else None)
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.sa, self.sb = a.shape, b.shape
+        return a - b
+
+    def backward(self, g):
+        return (sum_to_shape(self.xp, g, self.sa) if self.needs[0] else None,
+                sum_to_shape(self.xp, -g, self.sb) if self.needs[1] else None)
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, g):
+        return (sum_to_shape(self.xp, g * self.b, self.a.shape) if self.needs[0] else None,
+                sum_to_shape(self.xp, g * self.a, self.b.shape) if self.needs[1] else None)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, g):
+        gb = g / self.b
+        return (sum_to_shape(self.xp, gb, self.a.shape) if self.needs[0] else None,
+                sum_to_shape(self.xp, -gb * self.a / self.b, self.b.shape) if self.needs[1] else None)
+
+
+class Pow(Function):
+    """a ** b with both differentiable; d/db = a**b * log(a) (defined for a > 0)."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        self.out = a ** b
+        return self.out
+
+    def backward(self, g):
+        ga = gb = None
+        if self.needs[0]:
+            ga = sum_to_shape(self.xp, g * self.b * self.a ** (self.b - 1), self.a.shape)
+        if self.needs[1]:
+            gb = sum_to_shape(self.xp, g * self.out * self.xp.log(self.a), self.b.shape)
+        return ga, gb
+
+
+class PowScalar(Function):
+    def forward(self, a, p):
+        self.a, self.p = a, p
+        return a ** p
+
+    def backward(self, g):
+        return g * (self.p * self.a ** (self.p - 1))
+
+
+# ---------------------------------------------------------------------------------------
+# elementwise, unary
+
+
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, g):
+        return -g
+
+
+class Identity(Function):
+    def forward(self, a):
+        return a.copy()
+
+    def backward(self, g):
+        return g
+
+
+class Exp(Function):
+    def forward(self, a):
+        self.out = self.xp.exp(a)
+        return self.out
+
+    def backward(self, g):
+        return g * self.out
+
+
+class Log(Function):
+    def forward(self, a):
+        self.a = a
+        return self.xp.log(a)
+
+    def backward(self, g):
+        return g / self.a
+
+
+class Tanh(Function):
+    def forward(self, a):
+        self.out = self.xp.tanh(a)
+        return self.out
+
+    def backward(self, g):
+        return g * (1 - self.out * self.out)
+
+
+class Sigmoid(Function):
+    def forward(self, a):
+        xp = self.xp
+        # exp of a negative number only: 1/(1+exp(-a)) overflows for very negative a
+        e = xp.exp(-xp.abs(a))
+        self.out = xp.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
+        return self.out
+
+    def backward(self, g):
+        return g * self.out * (1 - self.out)
+
+
+class Relu(Function):
+    def forward(self, a):
+        self.mask = a > 0
+        return a * self.mask
+
+    def backward(self, g):
+        return g * self.mask
+
+
+class Abs(Function):
+    def forward(self, a):
+        self.sign = self.xp.sign(a)
+        return self.xp.abs(a)
+
+    def backward(self, g):
+        return g * self.sign
+
+
+class Cast(Function):
+    def forward(self, a, dtype):
+        self.src = a.dtype
+        return a.astype(dtype)
+
+    def backward(self, g):
+        return g.astype(self.src) if self.src in _FLOATS else None
+
+
+class ToDevice(Function):
+    """Move values between backends; the gradient moves back the other way."""
+
+    @classmethod
+    def apply(cls, t: Tensor, backend: Backend) -> Tensor:  # type: ignore[override]
+        from .tensor import is_grad_enabled
+
+        ctx = cls()
+        ctx.src, ctx.dst = t._be, backend
+        host = t._be.to_host(t.data)
+        arr = backend.from_host(host) if backend.name != "cpu" else np.array(host, copy=True)
+        if not (is_grad_enabled() and t.requires_grad):
+            return Tensor._make(arr, backend, False, None, 0)
+        ctx.be, ctx.xp, ctx.needs, ctx.parents = t._be, t._be.xp, (True,), (t,)
+        return Tensor._make(arr, backend, True, ctx, 0)
+
+    def backward(self, g):
+        host = self.dst.to_host(g)
+        return self.src.from_host(host) if self.src.name != "cpu" else np.array(host, copy=True)
+
+
+# ---------------------------------------------------------------------------------------
+# matrix product
+
+
+class MatMul(Function):
+    """a @ b for a.ndim, b.ndim >= 2, batch dimensions broadcast as in NumPy."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, g):
+        xp = self.xp
+        ga = gb = None
+        if self.needs[0]:
+            ga = sum_to_shape(xp, g @ xp.swapaxes(self.b, -1, -2), self.a.shape)
+        if self.needs[1]:
+            gb = sum_to_shape(xp, xp.swapaxes(self.a, -1, -2) @ g, self.b.shape)
+        return ga, gb
+
+
+# ---------------------------------------------------------------------------------------
+# reductions
+
+
+class Sum(Function):
+    def forward(self, a, axis, keepdims):
+        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        return a.sum(axis=axis, keepdims=keepdims)
+
+    def backward(self, g):
+        if not self.keepdims and self.axis is not None:
+            g = self.xp.expand_dims(g, self.axis)
+        return self.xp.broadcast_to(g, self.shape)
+
+
+class Mean(Function):
+    def forward(self, a, axis, keepdims):
+        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        n = a.size if axis is None else int(np.prod([a.shape[i] for i in axis]))
+        self.scale = 1.0 / max(n, 1)
+        return a.mean(axis=axis, keepdims=keepdims)
+
+    def backward(self, g):
+        if not self.keepdims and self.axis is not None:
+            g = self.xp.expand_dims(g, self.axis)
+        return self.xp.broadcast_to(g * self.scale, self.shape)
+
+
+class Max(Function):
+    """Max over axes; ties share the gradient equally (a subgradient, as in PyTorch's max())."""
+
+    def forward(self, a, axis, keepdims):
+        self.axis, self.keepdims = axis, keepdims
+        m = a.max(axis=axis, keepdims=True)
+        self.mask = a == m
+        return m if keepdims else (m.reshape(()) if axis is None else m.squeeze(axis))
+
+    def backward(self, g):
+        if not self.keepdims and self.axis is not None:
+            g = self.xp.expand_dims(g, self.axis)
+        count = self.mask.sum(axis=self.axis, keepdims=True)
+        return self.mask * (g / count)
+
+
+# ---------------------------------------------------------------------------------------
+# shape
+
+
+class Reshape(Function):
+    def forward(self, a, shape):
+        self.src = a.shape
+        return a.reshape(shape)
+
+    def backward(self, g):
+        return g.reshape(self.src)
+
+
+class Permute(Function):
+    def forward(self, a, axes):
+        self.inv = tuple(np.argsort(axes))
+        return a.transpose(axes)
+
+    def backward(self, g):
+        return g.transpose(self.inv)
+
+
+class Expand(Function):
+    def forward(self, a, shape):
+        self.src = a.shape
+        return self.xp.broadcast_to(a, shape)
+
+    def backward(self, g):
+        return sum_to_shape(self.xp, g, self.src)
+
+
+class GetItem(Function):
+    def forward(self, a, index, advanced):
+        self.src, self.dtype, self.index, self.advanced = a.shape, a.dtype, index, advanced
+        return a[index]
+
+    def backward(self, g):
+        xp = self.xp
+        idx = self.index
+        if not self.advanced:
+            out = xp.zeros(self.src, dtype=self.dtype)
+            out[idx] = g
+            return out
+        if len(self.src) == 2 and not isinstance(idx, tuple) and idx.dtype != np.bool_:
+            # rows gathered by one integer array: the embedding-style fused scatter-add
+            return self.be.scatter_add_rows(self.src[0], idx.reshape(-1), g.reshape(-1, self.src[1]))
+        out = xp.zeros(self.src, dtype=self.dtype)
+        self.be.index_add(out, idx, g)
+        return out
+
+
+class Cat(Function):
+    def forward(self, *arrays, axis):
+        self.axis = axis
+        self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1]
+        return self.xp.concatenate(arrays, axis=axis)
+
+    def backward(self, g):
+        parts = self.xp.split(g, self.bounds, axis=self.axis)
+        return tuple(p if need else None for p, need in zip(parts, self.needs))
+
+
+class Stack(Function):
+    def forward(self, *arrays, axis):
+        self.axis = axis
+        return self.xp.stack(arrays, axis=axis)
+
+    def backward(self, g):
+        return tuple(self.xp.take(g, i, axis=self.axis) if need else None for i, need in enumerate(self.needs))
+
+
+class Split(Function):
+    def forward(self, a, sizes, axis):
+        self.axis = axis
+        bounds = np.cumsum(sizes)[:-1]
+        return tuple(self.xp.split(a, bounds, axis=axis))
+
+    def backward(self, *gs):
+        return self.xp.concatenate(gs, axis=self.axis)
+
+
+class Where(Function):
+    def forward(self, a, b, cond):
+        self.cond, self.sa, self.sb = cond, a.shape, b.shape
+        return self.xp.where(cond, a, b)
+
+    def backward(self, g):
+        xp = self.xp
+        zero = xp.zeros((), dtype=g.dtype)
+        return (sum_to_shape(xp, xp.where(self.cond, g, zero), self.sa) if self.needs[0] else None,
+                sum_to_shape(xp, xp.where(self.cond, zero, g), self.sb) if self.needs[1] else None)
+
+
+# ---------------------------------------------------------------------------------------
+# softmax family
+
+
+class Softmax(Function):
+    def forward(self, a, axis):
+        xp = self.xp
+        e = xp.exp(a - a.max(axis=axis, keepdims=True))
+        self.out = e / e.sum(axis=axis, keepdims=True)
+        self.axis = axis
+        return self.out
+
+    def backward(self, g):
+        y = self.out
+        return y * (g - (g * y).sum(axis=self.axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    def forward(self, a, axis):
+        xp = self.xp
+        shifted = a - a.max(axis=axis, keepdims=True)
+        self.out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+        self.axis = axis
+        return self.out
+
+    def backward(self, g):
+        return g - self.xp.exp(self.out) * g.sum(axis=self.axis, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------
+# helpers for the Tensor surface
+
+
+def _axes(ndim: int, dim: Any, axis: Any, what: str) -> tuple[int, ...] | None:
+    if dim is not None and axis is not None:
+        raise ValueError(f"{what}: give dim= or axis=, not both")
+    d = dim if dim is not None else axis
+    if d is None:
+        return None
+    ds = (d,) if isinstance(d, (int, np.integer)) else tuple(d)
+    out = []
+    for x in ds:
+        if not isinstance(x, (int, np.integer)):
+            raise TypeError(f"{what}: dim must be an int or a tuple of ints, got {d!r}")
+        if not -max(ndim, 1) <= x < max(ndim, 1):
+            raise ValueError(f"{what}: dim {x} is out of range for a tensor with {ndim} dimensions")
+        out.append(int(x) % max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{what}: repeated dim in {d!r}")
+    return tuple(out)
+
+
+def _one_axis(ndim: int, dim: Any, what: str) -> int:
+    ax = _axes(ndim, dim, None, what)
+    if ax is None or len(ax) != 1:
+        raise ValueError(f"{what}: expected a single dim, got {dim!r}")
+    return ax[0]
+
+
+def _keep(keepdim: bool | None, keepdims: bool | None) -> bool:
+    if keepdim is not None and keepdims is not None:
+        raise ValueError("give keepdim= or keepdims=, not both")
+    return bool(keepdim if keepdim is not None else (keepdims or False))
+
+
+def _promote(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """NumPy's float rule: float32 with float64 computes in float64 (the cast is differentiable)."""
+    if a.dtype == b.dtype:
+        return a, b
+    fa, fb = a.dtype in _FLOATS, b.dtype in _FLOATS
+    if fa and fb:
+        return (a.to(np.float64), b) if b.dtype == np.float64 else (a, b.to(np.float64))
+    if fa:
+        return a, Tensor._make(b.data.astype(a.dtype), b._be, False, None, 0)
+    if fb:
+        return Tensor._make(a.data.astype(b.dtype), a._be, False, None, 0), b
+    return a, b
+
+
+def _as_operand(a: Tensor, b: Any, op: str) -> Tensor:
+    """Turn the other operand of a binary op into a Tensor on ``a``'s device."""
+    if isinstance(b, Tensor):
+        if b._be is not a._be:
+            raise ValueError(f"{op}: tensors on different devices ({a.device} and {b.device}); move one with .to()")
+        return b
+    if isinstance(b, (bool, int, float, np.number)):
+        # a Python/NumPy scalar takes the tensor's float dtype, as in PyTorch
+        dt = a.dtype if a.dtype in _FLOATS else np.result_type(a.dtype, type(b) if not isinstance(b, np.number) else b.dtype)
+        return Tensor._make(a._be.xp.asarray(b, dtype=dt), a._be, False, None, 0)
+    if isinstance(b, (np.ndarray, list, tuple)) or type(b).__module__.startswith("cupy"):
+        arr = np.asarray(b) if not type(b).__module__.startswith("cupy") else b
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"{op}: unsupported array dtype {arr.dtype}")
+        if isinstance(b, (list, tuple)) and arr.dtype.kind == "f" and a.dtype in _FLOATS:
+            arr = arr.astype(a.dtype)
+        return Tensor(arr, device=a.device)
+    raise TypeError(f"{op}: unsupported operand type {type(b).__name__}")
+
+
+def _check_broadcast(a: Tensor, b: Tensor, op: str) -> None:
+    if a.shape != b.shape:
+        try:
+            np.broadcast_shapes(a.shape, b.shape)
+        except ValueError:
+            raise ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together") from None
+
+
+def _binary(fn: type[Function], op: str, reverse: bool = False):
+    def method(self: Tensor, other: Any) -> Tensor:
+        a, o = _promote(self, _as_operand(self, other, op))
+        _check_broadcast(a, o, op)
+        return fn.apply(o, a) if reverse else fn.apply(a, o)
+
+    method.__name__ = op
+    return method
+
+
+def _pow(self: Tensor, p: Any) -> Tensor:
+    if isinstance(p, (int, float, np.number)) and not isinstance(p, bool):
+        return PowScalar.apply(self, p=float(p) if self.dtype in _FLOATS else p)
+    a, o = _promote(self, _as_operand(self, p, "pow"))
+    _check_broadcast(a, o, "pow")
+    return Pow.apply(a, o)
+
+
+def _rpow(self: Tensor, base: Any) -> Tensor:
+    b, a = _promote(_as_operand(self, base, "pow"), self)
+    return Pow.apply(b, a)
+
+
+def matmul(a: Tensor, b: Any) -> Tensor:
+    """Matrix product with NumPy's rules (1-D operands are promoted and the added dim removed)."""
+    if not isinstance(b, Tensor):
+        b = _as_operand(a, b, "matmul")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and {b.shape}")
+    if a._be is not b._be:
+        raise ValueError(f"matmul: tensors on different devices ({a.device} and {b.device})")
+    if a.dtype not in _FLOATS or b.dtype not in _FLOATS:
+        raise TypeError(f"matmul: expected float tensors, got {a.dtype} and {b.dtype}")
+    a, b = _promote(a, b)
+    if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+        sa = "x".join(map(str, a.shape))
+        sb = "x".join(map(str, b.shape))
+        raise ValueError(f"matmul: shapes cannot be multiplied ({sa} and {sb})")
+    squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
+    if squeeze_a:
+        a = a.reshape(1, -1)
+    if squeeze_b:
+        b = b.reshape(-1, 1)
+    try:
+        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions {a.shape[:-2]} and {b.shape[:-2]} cannot be broadcast") from None
+    out = MatMul.apply(a, b)
+    if squeeze_a and squeeze_b:
+        return out.reshape(())
+    if squeeze_a:
+        return out.reshape(out.shape[:-2] + out.shape[-1:])
+    if squeeze_b:
+        return out.reshape(out.shape[:-1])
+    return out
+
+
+def _reduce(fn: type[Function], name: str):
+    def method(self: Tensor, dim: Any = None, keepdim: bool | None = None, *, axis: Any = None,
+               keepdims: bool | None = None) -> Tensor:
+        ax = _axes(self.ndim, dim, axis, name)
+        if ax is not None and self.ndim == 0:
+            ax = None
+        return fn.apply(self, axis=ax, keepdims=_keep(keepdim, keepdims))
+
+    method.__name__ = name
+    return method
+
+
+MaxResult = namedtuple("MaxResult", ["values", "indices"])
+
+
+def _max(self: Tensor, dim: Any = None, keepdim: bool | None = None, *, axis: Any = None,
+         keepdims: bool | None = None) -> Any:
+    """``t.max()`` is a scalar; ``t.max(dim)`` returns ``(values, indices)`` as in PyTorch."""
+    if self.numel() == 0:
+        raise ValueError("max() of an empty tensor")
+    ax = _axes(self.ndim, dim, axis, "max")
+    kd = _keep(keepdim, keepdims)
+    values = Max.apply(self, axis=ax, keepdims=kd)
+    if ax is None:
+        return values
+    if len(ax) != 1:
+        return values
+    idx = self._be.xp.argmax(self.data, axis=ax[0])
+    if kd:
+        idx = self._be.xp.expand_dims(idx, ax[0])
+    return MaxResult(values, Tensor._make(idx.astype(np.int64), self._be, False, None, 0))
+
+
+def _amax(self: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    return Max.apply(self, axis=_axes(self.ndim, dim, None, "amax"), keepdims=keepdim)
+
+
+def _min(self: Tensor, dim: Any = None, keepdim: bool | None = None, **kw: Any) -> Any:
+    r = _max(-self, dim, keepdim, **kw)
+    if isinstance(r, MaxResult):
+        return MaxResult(-r.values, r.indices)
+    return -r
+
+
+def _argmax(self: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    xp = self._be.xp
+    if dim is None:
+        return Tensor._make(xp.asarray(xp.argmax(self.data)).astype(np.int64), self._be, False, None, 0)
+    ax = _one_axis(self.ndim, dim, "argmax")
+    idx = xp.argmax(self.data, axis=ax)
+    if keepdim:
+        idx = xp.expand_dims(idx, ax)
+    return Tensor._make(idx.astype(np.int64), self._be, False, None, 0)
+
+
+def _reshape(self: Tensor, *shape: Any) -> Tensor:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    shape = tuple(int(s) for s in shape)
+    n_neg = sum(1 for s in shape if s == -1)
+    known = int(np.prod([s for s in shape if s != -1])) if shape else 1
+    if n_neg > 1 or any(s < -1 for s in shape) or (n_neg == 0 and known != self.numel()) or \
+            (n_neg == 1 and (known == 0 or self.numel() % known != 0)):
+        raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} ({self.numel()} elements) into {shape}")
+    if shape == self.shape:
+        return self
+    return Reshape.apply(self, shape=shape)
+
+
+def _permute(self: Tensor, *dims: Any) -> Tensor:
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = tuple(dims[0])
+    ax = _axes(self.ndim, dims, None, "permute")
+    if ax is None or len(ax) != self.ndim:
+        raise ValueError(f"permute: expected a permutation of {self.ndim} dims, got {dims}")
+    return Permute.apply(self, axes=ax)
+
+
+def _transpose(self: Tensor, dim0: int = -2, dim1: int = -1) -> Tensor:
+    if self.ndim < 2:
+        return self
+    a = _one_axis(self.ndim, dim0, "transpose")
+    b = _one_axis(self.ndim, dim1, "transpose")
+    axes = list(range(self.ndim))
+    axes[a], axes[b] = axes[b], axes[a]
+    return Permute.apply(self, axes=tuple(axes))
+
+
+def _unsqueeze(self: Tensor, dim: int) -> Tensor:
+    if not -self.ndim - 1 <= dim <= self.ndim:
+        raise ValueError(f"unsqueeze: dim {dim} out of range for a tensor with {self.ndim} dimensions")
+    d = dim % (self.ndim + 1)
+    return _reshape(self, self.shape[:d] + (1,) + self.shape[d:])
+
+
+def _squeeze(self: Tensor, dim: int | None = None) -> Tensor:
+    if dim is None:
+        return _reshape(self, tuple(s for s in self.shape if s != 1))
+    d = _one_axis(self.ndim, dim, "squeeze")
+    if self.shape[d] != 1:
+        return self
+    return _reshape(self, self.shape[:d] + self.shape[d + 1:])
+
+
+def _flatten(self: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    if self.ndim == 0:
+        return _reshape(self, (1,))
+    s = _one_axis(self.ndim, start_dim, "flatten")
+    e = _one_axis(self.ndim, end_dim, "flatten")
+    return _reshape(self, self.shape[:s] + (-1,) + self.shape[e + 1:])
+
+
+def _expand(self: Tensor, *shape: Any) -> Tensor:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    shape = tuple(self.shape[i - (len(shape) - self.ndim)] if s == -1 else s for i, s in enumerate(shape))
+    try:
+        if np.broadcast_shapes(self.shape, shape) != shape:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"expand: cannot expand shape {self.shape} to {shape}") from None
+    return Expand.apply(self, shape=shape)
+
+
+def _normalize_index(t: Tensor, index: Any) -> tuple[Any, bool]:
+    """Device arrays for tensor/list indices; says whether NumPy will use advanced indexing."""
+    items = index if isinstance(index, tuple) else (index,)
+    out = []
+    advanced = False
+    for it in items:
+        if isinstance(it, Tensor):
+            if it._be is not t._be:
+                raise ValueError(f"indexing a {t.device} tensor with a {it.device} tensor")
+            if it.dtype.kind not in "iub":
+                raise TypeError(f"index tensors must be integer or bool, got {it.dtype}")
+            it = it.data
+            advanced = True
+        elif isinstance(it, (list, np.ndarray)):
+            arr = np.asarray(it)
+            if arr.dtype.kind not in "iub":
+                raise TypeError(f"index arrays must be integer or bool, got {arr.dtype}")
+            it = t._be.asarray(arr) if t.device != "cpu" else arr
+            advanced = True
+        elif hasattr(it, "dtype") and hasattr(it, "shape") and getattr(it, "ndim", 0) > 0:
+            advanced = True
+        elif isinstance(it, float):
+            raise TypeError(f"index must be an int, slice, None, Ellipsis or an integer array, got float {it}")
+        out.append(it)
+    idx = tuple(out) if isinstance(index, tuple) else out[0]
+    return idx, advanced
+
+
+def _getitem(self: Tensor, index: Any) -> Tensor:
+    idx, advanced = _normalize_index(self, index)
+    try:
+        probe = np.empty(self.shape, dtype=np.bool_)[idx if self.device == "cpu" else _host_index(idx)]
+        del probe
+    except IndexError as e:
+        raise IndexError(f"index {index!r} is invalid for a tensor of shape {self.shape}: {e}") from None
+    return GetItem.apply(self, index=idx, advanced=advanced)
+
+
+def _host_index(idx: Any) -> Any:
+    items = idx if isinstance(idx, tuple) else (idx,)
+    conv = tuple(i.get() if hasattr(i, "get") and not isinstance(i, (dict,)) else i for i in items)
+    return conv if isinstance(idx, tuple) else conv[0]
+
+
+def _softmax(self: Tensor, dim: int = -1) -> Tensor:
+    return Softmax.apply(self, axis=_one_axis(self.ndim, dim, "softmax"))
+
+
+def _log_softmax(self: Tensor, dim: int = -1) -> Tensor:
+    return LogSoftmax.apply(self, axis=_one_axis(self.ndim, dim, "log_softmax"))
+
+
+def _compare(name: str):
+    fn = getattr(np, name)
+
+    def method(self: Tensor, other: Any) -> Tensor:
+        o = other.data if isinstance(other, Tensor) else other
+        return Tensor._make(getattr(self._be.xp, name)(self.data, o), self._be, False, None, 0)
+
+    method.__name__ = name
+    del fn
+    return method
+
+
+def _float_only(fn: type[Function], name: str):
+    def method(self: Tensor) -> Tensor:
+        if self.dtype not in _FLOATS:
+            raise TypeError(f"{name}: expected a float32/float64 tensor, got {self.dtype}")
+        return fn.apply(self)
+
+    method.__name__ = name
+    return method
+
+
+# ---------------------------------------------------------------------------------------
+# module-level functions
+
+
+def _dim_of(tensors: Sequence[Tensor], dim: int, what: str, extra: int = 0) -> int:
+    if not tensors:
+        raise ValueError(f"{what}: expected a non-empty sequence of tensors")
+    for t in tensors:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{what}: expected tensors, got {type(t).__name__}")
+    nd = tensors[0].ndim + extra
+    if not -nd <= dim < nd:
+        raise ValueError(f"{what}: dim {dim} out of range for {nd} dimensions")
+    return dim % nd
+
+
+def _same_dtype_device(tensors: Sequence[Tensor], what: str) -> None:
+    dts = {str(t.dtype) for t in tensors}
+    if len(dts) > 1:
+        raise TypeError(f"{what}: tensors must share a dtype, got {sorted(dts)}")
+    devs = {t.device for t in tensors}
+    if len(devs) > 1:
+        raise ValueError(f"{what}: tensors must be on one device, got {sorted(devs)}")
+
+
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """Concatenate along an existing dim: ``tr.cat([a, b], dim=1)``."""
+    tensors = list(tensors)
+    d = _dim_of(tensors, dim, "cat")
+    _same_dtype_device(tensors, "cat")
+    ref = tensors[0].shape
+    for t in tensors[1:]:
+        if t.ndim != len(ref) or any(t.shape[i] != ref[i] for i in range(len(ref)) if i != d):
+            raise ValueError(f"cat: shapes {ref} and {t.shape} differ outside dim {d}")
+    return Cat.apply(*tensors, axis=d)
+
+
+def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """Stack equal-shaped tensors along a new dim: ``tr.stack(hs, dim=1)``."""
+    tensors = list(tensors)
+    d = _dim_of(tensors, dim, "stack", extra=1)
+    _same_dtype_device(tensors, "stack")
+    for t in tensors[1:]:
+        if t.shape != tensors[0].shape:
+            raise ValueError(f"stack: all tensors need the same shape, got {tensors[0].shape} and {t.shape}")
+    return Stack.apply(*tensors, axis=d)
+
+
+def split(t: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) -> tuple[Tensor, ...]:
+    """PyTorch's split: an int gives chunks of that size (the last may be smaller), a list gives sizes."""
+    d = _dim_of([t], dim, "split")
+    n = t.shape[d]
+    if isinstance(split_size_or_sections, (int, np.integer)):
+        s = int(split_size_or_sections)
+        if s <= 0:
+            raise ValueError(f"split: split size must be positive, got {s}")
+        sizes = [s] * (n // s) + ([n % s] if n % s else [])
+    else:
+        sizes = [int(x) for x in split_size_or_sections]
+        if sum(sizes) != n or any(x < 0 for x in sizes):
+            raise ValueError(f"split: sizes {sizes} do not add up to {n}, the size of dim {d}")
+    if len(sizes) <= 1:
+        return (t,)
+    return Split.apply(t, sizes=sizes, axis=d)
+
+
+def chunk(t: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+    n = t.shape[_dim_of([t], dim, "chunk")]
+    return split(t, max(1, -(-n // chunks)), dim)
+
+
+def where(condition: Any, a: Any, b: Any) -> Tensor:
+    """Elementwise ``a`` where ``condition`` else ``b``; gradients flow to both branches' chosen entries."""
+    ref = a if isinstance(a, Tensor) else b
+    if not isinstance(ref, Tensor):
+        raise TypeError("where: at least one of a, b must be a Tensor")
+    ta = _as_operand(ref, a, "where") if a is not ref else a
+    tb = _as_operand(ref, b, "where") if b is not ref else b
+    ta, tb = _promote(ta, tb)
+    cond = condition.data if isinstance(condition, Tensor) else ref._be.asarray(np.asarray(condition)) \
+        if ref.device != "cpu" else np.asarray(condition)
+    if cond.dtype != np.bool_:
+        raise TypeError(f"where: condition must be bool, got {cond.dtype}")
+    try:
+        np.broadcast_shapes(tuple(cond.shape), ta.shape, tb.shape)
+    except ValueError:
+        raise ValueError(f"where: shapes {tuple(cond.shape)}, {ta.shape}, {tb.shape} cannot be broadcast") from None
+    return Where.apply(ta, tb, cond=cond)
+
+
+# ---------------------------------------------------------------------------------------
+# attach the Tensor surface
+
+Tensor.__add__ = _binary(Add, "add")
+Tensor.__radd__ = _binary(Add, "add", reverse=True)
+Tensor.__sub__ = _binary(Sub, "sub")
+Tensor.__rsub__ = _binary(Sub, "sub", reverse=True)
+Tensor.__mul__ = _binary(Mul, "mul")
+Tensor.__rmul__ = _binary(Mul, "mul", reverse=True)
+Tensor.__truediv__ = _binary(Div, "div")
+Tensor.__rtruediv__ = _binary(Div, "div", reverse=True)
+Tensor.__pow__ = _pow
+Tensor.__rpow__ = _rpow
+Tensor.__neg__ = lambda self: Neg.apply(self)
+Tensor.__matmul__ = matmul
+Tensor.__rmatmul__ = lambda self, other: matmul(_as_operand(self, other, "matmul"), self)
+Tensor.matmul = matmul
+Tensor.add, Tensor.sub, Tensor.mul, Tensor.div = Tensor.__add__, Tensor.__sub__, Tensor.__mul__, Tensor.__truediv__
+Tensor.pow = _pow
+Tensor.neg = Tensor.__neg__
+Tensor.exp = _float_only(Exp, "exp")
+Tensor.log = _float_only(Log, "log")
+Tensor.tanh = _float_only(Tanh, "tanh")
+Tensor.sigmoid = _float_only(Sigmoid, "sigmoid")
+Tensor.relu = _float_only(Relu, "relu")
+Tensor.abs = lambda self: Abs.apply(self)
+Tensor.sqrt = lambda self: _pow(self, 0.5)
+Tensor.sum = _reduce(Sum, "sum")
+Tensor.mean = _reduce(Mean, "mean")
+Tensor.max = _max
+Tensor.min = _min
+Tensor.amax = _amax
+Tensor.argmax = _argmax
+Tensor.reshape = _reshape
+Tensor.view = _reshape
+Tensor.permute = _permute
+Tensor.transpose = _transpose
+Tensor.T = property(lambda self: _permute(self, tuple(reversed(range(self.ndim)))))
+Tensor.unsqueeze = _unsqueeze
+Tensor.squeeze = _squeeze
+Tensor.flatten = _flatten
+Tensor.expand = _expand
+Tensor.__getitem__ = _getitem
+Tensor.softmax = _softmax
+Tensor.log_softmax = _log_softmax
+Tensor.split = split
+Tensor.chunk = chunk
+for _name, _np in (("__lt__", "less"), ("__le__", "less_equal"), ("__gt__", "greater"),
+                   ("__ge__", "greater_equal"), ("__eq__", "equal"), ("__ne__", "not_equal")):
+    setattr(Tensor, _name, _compare(_np))
+Tensor.__hash__ = lambda self: id(self)
+Tensor.astype = lambda self, dtype: self.to(_as_dtype(dtype))

@@ -1,0 +1,645 @@
+"""The Tensor, the Function node and the reverse-mode engine.
+
+A ``Tensor`` wraps one backend array. Every differentiable op is a ``Function`` subclass
+(in ``ops.py``) with ``forward`` on arrays and ``backward`` returning one gradient per
+input; ``Function.apply`` runs the forward and, when a gradient is wanted, records the
+node. ``Tensor.backward`` walks the recorded nodes **iteratively** (no recursion, so an
+unrolled 10,000-step RNN backprops fine), sums the gradients of a tensor used several
+times, and frees each node's saved arrays as soon as it has run.
+
+    >>> import tinygrad_rnn as tr
+    >>> x = tr.tensor([1.0, 2.0], requires_grad=True); (x * x).sum().backward(); x.grad.tolist()
+    [2.0, 4.0]
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .backend import Backend, get_backend
+
+__all__ = [
+    "Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "Generator", "manual_seed",
+    "tensor", "zeros", "ones", "full", "randn", "rand", "randint", "arange", "eye", "zeros_like",
+    "ones_like", "full_like", "randn_like", "rand_like", "float32", "float64", "int64", "int32", "bool_",
+]
+
+float32 = np.dtype(np.float32)
+float64 = np.dtype(np.float64)
+int32 = np.dtype(np.int32)
+int64 = np.dtype(np.int64)
+bool_ = np.dtype(np.bool_)
+_FLOATS = (float32, float64)
+_ALLOWED = (float32, float64, int32, int64, bool_)
+
+# ---------------------------------------------------------------------------------------
+# grad mode
+
+
+class _GradMode(threading.local):
+    enabled = True
+
+
+_mode = _GradMode()
+
+
+def is_grad_enabled() -> bool:
+    return _mode.enabled
+
+
+class _SetGrad(contextlib.ContextDecorator):
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self):
+        self.prev = _mode.enabled
+        _mode.enabled = self.enabled
+        return self
+
+    def __exit__(self, *exc):
+        _mode.enabled = self.prev
+        return False
+
+
+def no_grad() -> _SetGrad:
+    """Context manager / decorator: ops inside record nothing (``with tr.no_grad(): ...``)."""
+    return _SetGrad(False)
+
+
+def enable_grad() -> _SetGrad:
+    return _SetGrad(True)
+
+
+# ---------------------------------------------------------------------------------------
+# random numbers: always drawn on the host, so a seed gives the same values on every device
+
+
+class Generator:
+    """A seeded source of random numbers (``tr.Generator(0)``), wrapping NumPy's PCG64."""
+
+    def __init__(self, seed: int | None = None):
+        self.manual_seed(seed)
+
+    def manual_seed(self, seed: int | None) -> Generator:
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        return self
+
+
+_default_generator = Generator(None)
+
+
+def manual_seed(seed: int) -> Generator:
+    """Seed the global generator used when neither ``seed`` nor ``generator`` is given."""
+    return _default_generator.manual_seed(seed)
+
+
+def _rng(seed: int | None, generator: Generator | None) -> np.random.Generator:
+    if seed is not None and generator is not None:
+        raise ValueError("give either seed= or generator=, not both")
+    if seed is not None:
+        return np.random.default_rng(seed)
+    if generator is not None:
+        if not isinstance(generator, Generator):
+            raise TypeError(f"generator must be a tinygrad_rnn.Generator, got {type(generator).__name__}")
+        return generator.rng
+    return _default_generator.rng
+
+
+# ---------------------------------------------------------------------------------------
+# dtypes
+
+
+def _as_dtype(dtype: Any) -> np.dtype | None:
+    if dtype is None:
+        return None
+    if dtype in ("float", float):
+        return float32
+    if dtype in ("double",):
+        return float64
+    if dtype in ("long", int):
+        return int64
+    try:
+        d = np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"unknown dtype {dtype!r}") from e
+    if d not in _ALLOWED:
+        raise TypeError(f"unsupported dtype {d}: use float32, float64, int32, int64 or bool")
+    return d
+
+
+def _default_dtype_for(data: Any) -> np.dtype | None:
+    """PyTorch's rule: Python floats become float32, Python ints int64; arrays keep theirs."""
+    if isinstance(data, (bool, np.bool_)):
+        return bool_
+    if isinstance(data, (int, np.integer)) and not isinstance(data, np.ndarray):
+        return int64
+    if isinstance(data, float):
+        return float32
+    if isinstance(data, (list, tuple)):
+        arr = np.asarray(data)
+        if arr.dtype.kind == "f":
+            return float32
+        if arr.dtype.kind in "iu":
+            return int64
+        if arr.dtype.kind == "b":
+            return bool_
+        raise TypeError(f"cannot make a tensor from a sequence of {arr.dtype}")
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# the graph node
+
+
+class Function:
+    """One recorded op. Subclasses define ``forward(*arrays, **kw)`` and ``backward(*grads)``.
+
+    ``forward`` may return one array or a tuple (then ``apply`` returns a tuple of tensors);
+    ``backward`` receives one gradient per output (zeros for outputs nobody used) and returns
+    one gradient per tensor input (``None`` where the input needs none). ``self.needs[i]``
+    says whether input ``i`` wants a gradient; ``self.be``/``self.xp`` are the backend.
+    """
+
+    parents: tuple
+    needs: tuple
+    be: Backend
+    xp: Any
+    n_out: int = 1
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, *grads: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs: Tensor, **kwargs: Any) -> Any:
+        be = inputs[0]._be
+        for t in inputs[1:]:
+            if t._be is not be:
+                raise ValueError(
+                    f"{cls.__name__}: expected all tensors on the same device, got "
+                    f"{', '.join(sorted({x.device for x in inputs}))}; move them with .to(device)")
+        ctx = cls()
+        ctx.be = be
+        ctx.xp = be.xp
+        needs = tuple(t.requires_grad for t in inputs)
+        record = _mode.enabled and any(needs)
+        ctx.needs = needs
+        out = ctx.forward(*[t.data for t in inputs], **kwargs)
+        if not record:
+            if isinstance(out, tuple):
+                return tuple(Tensor._make(o, be, False, None, 0) for o in out)
+            return Tensor._make(out, be, False, None, 0)
+        ctx.parents = inputs
+        if isinstance(out, tuple):
+            ctx.n_out = len(out)
+            ctx.out_shapes = [(o.shape, o.dtype) for o in out]
+            return tuple(Tensor._make(o, be, True, ctx, i) for i, o in enumerate(out))
+        return Tensor._make(out, be, True, ctx, 0)
+
+    def release(self) -> None:
+        """Drop everything the backward pass held on to (called after it ran)."""
+        self.__dict__.clear()
+
+
+# ---------------------------------------------------------------------------------------
+# Tensor
+
+
+class Tensor:
+    """An n-dimensional array on a device that can record the ops applied to it.
+
+    >>> Tensor(np.ones((2, 3)), requires_grad=True).shape
+    (2, 3)
+    """
+
+    __slots__ = ("data", "_be", "requires_grad", "grad", "_ctx", "_idx", "_retain", "__weakref__")
+    __array_ufunc__ = None  # so ``ndarray * Tensor`` defers to Tensor.__rmul__
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, device: Any = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        be = get_backend(device) if device is not None else _backend_of(data)
+        dt = _as_dtype(dtype) or _default_dtype_for(data)
+        arr = be.asarray(data) if not isinstance(data, np.ndarray) or be.name == "cpu" else be.from_host(data)
+        if dt is not None and arr.dtype != dt:
+            arr = arr.astype(dt)
+        if arr.dtype not in _ALLOWED:
+            if arr.dtype.kind == "f":
+                raise TypeError(f"unsupported dtype {arr.dtype}: use float32 or float64")
+            if arr.dtype.kind in "iu":
+                arr = arr.astype(int64)
+            else:
+                raise TypeError(f"cannot make a tensor from an array of dtype {arr.dtype}")
+        self.data = arr
+        self._be = be
+        self.grad: Tensor | None = None
+        self._ctx = None
+        self._idx = 0
+        self._retain = False
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _make(cls, data: Any, be: Backend, requires_grad: bool, ctx: Function | None, idx: int) -> Tensor:
+        t = cls.__new__(cls)
+        t.data = data
+        t._be = be
+        t.requires_grad = requires_grad
+        t.grad = None
+        t._ctx = ctx
+        t._idx = idx
+        t._retain = False
+        return t
+
+    # -- properties -----------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def device(self) -> str:
+        return self._be.name
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def grad_fn(self) -> Function | None:
+        return self._ctx
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        extra = ""
+        if self.device != "cpu":
+            extra += f", device='{self.device}'"
+        if self._ctx is not None:
+            extra += f", grad_fn=<{type(self._ctx).__name__}>"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        body = np.array2string(self.numpy(), separator=", ", precision=4, threshold=20)
+        return f"tensor({body}, dtype={self.dtype}{extra})"
+
+    def __bool__(self) -> bool:
+        if self.numel() != 1:
+            raise ValueError(f"truth value of a tensor of shape {self.shape} is ambiguous")
+        return bool(self.item())
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # -- conversion -----------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """The values as a NumPy array (a host copy for GPU tensors; shared memory on the CPU)."""
+        return self._be.to_host(self.data)
+
+    def item(self) -> float | int | bool:
+        if self.numel() != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def tolist(self) -> Any:
+        return self.numpy().tolist()
+
+    def detach(self) -> Tensor:
+        """The same values cut from the graph (shares memory): the carried state of truncated BPTT."""
+        return Tensor._make(self.data, self._be, False, None, 0)
+
+    def detach_(self) -> Tensor:
+        self._ctx = None
+        self.requires_grad = False
+        return self
+
+    def clone(self) -> Tensor:
+        from .ops import Identity
+
+        return Identity.apply(self)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if requires_grad and self.data.dtype not in _FLOATS:
+            raise TypeError(f"only float32/float64 tensors can require grad, got dtype {self.data.dtype}")
+        if not requires_grad and self._ctx is not None:
+            raise ValueError("requires_grad_(False) on a non-leaf tensor: use .detach() instead")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def retain_grad(self) -> Tensor:
+        """Keep ``.grad`` of this non-leaf tensor after backward (for gradient diagnostics)."""
+        if self._ctx is not None:
+            self._retain = True
+            rt = self._ctx.__dict__.setdefault("retained", {})
+            rt[self._idx] = weakref.ref(self)
+        return self
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def to(self, *args: Any, dtype: Any = None, device: Any = None) -> Tensor:
+        """``t.to("cuda")``, ``t.to(tr.float64)`` or both; differentiable, a no-op when nothing changes."""
+        for a in args:
+            if isinstance(a, str) or isinstance(a, Backend):
+                device = a
+            else:
+                dtype = a
+        out = self
+        if dtype is not None:
+            dt = _as_dtype(dtype)
+            if dt != out.dtype:
+                from .ops import Cast
+
+                if out.requires_grad and dt not in _FLOATS:
+                    out = Cast.apply(out.detach(), dtype=dt)
+                else:
+                    out = Cast.apply(out, dtype=dt)
+        if device is not None:
+            be = get_backend(device)
+            if be is not out._be:
+                from .ops import ToDevice
+
+                out = ToDevice.apply(out, backend=be)
+        return out
+
+    def cpu(self) -> Tensor:
+        return self.to("cpu")
+
+    def cuda(self) -> Tensor:
+        return self.to("cuda")
+
+    def float(self) -> Tensor:
+        return self.to(float32)
+
+    def double(self) -> Tensor:
+        return self.to(float64)
+
+    def long(self) -> Tensor:
+        return self.to(int64)
+
+    def type_as(self, other: Tensor) -> Tensor:
+        return self.to(other.dtype)
+
+    # -- autograd -------------------------------------------------------------------------
+    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (seeded with ``gradient``)."""
+        if not self.requires_grad:
+            raise ValueError("backward() on a tensor that does not require grad (no input asked for one)")
+        if gradient is None:
+            if self.numel() != 1:
+                raise ValueError(
+                    f"backward() without a gradient needs a scalar output, got shape {self.shape}; "
+                    "pass gradient= of the same shape, or reduce with .sum()/.mean() first")
+            g = self._be.xp.ones(self.data.shape, dtype=self.dtype)
+        else:
+            g = gradient.data if isinstance(gradient, Tensor) else self._be.asarray(gradient)
+            if tuple(g.shape) != self.shape:
+                raise ValueError(f"backward(): gradient shape {tuple(g.shape)} does not match output shape {self.shape}")
+            g = g.astype(self.dtype, copy=False)
+        _run_backward(self, g, retain_graph)
+
+    # -- in-place helpers used by optimizers and init (no graph) ------------------------------
+    def zero_(self) -> Tensor:
+        self.data[...] = 0
+        return self
+
+    def fill_(self, value: float) -> Tensor:
+        self.data[...] = value
+        return self
+
+    def copy_(self, src: Any) -> Tensor:
+        arr = src.data if isinstance(src, Tensor) else src
+        if tuple(np.shape(arr)) != self.shape:
+            raise ValueError(f"copy_: source shape {tuple(np.shape(arr))} does not match {self.shape}")
+        if isinstance(arr, np.ndarray) and self.device != "cpu":
+            arr = self._be.from_host(arr)
+        elif not isinstance(arr, np.ndarray) and self.device == "cpu" and hasattr(arr, "get"):
+            arr = arr.get()
+        self.data[...] = arr
+        return self
+
+    # -- operators (bodies in ops.py; attached there) -------------------------------------------
+
+
+def _backend_of(data: Any) -> Backend:
+    if isinstance(data, np.ndarray) or np.isscalar(data) or isinstance(data, (list, tuple)):
+        return get_backend("cpu")
+    mod = type(data).__module__
+    if mod.startswith("cupy"):
+        return get_backend("cuda")
+    return get_backend("cpu")
+
+
+def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
+    if root._ctx is None:  # a leaf: its gradient is the seed itself
+        _accumulate_leaf(root, grad)
+        return
+    order = _topological_order(root._ctx)
+    pending: dict[int, list] = {id(root._ctx): [None] * root._ctx.n_out}
+    pending[id(root._ctx)][root._idx] = grad
+    xp = root._be.xp
+    for ctx in reversed(order):
+        gouts = pending.pop(id(ctx), None)
+        if gouts is None:
+            continue
+        retained = ctx.__dict__.get("retained")
+        if retained:
+            for i, ref in retained.items():
+                t = ref()
+                if t is not None and gouts[i] is not None:
+                    t.grad = Tensor._make(gouts[i] if t.grad is None else t.grad.data + gouts[i], t._be, False, None, 0)
+        if any(g is None for g in gouts):
+            outs_shape = ctx.__dict__.get("out_shapes")
+            gouts = [g if g is not None else xp.zeros(outs_shape[i][0], dtype=outs_shape[i][1]) for i, g in enumerate(gouts)]
+        gins = ctx.backward(*gouts)
+        if not isinstance(gins, tuple):
+            gins = (gins,)
+        for parent, need, g in zip(ctx.parents, ctx.needs, gins):
+            if not need or g is None:
+                continue
+            if g.shape != parent.data.shape:
+                raise RuntimeError(
+                    f"internal error: {type(ctx).__name__}.backward returned a gradient of shape "
+                    f"{tuple(g.shape)} for an input of shape {parent.shape}")
+            pc = parent._ctx
+            if pc is None:
+                _accumulate_leaf(parent, g)
+                continue
+            slot = pending.get(id(pc))
+            if slot is None:
+                slot = pending[id(pc)] = [None] * pc.n_out
+            slot[parent._idx] = g if slot[parent._idx] is None else slot[parent._idx] + g
+        if not retain_graph:
+            ctx.release()
+
+
+def _accumulate_leaf(t: Tensor, g: Any) -> None:
+    if g.dtype != t.data.dtype:
+        g = g.astype(t.data.dtype)
+    if t.grad is None:
+        # copy: the same array may be handed to several inputs (e.g. by Add), and
+        # optimizers and clipping scale .grad in place
+        t.grad = Tensor._make(g.copy(), t._be, False, None, 0)
+    else:
+        t.grad = Tensor._make(t.grad.data + g, t._be, False, None, 0)
+
+
+def _topological_order(root: Function) -> list[Function]:
+    """Nodes reachable from ``root``, every node after all the nodes it depends on (iterative DFS)."""
+    if "parents" not in root.__dict__:
+        raise RuntimeError(
+            "trying to backward through the graph a second time (its saved arrays were freed); "
+            "pass retain_graph=True to the first backward(), or detach() carried state for truncated BPTT")
+    order: list[Function] = []
+    seen: set[int] = {id(root)}
+    stack: list[tuple[Function, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        stack.append((node, True))
+        parents = node.__dict__.get("parents")
+        if parents is None:
+            raise RuntimeError(
+                "trying to backward through part of a graph that was already freed; "
+                "pass retain_graph=True to the earlier backward(), or detach() the carried state")
+        for p in parents:
+            c = p._ctx
+            if c is not None and id(c) not in seen:
+                seen.add(id(c))
+                stack.append((c, False))
+    return order
+
+
+# ---------------------------------------------------------------------------------------
+# factories
+
+
+def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """Make a tensor: lists of floats become float32, NumPy arrays keep their dtype.
+
+    >>> tensor([[1.0, 2.0]]).dtype
+    dtype('float32')
+    """
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+def _shape_arg(shape: Sequence[Any]) -> tuple[int, ...]:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    for s in shape:
+        if not isinstance(s, (int, np.integer)) or s < 0:
+            raise ValueError(f"shape must be non-negative integers, got {tuple(shape)}")
+    return tuple(int(s) for s in shape)
+
+
+def _host_factory(arr: np.ndarray, dtype: Any, device: Any, requires_grad: bool) -> Tensor:
+    dt = _as_dtype(dtype) or float32
+    return Tensor(arr.astype(dt, copy=False), requires_grad=requires_grad, device=device)
+
+
+def zeros(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    be = get_backend(device)
+    return Tensor._make(be.xp.zeros(_shape_arg(shape), dtype=_as_dtype(dtype) or float32), be, False, None, 0).requires_grad_(requires_grad)
+
+
+def ones(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    be = get_backend(device)
+    return Tensor._make(be.xp.ones(_shape_arg(shape), dtype=_as_dtype(dtype) or float32), be, False, None, 0).requires_grad_(requires_grad)
+
+
+def full(shape: Sequence[int], fill_value: float, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    be = get_backend(device)
+    arr = be.xp.full(_shape_arg((shape,)), fill_value, dtype=_as_dtype(dtype) or float32)
+    return Tensor._make(arr, be, False, None, 0).requires_grad_(requires_grad)
+
+
+def randn(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False,
+          seed: int | None = None, generator: Generator | None = None) -> Tensor:
+    """Standard-normal samples; ``seed=`` or ``generator=`` make them reproducible."""
+    arr = _rng(seed, generator).standard_normal(_shape_arg(shape))
+    return _host_factory(arr, dtype, device, requires_grad)
+
+
+def rand(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False,
+         seed: int | None = None, generator: Generator | None = None) -> Tensor:
+    """Uniform samples in [0, 1)."""
+    arr = _rng(seed, generator).random(_shape_arg(shape))
+    return _host_factory(arr, dtype, device, requires_grad)
+
+
+def randint(low: int, high: int, size: Sequence[int], dtype: Any = None, device: Any = None,
+            seed: int | None = None, generator: Generator | None = None) -> Tensor:
+    arr = _rng(seed, generator).integers(low, high, size=_shape_arg((size,)))
+    return Tensor(arr.astype(_as_dtype(dtype) or int64), device=device)
+
+
+def arange(start: float, end: float | None = None, step: float = 1, dtype: Any = None, device: Any = None,
+           requires_grad: bool = False) -> Tensor:
+    if end is None:
+        start, end = 0, start
+    if dtype is None:
+        dtype = int64 if all(isinstance(v, (int, np.integer)) for v in (start, end, step)) else float32
+    return Tensor(np.arange(start, end, step, dtype=_as_dtype(dtype)), device=device, requires_grad=requires_grad)
+
+
+def eye(n: int, m: int | None = None, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    return _host_factory(np.eye(n, m), dtype, device, requires_grad)
+
+
+def _like(fn: Callable, t: Tensor, dtype: Any, device: Any, requires_grad: bool, **kw: Any) -> Tensor:
+    return fn(*t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad, **kw)
+
+
+def zeros_like(t: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    return _like(zeros, t, dtype, device, requires_grad)
+
+
+def ones_like(t: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    return _like(ones, t, dtype, device, requires_grad)
+
+
+def full_like(t: Tensor, fill_value: float, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def randn_like(t: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False, **kw: Any) -> Tensor:
+    return _like(randn, t, dtype, device, requires_grad, **kw)
+
+
+def rand_like(t: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False, **kw: Any) -> Tensor:
+    return _like(rand, t, dtype, device, requires_grad, **kw)
+
