@@ -5,7 +5,8 @@
     >>> (x @ tr.ones(2, 3)).tanh().sum().backward(); x.grad.shape
     (1, 2)
 """
-from . import ops  # noqa: F401  (attaches the operators to Tensor)
+# ruff: noqa: I001  (ops must load first: it attaches the operators to Tensor)
+from . import ops  # noqa: F401
 from .backend import DeviceUnavailableError, get_backend
 from .gradcheck import GradcheckError, gradcheck
 from .ops import cat, chunk, matmul, split, stack, where

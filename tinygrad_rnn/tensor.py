@@ -55,6 +55,10 @@ class _SetGrad(contextlib.ContextDecorator):
     def __init__(self, enabled: bool):
         self.enabled = enabled
 
+    def _recreate_cm(self) -> _SetGrad:
+        # a fresh object per decorated call: one shared ``prev`` breaks recursion and threads
+        return type(self)(self.enabled)
+
     def __enter__(self):
         self.prev = _mode.enabled
         _mode.enabled = self.enabled
@@ -508,12 +512,14 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
 def _accumulate_leaf(t: Tensor, g: Any) -> None:
     if g.dtype != t.data.dtype:
         g = g.astype(t.data.dtype)
+    xp = t._be.xp
     if t.grad is None:
         # copy: the same array may be handed to several inputs (e.g. by Add), and
-        # optimizers and clipping scale .grad in place
-        t.grad = Tensor._make(g.copy(), t._be, False, None, 0)
+        # optimizers and clipping scale .grad in place; xp.array also turns the NumPy
+        # scalar a 0-d op returns into a writable 0-d array
+        t.grad = Tensor._make(xp.array(g, copy=True), t._be, False, None, 0)
     else:
-        t.grad = Tensor._make(t.grad.data + g, t._be, False, None, 0)
+        t.grad = Tensor._make(xp.asarray(t.grad.data + g), t._be, False, None, 0)
 
 
 def _topological_order(root: Function) -> list[Function]:
@@ -523,13 +529,18 @@ def _topological_order(root: Function) -> list[Function]:
             "trying to backward through the graph a second time (its saved arrays were freed); "
             "pass retain_graph=True to the first backward(), or detach() carried state for truncated BPTT")
     order: list[Function] = []
-    seen: set[int] = {id(root)}
+    # a node is marked when it is expanded, not when it is pushed: marking at push time lets a
+    # node reached by two paths (b and 2*b feeding one add) finish before one of its consumers
+    seen: set[int] = set()
     stack: list[tuple[Function, bool]] = [(root, False)]
     while stack:
         node, expanded = stack.pop()
         if expanded:
             order.append(node)
             continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
         stack.append((node, True))
         parents = node.__dict__.get("parents")
         if parents is None:
@@ -539,7 +550,6 @@ def _topological_order(root: Function) -> list[Function]:
         for p in parents:
             c = p._ctx
             if c is not None and id(c) not in seen:
-                seen.add(id(c))
                 stack.append((c, False))
     return order
 

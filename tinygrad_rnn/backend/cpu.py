@@ -5,7 +5,10 @@ from typing import Any
 
 import numpy as np
 
-from . import Backend, cpu_kernels as K
+from . import Backend
+from . import cpu_kernels as K
+from . import rnn_kernels as R
+from .recurrence import GATES, alloc_forward, recurrence_backward, recurrence_forward
 
 __all__ = ["CPUBackend"]
 
@@ -47,3 +50,103 @@ class CPUBackend(Backend):
     def index_add(self, out: np.ndarray, index: Any, src: np.ndarray) -> None:
         """out[index] += src with repeated indices accumulating (general advanced indexing)."""
         np.add.at(out, index, src)
+
+    # -- recurrent layers (see recurrence.py for the layout) -----------------------------------
+    # Below this many multiply-adds per recurrent step, the whole time loop runs inside one
+    # Numba kernel: per-step Python and BLAS-call overhead would cost more than the math.
+    SMALL_STEP_MACS = 1 << 17
+
+    def rnn_step_forward(self, mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_out, c_out):
+        if mode == "lstm":
+            R.lstm_step_forward(xw, hw, h_prev, c_prev, mask, store, h_out, c_out)
+        elif mode == "gru":
+            R.gru_step_forward(xw, hw, b_hn, h_prev, mask, store, h_out)
+        else:
+            R.rnn_step_forward(xw, hw, h_prev, mask, mode == "rnn_relu", h_out)
+
+    def rnn_step_backward(self, mode, store, h_prev, h_t, c_prev, c_t, mask, dout, dh_carry, dc_carry,
+                          dxw, dhw, dh_pass, dc_prev):
+        if mode == "lstm":
+            R.lstm_step_backward(store, c_prev, c_t, mask, dout, dh_carry, dc_carry, dxw, dh_pass, dc_prev)
+        elif mode == "gru":
+            R.gru_step_backward(store, h_prev, mask, dout, dh_carry, dxw, dhw, dh_pass)
+        else:
+            R.rnn_step_backward(h_t, mask, mode == "rnn_relu", dout, dh_carry, dxw, dh_pass)
+
+    def _small(self, mode: str, b: int, h: int) -> bool:
+        return b * GATES[mode] * h * h <= self.SMALL_STEP_MACS
+
+    def rnn_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask):
+        t_, b_, _ = xw.shape
+        h_ = h0.shape[1]
+        if not self._small(mode, b_, h_):
+            return recurrence_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask)
+        h_all, c_all, store = alloc_forward(np, mode, t_, b_, h_, xw.dtype)
+        w_t = np.ascontiguousarray(w_hh.T)
+        if mode == "lstm":
+            R.lstm_seq_forward(xw, w_t, h0, c0, mask, store, h_all, c_all)
+        elif mode == "gru":
+            R.gru_seq_forward(xw, w_t, b_hn, h0, mask, store, h_all)
+        else:
+            R.rnn_seq_forward(xw, w_t, h0, mask, mode == "rnn_relu", h_all)
+        return h_all, c_all, store
+
+    def rnn_backward(self, mode, w_hh, store, h_all, c_all, mask, dout, dh_n, dc_n):
+        t_, b_, h_ = dout.shape
+        if not self._small(mode, b_, h_):
+            return recurrence_backward(self, mode, w_hh, store, h_all, c_all, mask, dout, dh_n, dc_n)
+        w_hh = np.ascontiguousarray(w_hh)
+        dh0 = np.empty_like(dh_n)
+        if mode == "lstm":
+            dxw = np.empty((t_, b_, 4 * h_), dtype=dout.dtype)
+            dc0 = np.empty_like(dc_n)
+            R.lstm_seq_backward(w_hh, store, h_all, c_all, mask, dout, dh_n, dc_n, dxw, dh0, dc0)
+            return dxw, dxw, dh0, dc0
+        if mode == "gru":
+            dxw = np.empty((t_, b_, 3 * h_), dtype=dout.dtype)
+            dhw = np.empty_like(dxw)
+            R.gru_seq_backward(w_hh, store, h_all, mask, dout, dh_n, dxw, dhw, dh0)
+            return dxw, dhw, dh0, None
+        dpre = np.empty((t_, b_, h_), dtype=dout.dtype)
+        R.rnn_seq_backward(w_hh, h_all, mask, mode == "rnn_relu", dout, dh_n, dpre, dh0)
+        return dpre, dpre, dh0, None
+
+    # -- optimizer steps (Numba kernels and the contract a GPU backend mirrors: optim_kernels.py) --
+    def sgd_step(self, param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
+                 momentum: float, dampening: float, weight_decay: float, nesterov: bool, first_step: bool) -> None:
+        from . import optim_kernels as OK
+
+        dt = param.dtype
+        with OK.flat_param(param) as p:
+            OK.sgd_step(p, OK.flat(grad, dt), OK.flat_state(momentum_buf, dt), float(lr), float(momentum),
+                        float(dampening), float(weight_decay), bool(nesterov), bool(first_step))
+
+    def adam_step(self, param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
+                  max_exp_avg_sq: np.ndarray | None, *, beta1: float, beta2: float, eps: float, weight_decay: float,
+                  decoupled_decay: float, step_size: float, bias_correction2_sqrt: float, amsgrad: bool) -> None:
+        from . import optim_kernels as OK
+
+        dt = param.dtype
+        with OK.flat_param(param) as p:
+            OK.adam_step(p, OK.flat(grad, dt), OK.flat_state(exp_avg, dt), OK.flat_state(exp_avg_sq, dt),
+                         OK.flat_state(max_exp_avg_sq, dt), float(beta1), float(beta2), float(eps), float(weight_decay),
+                         float(decoupled_decay), float(step_size), float(bias_correction2_sqrt), bool(amsgrad))
+
+    def rmsprop_step(self, param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, grad_avg: np.ndarray | None,
+                     momentum_buf: np.ndarray | None, *, lr: float, alpha: float, eps: float, weight_decay: float,
+                     momentum: float, centered: bool) -> None:
+        from . import optim_kernels as OK
+
+        dt = param.dtype
+        with OK.flat_param(param) as p:
+            OK.rmsprop_step(p, OK.flat(grad, dt), OK.flat_state(square_avg, dt), OK.flat_state(grad_avg, dt),
+                            OK.flat_state(momentum_buf, dt), float(lr), float(alpha), float(eps), float(weight_decay),
+                            float(momentum), bool(centered))
+
+    def adagrad_step(self, param: np.ndarray, grad: np.ndarray, state_sum: np.ndarray, *, clr: float, eps: float,
+                     weight_decay: float) -> None:
+        from . import optim_kernels as OK
+
+        dt = param.dtype
+        with OK.flat_param(param) as p:
+            OK.adagrad_step(p, OK.flat(grad, dt), OK.flat_state(state_sum, dt), float(clr), float(eps), float(weight_decay))

@@ -1,4 +1,19 @@
-"""Neural-network building blocks: ``functional`` (stateless), modules, recurrent layers."""
-from . import functional
+"""Neural-network building blocks: modules, recurrent layers, ``functional``, ``init``, ``utils``.
 
-__all__ = ["functional"]
+    >>> import tinygrad_rnn as tr
+    >>> tr.nn.LSTM(4, 8, num_layers=2).weight_hh_l1.shape
+    (32, 8)
+"""
+from . import functional
+from .module import Dropout, Embedding, Linear, Module, ModuleList, Parameter, ReLU, Sequential, Sigmoid, Tanh, load, save
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+
+__all__ = ["functional", "Module", "Parameter", "Linear", "Embedding", "Dropout", "Sequential", "ModuleList",
+           "Tanh", "ReLU", "Sigmoid", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "save", "load"]
+
+try:  # these land with the training-toolkit modules
+    from . import init, utils  # noqa: F401
+
+    __all__ += ["init", "utils"]
+except ImportError:  # pragma: no cover
+    pass

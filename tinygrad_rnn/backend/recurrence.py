@@ -1,0 +1,66 @@
+"""The time loop of a fused recurrent layer, written once against any backend.
+
+Per step: one recurrent GEMM (``xp.matmul`` -> BLAS / cuBLAS) and one fused pointwise kernel
+supplied by the backend (``be.rnn_step_forward`` / ``be.rnn_step_backward``). The input
+projection before the loop and the weight gradients after it are whole-sequence GEMMs done
+by the caller (``nn/rnn.py``). Backends may replace the whole loop (the CPU backend runs it
+inside one Numba kernel for small layers).
+
+Modes: ``"lstm"`` (G=4), ``"gru"`` (G=3), ``"rnn_tanh"`` / ``"rnn_relu"`` (G=1).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+STORE_GATES = {"lstm": 4, "gru": 4, "rnn_tanh": 0, "rnn_relu": 0}
+
+
+def alloc_forward(xp: Any, mode: str, t: int, b: int, h: int, dtype: Any) -> tuple[Any, Any, Any]:
+    h_all = xp.empty((t + 1, b, h), dtype=dtype)
+    c_all = xp.empty((t + 1, b, h), dtype=dtype) if mode == "lstm" else None
+    sg = STORE_GATES[mode]
+    store = xp.empty((t, b, sg * h), dtype=dtype) if sg else None
+    return h_all, c_all, store
+
+
+def recurrence_forward(be: Any, mode: str, xw: Any, w_hh: Any, b_hn: Any, h0: Any, c0: Any, mask: Any):
+    """Run the recurrence over time. Returns ``(h_all, c_all, store)``; ``h_all[0] = h0``."""
+    xp = be.xp
+    t_, b_, gh = xw.shape
+    h_ = h0.shape[1]
+    h_all, c_all, store = alloc_forward(xp, mode, t_, b_, h_, xw.dtype)
+    h_all[0] = h0
+    if c_all is not None:
+        c_all[0] = c0
+    w_t = xp.ascontiguousarray(w_hh.T)
+    hw = xp.empty((b_, gh), dtype=xw.dtype)
+    for t in range(t_):
+        xp.matmul(h_all[t], w_t, out=hw)
+        be.rnn_step_forward(mode, xw[t], hw, b_hn, h_all[t], None if c_all is None else c_all[t], mask[t],
+                            None if store is None else store[t], h_all[t + 1], None if c_all is None else c_all[t + 1])
+    return h_all, c_all, store
+
+
+def recurrence_backward(be: Any, mode: str, w_hh: Any, store: Any, h_all: Any, c_all: Any, mask: Any,
+                        dout: Any, dh_n: Any, dc_n: Any):
+    """Backprop through time. Returns ``(dxw, dhw, dh0, dc0)``: gradients of the input projection,
+    of the recurrent pre-activations (the same array except for the GRU), and of the initial state."""
+    xp = be.xp
+    t_, b_, h_ = dout.shape
+    gh = GATES[mode] * h_
+    dxw = xp.empty((t_, b_, gh), dtype=dout.dtype)
+    dhw = xp.empty((t_, b_, gh), dtype=dout.dtype) if mode == "gru" else dxw
+    dh = xp.array(dh_n, copy=True)
+    dh_pass = xp.empty_like(dh)
+    dc = xp.array(dc_n, copy=True) if mode == "lstm" else None
+    dc_prev = xp.empty_like(dc) if dc is not None else None
+    for t in range(t_ - 1, -1, -1):
+        be.rnn_step_backward(mode, None if store is None else store[t], h_all[t], h_all[t + 1],
+                             None if c_all is None else c_all[t], None if c_all is None else c_all[t + 1],
+                             mask[t], dout[t], dh, dc, dxw[t], dhw[t], dh_pass, dc_prev)
+        xp.matmul(dhw[t], w_hh, out=dh)
+        dh += dh_pass
+        if dc is not None:
+            dc, dc_prev = dc_prev, dc
+    return dxw, dhw, dh, dc

@@ -1,0 +1,439 @@
+"""``nn.Module`` and the basic layers, with PyTorch's names, registration and state dicts.
+
+    >>> import tinygrad_rnn as tr
+    >>> lin = tr.nn.Linear(3, 2); sorted(lin.state_dict())
+    ['bias', 'weight']
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections import OrderedDict
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..tensor import _FLOATS, Generator, Tensor, _as_dtype, _rng, float32, float64, no_grad
+from . import functional as F
+
+__all__ = ["Parameter", "Module", "Linear", "Embedding", "Dropout", "Sequential", "ModuleList", "save", "load"]
+
+
+class Parameter(Tensor):
+    """A leaf Tensor that a Module registers as trainable (``requires_grad=True``)."""
+
+    __slots__ = ()
+
+    def __init__(self, data: Any, requires_grad: bool = True, dtype: Any = None):
+        if isinstance(data, Tensor):
+            super().__init__(data.data, requires_grad=requires_grad, dtype=dtype, device=data.device)
+        else:
+            super().__init__(np.asarray(data) if not hasattr(data, "__cuda_array_interface__") else data,
+                             requires_grad=requires_grad, dtype=dtype)
+
+    def __repr__(self) -> str:
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class Module:
+    """Base class: assign Parameters and Modules as attributes and they are registered.
+
+    >>> class M(Module):
+    ...     def __init__(self): super().__init__(); self.lin = Linear(2, 2)
+    >>> [n for n, _ in M().named_parameters()]
+    ['lin.weight', 'lin.bias']
+    """
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # -- registration -------------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            raise AttributeError("call super().__init__() before assigning attributes in a Module")
+        params, mods = self.__dict__["_parameters"], self.__dict__["_modules"]
+        params.pop(name, None)
+        mods.pop(name, None)
+        if isinstance(value, Parameter):
+            params[name] = value
+        elif isinstance(value, Module):
+            mods[name] = value
+        elif value is None and name in self.__dict__.get("_none_params", ()):
+            params[name] = None
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        if param is None:
+            self.__dict__.setdefault("_none_params", set()).add(name)
+        setattr(self, name, param)
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        setattr(self, name, module)
+
+    # -- traversal ----------------------------------------------------------------------------
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        stack = [(prefix, self)]
+        seen: set[int] = set()
+        while stack:
+            name, m = stack.pop(0)
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            yield name, m
+            for child_name, child in m._modules.items():
+                if child is not None:
+                    stack.append((f"{name}.{child_name}" if name else child_name, child))
+
+    def modules(self) -> Iterator[Module]:
+        for _, m in self.named_modules():
+            yield m
+
+    def children(self) -> Iterator[Module]:
+        yield from (m for m in self._modules.values() if m is not None)
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        seen: set[int] = set()
+        for mname, m in self.named_modules(prefix):
+            for pname, p in m._parameters.items():
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mname}.{pname}" if mname else pname), p
+
+    def parameters(self) -> Iterator[Parameter]:
+        for _, p in self.named_parameters():
+            yield p
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- modes ----------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Module:
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.parameters():
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad.zero_()
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
+
+    # -- devices and dtypes ---------------------------------------------------------------------
+    def _apply(self, fn) -> Module:
+        """Replace every parameter's array (and its grad's) by ``fn(array)`` in place."""
+        for m in self.modules():
+            for name, p in m._parameters.items():
+                if p is None:
+                    continue
+                new = fn(p)
+                p.data, p._be = new.data, new._be
+                if p.grad is not None:
+                    g = fn(p.grad)
+                    p.grad = Tensor._make(g.data, g._be, False, None, 0)
+        return self
+
+    def to(self, *args: Any, dtype: Any = None, device: Any = None) -> Module:
+        """Move parameters (and their gradients) to a device and/or float dtype, in place."""
+        for a in args:
+            if isinstance(a, str):
+                device = a
+            else:
+                dtype = a
+        if dtype is not None and _as_dtype(dtype) not in _FLOATS:
+            raise TypeError(f"Module.to: only float dtypes are allowed for parameters, got {dtype}")
+
+        def move(t: Tensor) -> Tensor:
+            with no_grad():
+                return t.detach().to(dtype=dtype, device=device)
+
+        return self._apply(move)
+
+    def cpu(self) -> Module:
+        return self.to("cpu")
+
+    def cuda(self) -> Module:
+        return self.to("cuda")
+
+    def float(self) -> Module:
+        return self.to(float32)
+
+    def double(self) -> Module:
+        return self.to(float64)
+
+    # -- state dicts ------------------------------------------------------------------------------
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
+        """Parameter name -> host NumPy array copy (PyTorch's keys: ``weight_ih_l0`` etc.)."""
+        return OrderedDict((n, np.array(p.numpy(), copy=True)) for n, p in self.named_parameters())
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> tuple[list[str], list[str]]:
+        """Copy arrays into the parameters; strict mode names every missing/unexpected key and bad shape.
+
+        Returns ``(missing_keys, unexpected_keys)`` as PyTorch does.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"load_state_dict expects a dict of arrays, got {type(state).__name__}")
+        own = dict(self.named_parameters())
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        problems = []
+        if strict and (missing or unexpected):
+            if missing:
+                problems.append(f"missing keys: {missing}")
+            if unexpected:
+                problems.append(f"unexpected keys: {unexpected}")
+        arrays = {}
+        for k, p in own.items():
+            if k not in state:
+                continue
+            v = state[k]
+            arr = v.numpy() if isinstance(v, Tensor) else (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
+            if tuple(arr.shape) != p.shape:
+                problems.append(f"shape mismatch for {k}: checkpoint {tuple(arr.shape)} vs model {p.shape}")
+                continue
+            if arr.dtype.kind != "f":
+                problems.append(f"dtype of {k} is {arr.dtype}, expected a float array")
+                continue
+            if not np.all(np.isfinite(arr)):
+                problems.append(f"{k} holds non-finite values")
+                continue
+            arrays[k] = arr
+        if problems:
+            raise ValueError(f"error(s) loading state dict into {type(self).__name__}: " + "; ".join(problems))
+        for k, arr in arrays.items():
+            own[k].copy_(arr.astype(own[k].dtype, copy=False))
+        return missing, unexpected
+
+    def save(self, path: str | os.PathLike, **extra: Any) -> None:
+        """Write the state dict to ``path`` (.npz) atomically; ``extra`` JSON-able metadata travels along."""
+        save(self.state_dict(), path, **extra)
+
+    def load(self, path: str | os.PathLike, strict: bool = True) -> dict[str, Any]:
+        """Load a checkpoint written by :meth:`save`; returns its metadata."""
+        state, meta = load(path)
+        self.load_state_dict(state, strict=strict)
+        return meta
+
+    # -- calling -----------------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} has no forward()")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, m in self._modules.items():
+            child = repr(m).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child}")
+        return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
+
+
+_META_KEY = "__tinygrad_rnn_meta__"
+
+
+def save(state: dict[str, Any], path: str | os.PathLike, **extra: Any) -> None:
+    """Atomically write a dict of arrays (+ JSON metadata) as .npz: a crash never leaves half a file."""
+    import json
+
+    path = os.fspath(path)
+    arrays = {}
+    for k, v in state.items():
+        if k == _META_KEY:
+            raise ValueError(f"{_META_KEY} is a reserved key")
+        arrays[k] = v.numpy() if isinstance(v, Tensor) else np.asarray(v)
+    meta = json.dumps(extra, default=str)
+    arrays[_META_KEY] = np.frombuffer(meta.encode("utf-8"), dtype=np.uint8)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save`; a truncated or foreign file raises ValueError."""
+    import json
+    import zipfile
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            state = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable tinygrad_rnn checkpoint ({type(e).__name__}: {e})") from None
+    if _META_KEY not in state:
+        raise ValueError(f"{path} is an .npz file but not a tinygrad_rnn checkpoint (no metadata record)")
+    meta = json.loads(state.pop(_META_KEY).tobytes().decode("utf-8"))
+    return state, meta
+
+
+# ---------------------------------------------------------------------------------------------
+# basic layers
+
+
+def _uniform(shape: tuple[int, ...], bound: float, generator: Generator | None, seed: int | None) -> np.ndarray:
+    return _rng(seed, generator).uniform(-bound, bound, size=shape)
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias`` with PyTorch's layout and default init U(-1/sqrt(in), 1/sqrt(in))."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: Any = None,
+                 device: Any = None, generator: Generator | None = None, seed: int | None = None):
+        super().__init__()
+        if in_features <= 0 or out_features <= 0:
+            raise ValueError(f"Linear: sizes must be positive, got in={in_features}, out={out_features}")
+        self.in_features, self.out_features = in_features, out_features
+        dt = _as_dtype(dtype) or float32
+        bound = 1.0 / math.sqrt(in_features)
+        rng_kw = {"generator": generator, "seed": seed}
+        w = _uniform((out_features, in_features), bound, **rng_kw)
+        self.weight = Parameter(Tensor(w.astype(dt), device=device))
+        if bias:
+            b = _uniform((out_features,), bound, generator, None if seed is None else seed + 1)
+            self.bias = Parameter(Tensor(b.astype(dt), device=device))
+        else:
+            self.register_parameter("bias", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """A lookup table ``weight`` (num_embeddings, embedding_dim), initialised N(0, 1) as in PyTorch."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, dtype: Any = None,
+                 device: Any = None, generator: Generator | None = None, seed: int | None = None):
+        super().__init__()
+        if num_embeddings <= 0 or embedding_dim <= 0:
+            raise ValueError(f"Embedding: sizes must be positive, got {num_embeddings}, {embedding_dim}")
+        if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
+            raise ValueError(f"Embedding: padding_idx {padding_idx} out of range for {num_embeddings} embeddings")
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.padding_idx = None if padding_idx is None else padding_idx % num_embeddings
+        w = _rng(seed, generator).standard_normal((num_embeddings, embedding_dim))
+        if self.padding_idx is not None:
+            w[self.padding_idx] = 0
+        self.weight = Parameter(Tensor(w.astype(_as_dtype(dtype) or float32), device=device))
+
+    def forward(self, ids: Any) -> Tensor:
+        return F.embedding(ids, self.weight, self.padding_idx)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class Dropout(Module):
+    """Inverted dropout in training mode, identity in eval mode."""
+
+    def __init__(self, p: float = 0.5, generator: Generator | None = None):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        self.p, self.generator = p, generator
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.p, self.training, generator=self.generator)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Sequential(Module):
+    """Modules applied in order: ``Sequential(Linear(4, 8), Tanh(), Linear(8, 2))``."""
+
+    def __init__(self, *modules: Module):
+        super().__init__()
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a Module")
+            self.add_module(str(i), m)
+
+    def __getitem__(self, i: int) -> Module:
+        return list(self._modules.values())[i]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def forward(self, x: Any) -> Any:
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+
+class ModuleList(Module):
+    """A list of modules registered under their indices."""
+
+    def __init__(self, modules: Any = ()):
+        super().__init__()
+        for m in modules:
+            self.append(m)
+
+    def append(self, m: Module) -> ModuleList:
+        self.add_module(str(len(self._modules)), m)
+        return self
+
+    def __getitem__(self, i: int) -> Module:
+        return list(self._modules.values())[i]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+
+class _Activation(Module):
+    fn = staticmethod(lambda x: x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return type(self).fn(x)
+
+
+class Tanh(_Activation):
+    fn = staticmethod(lambda x: x.tanh())
+
+
+class ReLU(_Activation):
+    fn = staticmethod(lambda x: x.relu())
+
+
+class Sigmoid(_Activation):
+    fn = staticmethod(lambda x: x.sigmoid())
+
+
+__all__ += ["Tanh", "ReLU", "Sigmoid"]
