@@ -1,0 +1,345 @@
+"""Optimizers with PyTorch's update rules, semantics and state_dict layout.
+
+An optimizer holds ``param_groups`` (dicts: ``"params"`` plus per-group options) and a
+per-parameter ``state`` dict of arrays that live on the parameter's device. The arithmetic is
+one fused kernel per algorithm, asked of the parameter's backend (``p._be.adam_step(...)``),
+so this file is the same for CPU and GPU; the kernel contract is documented in
+``tinygrad_rnn/backend/optim_kernels.py``.
+
+    >>> import tinygrad_rnn as tr
+    >>> from tinygrad_rnn import optim
+    >>> w = tr.tensor([1.0, -1.0], requires_grad=True)
+    >>> opt = optim.SGD([w], lr=0.1)
+    >>> (w * w).sum().backward(); opt.step(); w.tolist()
+    [0.800000011920929, -0.800000011920929]
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ..backend import Backend
+from ..tensor import _FLOATS, Tensor, enable_grad
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
+
+ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
+
+
+class Optimizer:
+    """Base class: parameter groups, per-parameter state that follows its parameter's device,
+    ``zero_grad``, ``step`` and ``state_dict``/``load_state_dict``.
+
+    Subclasses set the defaults, validate a group in ``_check_group`` and update one parameter
+    in ``_update(p, grad, state, group)``.
+    """
+
+    def __init__(self, params: ParamsT, defaults: dict[str, Any]):
+        self.defaults = dict(defaults)
+        self.state: dict[Tensor, dict[str, Any]] = {}
+        self._state_backend: dict[Tensor, Backend] = {}
+        self.param_groups: list[dict[str, Any]] = []
+        if isinstance(params, (Tensor, dict)):
+            raise TypeError(
+                f"params should be an iterable of Tensors or of dicts, got a single {type(params).__name__}; "
+                "wrap it in a list")
+        groups = list(params)
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for g in groups:
+            self.add_param_group(g)
+
+    # -- groups ---------------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group (``{"params": [...], "lr": ...}``); options it omits take the defaults."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"a parameter group must be a dict, got {type(param_group).__name__}")
+        group = dict(param_group)
+        params = group.get("params")
+        if params is None:
+            raise ValueError("a parameter group needs a 'params' entry")
+        params = [params] if isinstance(params, Tensor) else list(params)
+        for i, p in enumerate(params):
+            if not isinstance(p, Tensor):
+                raise TypeError(f"optimizer can only optimize Tensors, got {type(p).__name__} at position {i}")
+            if not p.is_leaf:
+                raise ValueError(f"can't optimize a non-leaf Tensor (position {i}, shape {p.shape}): detach() it first")
+            if p.dtype not in _FLOATS:
+                raise TypeError(f"can only optimize float32/float64 tensors, got {p.dtype} at position {i}")
+        ids = [id(p) for p in params]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a parameter appears more than once in one parameter group")
+        taken = {id(p) for g in self.param_groups for p in g["params"]}
+        if taken.intersection(ids):
+            raise ValueError("some parameters appear in more than one parameter group")
+        group["params"] = params
+        for k, v in self.defaults.items():
+            group.setdefault(k, v)
+        self._check_group(group)
+        self.param_groups.append(group)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        _check_nonneg(group, "lr", "learning rate")
+        if "weight_decay" in group:
+            _check_nonneg(group, "weight_decay", "weight_decay value")
+
+    # -- the training-loop API ----------------------------------------------------------------------
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the gradients (``p.grad = None``) or, with ``set_to_none=False``, zero them in place."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.data[...] = 0
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter that has a gradient; returns ``closure()`` when one is given."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad.data
+                if tuple(grad.shape) != p.shape:
+                    raise ValueError(f"gradient of shape {tuple(grad.shape)} for a parameter of shape {p.shape}")
+                self._update(p, grad, self._state_of(p), group)
+        return loss
+
+    def _update(self, p: Tensor, grad: Any, state: dict[str, Any], group: dict[str, Any]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- state, kept on the parameter's device -------------------------------------------------------
+    def _state_of(self, p: Tensor) -> dict[str, Any]:
+        """The state of ``p``, moved (and cast) first if ``p`` changed device or dtype since the last step."""
+        state = self.state.setdefault(p, {})
+        be = self._state_backend.get(p)
+        if be is not p._be or any(_is_array(v) and v.dtype != p.dtype for v in state.values()):
+            for k, v in state.items():
+                if _is_array(v):
+                    host = be.to_host(v) if be is not None else np.asarray(v)
+                    state[k] = p._be.from_host(np.array(host, dtype=p.dtype, order="C", copy=True))
+            self._state_backend[p] = p._be
+        return state
+
+    def _zeros(self, p: Tensor, fill: float = 0.0) -> Any:
+        # C-contiguous whatever p's layout (zeros_like would copy a transposed param's strides)
+        return p._be.xp.full(p.shape, fill, dtype=p.dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"state": {index: {name: ndarray | number}}, "param_groups": [{options, "params": [index]}]}``,
+        indices counting the parameters through all groups; arrays are host NumPy copies."""
+        index: dict[int, int] = {}
+        groups = []
+        for g in self.param_groups:
+            for p in g["params"]:
+                index.setdefault(id(p), len(index))
+            packed = {k: copy.deepcopy(v) for k, v in g.items() if k != "params"}
+            packed["params"] = [index[id(p)] for p in g["params"]]
+            groups.append(packed)
+        state = {}
+        for p, s in self.state.items():
+            if not s:
+                continue
+            be = self._state_backend.get(p, p._be)
+            state[index[id(p)]] = {k: np.array(be.to_host(v), copy=True) if _is_array(v) else v for k, v in s.items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what ``state_dict()`` returned; arrays go to each parameter's device and dtype."""
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"loaded state dict has {len(groups)} parameter groups, the optimizer has {len(self.param_groups)}")
+        for i, (saved, mine) in enumerate(zip(groups, self.param_groups)):
+            if len(saved["params"]) != len(mine["params"]):
+                raise ValueError(f"loaded state dict's parameter group {i} has {len(saved['params'])} parameters, "
+                                 f"the optimizer's has {len(mine['params'])}")
+        by_index = {i: p for saved, mine in zip(groups, self.param_groups) for i, p in zip(saved["params"], mine["params"])}
+        new_state: dict[Tensor, dict[str, Any]] = {}
+        for i, s in state_dict["state"].items():
+            p = by_index[int(i)]
+            entry = {}
+            for k, v in s.items():
+                if _is_array(v):
+                    host = np.array(v, dtype=p.dtype, order="C", copy=True)
+                    if host.shape != p.shape:
+                        raise ValueError(f"state {k!r} of parameter {i} has shape {host.shape}, the parameter {p.shape}")
+                    v = p._be.from_host(host)
+                entry[k] = v
+            new_state[p] = entry
+        for saved, mine in zip(groups, self.param_groups):
+            for k, v in saved.items():
+                if k != "params":
+                    mine[k] = copy.deepcopy(v)
+        self.state = new_state
+        self._state_backend = {p: p._be for p in new_state}
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {v}" for k, v in sorted(g.items()) if k != "params"]
+        return "\n".join(lines) + "\n)"
+
+
+def _is_array(v: Any) -> bool:
+    return hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, (np.generic, int, float))
+
+
+def _check_nonneg(group: dict[str, Any], key: str, what: str) -> None:
+    v = group[key]
+    if not isinstance(v, (int, float, np.floating, np.integer)) or not v >= 0.0:
+        raise ValueError(f"Invalid {what}: {v!r} (must be a number >= 0)")
+
+
+def _check_betas(betas: Any) -> None:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"Invalid betas: {betas!r} (expected a pair (beta1, beta2))")
+    for i, b in enumerate(betas):
+        if not 0.0 <= b < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {b!r} (must be in [0, 1))")
+
+
+# ---------------------------------------------------------------------------------------
+# the algorithms
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum, as ``torch.optim.SGD``.
+
+    >>> # opt = SGD(model.parameters(), lr=1.0)            # Zaremba et al.'s PTB LSTM
+    """
+
+    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov))
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        _check_nonneg(group, "momentum", "momentum value")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError(f"Nesterov momentum requires a momentum > 0 and zero dampening, "
+                             f"got momentum={group['momentum']!r}, dampening={group['dampening']!r}")
+
+    def _update(self, p, grad, state, group):
+        momentum = group["momentum"]
+        buf = state.get("momentum_buffer")
+        first = buf is None
+        if momentum != 0 and first:
+            buf = state["momentum_buffer"] = self._zeros(p)
+        p._be.sgd_step(p.data, grad, buf if momentum != 0 else None, lr=group["lr"], momentum=momentum,
+                       dampening=group["dampening"], weight_decay=group["weight_decay"],
+                       nesterov=group["nesterov"], first_step=first)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with PyTorch's bias correction and eps placement; ``amsgrad`` optional.
+
+    ``weight_decay`` adds ``weight_decay * p`` to the gradient (L2); for decoupled decay use AdamW.
+    """
+
+    _decoupled = False
+
+    def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad))
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        _check_nonneg(group, "eps", "epsilon value")
+        _check_betas(group["betas"])
+
+    def _update(self, p, grad, state, group):
+        if "step" not in state:
+            state["step"] = 0
+            state["exp_avg"] = self._zeros(p)
+            state["exp_avg_sq"] = self._zeros(p)
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:
+            state["max_exp_avg_sq"] = self._zeros(p)
+        state["step"] += 1
+        t = state["step"]
+        beta1, beta2 = group["betas"]
+        lr, wd = float(group["lr"]), float(group["weight_decay"])
+        # bias corrections as float64 host scalars: 1 - 0.999**t loses everything in float32 for small t
+        step_size = lr / (1.0 - float(beta1) ** t)
+        bc2_sqrt = math.sqrt(1.0 - float(beta2) ** t)
+        p._be.adam_step(p.data, grad, state["exp_avg"], state["exp_avg_sq"],
+                        state["max_exp_avg_sq"] if group["amsgrad"] else None,
+                        beta1=beta1, beta2=beta2, eps=group["eps"],
+                        weight_decay=0.0 if self._decoupled else wd,
+                        decoupled_decay=lr * wd if self._decoupled else 0.0,
+                        step_size=step_size, bias_correction2_sqrt=bc2_sqrt, amsgrad=group["amsgrad"])
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019): ``p *= 1 - lr*weight_decay`` each step."""
+
+    _decoupled = True
+
+    def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Tieleman & Hinton; ``centered`` as in Graves 2013), as ``torch.optim.RMSprop``."""
+
+    def __init__(self, params: ParamsT, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=centered))
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        _check_nonneg(group, "eps", "epsilon value")
+        _check_nonneg(group, "momentum", "momentum value")
+        _check_nonneg(group, "alpha", "alpha value")
+
+    def _update(self, p, grad, state, group):
+        if "step" not in state:
+            state["step"] = 0
+            state["square_avg"] = self._zeros(p)
+        if group["momentum"] > 0 and "momentum_buffer" not in state:
+            state["momentum_buffer"] = self._zeros(p)
+        if group["centered"] and "grad_avg" not in state:
+            state["grad_avg"] = self._zeros(p)
+        state["step"] += 1
+        p._be.rmsprop_step(p.data, grad, state["square_avg"],
+                           state["grad_avg"] if group["centered"] else None,
+                           state["momentum_buffer"] if group["momentum"] > 0 else None,
+                           lr=group["lr"], alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
+                           momentum=group["momentum"], centered=group["centered"])
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Duchi et al. 2011), as ``torch.optim.Adagrad``: lr decays as lr / (1 + (t-1)*lr_decay)."""
+
+    def __init__(self, params: ParamsT, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10):
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value, eps=eps))
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        _check_nonneg(group, "lr_decay", "lr_decay value")
+        _check_nonneg(group, "initial_accumulator_value", "initial_accumulator_value")
+        _check_nonneg(group, "eps", "epsilon value")
+
+    def _update(self, p, grad, state, group):
+        if "step" not in state:
+            state["step"] = 0
+            state["sum"] = self._zeros(p, float(group["initial_accumulator_value"]))
+        state["step"] += 1
+        clr = float(group["lr"]) / (1.0 + (state["step"] - 1) * float(group["lr_decay"]))
+        p._be.adagrad_step(p.data, grad, state["sum"], clr=clr, eps=group["eps"], weight_decay=group["weight_decay"])
