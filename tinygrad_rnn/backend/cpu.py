@@ -56,7 +56,13 @@ class CPUBackend(Backend):
     # Numba kernel: per-step Python and BLAS-call overhead would cost more than the math.
     SMALL_STEP_MACS = 1 << 17
 
+    # From this many elements per step, the gate activations use NumPy's vectorised (SIMD)
+    # tanh/exp: Numba calls scalar libm for them, several times slower on wide layers.
+    VECTOR_STEP_ELEMENTS = 1 << 12
+
     def rnn_step_forward(self, mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_out, c_out):
+        if xw.size >= self.VECTOR_STEP_ELEMENTS:
+            return _step_forward_vectorised(mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_out, c_out)
         if mode == "lstm":
             R.lstm_step_forward(xw, hw, h_prev, c_prev, mask, store, h_out, c_out)
         elif mode == "gru":
@@ -67,7 +73,7 @@ class CPUBackend(Backend):
     def rnn_step_backward(self, mode, store, h_prev, h_t, c_prev, c_t, mask, dout, dh_carry, dc_carry,
                           dxw, dhw, dh_pass, dc_prev):
         if mode == "lstm":
-            R.lstm_step_backward(store, c_prev, c_t, mask, dout, dh_carry, dc_carry, dxw, dh_pass, dc_prev)
+            R.lstm_step_backward(store, c_prev, np.tanh(c_t), mask, dout, dh_carry, dc_carry, dxw, dh_pass, dc_prev)
         elif mode == "gru":
             R.gru_step_backward(store, h_prev, mask, dout, dh_carry, dxw, dhw, dh_pass)
         else:
@@ -100,7 +106,7 @@ class CPUBackend(Backend):
         if mode == "lstm":
             dxw = np.empty((t_, b_, 4 * h_), dtype=dout.dtype)
             dc0 = np.empty_like(dc_n)
-            R.lstm_seq_backward(w_hh, store, h_all, c_all, mask, dout, dh_n, dc_n, dxw, dh0, dc0)
+            R.lstm_seq_backward(w_hh, store, c_all, np.tanh(c_all[1:]), mask, dout, dh_n, dc_n, dxw, dh0, dc0)
             return dxw, dxw, dh0, dc0
         if mode == "gru":
             dxw = np.empty((t_, b_, 3 * h_), dtype=dout.dtype)
@@ -150,3 +156,59 @@ class CPUBackend(Backend):
         dt = param.dtype
         with OK.flat_param(param) as p:
             OK.adagrad_step(p, OK.flat(grad, dt), OK.flat_state(state_sum, dt), float(clr), float(eps), float(weight_decay))
+
+
+# ---------------------------------------------------------------------------------------------
+# vectorised per-step gate math (same results and stored values as the Numba step kernels)
+
+
+def _sigmoid_(a: np.ndarray) -> np.ndarray:
+    """In-place logistic sigmoid. float32: 0.5*tanh(a/2)+0.5, one SIMD tanh; float64: the
+    exp(-|a|) form, exact to rounding even where the sigmoid is tiny (gradient checks run there)."""
+    if a.dtype == np.float32:
+        a *= 0.5
+        np.tanh(a, out=a)
+        a *= 0.5
+        a += 0.5
+        return a
+    e = np.exp(-np.abs(a))
+    pos = a >= 0
+    np.divide(np.where(pos, 1.0, e), 1.0 + e, out=a)
+    return a
+
+
+def _step_forward_vectorised(mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_out, c_out):
+    h = h_prev.shape[1]
+    masked = not bool(mask.all())
+    keep = mask[:, None] != 0
+    if mode == "lstm":
+        np.add(xw, hw, out=store)
+        _sigmoid_(store[:, : 2 * h])
+        np.tanh(store[:, 2 * h: 3 * h], out=store[:, 2 * h: 3 * h])
+        _sigmoid_(store[:, 3 * h:])
+        i, f, g, o = store[:, :h], store[:, h: 2 * h], store[:, 2 * h: 3 * h], store[:, 3 * h:]
+        np.multiply(f, c_prev, out=c_out)
+        c_out += i * g
+        if masked:
+            np.copyto(c_out, c_prev, where=~keep)
+        np.multiply(o, np.tanh(c_out), out=h_out)
+    elif mode == "gru":
+        r, z, n, hn = store[:, :h], store[:, h: 2 * h], store[:, 2 * h: 3 * h], store[:, 3 * h:]
+        np.add(xw[:, : 2 * h], hw[:, : 2 * h], out=store[:, : 2 * h])
+        _sigmoid_(store[:, : 2 * h])
+        np.add(hw[:, 2 * h:], b_hn, out=hn)
+        np.multiply(r, hn, out=n)
+        n += xw[:, 2 * h:]
+        np.tanh(n, out=n)
+        # h' = (1 - z) n + z h = n + z (h - n)
+        np.subtract(h_prev, n, out=h_out)
+        h_out *= z
+        h_out += n
+    else:
+        np.add(xw, hw, out=h_out)
+        if mode == "rnn_relu":
+            np.maximum(h_out, 0, out=h_out)
+        else:
+            np.tanh(h_out, out=h_out)
+    if masked:
+        np.copyto(h_out, h_prev, where=~keep)

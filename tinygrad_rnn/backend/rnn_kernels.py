@@ -69,26 +69,25 @@ def lstm_step_forward(xw, hw, h_prev, c_prev, mask, gates, h_out, c_out):  # pra
 
 
 @_jit
-def lstm_step_backward(gates, c_prev, c_t, mask, dout, dh_carry, dc_carry, dgates, dh_pass, dc_prev):  # pragma: no cover
-    """dgates: pre-activation gradients; dh_pass: the part of dh_{t-1} that bypasses W_hh."""
+def lstm_step_backward(gates, c_prev, tanh_c, mask, dout, dh_carry, dc_carry, dgates, dh_pass, dc_prev):  # pragma: no cover
+    """dgates: pre-activation gradients; dh_pass: the part of dh_{t-1} that bypasses W_hh.
+
+    ``tanh_c`` is tanh(c_t), computed by the caller with a vectorised ufunc: a scalar libm
+    tanh per element here would cost more than the rest of the kernel."""
     b_, g4 = gates.shape
     h_ = g4 // 4
     for b in range(b_):
-        m = mask[b]
+        if mask[b] == 0.0:
+            dgates[b, :] = 0.0
+            dh_pass[b, :] = dh_carry[b, :]
+            dc_prev[b, :] = dc_carry[b, :]
+            continue
         for j in range(h_):
-            if m == 0.0:
-                dgates[b, j] = 0.0
-                dgates[b, h_ + j] = 0.0
-                dgates[b, 2 * h_ + j] = 0.0
-                dgates[b, 3 * h_ + j] = 0.0
-                dh_pass[b, j] = dh_carry[b, j]
-                dc_prev[b, j] = dc_carry[b, j]
-                continue
             i = gates[b, j]
             f = gates[b, h_ + j]
             g = gates[b, 2 * h_ + j]
             o = gates[b, 3 * h_ + j]
-            tc = math.tanh(c_t[b, j])
+            tc = tanh_c[b, j]
             dh = dout[b, j] + dh_carry[b, j]
             dc = dc_carry[b, j] + dh * o * (1.0 - tc * tc)
             dgates[b, j] = dc * g * i * (1.0 - i)
@@ -120,8 +119,8 @@ def lstm_seq_forward(xw, w_hh_t, h0, c0, mask, gates, h_all, c_all):  # pragma: 
 
 
 @_jit
-def lstm_seq_backward(w_hh, gates, h_all, c_all, mask, dout, dh_n, dc_n, dgates, dh0, dc0):  # pragma: no cover - jit
-    """Reverse time; w_hh is (4H, H). Writes dgates (T, B, 4H), dh0, dc0."""
+def lstm_seq_backward(w_hh, gates, c_all, tanh_c, mask, dout, dh_n, dc_n, dgates, dh0, dc0):  # pragma: no cover - jit
+    """Reverse time; w_hh is (4H, H), tanh_c = tanh(c_all[1:]). Writes dgates (T, B, 4H), dh0, dc0."""
     t_, b_, g4 = gates.shape
     h_ = g4 // 4
     dh = dh_n.copy()
@@ -129,7 +128,7 @@ def lstm_seq_backward(w_hh, gates, h_all, c_all, mask, dout, dh_n, dc_n, dgates,
     dh_pass = dh_n.copy()
     dc_prev = dc_n.copy()
     for t in range(t_ - 1, -1, -1):
-        lstm_step_backward(gates[t], c_all[t], c_all[t + 1], mask[t], dout[t], dh, dc, dgates[t], dh_pass, dc_prev)
+        lstm_step_backward(gates[t], c_all[t], tanh_c[t], mask[t], dout[t], dh, dc, dgates[t], dh_pass, dc_prev)
         dg = dgates[t]
         for b in range(b_):
             for k in range(h_):
@@ -177,17 +176,12 @@ def gru_step_backward(store, h_prev, mask, dout, dh_carry, dxw, dhw, dh_pass):  
     b_, g4 = store.shape
     h_ = g4 // 4
     for b in range(b_):
-        m = mask[b]
+        if mask[b] == 0.0:
+            dxw[b, :] = 0.0
+            dhw[b, :] = 0.0
+            dh_pass[b, :] = dh_carry[b, :]
+            continue
         for j in range(h_):
-            if m == 0.0:
-                dxw[b, j] = 0.0
-                dxw[b, h_ + j] = 0.0
-                dxw[b, 2 * h_ + j] = 0.0
-                dhw[b, j] = 0.0
-                dhw[b, h_ + j] = 0.0
-                dhw[b, 2 * h_ + j] = 0.0
-                dh_pass[b, j] = dh_carry[b, j]
-                continue
             r = store[b, j]
             z = store[b, h_ + j]
             n = store[b, 2 * h_ + j]
@@ -267,12 +261,11 @@ def rnn_step_forward(xw, hw, h_prev, mask, relu, h_out):  # pragma: no cover - j
 def rnn_step_backward(h_t, mask, relu, dout, dh_carry, dpre, dh_pass):  # pragma: no cover - jit
     b_, h_ = h_t.shape
     for b in range(b_):
-        m = mask[b]
+        if mask[b] == 0.0:
+            dpre[b, :] = 0.0
+            dh_pass[b, :] = dh_carry[b, :]
+            continue
         for j in range(h_):
-            if m == 0.0:
-                dpre[b, j] = 0.0
-                dh_pass[b, j] = dh_carry[b, j]
-                continue
             dh = dout[b, j] + dh_carry[b, j]
             y = h_t[b, j]
             if relu:
