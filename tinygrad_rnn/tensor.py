@@ -121,12 +121,14 @@ def _rng(seed: int | None, generator: Generator | None) -> np.random.Generator:
 def _as_dtype(dtype: Any) -> np.dtype | None:
     if dtype is None:
         return None
-    if dtype in ("float", float):
-        return float32
-    if dtype in ("double",):
-        return float64
-    if dtype in ("long", int):
-        return int64
+    # the aliases only for non-dtypes: np.dtype("float64") == float, so it would map to float32
+    if not isinstance(dtype, np.dtype):
+        if dtype in ("float", float):
+            return float32
+        if dtype in ("double",):
+            return float64
+        if dtype in ("long", int):
+            return int64
     try:
         d = np.dtype(dtype)
     except TypeError as e:
@@ -138,6 +140,8 @@ def _as_dtype(dtype: Any) -> np.dtype | None:
 
 def _default_dtype_for(data: Any) -> np.dtype | None:
     """PyTorch's rule: Python floats become float32, Python ints int64; arrays keep theirs."""
+    if isinstance(data, np.generic):  # NumPy scalars keep their dtype too (np.float64 is a float subclass)
+        return None
     if isinstance(data, (bool, np.bool_)):
         return bool_
     if isinstance(data, (int, np.integer)) and not isinstance(data, np.ndarray):

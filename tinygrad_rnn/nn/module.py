@@ -82,13 +82,13 @@ class Module:
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         stack = [(prefix, self)]
         seen: set[int] = set()
-        while stack:
-            name, m = stack.pop(0)
+        while stack:  # depth-first pre-order, as PyTorch: a child's whole subtree before its next sibling
+            name, m = stack.pop()
             if id(m) in seen:
                 continue
             seen.add(id(m))
             yield name, m
-            for child_name, child in m._modules.items():
+            for child_name, child in reversed(m._modules.items()):
                 if child is not None:
                     stack.append((f"{name}.{child_name}" if name else child_name, child))
 
