@@ -88,6 +88,9 @@ class FusedRecurrence(Function):
         if reverse:
             x = x[::-1]
             mask = mask[::-1]
+        if masked:
+            # padding may hold anything (even NaN): keep it out of the products, as packed sequences do
+            x = xp.where(mask[:, :, None] != 0, x, xp.zeros((), dtype=x.dtype))
         x2 = xp.ascontiguousarray(x).reshape(t_ * b_, d_)
         xw = x2 @ w_ih.T
         if has_bias:
@@ -427,7 +430,8 @@ class RNNBase(Module):
     def _forward_composite(self, x: Tensor, h0: Tensor, c0: Tensor | None, mask: Any):
         lstm = self.mode == "lstm"
         t_ = x.shape[0]
-        m = None if mask is None else [Tensor(mask[t][:, None], device=x.device) for t in range(t_)]
+        m = None if mask is None else True
+        zero = Tensor(np.zeros((), dtype=x.dtype), device=x.device)
         keep = None if mask is None else [Tensor(mask[t][:, None] > 0, device=x.device) for t in range(t_)]
         hs, cs = [], []
         inp = x
@@ -443,7 +447,7 @@ class RNNBase(Module):
                 steps: list[Tensor | None] = [None] * t_
                 order = range(t_ - 1, -1, -1) if d == 1 else range(t_)
                 for t in order:
-                    xt = inp[t]
+                    xt = inp[t] if m is None else where(keep[t], inp[t], zero)
                     if lstm:
                         h_new, c_new = lstm_cell(xt, h, c, w_ih, w_hh, b_ih, b_hh)
                     elif self.mode == "gru":
@@ -455,7 +459,7 @@ class RNNBase(Module):
                         if lstm:
                             c = c_new
                     else:
-                        steps[t] = h_new * m[t]
+                        steps[t] = where(keep[t], h_new, zero)
                         h = where(keep[t], h_new, h)
                         if lstm:
                             c = where(keep[t], c_new, c)
