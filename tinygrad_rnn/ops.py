@@ -332,7 +332,7 @@ class GetItem(Function):
 class Cat(Function):
     def forward(self, *arrays, axis):
         self.axis = axis
-        self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1]
+        self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1].tolist()
         return self.xp.concatenate(arrays, axis=axis)
 
     def backward(self, g):
@@ -352,7 +352,7 @@ class Stack(Function):
 class Split(Function):
     def forward(self, a, sizes, axis):
         self.axis = axis
-        bounds = np.cumsum(sizes)[:-1]
+        bounds = np.cumsum(sizes)[:-1].tolist()
         return tuple(self.xp.split(a, bounds, axis=axis))
 
     def backward(self, *gs):

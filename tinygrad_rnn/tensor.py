@@ -234,6 +234,8 @@ class Tensor:
         if isinstance(data, Tensor):
             data = data.data
         be = get_backend(device) if device is not None else _backend_of(data)
+        if be.name == "cpu" and type(data).__module__.startswith("cupy"):
+            data = data.get()  # a GPU array asked for on the host: copy it over explicitly
         dt = _as_dtype(dtype) or _default_dtype_for(data)
         arr = be.asarray(data) if not isinstance(data, np.ndarray) or be.name == "cpu" else be.from_host(data)
         if dt is not None and arr.dtype != dt:

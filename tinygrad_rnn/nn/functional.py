@@ -151,9 +151,9 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Ten
         raise ValueError(f"embedding: ids on {ids.device} but weight on {weight.device}")
     v = weight.shape[0]
     arr = ids.data.astype(np.int64, copy=False)
-    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= v):
-        bad = int(arr.min()) if int(arr.min()) < 0 else int(arr.max())
-        raise ValueError(f"embedding: id {bad} is out of range for {v} embeddings")
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)  # one read each, also from a GPU
+    if arr.size and (lo < 0 or hi >= v):
+        raise ValueError(f"embedding: id {lo if lo < 0 else hi} is out of range for {v} embeddings")
     if padding_idx is not None and padding_idx < 0:
         padding_idx += v
     return Embedding.apply(weight, ids=arr, padding_idx=padding_idx)

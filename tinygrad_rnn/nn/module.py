@@ -204,7 +204,12 @@ class Module:
             if k not in state:
                 continue
             v = state[k]
-            arr = v.numpy() if isinstance(v, Tensor) else (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
+            if isinstance(v, Tensor):
+                arr = v.numpy()
+            elif hasattr(v, "detach"):  # a torch tensor
+                arr = v.detach().cpu().numpy()
+            else:  # a NumPy array, or a CuPy one (``.get()`` copies it to the host)
+                arr = v.get() if type(v).__module__.startswith("cupy") else np.asarray(v)
             if tuple(arr.shape) != p.shape:
                 problems.append(f"shape mismatch for {k}: checkpoint {tuple(arr.shape)} vs model {p.shape}")
                 continue
