@@ -452,3 +452,13 @@ def test_composite_diamonds(data, shape):
         return (c * b).sum(axis=-1, keepdims=True) + b.mean() * x
 
     check_op(fn, np_fn, a)
+
+
+def test_zero_dim_softmax_and_max_follow_pytorch():
+    """A 0-d tensor is a one-element distribution; max over its dim returns it with index 0."""
+    x = tr.tensor(3.0, requires_grad=True)
+    assert x.softmax().item() == 1.0 and x.log_softmax(0).item() == 0.0
+    values, indices = x.max(0)
+    assert values.item() == 3.0 and indices.item() == 0
+    x.log_softmax().backward()
+    assert x.grad.item() == 0.0

@@ -557,6 +557,9 @@ def _max(self: Tensor, dim: Any = None, keepdim: bool | None = None, *, axis: An
         raise ValueError("max() of an empty tensor")
     ax = _axes(self.ndim, dim, axis, "max")
     kd = _keep(keepdim, keepdims)
+    if self.ndim == 0 and ax is not None:  # as PyTorch: max over the only "dim" of a 0-d tensor
+        zero = Tensor._make(self._be.xp.zeros((), dtype=np.int64), self._be, False, None, 0)
+        return MaxResult(Max.apply(self, axis=None, keepdims=False), zero)
     values = Max.apply(self, axis=ax, keepdims=kd)
     if ax is None:
         return values
@@ -704,11 +707,17 @@ def _host_index(idx: Any) -> Any:
 
 
 def _softmax(self: Tensor, dim: int = -1) -> Tensor:
-    return Softmax.apply(self, axis=_one_axis(self.ndim, dim, "softmax"))
+    ax = _one_axis(self.ndim, dim, "softmax")
+    if self.ndim == 0:  # as PyTorch: a 0-d tensor is a one-element distribution
+        return Softmax.apply(self.reshape(1), axis=0).reshape(())
+    return Softmax.apply(self, axis=ax)
 
 
 def _log_softmax(self: Tensor, dim: int = -1) -> Tensor:
-    return LogSoftmax.apply(self, axis=_one_axis(self.ndim, dim, "log_softmax"))
+    ax = _one_axis(self.ndim, dim, "log_softmax")
+    if self.ndim == 0:
+        return LogSoftmax.apply(self.reshape(1), axis=0).reshape(())
+    return LogSoftmax.apply(self, axis=ax)
 
 
 def _compare(name: str):
