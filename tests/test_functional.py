@@ -353,3 +353,80 @@ def test_nll_and_mse_and_linear_match_torch(rng):
     w, b = rng.standard_normal((3, 4)), rng.standard_normal(3)
     np.testing.assert_allclose(F.linear(tr.tensor(z), tr.tensor(w), tr.tensor(b)).numpy(),
                                tf.linear(torch.tensor(z), torch.tensor(w), torch.tensor(b)).numpy(), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# the CPU backend's softmax cross-entropy kernels against a float64 reference
+
+
+def _xent_float64_reference(z, t, ignore_index, g):
+    """(loss, lse, grad) in float64 from the given (possibly float32) logits."""
+    x = z.astype(np.float64)
+    m = x.max(axis=1, keepdims=True)
+    lse = (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]
+    keep = t != ignore_index
+    rows = np.flatnonzero(keep)
+    loss = np.zeros(len(t))
+    loss[rows] = lse[rows] - x[rows, t[rows]]
+    grad = np.exp(x - lse[:, None]) * np.where(keep, g, 0.0)[:, None]
+    grad[rows, t[rows]] -= g[rows]
+    return loss, lse, grad
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(9, 11), (40, 700), (6, 5000)])
+@pytest.mark.parametrize("numpy_max", [False, True])
+@pytest.mark.parametrize("block", [None, 1000])  # 1000: many blocks per call, down to one row per block
+def test_cpu_softmax_xent_matches_float64_reference(dtype, shape, numpy_max, block):
+    from tinygrad_rnn.backend.cpu import CPUBackend
+
+    be = CPUBackend()
+    be.XENT_NUMPY_MAX_COLS = 1 if numpy_max else 1 << 30
+    if block:
+        be.XENT_BLOCK = block
+    n, c = shape
+    rng = np.random.default_rng(n * c)
+    z = 3 * rng.standard_normal((n, c))
+    z[0] *= 1e4  # spread over +-3e4: one class takes (nearly) all the mass
+    z[1] += 1e4  # ordinary spread around +1e4: lse ~ 1e4 exceeds float32's precision
+    z[2] -= 1e4
+    z[3, 1] = 1e4  # one huge logit among ordinary ones
+    z[4] = z[4, 0]  # all equal: uniform softmax
+    z = z.astype(dtype)
+    t = rng.integers(0, c, n)
+    t[3] = 2  # the target is not the huge logit: loss ~ 1e4
+    t[5::4] = -100  # ignored rows
+    g = rng.uniform(-2, 2, n)  # any sign, as reduction="none" can pass
+    ref_loss, ref_lse, ref_grad = _xent_float64_reference(z, t, -100, g)
+    eps = np.finfo(np.float64).eps
+
+    loss, lse = be.softmax_xent(z, t, -100)
+    assert loss.dtype == dtype and loss.shape == (n,) and lse.dtype == np.float64 and lse.shape == (n,)
+    # lse is exact to float64 rounding whatever the storage dtype (the GPU description gives the same)
+    np.testing.assert_allclose(lse, ref_lse, rtol=8 * eps, atol=8 * eps)
+    # loss = lse - z_t cancels up to |lse| ~ 3e4: its absolute error follows lse's
+    atol = 16 * eps * np.abs(ref_lse).max()
+    rtol = 8 * eps if dtype == np.float64 else 2.0 ** -23  # float32: rounded once from float64
+    np.testing.assert_allclose(loss, ref_loss, rtol=rtol, atol=atol)
+    assert np.all(loss[t == -100] == 0)
+
+    grad = be.softmax_xent_backward(z, lse, t, -100, g)
+    assert grad.dtype == dtype and grad.shape == z.shape
+    assert np.all(grad[t == -100] == 0)
+    if dtype == np.float64:  # exp(z - lse): lse's few ulps at |lse| ~ 3e4 are ~1e-12 relative
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-11, atol=1e-15)
+    else:  # float32 exp of a float32 difference: a few float32 ulps plus |z - lse| * 2**-24 relative
+        np.testing.assert_allclose(grad, ref_grad, rtol=2e-6, atol=1e-7 * np.abs(g).max())
+    # each kept row sums to g * (1 - 1) = 0, to the rounding of c terms and of lse
+    row_sums = np.abs(grad.astype(np.float64).sum(axis=1))
+    assert np.all(row_sums <= 4 * np.finfo(dtype).eps * (c + np.abs(ref_lse)) * np.abs(g)), row_sums
+
+    # a scalar row gradient broadcasts (reduction="sum"); strided logits give the same values
+    gs = be.softmax_xent_backward(z, lse, t, -100, np.float64(0.5))
+    np.testing.assert_allclose(gs, _xent_float64_reference(z, t, -100, np.full(n, 0.5))[2],
+                               rtol=1e-11 if dtype == np.float64 else 2e-6, atol=1e-7)
+    zf = np.asfortranarray(z)
+    loss_f, lse_f = be.softmax_xent(zf, t, -100)
+    np.testing.assert_array_equal(loss_f, loss)
+    np.testing.assert_array_equal(lse_f, lse)
+    np.testing.assert_array_equal(be.softmax_xent_backward(zf, lse, t, -100, g), grad)

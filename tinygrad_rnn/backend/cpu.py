@@ -24,20 +24,59 @@ class CPUBackend(Backend):
         return np.asarray(a)
 
     # -- fused kernels -------------------------------------------------------------------
+    # Softmax cross-entropy runs over blocks of about this many logits, so the float64 block
+    # of shifted logits / exps stays in cache between the passes over it.
+    XENT_BLOCK = 1 << 17
+    # From this many classes, the row max uses NumPy's SIMD max (Numba's max loop is scalar).
+    XENT_NUMPY_MAX_COLS = 512
+
     def softmax_xent(self, logits: np.ndarray, targets: np.ndarray, ignore_index: int):
-        """Rows of (loss, logsumexp) for 2-D logits and int64 targets."""
+        """Rows of (loss, logsumexp) for 2-D logits and int64 targets.
+
+        lse is float64 and exact to float64 rounding for float32 logits too (the shift and the
+        exp run in float64); loss has the logits' dtype and is 0 on ignored rows. Per block of
+        rows: max and shift (Numba), exp (NumPy, SIMD), row sums, log and gather (Numba).
+        """
         logits = np.ascontiguousarray(logits)
-        n = logits.shape[0]
+        n, c = logits.shape
         loss = np.empty(n, dtype=logits.dtype)
-        lse = np.empty(n, dtype=np.float64)
-        K.softmax_xent_forward(logits, np.ascontiguousarray(targets, dtype=np.int64), int(ignore_index), loss, lse)
+        lse = np.empty(n, dtype=np.float64)  # holds the row max until the last kernel
+        targets = np.ascontiguousarray(targets, dtype=np.int64)
+        ignore_index = int(ignore_index)
+        numpy_max = c >= self.XENT_NUMPY_MAX_COLS
+        if numpy_max and n:
+            lse[:] = logits.max(axis=1)
+        step = max(1, self.XENT_BLOCK // max(c, 1))
+        buf = np.empty((min(step, n), c))
+        for a in range(0, n, step):
+            block = buf[: min(step, n - a)]
+            K.xent_shift_rows(logits, a, not numpy_max, lse, block)
+            np.exp(block, out=block)
+            K.xent_finish_rows(block, a, logits, targets, ignore_index, lse, loss)
         return loss, lse
 
     def softmax_xent_backward(self, logits, lse, targets, ignore_index, grad_rows):
+        """(softmax(logits) - onehot(targets)) * grad_rows[:, None], zero on ignored rows.
+
+        Per block of rows: exp(logits - lse) in the logits' dtype (NumPy, SIMD), with lse
+        rounded to that dtype; the row scaling (which also undoes that rounding, in float64)
+        and the target and ignored-row fix-ups in one Numba pass while the block is in cache.
+        """
         logits = np.ascontiguousarray(logits)
+        n, c = logits.shape
         out = np.empty_like(logits)
-        g = np.ascontiguousarray(np.broadcast_to(grad_rows, (logits.shape[0],)), dtype=np.float64)
-        K.softmax_xent_backward(logits, lse, np.ascontiguousarray(targets, dtype=np.int64), int(ignore_index), g, out)
+        lse = np.ascontiguousarray(lse, dtype=np.float64)
+        shift = lse.astype(logits.dtype, copy=False)
+        g = np.ascontiguousarray(np.broadcast_to(grad_rows, (n,)), dtype=np.float64)
+        targets = np.ascontiguousarray(targets, dtype=np.int64)
+        ignore_index = int(ignore_index)
+        step = max(1, self.XENT_BLOCK // max(c, 1))
+        for a in range(0, n, step):
+            b = min(a + step, n)
+            block = out[a:b]
+            np.subtract(logits[a:b], shift[a:b, None], out=block)
+            np.exp(block, out=block)
+            K.xent_grad_rows(block, a, shift, lse, targets, ignore_index, g)
         return out
 
     def scatter_add_rows(self, num_rows: int, idx: np.ndarray, src: np.ndarray) -> np.ndarray:

@@ -4,6 +4,12 @@ Plain top-level functions with ``cache=True`` so the compiled code is reused acr
 processes (closures and nested functions cannot be cached). Each kernel writes into
 arrays its caller allocated; shapes and ranges are validated by the caller, not here.
 Accumulations run in float64 whatever the storage dtype.
+
+The softmax cross-entropy kernels only do the cheap per-row work around an ``exp`` that
+the caller runs with NumPy on a block of rows: Numba has no vectorised exp (without SVML
+it calls scalar libm, several times slower than NumPy's SIMD exp), while these row loops
+(max, float64 shift, sum, gather, scaling) vectorise or are per-row scalars. Each works on
+the rows ``start .. start + len(block)`` of the full arrays.
 """
 from __future__ import annotations
 
@@ -12,46 +18,71 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["softmax_xent_forward", "softmax_xent_backward", "scatter_add_rows"]
+__all__ = ["xent_shift_rows", "xent_finish_rows", "xent_grad_rows", "scatter_add_rows"]
 
 
 @numba.njit(cache=True, nogil=True)
-def softmax_xent_forward(logits, targets, ignore_index, loss_out, lse_out):  # pragma: no cover - jit
-    """Per row: lse = logsumexp(logits[i]); loss = lse - logits[i, t] (0 where t is ignored)."""
-    n, c = logits.shape
-    for i in range(n):
-        m = -np.inf
+def xent_shift_rows(logits, start, find_max, row_max, block):  # pragma: no cover - jit
+    """block[r] = logits[i] - row_max[i] in float64 (exact for float32 logits), i = start + r.
+
+    With ``find_max`` the row maximum is found here and stored in ``row_max`` first;
+    otherwise ``row_max`` holds it already (NumPy's SIMD max is faster on long rows).
+    """
+    k, c = block.shape
+    for r in range(k):
+        i = start + r
+        if find_max and c == 0:
+            row_max[i] = -np.inf
+        elif find_max:
+            mx = logits[i, 0]  # typed as the storage dtype: the compare-select loop stays narrow
+            for j in range(1, c):
+                v = logits[i, j]
+                mx = v if v > mx else mx
+            row_max[i] = mx
+        m = row_max[i]
         for j in range(c):
-            v = logits[i, j]
-            if v > m:
-                m = v
+            block[r, j] = np.float64(logits[i, j]) - m
+
+
+# reassoc only: lets the row sums vectorise (several partial sums), NaN/inf still propagate
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def xent_finish_rows(exp_block, start, logits, targets, ignore_index, lse, loss):  # pragma: no cover - jit
+    """Row i = start + r: lse[i] (the row max on entry) += log(sum(exp_block[r]));
+    loss[i] = lse[i] - logits[i, t_i], or 0 where t_i == ignore_index."""
+    k, c = exp_block.shape
+    for r in range(k):
+        i = start + r
         s = 0.0
         for j in range(c):
-            s += math.exp(logits[i, j] - m)
-        lse = m + math.log(s)
-        lse_out[i] = lse
+            s += exp_block[r, j]
+        v = lse[i] + math.log(s)
+        lse[i] = v
         t = targets[i]
         if t == ignore_index:
-            loss_out[i] = 0.0
+            loss[i] = 0.0
         else:
-            loss_out[i] = lse - logits[i, t]
+            loss[i] = v - logits[i, t]
 
 
 @numba.njit(cache=True, nogil=True)
-def softmax_xent_backward(logits, lse, targets, ignore_index, grad_rows, out):  # pragma: no cover - jit
-    """d loss_i / d logits[i] = (softmax(logits[i]) - onehot(t_i)) * grad_rows[i]."""
-    n, c = logits.shape
-    for i in range(n):
+def xent_grad_rows(block, start, shift, lse, targets, ignore_index, grad_rows):  # pragma: no cover - jit
+    """Row i = start + r of ``block`` holds exp(logits[i] - shift[i]) on entry, where shift is
+    lse rounded to the storage dtype; it becomes (softmax(logits[i]) - onehot(t_i)) * grad_rows[i]:
+    scaled by grad_rows[i] * exp(shift[i] - lse[i]) (in float64, which undoes the rounding of
+    shift), then grad_rows[i] taken off at t_i; all zero where t_i == ignore_index."""
+    k, c = block.shape
+    for r in range(k):
+        i = start + r
         t = targets[i]
         if t == ignore_index:
             for j in range(c):
-                out[i, j] = 0.0
+                block[r, j] = 0.0
             continue
         g = grad_rows[i]
-        li = lse[i]
+        scale = g * math.exp(np.float64(shift[i]) - lse[i])
         for j in range(c):
-            out[i, j] = math.exp(logits[i, j] - li) * g
-        out[i, t] -= g
+            block[r, j] = block[r, j] * scale
+        block[r, t] -= g
 
 
 @numba.njit(cache=True, nogil=True)
