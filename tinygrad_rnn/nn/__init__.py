@@ -12,8 +12,8 @@ __all__ = ["functional", "Module", "Parameter", "Linear", "Embedding", "Dropout"
            "Tanh", "ReLU", "Sigmoid", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "save", "load"]
 
 try:  # these land with the training-toolkit modules
-    from . import init, utils  # noqa: F401
+    from . import diagnostics, init, utils  # noqa: F401
 
-    __all__ += ["init", "utils"]
+    __all__ += ["diagnostics", "init", "utils"]
 except ImportError:  # pragma: no cover
     pass
