@@ -127,16 +127,24 @@ def numpy_lstm_train_step(x, w_ih, w_hh, b, train: bool = True):
 
 
 def run(args: argparse.Namespace) -> None:
+    threads = args.threads or os.cpu_count() or 1
+    if args.threads:
+        try:  # the same BLAS thread count for NumPy as for torch
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=threads, user_api="blas")
+        except ImportError:
+            print("WARNING: --threads needs threadpoolctl to limit NumPy's BLAS; it is not installed")
     try:
         import torch
 
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(threads)
         have_torch = True
     except ImportError:
         have_torch = False
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; python {platform.python_version()}; "
           f"numpy {np.__version__}; torch {torch.__version__ if have_torch else 'not installed (PyTorch columns skipped)'}")
-    print(f"BLAS: {blas_info()}")
+    print(f"BLAS: {blas_info()}; torch threads: {torch.get_num_threads() if have_torch else '-'}")
     env_note = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
     if env_note:
         print(f"WARNING: {', '.join(env_note)} set: OpenBLAS runs an older, slower kernel (unset them for this run)")
@@ -236,6 +244,8 @@ def main() -> None:
     p.add_argument("--composite-max", type=int, default=32 * 64 * 128,
                    help="time the composite path only where B*T*H is at most this")
     p.add_argument("--no-compile", action="store_true", help="skip the first-call (compile) measurement")
+    p.add_argument("--threads", type=int, default=0,
+                   help="BLAS / torch threads for every contender (0 = all cores); 1 gives steady numbers on a busy machine")
     args = p.parse_args()
     if args.repeats is None:
         args.repeats = 5 if args.quick else 15
