@@ -19,6 +19,7 @@ import itertools
 
 import numpy as np
 import pytest
+from _rnn_paths import BRANCHES, MODES, cpu_branch  # noqa: E402, I001  (tests/ helper)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,39 +27,12 @@ import tinygrad_rnn as tr
 from tinygrad_rnn import GradcheckError, gradcheck
 from tinygrad_rnn.nn.rnn import FusedRecurrence
 
-MODES = ("rnn_tanh", "rnn_relu", "lstm", "gru")
-# attribute overrides on the CPU backend that force each branch of its recurrence: the whole time
-# loop in one Numba kernel, or a Python loop of BLAS + one pointwise kernel per step (Numba, or
-# NumPy's vectorised ufuncs on wide layers)
-BRANCHES = {
-    "sequence_kernel": {"SMALL_STEP_MACS": 1 << 62},
-    "per_step": {"SMALL_STEP_MACS": 0, "VECTOR_STEP_ELEMENTS": 1 << 62},
-    "per_step_vectorised": {"SMALL_STEP_MACS": 0, "VECTOR_STEP_ELEMENTS": 0},
-}
 TOL = dict(eps=1e-6, atol=1e-6, rtol=1e-5)
 FULL_MODE_MAX_ENTRIES = 160  # above this many input entries, check along random directions instead
 
 
 # ---------------------------------------------------------------------------------------
 # helpers
-
-
-@contextlib.contextmanager
-def cpu_branch(name: str):
-    """Force one branch of the CPU backend's recurrence (its thresholds pick one per call)."""
-    be = tr.get_backend("cpu")
-    overrides = BRANCHES[name]
-    saved = {k: be.__dict__[k] for k in overrides if k in be.__dict__}
-    try:
-        for k, v in overrides.items():
-            setattr(be, k, v)
-        yield
-    finally:
-        for k in overrides:
-            if k in saved:
-                setattr(be, k, saved[k])
-            else:
-                delattr(be, k)
 
 
 @contextlib.contextmanager

@@ -7,57 +7,18 @@ or the vectorised NumPy one of wide layers.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import re
 
 import numpy as np
 import pytest
+from _rnn_paths import BRANCHES, MODES, PATHS, cpu_branch, on_path  # noqa: E402, I001  (tests/ helper)
 from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_rnn as tr
 from tinygrad_rnn.backend import cpu as cpu_backend
 from tinygrad_rnn.nn.rnn import FusedRecurrence
-
-MODES = ("rnn_tanh", "rnn_relu", "lstm", "gru")
-# attribute overrides on the CPU backend that force each branch of its recurrence: the whole time
-# loop in one Numba kernel, or a Python loop of BLAS + one pointwise kernel per step (Numba, or
-# NumPy's vectorised ufuncs on wide layers)
-BRANCHES = {
-    "sequence_kernel": {"SMALL_STEP_MACS": 1 << 62},
-    "per_step": {"SMALL_STEP_MACS": 0, "VECTOR_STEP_ELEMENTS": 1 << 62},
-    "per_step_vectorised": {"SMALL_STEP_MACS": 0, "VECTOR_STEP_ELEMENTS": 0},
-}
-PATHS = tuple(f"fused-{b}" for b in BRANCHES) + ("composite",)
-
-
-@contextlib.contextmanager
-def cpu_branch(name: str):
-    """Force one branch of the CPU backend's recurrence (its thresholds pick one per call)."""
-    be = tr.get_backend("cpu")
-    overrides = BRANCHES[name]
-    saved = {k: be.__dict__[k] for k in overrides if k in be.__dict__}
-    try:
-        for k, v in overrides.items():
-            setattr(be, k, v)
-        yield
-    finally:
-        for k in overrides:
-            if k in saved:
-                setattr(be, k, saved[k])
-            else:
-                delattr(be, k)
-
-
-@contextlib.contextmanager
-def on_path(m: tr.nn.Module, path: str):
-    """Run ``m`` on ``path`` (one of PATHS) and check afterwards that it did."""
-    fused = path.startswith("fused")
-    m.fused = fused
-    with cpu_branch(path.split("-")[1] if fused else "sequence_kernel"):
-        yield
-    assert m.last_path == ("fused" if fused else "composite")
 
 
 def make_layer(mode: str, input_size: int, hidden_size: int, dtype=tr.float64, seed: int = 0, **kw) -> tr.nn.Module:

@@ -4,8 +4,6 @@ state and every parameter), in float32 and float64; padded batches match ``pack_
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 
@@ -15,13 +13,8 @@ torch = pytest.importorskip("torch")
 
 pytestmark = pytest.mark.torch
 
-# CPU backend attribute overrides forcing each branch of the fused recurrence (see test_rnn_layers.py)
-BRANCHES = {
-    "sequence_kernel": {"SMALL_STEP_MACS": 1 << 62},
-    "per_step": {"SMALL_STEP_MACS": 0, "VECTOR_STEP_ELEMENTS": 1 << 62},
-    "per_step_vectorised": {"SMALL_STEP_MACS": 0, "VECTOR_STEP_ELEMENTS": 0},
-}
-PATHS = tuple(f"fused-{b}" for b in BRANCHES) + ("composite",)
+from _rnn_paths import PATHS, on_path  # noqa: E402, I001  (tests/ helper)
+
 DTYPES = {"float32": (tr.float32, torch.float32), "float64": (tr.float64, torch.float64)}
 # (values rtol, gradients rtol); atol is the same times the largest reference magnitude
 TOL = {"float32": (2e-5, 2e-4), "float64": (1e-10, 1e-9)}
@@ -52,23 +45,6 @@ def _config_id(c) -> str:
     return mode + "".join(f"-{k}={v}" for k, v in kw.items())
 
 
-@contextlib.contextmanager
-def on_path(m, path: str):
-    be = tr.get_backend("cpu")
-    m.fused = path.startswith("fused")
-    overrides = BRANCHES[path.split("-")[1] if m.fused else "sequence_kernel"]
-    saved = {k: be.__dict__[k] for k in overrides if k in be.__dict__}
-    try:
-        for k, v in overrides.items():
-            setattr(be, k, v)
-        yield
-    finally:
-        for k in overrides:
-            if k in saved:
-                setattr(be, k, saved[k])
-            else:
-                delattr(be, k)
-    assert m.last_path == ("fused" if m.fused else "composite")
 
 
 def torch_layer(mode, D, H, tdtype, seed=0, **kw):

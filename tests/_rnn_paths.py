@@ -1,0 +1,46 @@
+"""Forcing each code path of the recurrent layers, shared by the RNN test files.
+
+The CPU backend picks one of three recurrence branches per call from two size thresholds:
+the whole time loop in one Numba kernel, or a Python loop of BLAS + one pointwise kernel per
+step (Numba, or NumPy's vectorised ufuncs on wide layers). Overriding the thresholds forces one.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import tinygrad_rnn as tr
+
+MODES = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+BRANCHES = {
+    "sequence_kernel": {"SMALL_STEP_MACS": 1 << 62},
+    "per_step": {"SMALL_STEP_MACS": 0, "VECTOR_STEP_ELEMENTS": 1 << 62},
+    "per_step_vectorised": {"SMALL_STEP_MACS": 0, "VECTOR_STEP_ELEMENTS": 0},
+}
+PATHS = tuple(f"fused-{b}" for b in BRANCHES) + ("composite",)
+
+
+@contextlib.contextmanager
+def cpu_branch(name: str):
+    """Force one branch of the CPU backend's recurrence (its thresholds pick one per call)."""
+    be = tr.get_backend("cpu")
+    overrides = BRANCHES[name]
+    saved = {k: be.__dict__[k] for k in overrides if k in be.__dict__}
+    try:
+        for k, v in overrides.items():
+            setattr(be, k, v)
+        yield
+    finally:
+        for k in overrides:
+            if k in saved:
+                setattr(be, k, saved[k])
+            else:
+                delattr(be, k)
+
+
+@contextlib.contextmanager
+def on_path(m: tr.nn.Module, path: str):
+    """Run ``m`` on ``path`` (one of PATHS) and check afterwards that it did."""
+    m.fused = path.startswith("fused")
+    with cpu_branch(path.split("-", 1)[1] if m.fused else "sequence_kernel"):
+        yield
+    assert m.last_path == ("fused" if m.fused else "composite")
