@@ -589,12 +589,14 @@ def _host_factory(arr: np.ndarray, dtype: Any, device: Any, requires_grad: bool)
 
 def zeros(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
     be = get_backend(device)
-    return Tensor._make(be.xp.zeros(_shape_arg(shape), dtype=_as_dtype(dtype) or float32), be, False, None, 0).requires_grad_(requires_grad)
+    arr = be.xp.zeros(_shape_arg(shape), dtype=_as_dtype(dtype) or float32)
+    return Tensor._make(arr, be, False, None, 0).requires_grad_(requires_grad)
 
 
 def ones(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
     be = get_backend(device)
-    return Tensor._make(be.xp.ones(_shape_arg(shape), dtype=_as_dtype(dtype) or float32), be, False, None, 0).requires_grad_(requires_grad)
+    arr = be.xp.ones(_shape_arg(shape), dtype=_as_dtype(dtype) or float32)
+    return Tensor._make(arr, be, False, None, 0).requires_grad_(requires_grad)
 
 
 def full(shape: Sequence[int], fill_value: float, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:

@@ -140,7 +140,7 @@ class Module:
     def _apply(self, fn) -> Module:
         """Replace every parameter's array (and its grad's) by ``fn(array)`` in place."""
         for m in self.modules():
-            for name, p in m._parameters.items():
+            for p in m._parameters.values():
                 if p is None:
                     continue
                 new = fn(p)

@@ -77,6 +77,8 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
 
 
 def _vector_norm(xp, v, p: float):
+    if p == 2.0:  # one BLAS dot instead of abs, square and sum passes (the LM's 4.6M gradients)
+        return xp.sqrt(xp.dot(v, v))
     a = xp.abs(v)
     if p == math.inf:
         return a.max() if a.size else xp.zeros((), dtype=a.dtype)
