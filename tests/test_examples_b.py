@@ -1,32 +1,13 @@
 """End-to-end runs of examples/word_lm.py, sentiment.py and seq2seq.py on tiny settings."""
 import importlib.util
-import json
 import math
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _examples import EXAMPLES, results, run  # noqa: E402, I001  (tests/ helper)
 
 import tinygrad_rnn as tr
-
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
-
-
-def run(script: str, *args: str, timeout: float = 120) -> str:
-    """Run an example as a user would; fail with its output if it exits non-zero. Returns stdout."""
-    proc = subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
-    assert proc.returncode == 0, f"{script} {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
-def results(folder: Path) -> dict:
-    with open(folder / "results.json") as f:
-        return json.load(f)
 
 
 def example_module(name: str):
