@@ -40,6 +40,34 @@ def _sigmoid(x):  # pragma: no cover - jit
     return e / (1.0 + e)
 
 
+@numba.njit(cache=True, inline="always")
+def _recurrent_product(hp, w_hh_t, hw):  # pragma: no cover - jit
+    """hw = hp @ w_hh_t in plain loops: for the small layers these kernels serve, a BLAS call
+    per step costs more than the arithmetic."""
+    b_, g = hw.shape
+    for b in range(b_):
+        for j in range(g):
+            hw[b, j] = 0.0
+        for k in range(hp.shape[1]):
+            hk = hp[b, k]
+            for j in range(g):
+                hw[b, j] += hk * w_hh_t[k, j]
+
+
+@numba.njit(cache=True, inline="always")
+def _carry_back(dg, w_hh, dh_pass, dh):  # pragma: no cover - jit
+    """dh = dh_pass + dg @ w_hh: the gradient reaching h_{t-1}; zero rows of dg (padding) are skipped."""
+    b_, g = dg.shape
+    for b in range(b_):
+        for k in range(dh.shape[1]):
+            dh[b, k] = dh_pass[b, k]
+        for j in range(g):
+            d = dg[b, j]
+            if d != 0.0:
+                for k in range(dh.shape[1]):
+                    dh[b, k] += d * w_hh[j, k]
+
+
 # ------------------------------------------------------------------------------------------
 # LSTM
 
@@ -102,19 +130,12 @@ def lstm_step_backward(gates, c_prev, tanh_c, mask, dout, dh_carry, dc_carry, dg
 def lstm_seq_forward(xw, w_hh_t, h0, c0, mask, gates, h_all, c_all):  # pragma: no cover - jit
     """Whole sequence: w_hh_t is W_hh^T (H, 4H); h_all/c_all (T+1, B, H) with [0] = h0/c0."""
     t_, b_, g4 = xw.shape
-    h_ = g4 // 4
     hw = np.empty_like(xw[0])
     h_all[0] = h0
     c_all[0] = c0
     for t in range(t_):
         hp = h_all[t]
-        for b in range(b_):
-            for j in range(g4):
-                hw[b, j] = 0.0
-            for k in range(h_):
-                hk = hp[b, k]
-                for j in range(g4):
-                    hw[b, j] += hk * w_hh_t[k, j]
+        _recurrent_product(hp, w_hh_t, hw)
         lstm_step_forward(xw[t], hw, hp, c_all[t], mask[t], gates[t], h_all[t + 1], c_all[t + 1])
 
 
@@ -122,24 +143,14 @@ def lstm_seq_forward(xw, w_hh_t, h0, c0, mask, gates, h_all, c_all):  # pragma: 
 def lstm_seq_backward(w_hh, gates, c_all, tanh_c, mask, dout, dh_n, dc_n, dgates, dh0, dc0):  # pragma: no cover - jit
     """Reverse time; w_hh is (4H, H), tanh_c = tanh(c_all[1:]). Writes dgates (T, B, 4H), dh0, dc0."""
     t_, b_, g4 = gates.shape
-    h_ = g4 // 4
     dh = dh_n.copy()
     dc = dc_n.copy()
     dh_pass = dh_n.copy()
     dc_prev = dc_n.copy()
     for t in range(t_ - 1, -1, -1):
         lstm_step_backward(gates[t], c_all[t], tanh_c[t], mask[t], dout[t], dh, dc, dgates[t], dh_pass, dc_prev)
-        dg = dgates[t]
-        for b in range(b_):
-            for k in range(h_):
-                dh[b, k] = dh_pass[b, k]
-            for j in range(g4):
-                d = dg[b, j]
-                if d != 0.0:
-                    for k in range(h_):
-                        dh[b, k] += d * w_hh[j, k]
-            for k in range(h_):
-                dc[b, k] = dc_prev[b, k]
+        _carry_back(dgates[t], w_hh, dh_pass, dh)
+        dc[:] = dc_prev
     dh0[:] = dh
     dc0[:] = dc
 
@@ -202,38 +213,22 @@ def gru_step_backward(store, h_prev, mask, dout, dh_carry, dxw, dhw, dh_pass):  
 @_jit
 def gru_seq_forward(xw, w_hh_t, b_hn, h0, mask, store, h_all):  # pragma: no cover - jit
     t_, b_, g3 = xw.shape
-    h_ = g3 // 3
     hw = np.empty_like(xw[0])
     h_all[0] = h0
     for t in range(t_):
         hp = h_all[t]
-        for b in range(b_):
-            for j in range(g3):
-                hw[b, j] = 0.0
-            for k in range(h_):
-                hk = hp[b, k]
-                for j in range(g3):
-                    hw[b, j] += hk * w_hh_t[k, j]
+        _recurrent_product(hp, w_hh_t, hw)
         gru_step_forward(xw[t], hw, b_hn, hp, mask[t], store[t], h_all[t + 1])
 
 
 @_jit
 def gru_seq_backward(w_hh, store, h_all, mask, dout, dh_n, dxw, dhw, dh0):  # pragma: no cover - jit
     t_, b_, g3 = dxw.shape
-    h_ = g3 // 3
     dh = dh_n.copy()
     dh_pass = dh_n.copy()
     for t in range(t_ - 1, -1, -1):
         gru_step_backward(store[t], h_all[t], mask[t], dout[t], dh, dxw[t], dhw[t], dh_pass)
-        dg = dhw[t]
-        for b in range(b_):
-            for k in range(h_):
-                dh[b, k] = dh_pass[b, k]
-            for j in range(g3):
-                d = dg[b, j]
-                if d != 0.0:
-                    for k in range(h_):
-                        dh[b, k] += d * w_hh[j, k]
+        _carry_back(dhw[t], w_hh, dh_pass, dh)
     dh0[:] = dh
 
 
@@ -282,13 +277,7 @@ def rnn_seq_forward(xw, w_hh_t, h0, mask, relu, h_all):  # pragma: no cover - ji
     h_all[0] = h0
     for t in range(t_):
         hp = h_all[t]
-        for b in range(b_):
-            for j in range(h_):
-                hw[b, j] = 0.0
-            for k in range(h_):
-                hk = hp[b, k]
-                for j in range(h_):
-                    hw[b, j] += hk * w_hh_t[k, j]
+        _recurrent_product(hp, w_hh_t, hw)
         rnn_step_forward(xw[t], hw, hp, mask[t], relu, h_all[t + 1])
 
 
@@ -299,13 +288,5 @@ def rnn_seq_backward(w_hh, h_all, mask, relu, dout, dh_n, dpre, dh0):  # pragma:
     dh_pass = dh_n.copy()
     for t in range(t_ - 1, -1, -1):
         rnn_step_backward(h_all[t + 1], mask[t], relu, dout[t], dh, dpre[t], dh_pass)
-        dg = dpre[t]
-        for b in range(b_):
-            for k in range(h_):
-                dh[b, k] = dh_pass[b, k]
-            for j in range(h_):
-                d = dg[b, j]
-                if d != 0.0:
-                    for k in range(h_):
-                        dh[b, k] += d * w_hh[j, k]
+        _carry_back(dpre[t], w_hh, dh_pass, dh)
     dh0[:] = dh
