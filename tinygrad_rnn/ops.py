@@ -693,11 +693,12 @@ def _normalize_index(t: Tensor, index: Any) -> tuple[Any, bool]:
 def _getitem(self: Tensor, index: Any) -> Tensor:
     idx, advanced = _normalize_index(self, index)
     try:
-        probe = np.empty(self.shape, dtype=np.bool_)[idx if self.device == "cpu" else _host_index(idx)]
-        del probe
+        if self.device != "cpu":
+            # CuPy wraps out-of-bounds integer indices instead of raising: validate on a host stand-in
+            np.empty(self.shape, dtype=np.bool_)[_host_index(idx)]
+        return GetItem.apply(self, index=idx, advanced=advanced)
     except IndexError as e:
         raise IndexError(f"index {index!r} is invalid for a tensor of shape {self.shape}: {e}") from None
-    return GetItem.apply(self, index=idx, advanced=advanced)
 
 
 def _host_index(idx: Any) -> Any:
