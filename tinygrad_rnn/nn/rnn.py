@@ -430,7 +430,6 @@ class RNNBase(Module):
     def _forward_composite(self, x: Tensor, h0: Tensor, c0: Tensor | None, mask: Any):
         lstm = self.mode == "lstm"
         t_ = x.shape[0]
-        m = None if mask is None else True
         zero = Tensor(np.zeros((), dtype=x.dtype), device=x.device)
         keep = None if mask is None else [Tensor(mask[t][:, None] > 0, device=x.device) for t in range(t_)]
         hs, cs = [], []
@@ -447,14 +446,14 @@ class RNNBase(Module):
                 steps: list[Tensor | None] = [None] * t_
                 order = range(t_ - 1, -1, -1) if d == 1 else range(t_)
                 for t in order:
-                    xt = inp[t] if m is None else where(keep[t], inp[t], zero)
+                    xt = inp[t] if keep is None else where(keep[t], inp[t], zero)
                     if lstm:
                         h_new, c_new = lstm_cell(xt, h, c, w_ih, w_hh, b_ih, b_hh)
                     elif self.mode == "gru":
                         h_new = gru_cell(xt, h, w_ih, w_hh, b_ih, b_hh)
                     else:
                         h_new = rnn_cell(xt, h, w_ih, w_hh, b_ih, b_hh, "relu" if self.mode == "rnn_relu" else "tanh")
-                    if m is None:
+                    if keep is None:
                         h, steps[t] = h_new, h_new
                         if lstm:
                             c = c_new
