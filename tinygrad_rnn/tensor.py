@@ -26,6 +26,7 @@ __all__ = [
     "Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "Generator", "manual_seed",
     "tensor", "zeros", "ones", "full", "randn", "rand", "randint", "arange", "eye", "zeros_like",
     "ones_like", "full_like", "randn_like", "rand_like", "float32", "float64", "int64", "int32", "bool_",
+    "RemovableHandle",
 ]
 
 float32 = np.dtype(np.float32)
@@ -227,7 +228,7 @@ class Tensor:
     (2, 3)
     """
 
-    __slots__ = ("data", "_be", "requires_grad", "grad", "_ctx", "_idx", "_retain", "__weakref__")
+    __slots__ = ("data", "_be", "requires_grad", "grad", "_ctx", "_idx", "_retain", "_vc", "_hooks", "__weakref__")
     __array_ufunc__ = None  # so ``ndarray * Tensor`` defers to Tensor.__rmul__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, device: Any = None):
@@ -253,6 +254,8 @@ class Tensor:
         self._ctx = None
         self._idx = 0
         self._retain = False
+        self._vc = None
+        self._hooks = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -267,6 +270,8 @@ class Tensor:
         t._ctx = ctx
         t._idx = idx
         t._retain = False
+        t._vc = None
+        t._hooks = None
         return t
 
     # -- properties -----------------------------------------------------------------------
@@ -348,7 +353,9 @@ class Tensor:
 
     def detach(self) -> Tensor:
         """The same values cut from the graph (shares memory): the carried state of truncated BPTT."""
-        return Tensor._make(self.data, self._be, False, None, 0)
+        t = Tensor._make(self.data, self._be, False, None, 0)
+        t._vc = self._version_counter()  # same memory, same version: an in-place change to either is seen
+        return t
 
     def detach_(self) -> Tensor:
         self._ctx = None
@@ -440,13 +447,69 @@ class Tensor:
             g = g.astype(self.dtype, copy=False)
         _run_backward(self, g, retain_graph)
 
+    # -- version counter: how many in-place changes the values have seen --------------------------
+    def _version_counter(self) -> _VersionCounter:
+        vc = self._vc
+        if vc is None:
+            vc = self._vc = _VersionCounter()
+        return vc
+
+    @property
+    def _version(self) -> int:
+        """Bumped by every in-place change (``copy_``, ``+=``, an optimizer step ...), as in PyTorch."""
+        vc = self._vc
+        return 0 if vc is None else vc.v
+
+    def _bump_version(self) -> None:
+        """Record an in-place change of ``self.data``; call it from every op that writes in place."""
+        self._version_counter().v += 1
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> RemovableHandle:
+        """Call ``hook(grad)`` when the gradient with respect to this tensor has been computed.
+
+        The hook may return a tensor to use instead of ``grad``. On a leaf it runs once per
+        backward pass, on the summed gradient, before ``.grad`` is accumulated (PyTorch's rule).
+
+            >>> import tinygrad_rnn as tr
+            >>> x = tr.tensor([1.0, 2.0], requires_grad=True)
+            >>> h = x.register_hook(lambda g: g * 2); (x * 3).sum().backward(); x.grad.tolist()
+            [6.0, 6.0]
+        """
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        if self._ctx is None:
+            return _add_hook(self._leaf_hooks(), "pre", hook)
+        per_out = self._ctx.__dict__.setdefault("hooks", {})
+        return _add_hook(per_out.setdefault(self._idx, _Hooks()), "pre", hook)
+
+    def register_post_accumulate_grad_hook(self, hook: Callable[[Tensor], None]) -> RemovableHandle:
+        """Call ``hook(tensor)`` after this leaf's ``.grad`` has taken its last contribution of a
+        backward pass: the moment its gradient is final (what data-parallel training waits for)."""
+        if self._ctx is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        return _add_hook(self._leaf_hooks(), "post", hook)
+
+    def _leaf_hooks(self) -> _Hooks:
+        if self._hooks is None:
+            self._hooks = _Hooks()
+        return self._hooks
+
     # -- in-place helpers used by optimizers and init (no graph) ------------------------------
     def zero_(self) -> Tensor:
         self.data[...] = 0
+        self._bump_version()
         return self
 
     def fill_(self, value: float) -> Tensor:
         self.data[...] = value
+        self._bump_version()
         return self
 
     def copy_(self, src: Any) -> Tensor:
@@ -458,6 +521,7 @@ class Tensor:
         elif not isinstance(arr, np.ndarray) and self.device == "cpu" and hasattr(arr, "get"):
             arr = arr.get()
         self.data[...] = arr
+        self._bump_version()
         return self
 
     # -- operators (bodies in ops.py; attached there) -------------------------------------------
@@ -472,18 +536,109 @@ def _backend_of(data: Any) -> Backend:
     return get_backend("cpu")
 
 
+class _VersionCounter:
+    """One counter shared by every tensor over the same memory (a tensor and its ``detach()``)."""
+
+    __slots__ = ("v",)
+
+    def __init__(self) -> None:
+        self.v = 0
+
+
+class _Hooks:
+    """The hooks of one tensor: ``pre`` see (and may replace) its gradient, ``post`` see the leaf
+    after ``.grad`` was accumulated. Keyed by a handle id so that ``remove()`` is exact."""
+
+    __slots__ = ("pre", "post")
+
+    def __init__(self) -> None:
+        self.pre: dict[int, Callable] = {}
+        self.post: dict[int, Callable] = {}
+
+
+class RemovableHandle:
+    """Returned by ``register_hook``: ``handle.remove()`` unregisters the hook (idempotent)."""
+
+    _next_id = 0
+
+    def __init__(self, table: dict[int, Callable]):
+        RemovableHandle._next_id += 1
+        self.id = RemovableHandle._next_id
+        self._table = table
+
+    def remove(self) -> None:
+        self._table.pop(self.id, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+
+def _add_hook(hooks: _Hooks, kind: str, fn: Callable) -> RemovableHandle:
+    table = getattr(hooks, kind)
+    handle = RemovableHandle(table)
+    table[handle.id] = fn
+    return handle
+
+
+def _run_pre_hooks(hooks: _Hooks | None, g: Any, be: Backend) -> Any:
+    """Run tensor hooks on a gradient array; a hook returning a tensor replaces it."""
+    if hooks is None or not hooks.pre:
+        return g
+    for fn in list(hooks.pre.values()):
+        out = fn(Tensor._make(g, be, False, None, 0))
+        if out is not None:
+            new = out.data if isinstance(out, Tensor) else be.asarray(out)
+            if tuple(new.shape) != tuple(g.shape):
+                raise RuntimeError(f"hook {getattr(fn, '__name__', fn)!r} returned a gradient of shape "
+                                   f"{tuple(new.shape)} for a tensor of shape {tuple(g.shape)}")
+            g = new
+    return g
+
+
+# leaf ``.grad`` updates are read-modify-writes: one lock makes concurrent backward passes into
+# shared parameters sum exactly as serial ones do
+_accumulate_lock = threading.Lock()
+
+
 def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
     if root._ctx is None:  # a leaf: its gradient is the seed itself
         _accumulate_leaf(root, grad)
         return
-    order = _topological_order(root._ctx)
+    order, leaf_uses = _topological_order(root._ctx)
     pending: dict[int, list] = {id(root._ctx): [None] * root._ctx.n_out}
     pending[id(root._ctx)][root._idx] = grad
+    # a leaf's contributions are summed over the pass and accumulated once, when its last consumer
+    # has run (so post-accumulate hooks see the final gradient, as in PyTorch)
+    leaf_grads: dict[int, list] = {}
     xp = root._be.xp
+
+    def leaf_done(parent: Tensor, g: Any) -> None:
+        key = id(parent)
+        entry = leaf_grads.get(key)
+        if entry is None:
+            entry = leaf_grads[key] = [parent, None, leaf_uses[key]]
+        if g is not None:
+            entry[1] = g if entry[1] is None else entry[1] + g
+        entry[2] -= 1
+        if entry[2] == 0:
+            del leaf_grads[key]
+            if entry[1] is not None:
+                _accumulate_leaf(parent, entry[1])
+
     for ctx in reversed(order):
         gouts = pending.pop(id(ctx), None)
-        if gouts is None:
+        if gouts is None:  # nothing flowed here (an upstream backward returned None)
+            for parent, need in zip(ctx.parents, ctx.needs):
+                if need and parent._ctx is None:
+                    leaf_done(parent, None)
             continue
+        hooks = ctx.__dict__.get("hooks")
+        if hooks:
+            gouts = [g if g is None or i not in hooks else _run_pre_hooks(hooks[i], g, root._be)
+                     for i, g in enumerate(gouts)]
         retained = ctx.__dict__.get("retained")
         if retained:
             for i, ref in retained.items():
@@ -497,15 +652,17 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
         if not isinstance(gins, tuple):
             gins = (gins,)
         for parent, need, g in zip(ctx.parents, ctx.needs, gins):
-            if not need or g is None:
+            if not need:
                 continue
-            if g.shape != parent.data.shape:
+            if g is not None and g.shape != parent.data.shape:
                 raise RuntimeError(
                     f"internal error: {type(ctx).__name__}.backward returned a gradient of shape "
                     f"{tuple(g.shape)} for an input of shape {parent.shape}")
             pc = parent._ctx
             if pc is None:
-                _accumulate_leaf(parent, g)
+                leaf_done(parent, g)
+                continue
+            if g is None:
                 continue
             slot = pending.get(id(pc))
             if slot is None:
@@ -513,23 +670,39 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
             slot[parent._idx] = g if slot[parent._idx] is None else slot[parent._idx] + g
         if not retain_graph:
             ctx.release()
+    for parent, g, _ in list(leaf_grads.values()):  # consumers that never ran (unreachable by gradient)
+        if g is not None:
+            _accumulate_leaf(parent, g)
 
 
 def _accumulate_leaf(t: Tensor, g: Any) -> None:
+    """Add ``g`` into ``t.grad`` (in place once ``t.grad`` exists, as PyTorch does), then run hooks."""
+    hooks = t._hooks
+    g = _run_pre_hooks(hooks, g, t._be)
     if g.dtype != t.data.dtype:
         g = g.astype(t.data.dtype)
     xp = t._be.xp
-    if t.grad is None:
-        # copy: the same array may be handed to several inputs (e.g. by Add), and
-        # optimizers and clipping scale .grad in place; xp.array also turns the NumPy
-        # scalar a 0-d op returns into a writable 0-d array
-        t.grad = Tensor._make(xp.array(g, copy=True), t._be, False, None, 0)
-    else:
-        t.grad = Tensor._make(xp.asarray(t.grad.data + g), t._be, False, None, 0)
+    with _accumulate_lock:
+        cur = t.grad
+        flags = getattr(cur.data, "flags", None) if cur is not None else None
+        if (cur is None or tuple(cur.data.shape) != tuple(g.shape) or cur.data.dtype != g.dtype
+                or (flags is not None and not flags.writeable)):
+            # copy: the same array may be handed to several inputs (e.g. by Add), and
+            # optimizers and clipping scale .grad in place; xp.array also turns the NumPy
+            # scalar a 0-d op returns into a writable 0-d array
+            t.grad = Tensor._make(xp.array(g, copy=True) if cur is None else xp.asarray(cur.data + g), t._be,
+                                  False, None, 0)
+        else:
+            cur.data += g
+            cur._bump_version()
+    if hooks is not None and hooks.post:
+        for fn in list(hooks.post.values()):
+            fn(t)
 
 
-def _topological_order(root: Function) -> list[Function]:
-    """Nodes reachable from ``root``, every node after all the nodes it depends on (iterative DFS)."""
+def _topological_order(root: Function) -> tuple[list[Function], dict[int, int]]:
+    """Nodes reachable from ``root``, every node after all the nodes it depends on (iterative DFS),
+    and for each leaf that wants a gradient, how many (node, input) edges feed it."""
     if "parents" not in root.__dict__:
         raise RuntimeError(
             "trying to backward through the graph a second time (its saved arrays were freed); "
@@ -538,6 +711,7 @@ def _topological_order(root: Function) -> list[Function]:
     # a node is marked when it is expanded, not when it is pushed: marking at push time lets a
     # node reached by two paths (b and 2*b feeding one add) finish before one of its consumers
     seen: set[int] = set()
+    leaf_uses: dict[int, int] = {}
     stack: list[tuple[Function, bool]] = [(root, False)]
     while stack:
         node, expanded = stack.pop()
@@ -553,11 +727,14 @@ def _topological_order(root: Function) -> list[Function]:
             raise RuntimeError(
                 "trying to backward through part of a graph that was already freed; "
                 "pass retain_graph=True to the earlier backward(), or detach() the carried state")
-        for p in parents:
+        for p, need in zip(parents, node.needs):
             c = p._ctx
-            if c is not None and id(c) not in seen:
+            if c is None:
+                if need:
+                    leaf_uses[id(p)] = leaf_uses.get(id(p), 0) + 1
+            elif id(c) not in seen:
                 stack.append((c, False))
-    return order
+    return order, leaf_uses
 
 
 # ---------------------------------------------------------------------------------------

@@ -114,6 +114,7 @@ class Optimizer:
                 if tuple(grad.shape) != p.shape:
                     raise ValueError(f"gradient of shape {tuple(grad.shape)} for a parameter of shape {p.shape}")
                 self._update(p, grad, self._state_of(p), group)
+                p._bump_version()  # saved copies of p in a live graph are now stale
         return loss
 
     def _update(self, p: Tensor, grad: Any, state: dict[str, Any], group: dict[str, Any]) -> None:  # pragma: no cover

@@ -1,0 +1,118 @@
+"""Gradient hooks, once-per-pass leaf accumulation and the version counter (the engine seam that
+data-parallel training and in-place safety build on)."""
+import threading
+
+import numpy as np
+import pytest
+
+import tinygrad_rnn as tr
+
+
+def test_leaf_hook_sees_summed_gradient_and_may_replace_it():
+    x = tr.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    seen = []
+
+    def hook(g):
+        seen.append(g.numpy().copy())
+        return g * 10
+
+    x.register_hook(hook)
+    (x * x + 3 * x).sum().backward()
+    assert len(seen) == 1  # once per pass, on the sum of both uses
+    np.testing.assert_allclose(seen[0], 2 * np.array([1.0, 2.0]) + 3)
+    np.testing.assert_allclose(x.grad.numpy(), 10 * (2 * np.array([1.0, 2.0]) + 3))
+
+
+def test_nonleaf_hook_changes_what_flows_upstream():
+    x = tr.tensor(np.array([1.0, -1.0]), requires_grad=True)
+    y = x * 2
+    y.register_hook(lambda g: g * 0 + 1.5)
+    (y * y).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [3.0, 3.0])
+
+
+def test_post_accumulate_hook_fires_once_with_final_grad():
+    w = tr.tensor(np.array([[1.0, 2.0], [3.0, 4.0]]), requires_grad=True)
+    calls = []
+    w.register_post_accumulate_grad_hook(lambda t: calls.append(t.grad.numpy().copy()))
+    x = tr.tensor(np.ones((3, 2)))
+    ((x @ w).sum() + (w * w).sum()).backward()
+    assert len(calls) == 1
+    np.testing.assert_allclose(calls[0], 3.0 + 2 * w.numpy())
+
+
+def test_post_accumulate_hook_order_follows_backward():
+    # the layer nearest the loss finishes first: its hook fires before the earlier layer's
+    a = tr.tensor(np.ones((2, 2)), requires_grad=True)
+    b = tr.tensor(np.ones((2, 2)), requires_grad=True)
+    order = []
+    a.register_post_accumulate_grad_hook(lambda t: order.append("a"))
+    b.register_post_accumulate_grad_hook(lambda t: order.append("b"))
+    x = tr.tensor(np.ones((1, 2)))
+    ((x @ a).tanh() @ b).sum().backward()
+    assert order == ["b", "a"]
+
+
+def test_handle_remove_and_bad_registrations():
+    x = tr.tensor(np.array([1.0]), requires_grad=True)
+    h = x.register_hook(lambda g: g * 100)
+    h.remove()
+    h.remove()  # idempotent
+    (x * 2).sum().backward()
+    assert x.grad.item() == 2.0
+    with pytest.raises(RuntimeError, match="doesn't require gradient"):
+        tr.tensor([1.0]).register_hook(lambda g: g)
+    with pytest.raises(RuntimeError, match="non-leaf"):
+        (x * 2).register_post_accumulate_grad_hook(lambda t: None)
+    with pytest.raises(TypeError, match="callable"):
+        x.register_hook(3)
+    with pytest.raises(RuntimeError, match="shape"):
+        x.register_hook(lambda g: tr.tensor(np.ones(5)))
+        (x * 2).sum().backward()
+
+
+def test_grad_accumulates_in_place_across_passes():
+    w = tr.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    (w * 3).sum().backward()
+    g = w.grad
+    (w * 4).sum().backward()
+    assert w.grad is g  # same buffer, as in PyTorch
+    np.testing.assert_allclose(g.numpy(), [7.0, 7.0])
+
+
+def test_first_gradient_is_a_private_copy():
+    # Add hands the same array to both inputs: scaling one .grad must not touch the other
+    a = tr.tensor(np.array([1.0]), requires_grad=True)
+    b = tr.tensor(np.array([1.0]), requires_grad=True)
+    (a + b).sum().backward()
+    a.grad.data *= 5
+    assert b.grad.item() == 1.0
+
+
+def test_version_counter_bumps_and_is_shared_with_detach():
+    x = tr.tensor(np.zeros(3))
+    assert x._version == 0
+    d = x.detach()
+    x.copy_(np.ones(3))
+    x.fill_(2.0)
+    d.zero_()
+    assert x._version == 3 and d._version == 3
+
+
+def test_concurrent_backward_into_shared_parameter_sums_exactly():
+    w = tr.tensor(np.ones(1000), requires_grad=True)
+    x = tr.tensor(np.arange(1000.0))
+    n_threads, passes = 4, 50
+    barrier = threading.Barrier(n_threads)
+
+    def work():
+        barrier.wait()
+        for _ in range(passes):
+            (w * x).sum().backward()
+
+    threads = [threading.Thread(target=work) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    np.testing.assert_array_equal(w.grad.numpy(), n_threads * passes * np.arange(1000.0))
