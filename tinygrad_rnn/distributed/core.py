@@ -157,8 +157,15 @@ def _pick_gpu(group: _Group) -> None:
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception:  # noqa: BLE001 - CuPy without a driver/GPU: the CPU path needs nothing here
         return
-    if n > 0:
-        cupy.cuda.runtime.setDevice(local_rank % n)
+    if n == 0:
+        return
+    from ..backend import _BACKENDS
+
+    target, current = local_rank % n, cupy.cuda.runtime.getDevice()
+    if "cuda" in _BACKENDS and current != target:  # GPU memory already lives on the wrong device
+        raise RuntimeError(f"init_process_group() must come before the first GPU tensor: this rank (local rank "
+                           f"{local_rank}) should use GPU {target} but GPU {current} is already in use")
+    cupy.cuda.runtime.setDevice(target)
 
 
 def get_rank() -> int:

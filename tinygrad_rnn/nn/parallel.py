@@ -72,8 +72,9 @@ class DistributedDataParallel(Module):
     """Wrap ``module`` so that ``loss.backward()`` leaves gradients averaged over all ranks.
 
     Arguments are PyTorch's: ``bucket_cap_mb`` (bucket size in MiB), ``find_unused_parameters``
-    (allow parameters that get no gradient in some passes), ``broadcast_buffers`` (accepted; there
-    are no buffers). Call ``tr.distributed.init_process_group()`` first. ``forward`` delegates to
+    (allow parameters that get no gradient in some passes); ``device_ids`` and ``broadcast_buffers``
+    are accepted and unused (the GPU is chosen per rank by ``init_process_group``; there are no
+    buffers). Call ``tr.distributed.init_process_group()`` first. ``forward`` delegates to
     the module; ``no_sync()`` accumulates gradients locally (e.g. over micro-batches) and the next
     synchronised backward averages the sum.
 
