@@ -36,3 +36,12 @@ rc_check=${PIPESTATUS[0]}
 
 echo "== done in ${SECONDS} s: tests exit ${rc_tests}, gpu_check exit ${rc_check} (124 = hit its time budget)"
 [ "$rc_tests" -eq 0 ] && [ "$rc_check" -eq 0 ]
+rc_gpu=$?
+
+# 3. distributed on the GPU: the NCCL path of tinygrad_rnn.distributed and DistributedDataParallel at
+#    world size 1 (no mpiexec needed; prints SKIPPED when mpi4py is not installed).
+echo "== 3/3  python tests/mpi/gpu_nccl.py   (budget 60 s)"
+timeout 60 "$PY" tests/mpi/gpu_nccl.py 2>&1 | log gpu_nccl.log
+rc_nccl=${PIPESTATUS[0]}
+echo "== distributed check exit ${rc_nccl}"
+[ "$rc_gpu" -eq 0 ] && [ "$rc_nccl" -eq 0 ]

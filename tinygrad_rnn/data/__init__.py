@@ -13,15 +13,18 @@ from tinygrad_rnn.data.datasets import (
     read_text,
     split_text,
 )
+from tinygrad_rnn.data.distributed import DistributedSampler, distributed_batchify
 from tinygrad_rnn.data.vocab import Vocab
 
 __all__ = [
     "CHECKSUMS",
     "DATA_DIR",
+    "DistributedSampler",
     "Vocab",
     "batchify",
     "bptt_batches",
     "bucket_batches",
+    "distributed_batchify",
     "load_ptb",
     "load_sst2",
     "load_tinyshakespeare",

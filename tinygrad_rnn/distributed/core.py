@@ -1,0 +1,377 @@
+"""The process group and the collectives: MPI for host arrays, NCCL (``nccl.py``) for GPU arrays.
+
+One process group, the MPI world (``MPI.COMM_WORLD``, duplicated so that our messages never mix
+with a user's own MPI traffic). Every public collective first checks, with one tiny all-reduce,
+that all ranks called the same collective with the same shape, dtype, op and root: a mismatch
+raises the same ValueError on every rank instead of corrupting memory or hanging. The
+gradient buckets of ``DistributedDataParallel`` skip that check (their layout is verified once,
+at construction) and use :func:`_comm` directly.
+
+    >>> import tinygrad_rnn as tr
+    >>> tr.distributed.ReduceOp.SUM.name
+    'SUM'
+"""
+from __future__ import annotations
+
+import enum
+import sys
+import traceback
+import zlib
+from typing import Any, Callable
+
+import numpy as np
+
+from ..tensor import Tensor
+
+__all__ = ["ReduceOp", "Work", "init_process_group", "destroy_process_group", "is_available", "is_initialized",
+           "get_rank", "get_world_size", "barrier", "all_reduce", "broadcast", "all_gather"]
+
+_INSTALL_HINT = "pip install -e '.[distributed]' (from a checkout) or pip install 'tinygrad_rnn[distributed]'"
+_NOT_INIT = ("Default process group has not been initialized, please make sure to call init_process_group "
+             "(tinygrad_rnn.distributed.init_process_group())")
+
+
+class ReduceOp(enum.Enum):
+    """How :func:`all_reduce` combines the ranks' values (``ReduceOp.SUM`` is the default)."""
+
+    SUM = "sum"
+    AVG = "avg"
+    PRODUCT = "product"
+    MIN = "min"
+    MAX = "max"
+
+
+class _Group:
+    """The state of the one process group: the communicator, rank, size and the NCCL clique."""
+
+    def __init__(self, mpi: Any, comm: Any):
+        self.MPI = mpi
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.nccl: Any = None  # created on the first collective on a GPU tensor
+        self.prev_excepthook: Callable | None = None
+
+
+_group: _Group | None = None
+
+
+def _import_mpi() -> Any:
+    try:
+        from mpi4py import MPI
+    except ImportError as e:  # no mpi4py, or mpi4py without an MPI library under it
+        raise ImportError(
+            f"tinygrad_rnn.distributed needs mpi4py and an MPI library ({e}); install the extra: {_INSTALL_HINT}") from e
+    return MPI
+
+
+def is_available() -> bool:
+    """True when mpi4py can be imported (does not initialise MPI if it is not yet)."""
+    import importlib.util
+
+    return importlib.util.find_spec("mpi4py") is not None
+
+
+def is_initialized() -> bool:
+    """True between :func:`init_process_group` and :func:`destroy_process_group`."""
+    return _group is not None
+
+
+def _get_group() -> _Group:
+    if _group is None:
+        raise RuntimeError(_NOT_INIT)
+    return _group
+
+
+def _comm() -> Any:
+    """The communicator of the process group (for ``nn.parallel``; users call the collectives)."""
+    return _get_group().comm
+
+
+def init_process_group(backend: str = "mpi", *, world_size: int = -1, rank: int = -1, **unused: Any) -> None:
+    """Join the world of processes that ``mpiexec``/``srun`` started (size 1 under plain ``python``).
+
+    Installs an excepthook: an uncaught exception on any rank prints its traceback, every line
+    prefixed ``[rank r]``, then aborts the whole job (``MPI.COMM_WORLD.Abort``) so that no other
+    rank waits forever in a collective. GPU tensors are reduced through NCCL, one GPU per rank
+    (the rank's index among the ranks on its node picks the GPU).
+
+        >>> import tinygrad_rnn.distributed as dist
+        >>> dist.init_process_group("mpi"); dist.get_world_size() >= 1
+        True
+    """
+    global _group
+    if backend != "mpi":
+        raise ValueError(f"backend {backend!r} is not supported: use backend='mpi' (GPU tensors use NCCL automatically)")
+    if unused.get("init_method") not in (None, "env://"):
+        raise ValueError("init_method is not used: mpiexec/srun tell each process its rank; leave it out")
+    if _group is not None:
+        raise RuntimeError("trying to initialize the default process group twice!")
+    MPI = _import_mpi()
+    group = _Group(MPI, MPI.COMM_WORLD.Dup())
+    for name, given, actual in (("world_size", world_size, group.size), ("rank", rank, group.rank)):
+        if given not in (-1, None) and given != actual:
+            group.comm.Free()
+            raise ValueError(f"{name}={given} was given but MPI started this process with {name}={actual}; "
+                             "launch with mpiexec -n N (or leave the argument out)")
+    group.prev_excepthook = sys.excepthook
+    sys.excepthook = _abort_on_uncaught
+    _group = group
+    _pick_gpu(group)
+
+
+def destroy_process_group() -> None:
+    """Leave the process group (MPI itself stays initialised until exit, so you may init again)."""
+    global _group
+    group = _get_group()
+    if sys.excepthook is _abort_on_uncaught:
+        sys.excepthook = group.prev_excepthook or sys.__excepthook__
+    group.comm.Free()
+    _group = None
+
+
+def _abort_on_uncaught(exc_type: Any, exc: BaseException, tb: Any) -> None:
+    """sys.excepthook: print the error with the rank first, then end every rank of the job."""
+    group = _group
+    rank = group.rank if group is not None else "?"
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    sys.stderr.write("".join(f"[rank {rank}] {line}\n" for line in text.rstrip("\n").split("\n")))
+    sys.stderr.write(f"[rank {rank}] aborting all ranks (MPI.COMM_WORLD.Abort)\n")
+    sys.stderr.flush()
+    if group is not None:
+        group.MPI.COMM_WORLD.Abort(1)
+
+
+def _pick_gpu(group: _Group) -> None:
+    """One GPU per rank: the i-th rank on a node takes GPU i (mod the count), before any GPU use."""
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is None:
+        return
+    local = group.comm.Split_type(group.MPI.COMM_TYPE_SHARED)
+    local_rank = local.Get_rank()
+    local.Free()
+    try:
+        import cupy
+
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # noqa: BLE001 - CuPy without a driver/GPU: the CPU path needs nothing here
+        return
+    if n == 0:
+        return
+    from ..backend import _BACKENDS
+
+    target, current = local_rank % n, cupy.cuda.runtime.getDevice()
+    if "cuda" in _BACKENDS and current != target:  # GPU memory already lives on the wrong device
+        raise RuntimeError(f"init_process_group() must come before the first GPU tensor: this rank (local rank "
+                           f"{local_rank}) should use GPU {target} but GPU {current} is already in use")
+    cupy.cuda.runtime.setDevice(target)
+
+
+def get_rank() -> int:
+    """This process's rank, 0 .. world_size - 1."""
+    return _get_group().rank
+
+
+def get_world_size() -> int:
+    """How many processes take part."""
+    return _get_group().size
+
+
+def barrier() -> None:
+    """Wait until every rank has called ``barrier()``."""
+    _get_group().comm.Barrier()
+
+
+class Work:
+    """Handle of an ``async_op=True`` collective: ``wait()`` finishes it (the tensor is then final)."""
+
+    def __init__(self, request: Any = None, finish: Callable[[], None] | None = None):
+        self._request = request
+        self._finish = finish
+        self._done = False
+
+    def wait(self) -> bool:
+        if not self._done:
+            if self._request is not None:
+                self._request.Wait()
+            if self._finish is not None:
+                self._finish()
+            self._done = True
+        return True
+
+    def is_completed(self) -> bool:
+        return self._done
+
+
+# -- argument checks -----------------------------------------------------------------------------------
+
+
+def _check_tensor(name: str, t: Any) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a tinygrad_rnn Tensor, got {type(t).__name__}")
+    return t
+
+
+def _check_group_arg(group: Any) -> None:
+    if group is not None:
+        raise ValueError("only the default process group (group=None) is supported")
+
+
+def _same_on_all_ranks(g: _Group, what: str, desc: tuple) -> None:
+    """Raise the same ValueError on every rank unless all ranks passed the same ``desc``."""
+    if g.size == 1:
+        return
+    h = zlib.crc32(repr(desc).encode())
+    sig = np.array([h, -h], dtype=np.int64)
+    g.comm.Allreduce(g.MPI.IN_PLACE, sig, op=g.MPI.MAX)  # [max, -min] in one message
+    if sig[0] == h and -sig[1] == h:
+        return
+    every = g.comm.allgather(desc)  # small metadata only, to name the culprit
+    lines = "; ".join(f"rank {r}: {d}" for r, d in enumerate(every))
+    raise ValueError(f"{what}: the ranks disagree on (collective, shape, dtype, device, op/root): {lines}")
+
+
+def _describe(kind: str, t: Tensor, extra: Any) -> tuple:
+    return (kind, tuple(t.shape), str(t.dtype), t.device, extra)
+
+
+def _host_buffer(t: Tensor) -> tuple[np.ndarray, bool]:
+    """A C-contiguous array over the tensor's values and whether it must be copied back."""
+    a = t.data
+    if a.flags.c_contiguous and a.flags.writeable:
+        return a, False
+    return np.ascontiguousarray(a), True
+
+
+def _mpi_op(g: _Group, op: ReduceOp, dtype: np.dtype) -> Any:
+    M = g.MPI
+    if dtype == np.bool_:  # MPI reduces booleans only logically: sum/max = any, product/min = all
+        return M.LOR if op in (ReduceOp.SUM, ReduceOp.MAX) else M.LAND
+    return {ReduceOp.SUM: M.SUM, ReduceOp.AVG: M.SUM, ReduceOp.PRODUCT: M.PROD, ReduceOp.MIN: M.MIN,
+            ReduceOp.MAX: M.MAX}[op]
+
+
+def _check_op(op: Any, t: Tensor) -> ReduceOp:
+    if not isinstance(op, ReduceOp):
+        raise TypeError(f"op must be a tinygrad_rnn.distributed.ReduceOp (e.g. ReduceOp.SUM), got {op!r}")
+    if op is ReduceOp.AVG and t.dtype.kind != "f":
+        raise TypeError(f"ReduceOp.AVG needs a float tensor, got dtype {t.dtype}")
+    return op
+
+
+# -- collectives -------------------------------------------------------------------------------------
+
+
+def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, async_op: bool = False) -> Work | None:
+    """Combine ``tensor`` over all ranks, in place: every rank ends with the same result.
+
+        >>> t = tr.tensor([1.0, 2.0]); dist.all_reduce(t, op=dist.ReduceOp.SUM)  # [W, 2W] on W ranks
+    """
+    _check_group_arg(group)
+    t = _check_tensor("all_reduce: tensor", tensor)
+    op = _check_op(op, t)
+    g = _get_group()
+    _same_on_all_ranks(g, "all_reduce", _describe("all_reduce", t, op.name))
+    if t.device != "cpu":
+        from .nccl import nccl_all_reduce
+
+        nccl_all_reduce(g, t.data, op)
+        if op is ReduceOp.AVG:
+            t.data /= g.size
+        t._bump_version()
+        return Work() if async_op else None
+    buf, copy_back = _host_buffer(t)
+
+    def finish() -> None:
+        if op is ReduceOp.AVG:
+            np.divide(buf, g.size, out=buf)
+        if copy_back:
+            t.data[...] = buf
+        t._bump_version()
+
+    mop = _mpi_op(g, op, t.dtype)
+    if async_op:
+        return Work(g.comm.Iallreduce(g.MPI.IN_PLACE, buf, op=mop), finish)
+    g.comm.Allreduce(g.MPI.IN_PLACE, buf, op=mop)
+    finish()
+    return None
+
+
+def _check_src(src: Any, g: _Group) -> int:
+    if isinstance(src, bool) or not isinstance(src, (int, np.integer)):
+        raise TypeError(f"broadcast: src must be an int rank, got {type(src).__name__} {src!r}")
+    if not 0 <= src < g.size:
+        raise ValueError(f"broadcast: src={src} is not a rank of this world of size {g.size} (ranks 0..{g.size - 1})")
+    return int(src)
+
+
+def broadcast(tensor: Tensor, src: int, group: Any = None, async_op: bool = False) -> Work | None:
+    """Copy rank ``src``'s values into ``tensor`` on every rank, in place.
+
+        >>> w = tr.randn(3); dist.broadcast(w, src=0)  # now equal everywhere
+    """
+    _check_group_arg(group)
+    t = _check_tensor("broadcast: tensor", tensor)
+    g = _get_group()
+    src = _check_src(src, g)
+    _same_on_all_ranks(g, "broadcast", _describe("broadcast", t, src))
+    if t.device != "cpu":
+        from .nccl import nccl_broadcast
+
+        nccl_broadcast(g, t.data, src)
+        t._bump_version()
+        return Work() if async_op else None
+    buf, copy_back = _host_buffer(t)
+
+    def finish() -> None:
+        if copy_back:
+            t.data[...] = buf
+        t._bump_version()
+
+    if async_op:
+        return Work(g.comm.Ibcast(buf, root=src), finish)
+    g.comm.Bcast(buf, root=src)
+    finish()
+    return None
+
+
+def all_gather(tensor_list: list[Tensor], tensor: Tensor, group: Any = None, async_op: bool = False) -> Work | None:
+    """Fill ``tensor_list[r]`` with rank r's ``tensor`` on every rank (PyTorch's argument order).
+
+        >>> out = [tr.zeros(2) for _ in range(dist.get_world_size())]; dist.all_gather(out, tr.ones(2))
+    """
+    _check_group_arg(group)
+    t = _check_tensor("all_gather: tensor", tensor)
+    g = _get_group()
+    if not isinstance(tensor_list, (list, tuple)) or len(tensor_list) != g.size:
+        n = len(tensor_list) if isinstance(tensor_list, (list, tuple)) else type(tensor_list).__name__
+        raise ValueError(f"all_gather: tensor_list must be a list of world_size={g.size} tensors, got {n}")
+    for i, o in enumerate(tensor_list):
+        _check_tensor(f"all_gather: tensor_list[{i}]", o)
+        if o.shape != t.shape or o.dtype != t.dtype or o.device != t.device:
+            raise ValueError(f"all_gather: tensor_list[{i}] is {o.shape} {o.dtype} on {o.device} but tensor is "
+                             f"{t.shape} {t.dtype} on {t.device}; every entry must match it")
+    _same_on_all_ranks(g, "all_gather", _describe("all_gather", t, None))
+    if t.device != "cpu":
+        from .nccl import nccl_all_gather
+
+        gathered = nccl_all_gather(g, t.data)
+        for i, o in enumerate(tensor_list):
+            o.data[...] = gathered[i]
+            o._bump_version()
+        return Work() if async_op else None
+    send = np.ascontiguousarray(t.data)
+    recv = np.empty((g.size, *t.shape), dtype=t.dtype)
+
+    def finish() -> None:
+        for i, o in enumerate(tensor_list):
+            o.data[...] = recv[i]
+            o._bump_version()
+
+    if async_op:
+        return Work(g.comm.Iallgather(send, recv), finish)
+    g.comm.Allgather(send, recv)
+    finish()
+    return None
+

@@ -1,0 +1,331 @@
+"""``DistributedDataParallel``: every rank trains a replica; gradients are averaged during backward.
+
+How it works (PyTorch's design, on the engine's post-accumulate-grad hooks):
+
+* At construction the ranks check that they hold the same parameters (names, shapes, dtypes,
+  devices) and copy rank 0's values into every replica, so ranks may start from different seeds.
+* The trainable parameters are packed, in **reverse** registration order (the order in which
+  backward usually finishes them), into buckets of at most ``bucket_cap_mb`` MiB of one dtype and
+  device, each with one flat, contiguous buffer.
+* When a parameter's ``.grad`` is final for the pass its hook copies it into its bucket; when a
+  bucket is full its non-blocking all-reduce (``MPI Iallreduce``, or NCCL on the GPU) starts at
+  once, while backward goes on computing the other gradients. Buckets start strictly in bucket
+  order on every rank, as MPI requires of collectives.
+* When the last bucket has started, the hook waits for all of them and writes the averages back
+  into the parameters' ``.grad`` — so when ``loss.backward()`` returns, every rank holds the same,
+  averaged gradients and the optimizer needs no change.
+* Parameters that get no gradient in a pass would leave their bucket waiting forever. With
+  ``find_unused_parameters=True`` the forward pass walks the graph from the outputs and marks the
+  parameters it cannot reach as ready (their slot holds zeros). Without it, a pass that left
+  buckets unfinished makes the next forward raise a RuntimeError that says what to do.
+
+``state_dict()`` of the wrapper has PyTorch's ``"module."`` prefix (the wrapped model is its
+child ``module``); save ``ddp.module.state_dict()`` to get the plain keys that load into an
+unwrapped model. This library's modules have no buffers (no running statistics): all state is
+parameters.
+
+    >>> import tinygrad_rnn as tr; tr.distributed.init_process_group()
+    >>> model = tr.nn.parallel.DistributedDataParallel(tr.nn.Linear(4, 2))
+    >>> model(tr.randn(3, 4)).sum().backward()  # .grad now averaged over all ranks
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Iterator
+
+import numpy as np
+
+from .. import distributed as dist
+from ..distributed import core as _core
+from ..tensor import Tensor, is_grad_enabled
+from .module import Module
+
+__all__ = ["DistributedDataParallel"]
+
+
+class _Bucket:
+    """Parameters whose gradients travel in one all-reduce, and their flat buffer."""
+
+    def __init__(self, index: int, params: list[Tensor], names: list[str]):
+        self.index = index
+        self.params = params
+        self.names = names
+        self.offsets: list[int] = []
+        n = 0
+        for p in params:
+            self.offsets.append(n)
+            n += p.numel()
+        self.numel = n
+        self.nbytes = n * params[0].dtype.itemsize
+        self.device = params[0].device
+        self.flat = params[0]._be.xp.empty(n, dtype=params[0].dtype)
+        self.pending = len(params)
+        self.request: Any = None
+
+    def slot(self, i: int) -> Any:
+        p = self.params[i]
+        return self.flat[self.offsets[i]:self.offsets[i] + p.numel()]
+
+
+class DistributedDataParallel(Module):
+    """Wrap ``module`` so that ``loss.backward()`` leaves gradients averaged over all ranks.
+
+    Arguments are PyTorch's: ``bucket_cap_mb`` (bucket size in MiB), ``find_unused_parameters``
+    (allow parameters that get no gradient in some passes); ``device_ids`` and ``broadcast_buffers``
+    are accepted and unused (the GPU is chosen per rank by ``init_process_group``; there are no
+    buffers). Call ``tr.distributed.init_process_group()`` first. ``forward`` delegates to
+    the module; ``no_sync()`` accumulates gradients locally (e.g. over micro-batches) and the next
+    synchronised backward averages the sum.
+
+        >>> ddp = DistributedDataParallel(tr.nn.LSTM(8, 16), bucket_cap_mb=25)
+        >>> out, _ = ddp(tr.randn(5, 2, 8)); out.sum().backward()
+    """
+
+    def __init__(self, module: Module, device_ids: Any = None, bucket_cap_mb: float = 25,
+                 find_unused_parameters: bool = False, broadcast_buffers: bool = True):
+        super().__init__()
+        if not isinstance(module, Module):
+            raise TypeError(f"DistributedDataParallel wraps an nn.Module, got {type(module).__name__}")
+        if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) or not bucket_cap_mb > 0:
+            raise ValueError(f"bucket_cap_mb must be a positive number of MiB, got {bucket_cap_mb!r}")
+        if not dist.is_initialized():
+            raise RuntimeError("DistributedDataParallel needs the process group: call "
+                               "tinygrad_rnn.distributed.init_process_group() first")
+        self.module = module
+        group = _core._get_group()
+        object.__setattr__(self, "_group", group)
+        named = list(module.named_parameters())
+        _core._same_on_all_ranks(group, "DistributedDataParallel (the replicas' parameters)",
+                                 tuple((n, p.shape, str(p.dtype), p.device) for n, p in named))
+        self._broadcast_parameters([p for _, p in named])
+        trainable = [(n, p) for n, p in named if p.requires_grad]
+        if not trainable:
+            raise ValueError("DistributedDataParallel: the module has no parameter that requires grad")
+        object.__setattr__(self, "bucket_cap_mb", bucket_cap_mb)
+        object.__setattr__(self, "find_unused_parameters", bool(find_unused_parameters))
+        object.__setattr__(self, "_buckets", self._make_buckets(trainable, int(bucket_cap_mb * 1024 * 1024)))
+        object.__setattr__(self, "_where", {id(p): (b, i) for b in self._buckets for i, p in enumerate(b.params)})
+        object.__setattr__(self, "_names", {id(p): n for n, p in trainable})
+        object.__setattr__(self, "_handles", [p.register_post_accumulate_grad_hook(self._grad_ready)
+                                              for _, p in trainable])
+        object.__setattr__(self, "_sync", True)  # False inside no_sync()
+        object.__setattr__(self, "_armed", False)  # a synchronised backward is expected
+        object.__setattr__(self, "_ready", set())
+        object.__setattr__(self, "_locally_unused", set())
+        object.__setattr__(self, "_unused_pending", False)
+        object.__setattr__(self, "_next_launch", 0)
+        object.__setattr__(self, "comm_wait_seconds", 0.0)  # time spent blocked in Wait (for benchmarks)
+        object.__setattr__(self, "events", None)  # set to a list to record ("ready", name)/("launch", i)
+
+    # -- construction ---------------------------------------------------------------------------
+    def _broadcast_parameters(self, params: list[Tensor]) -> None:
+        g = self._group
+        if g.size == 1:
+            return
+        for p in params:  # rank 0's values everywhere: replicas may have been initialised from other seeds
+            if p.device != "cpu":
+                from ..distributed.nccl import nccl_broadcast
+
+                nccl_broadcast(g, p.data, 0)
+            else:
+                buf, copy_back = _core._host_buffer(p)
+                g.comm.Bcast(buf, root=0)
+                if copy_back:
+                    p.data[...] = buf
+            p._bump_version()
+
+    @staticmethod
+    def _make_buckets(trainable: list[tuple[str, Tensor]], cap_bytes: int) -> list[_Bucket]:
+        buckets: list[_Bucket] = []
+        cur: list[tuple[str, Tensor]] = []
+        size = 0
+        for name, p in reversed(trainable):  # reverse order: the last layers' gradients are final first
+            nbytes = p.numel() * p.dtype.itemsize
+            if cur and (size + nbytes > cap_bytes or p.dtype != cur[0][1].dtype or p.device != cur[0][1].device):
+                buckets.append(_Bucket(len(buckets), [q for _, q in cur], [n for n, _ in cur]))
+                cur, size = [], 0
+            cur.append((name, p))
+            size += nbytes
+        buckets.append(_Bucket(len(buckets), [q for _, q in cur], [n for n, _ in cur]))
+        return buckets
+
+    @property
+    def bucket_names(self) -> list[list[str]]:
+        """Parameter names per bucket, in the order the buckets are reduced."""
+        return [list(b.names) for b in self._buckets]
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self._check_previous_iteration()
+        if not (is_grad_enabled() and self._sync):
+            object.__setattr__(self, "_armed", False)
+            return self.module(*args, **kwargs)
+        self._reset()
+        object.__setattr__(self, "_armed", True)
+        out = self.module(*args, **kwargs)
+        if self.find_unused_parameters:
+            reached = _reachable_leaves(out)
+            object.__setattr__(self, "_locally_unused", {k for k in self._where if k not in reached})
+            object.__setattr__(self, "_unused_pending", bool(self._locally_unused))
+        return out
+
+    def _check_previous_iteration(self) -> None:
+        if self._armed and 0 < len(self._ready) < len(self._where):
+            missing = [self._names[k] for k in self._where if k not in self._ready]
+            self._reset()
+            object.__setattr__(self, "_armed", False)
+            raise RuntimeError(
+                "DistributedDataParallel: the previous backward pass did not produce gradients for "
+                f"{len(missing)} parameter(s) ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}), so their "
+                "gradients were not averaged across ranks. Pass find_unused_parameters=True if some parameters "
+                "legitimately take no part in the loss, or make sure every output of forward() feeds the loss.")
+
+    def _reset(self) -> None:
+        for b in self._buckets:
+            if b.request is not None:  # a launched but never finished bucket (an aborted pass): drain it
+                b.request.Wait()
+            b.pending = len(b.params)
+            b.request = None
+        self._ready.clear()
+        object.__setattr__(self, "_locally_unused", set())
+        object.__setattr__(self, "_unused_pending", False)
+        object.__setattr__(self, "_next_launch", 0)
+
+    # -- gradient accumulation without synchronising ----------------------------------------------------
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Backward passes inside accumulate ``.grad`` locally; the first synchronised one averages the sum.
+
+            >>> with ddp.no_sync(): loss_fn(ddp(x0)).backward()
+            >>> loss_fn(ddp(x1)).backward()  # .grad = average over ranks of (g0 + g1)
+        """
+        prev = self._sync
+        object.__setattr__(self, "_sync", False)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_sync", prev)
+
+    # -- the hook ------------------------------------------------------------------------------------
+    def _grad_ready(self, p: Tensor) -> None:
+        if not self._armed:
+            return
+        key = id(p)
+        if key in self._ready:
+            raise RuntimeError(
+                f"DistributedDataParallel: parameter {self._names[key]} got its gradient twice in one iteration "
+                "(a second backward() through the same forward?). Run one backward per forward, or use no_sync() "
+                "for all but the last")
+        if self._unused_pending:  # the first gradient of the pass: the unreachable parameters are ready now
+            object.__setattr__(self, "_unused_pending", False)
+            for k in self._locally_unused:
+                b, i = self._where[k]
+                self._mark_ready(k, b, i, b.params[i].grad)
+        b, i = self._where[key]
+        self._mark_ready(key, b, i, p.grad)
+
+    def _mark_ready(self, key: int, b: _Bucket, i: int, grad: Tensor | None) -> None:
+        if self.events is not None:
+            self.events.append(("ready", self._names[key]))
+        slot = b.slot(i)
+        if grad is None:
+            slot[...] = 0
+        else:
+            slot[...] = grad.data.reshape(-1)
+        self._ready.add(key)
+        b.pending -= 1
+        if b.pending == 0:
+            self._launch_ready_buckets()
+        elif self._group.size > 1 and b.device == "cpu":
+            self._progress()
+
+    def _progress(self) -> None:
+        # MPI progresses a non-blocking collective only inside MPI calls: poke the ones in flight
+        reqs = [b.request for b in self._buckets[:self._next_launch] if b.request is not None]
+        if reqs:
+            self._group.MPI.Request.Testall(reqs)
+
+    def _launch_ready_buckets(self) -> None:
+        g = self._group
+        while self._next_launch < len(self._buckets) and self._buckets[self._next_launch].pending == 0:
+            b = self._buckets[self._next_launch]
+            if self.events is not None:
+                self.events.append(("launch", b.index))
+            if b.device != "cpu":
+                from ..distributed.nccl import nccl_all_reduce
+
+                nccl_all_reduce(g, b.flat, dist.ReduceOp.SUM)  # queued on the stream: already asynchronous
+                b.request = None
+            elif g.size > 1:
+                b.request = g.comm.Iallreduce(g.MPI.IN_PLACE, b.flat, op=g.MPI.SUM)
+            object.__setattr__(self, "_next_launch", self._next_launch + 1)
+        if self._next_launch == len(self._buckets):
+            self._finish()
+
+    def _finish(self) -> None:
+        """Wait for every bucket and write the averaged gradients back into ``.grad``."""
+        g = self._group
+        t0 = time.perf_counter()
+        reqs = [b.request for b in self._buckets if b.request is not None]
+        if reqs:
+            g.MPI.Request.Waitall(reqs)
+        used = None
+        if self.find_unused_parameters and g.size > 1:
+            # a parameter unused on every rank keeps .grad None (as in PyTorch); one used anywhere gets the average
+            used = np.array([k not in self._locally_unused or self._where[k][0].params[self._where[k][1]].grad is not None
+                             for k in self._where], dtype=np.int32)
+            g.comm.Allreduce(g.MPI.IN_PLACE, used, op=g.MPI.MAX)
+        object.__setattr__(self, "comm_wait_seconds", self.comm_wait_seconds + time.perf_counter() - t0)
+        position = {k: j for j, k in enumerate(self._where)}
+        for b in self._buckets:
+            b.request = None
+            if g.size > 1:
+                b.flat /= g.size
+            for i, p in enumerate(b.params):
+                k = id(p)
+                if p.grad is None:
+                    if used is None or not used[position[k]]:
+                        continue
+                    p.grad = Tensor._make(b.slot(i).reshape(p.shape).copy(), p._be, False, None, 0)
+                    continue
+                if g.size > 1:
+                    p.grad.data[...] = b.slot(i).reshape(p.shape)
+                    p.grad._bump_version()
+        # _ready stays full until the next forward: another backward through this forward's graph
+        # would add gradients nobody averages, so its first hook raises instead
+
+    def extra_repr(self) -> str:
+        return f"world_size={self._group.size}, buckets={len(self._buckets)}, bucket_cap_mb={self.bucket_cap_mb}"
+
+
+def _reachable_leaves(out: Any) -> set[int]:
+    """ids of the leaf tensors that the graph of ``out`` (tensors in any nesting of tuples/lists/dicts) reaches."""
+    stack: list[Any] = [out]
+    nodes: list[Any] = []
+    leaves: set[int] = set()
+    while stack:
+        o = stack.pop()
+        if isinstance(o, Tensor):
+            if o._ctx is None:
+                leaves.add(id(o))
+            else:
+                nodes.append(o._ctx)
+        elif isinstance(o, (tuple, list)):
+            stack.extend(o)
+        elif isinstance(o, dict):
+            stack.extend(o.values())
+    seen: set[int] = set()
+    while nodes:
+        ctx = nodes.pop()
+        if id(ctx) in seen:
+            continue
+        seen.add(id(ctx))
+        for parent, need in zip(ctx.__dict__.get("parents", ()), ctx.__dict__.get("needs", ())):
+            if not need:
+                continue
+            if parent._ctx is None:
+                leaves.add(id(parent))
+            else:
+                nodes.append(parent._ctx)
+    return leaves
