@@ -247,6 +247,9 @@ def _hostile_files(tmp_path):
         "corrupted data (CRC)": (tmp_path / "crc.npz", "a0.npy"),
         "compressed member": (_zip(tmp_path / "deflate.npz", {MAN: ok, "a0.npy": _npy(np.zeros(1000))},
                                    zipfile.ZIP_DEFLATED), "is compressed"),
+        "string dtype": (_zip(tmp_path / "str.npz", {MAN: ok, "a0.npy": _npy(np.array(["abc"]))}), "a0.npy"),
+        "structured dtype": (_zip(tmp_path / "rec.npz", {MAN: ok, "a0.npy": _npy(np.zeros(2, dtype=[("a", "<f8")]))}),
+                             "a0.npy"),
         "not a .npy member": (_zip(tmp_path / "txt.npz", {MAN: ok, "notes.txt": b"hi"}), "notes.txt"),
         "no manifest": (_zip(tmp_path / "plain.npz", {"x.npy": _npy(np.zeros(2))}), "manifest"),
         "manifest not utf-8": (_zip(tmp_path / "latin.npz", {MAN: _npy(np.frombuffer(b"\xff\xfe{", np.uint8))}), MAN),
@@ -308,6 +311,30 @@ def test_hostile_files_are_refused_with_value_error_naming_file_and_member(tmp_p
     # the negative control: the payload is real, unpickling it would have made the marker
     pickle.loads((tmp_path / "file.pkl").read_bytes())
     assert (tmp_path / "PWNED").exists()
+
+
+def test_the_resource_warning_check_can_fail(tmp_path):
+    """Negative control for the check above: a leaked file handle is caught by the same recording."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        leaked = open(tmp_path / "x", "wb")  # noqa: SIM115
+        del leaked
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_saved_device_is_restored_unless_mapped(tmp_path):
+    path = _zip(tmp_path / "gpu.npz", {MAN: _manifest({"$tensor": 0, "requires_grad": True, "device": "cuda"}),
+                                       "a0.npy": _npy(np.ones(2, np.float32))})
+    t = tr.load(path, map_location="cpu")
+    assert t.device == "cpu" and t.requires_grad and t.dtype == tr.float32
+    try:
+        tr.get_backend("cuda")
+    except tr.DeviceUnavailableError:
+        with pytest.raises(tr.DeviceUnavailableError):
+            tr.load(path)  # as torch.load: a CUDA tensor needs CUDA unless map_location says otherwise
+    else:  # pragma: no cover - only on a machine with a GPU
+        assert tr.load(path).device == "cuda"
 
 
 def test_huge_declared_shape_under_a_memory_limit(tmp_path):
