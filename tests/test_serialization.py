@@ -397,6 +397,16 @@ def test_nn_save_writes_the_new_format_that_tr_load_reads(tmp_path):
         lin.save(tmp_path / "bad.npz", note=object())
 
 
+def test_nn_save_of_an_optimizer_state_points_to_tr_save(tmp_path):
+    """The issue's first report: nn.save(opt.state_dict()) wrote pickled object arrays that never loaded."""
+    opt = optim.Adam([tr.zeros(2, requires_grad=True)])
+    with pytest.raises(TypeError, match="tinygrad_rnn.save"):
+        nn.save(opt.state_dict(), tmp_path / "o.npz")
+    assert os.listdir(tmp_path) == []
+    nn.save({"w": [1.0, 2.0], "t": tr.ones(2)}, tmp_path / "ok.npz")  # array-likes are still fine
+    np.testing.assert_array_equal(nn.load(tmp_path / "ok.npz")[0]["w"], [1.0, 2.0])
+
+
 def test_module_load_state_dict_bumps_each_parameter_version():
     lin = nn.Linear(3, 2, seed=0)
     before = [p._version for p in lin.parameters()]

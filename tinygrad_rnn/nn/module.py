@@ -270,7 +270,11 @@ def save(state: dict[str, Any], path: str | os.PathLike, **extra: Any) -> None:
     for k, v in state.items():
         if not isinstance(k, str):
             raise TypeError(f"nn.save: state dict keys must be str, got {type(k).__name__} {k!r}")
-        arrays[k] = np.array(v.numpy() if isinstance(v, Tensor) else v, copy=False)
+        arr = v.numpy() if isinstance(v, Tensor) else np.asarray(v.get() if type(v).__module__.startswith("cupy") else v)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"nn.save: {k!r} is not a numeric array ({type(v).__name__}); nn.save writes a model's state "
+                            "dict — save other state (an optimizer's, a scheduler's) with tinygrad_rnn.save")
+        arrays[k] = arr
     _serialization.save({"state_dict": arrays, "meta": dict(extra)}, path)
 
 
