@@ -14,11 +14,14 @@ member really holds before reading it, so a hostile file costs at most its own s
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import secrets
+import struct
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -216,47 +219,68 @@ def _read_members(path: str) -> dict[str, np.ndarray]:
                 if info.compress_type != zipfile.ZIP_STORED:
                     # a deflated member can inflate far beyond the file's size; tr.save never compresses
                     raise _Refused(f"member {name!r} is compressed (zip method {info.compress_type})")
-                if info.file_size != info.compress_size or info.header_offset + info.compress_size > size:
-                    raise _Refused(f"member {name!r} declares {info.file_size} bytes, more than the file holds")
+                if info.flag_bits & 0x1:
+                    raise _Refused(f"member {name!r} is encrypted")
                 try:
-                    out[key] = _read_npy(zf, info, name)
+                    out[key] = _read_npy(fh, size, info, name)
                 except _Refused:
                     raise
-                except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError, SyntaxError) as e:
+                except (ValueError, OSError, EOFError, KeyError, TypeError, SyntaxError) as e:
                     raise _Refused(f"member {name!r} is unreadable ({type(e).__name__}: {e})") from None
     return out
 
 
-def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> np.ndarray:
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # a zip local file header: signature ... name length, extra length
+_MAX_NPY_HEADER = 10_016  # NumPy's own limit on a .npy header (10000) plus its magic and length fields
+
+
+def _read_npy(fh: Any, size: int, info: zipfile.ZipInfo, name: str) -> np.ndarray:
+    """One stored member, read straight from the file into its array after its header was checked.
+
+    Not through ``ZipFile.open``: that would read the data into a bytes object and copy it once more.
+    The CRC is checked here instead, over the same bytes.
+    """
+    fh.seek(info.header_offset)
+    local = fh.read(_LOCAL_HEADER.size)
+    if len(local) != _LOCAL_HEADER.size or _LOCAL_HEADER.unpack(local)[0] != b"PK\x03\x04":
+        raise _Refused(f"member {name!r} has no valid local zip header")
+    _, name_len, extra_len = _LOCAL_HEADER.unpack(local)
+    start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+    if info.file_size != info.compress_size or start + info.compress_size > size:
+        raise _Refused(f"member {name!r} declares {info.file_size} bytes, more than the file holds")
+    fh.seek(start)
+    prefix = fh.read(min(info.compress_size, _MAX_NPY_HEADER))
+    m = io.BytesIO(prefix)
     fmt = np.lib.format
-    with zf.open(info) as m:
-        version = fmt.read_magic(m)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(m)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = fmt.read_array_header_2_0(m)
-        else:
-            raise _Refused(f"member {name!r} has an unknown .npy version {version}")
-        if dtype.hasobject or dtype.kind not in _ARRAY_KINDS or dtype.fields is not None:
-            raise _Refused(f"member {name!r} has dtype {dtype}: object/structured arrays are refused (they need pickle)")
-        count = 1
-        for n in shape:
-            count *= int(n)  # Python ints: a 10**13-element claim is just a big number, nothing is allocated
-        declared = count * dtype.itemsize
-        available = info.file_size - m.tell()
-        if declared != available:
-            raise _Refused(f"member {name!r} declares shape {tuple(shape)} of {dtype} ({declared} bytes) "
-                           f"but holds {available} bytes")
-        buf = bytearray(declared)
-        view = memoryview(buf)
-        got = 0
-        while got < declared:
-            n = m.readinto(view[got:])
-            if not n:
-                raise _Refused(f"member {name!r} is truncated")
-            got += n
-        m.read(1)  # reaching the end makes zipfile check the CRC
-    arr = np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    version = fmt.read_magic(m)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(m)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran, dtype = fmt.read_array_header_2_0(m)
+    else:
+        raise _Refused(f"member {name!r} has an unknown .npy version {version}")
+    if dtype.hasobject or dtype.kind not in _ARRAY_KINDS or dtype.fields is not None:
+        raise _Refused(f"member {name!r} has dtype {dtype}: object/structured arrays are refused (they need pickle)")
+    count = 1
+    for n in shape:
+        count *= int(n)  # Python ints: a 10**13-element claim is just a big number, nothing is allocated
+    header_len = m.tell()
+    declared, available = count * dtype.itemsize, info.compress_size - header_len
+    if declared != available:
+        raise _Refused(f"member {name!r} declares shape {tuple(shape)} of {dtype} ({declared} bytes) "
+                       f"but holds {available} bytes")
+    arr = np.empty(count, dtype=dtype)  # only now, and only as large as the bytes the file really holds
+    raw = arr.view(np.uint8)  # the same memory as bytes, whatever the dtype (complex, bool, big-endian)
+    fh.seek(start + header_len)
+    got = 0
+    while got < declared:
+        n = fh.readinto(raw[got:])
+        if not n:
+            raise _Refused(f"member {name!r} is truncated")
+        got += n
+    if zlib.crc32(raw, zlib.crc32(prefix[:header_len])) != info.CRC:
+        raise _Refused(f"member {name!r} is corrupt (CRC-32 mismatch)")
+    arr = arr.reshape(shape, order="F" if fortran else "C")
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr
