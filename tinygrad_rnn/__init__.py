@@ -13,6 +13,8 @@ from .ops import cat, chunk, matmul, split, stack, where
 from .tensor import (Function, Generator, Tensor, arange, bool_, enable_grad, eye, float32, float64, full,
                      full_like, int32, int64, is_grad_enabled, manual_seed, no_grad, ones, ones_like, rand,
                      rand_like, randint, randn, randn_like, tensor, zeros, zeros_like)
+from .tensor import get_rng_state, set_rng_state
+from .serialization import load, save
 from . import cuda, distributed, nn, optim  # noqa: E402
 
 __version__ = "0.1.0"
@@ -20,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "Function", "tensor", "zeros", "ones", "full", "randn", "rand", "randint", "arange", "eye",
     "zeros_like", "ones_like", "full_like", "randn_like", "rand_like", "Generator", "manual_seed",
+    "get_rng_state", "set_rng_state", "save", "load",
     "no_grad", "enable_grad", "is_grad_enabled", "cat", "stack", "split", "chunk", "where", "matmul",
     "gradcheck", "GradcheckError", "DeviceUnavailableError", "get_backend", "cuda", "distributed", "nn", "optim",
     "float32", "float64", "int32", "int64", "bool_", "__version__",

@@ -3,7 +3,7 @@
 Example: ``ids = Vocab.chars(text := load_tinyshakespeare()).encode(text)``.
 """
 
-from tinygrad_rnn.data.batching import batchify, bptt_batches, bucket_batches, pad_batch
+from tinygrad_rnn.data.batching import BPTTBatches, BucketBatches, batchify, bptt_batches, bucket_batches, pad_batch
 from tinygrad_rnn.data.datasets import (
     CHECKSUMS,
     DATA_DIR,
@@ -17,6 +17,8 @@ from tinygrad_rnn.data.distributed import DistributedSampler, distributed_batchi
 from tinygrad_rnn.data.vocab import Vocab
 
 __all__ = [
+    "BPTTBatches",
+    "BucketBatches",
     "CHECKSUMS",
     "DATA_DIR",
     "DistributedSampler",

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections import OrderedDict
 from typing import Any, Iterator
 
 import numpy as np
 
+from .. import serialization as _serialization
 from ..tensor import _FLOATS, Generator, Tensor, _as_dtype, _rng, float32, float64, no_grad
 from . import functional as F
 
@@ -254,53 +254,47 @@ class Module:
         return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
 
 
-_META_KEY = "__tinygrad_rnn_meta__"
+_META_KEY = "__tinygrad_rnn_meta__"  # the old format's metadata member; kept reserved so old and new files agree
 
 
 def save(state: dict[str, Any], path: str | os.PathLike, **extra: Any) -> None:
-    """Atomically write a dict of arrays (+ JSON metadata) as .npz: a crash never leaves half a file."""
-    import json
+    """Atomically write a dict of arrays plus metadata (``extra``) with :func:`tinygrad_rnn.save`.
 
-    path = os.fspath(path)
-    arrays = {}
+    >>> # nn.save(model.state_dict(), "model.npz", epoch=3)
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"nn.save expects a dict of arrays, got {type(state).__name__}")
+    if _META_KEY in state:
+        raise ValueError(f"{_META_KEY} is a reserved key")
+    arrays = OrderedDict()
     for k, v in state.items():
-        if k == _META_KEY:
-            raise ValueError(f"{_META_KEY} is a reserved key")
-        arrays[k] = v.numpy() if isinstance(v, Tensor) else np.asarray(v)
-    meta = json.dumps(extra, default=str)
-    arrays[_META_KEY] = np.frombuffer(meta.encode("utf-8"), dtype=np.uint8)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        if not isinstance(k, str):
+            raise TypeError(f"nn.save: state dict keys must be str, got {type(k).__name__} {k!r}")
+        arr = v.numpy() if isinstance(v, Tensor) else np.asarray(v.get() if type(v).__module__.startswith("cupy") else v)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"nn.save: {k!r} is not a numeric array ({type(v).__name__}); nn.save writes a model's state "
+                            "dict — save other state (an optimizer's, a scheduler's) with tinygrad_rnn.save")
+        arrays[k] = arr
+    _serialization.save({"state_dict": arrays, "meta": dict(extra)}, path)
 
 
 def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a checkpoint written by :func:`save`; a truncated or foreign file raises ValueError."""
-    import json
-    import zipfile
+    """Read a checkpoint written by :func:`save` (old files too): ``(state_dict, metadata)``.
 
+    A truncated, foreign or hostile file raises ValueError naming it (see :func:`tinygrad_rnn.load`).
+    """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            state = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise ValueError(f"{path} is not a readable tinygrad_rnn checkpoint ({type(e).__name__}: {e})") from None
-    if _META_KEY not in state:
-        raise ValueError(f"{path} is an .npz file but not a tinygrad_rnn checkpoint (no metadata record)")
-    meta = json.loads(state.pop(_META_KEY).tobytes().decode("utf-8"))
-    return state, meta
+    obj = _serialization.load(path, map_location="cpu")
+    if not (isinstance(obj, dict) and set(obj) == {"state_dict", "meta"} and isinstance(obj["state_dict"], dict)
+            and isinstance(obj["meta"], dict)):
+        raise ValueError(f"{path} is a tinygrad_rnn file but not a model checkpoint from nn.save/Module.save "
+                         "(load it with tinygrad_rnn.load)")
+    state = {}
+    for k, v in obj["state_dict"].items():
+        if not isinstance(v, np.ndarray):
+            raise ValueError(f"{path}: state_dict entry {k!r} is a {type(v).__name__}, not an array")
+        state[k] = v
+    return state, obj["meta"]
 
 
 # ---------------------------------------------------------------------------------------------

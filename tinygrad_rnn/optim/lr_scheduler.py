@@ -15,14 +15,59 @@ Zaremba et al. (2014)'s PTB schedule (lr 1 for 4 epochs, then halved every epoch
 """
 from __future__ import annotations
 
+import copy
 import functools
+import math
 from bisect import bisect_right
 from collections import Counter
 from typing import Any, Callable, Iterable
 
+import numpy as np
+
 from .optimizers import Optimizer
 
 __all__ = ["LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR", "LambdaLR", "decay_after"]
+
+
+def _check_epoch(v: Any, key: str, n: int, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < -1:
+        raise ValueError(f"{where}: {key!r} must be an integer >= -1, got {v!r}")
+    return int(v)
+
+
+def _check_lrs(v: Any, key: str, n: int, where: str) -> list[float]:
+    if not isinstance(v, (list, tuple)) or len(v) != n:
+        raise ValueError(f"{where}: {key!r} must be a list of {n} learning rates (one per parameter group), got {v!r}")
+    for x in v:
+        if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) or not 0 <= x < math.inf:
+            raise ValueError(f"{where}: {key!r} holds {x!r}; learning rates are finite numbers >= 0")
+    return list(v)
+
+
+def _check_gamma(v: Any, key: str, n: int, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+        raise ValueError(f"{where}: {key!r} must be a finite number, got {v!r}")
+    return v
+
+
+def _check_step_size(v: Any, key: str, n: int, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{where}: {key!r} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def _check_milestones(v: Any, key: str, n: int, where: str) -> Counter:
+    if not isinstance(v, dict) or not all(isinstance(m, (int, np.integer)) and not isinstance(m, bool)
+                                          and isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 1
+                                          for m, c in v.items()):
+        raise ValueError(f"{where}: {key!r} must map epochs (ints) to counts (ints >= 1), got {v!r}")
+    return Counter({int(m): int(c) for m, c in v.items()})
+
+
+_STATE_CHECKS: dict[str, Callable[[Any, str, int, str], Any]] = {
+    "last_epoch": _check_epoch, "base_lrs": _check_lrs, "_last_lr": _check_lrs, "gamma": _check_gamma,
+    "step_size": _check_step_size, "milestones": _check_milestones,
+}
 
 
 class LRScheduler:
@@ -60,11 +105,36 @@ class LRScheduler:
         """The lr of each group as last set by this scheduler."""
         return list(self._last_lr)
 
+    _not_state: tuple[str, ...] = ("optimizer",)
+
     def state_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+        """Everything but the optimizer (and, for LambdaLR, the functions), as plain numbers and lists.
+
+        >>> # tr.save({"sched": sched.state_dict()}, "ckpt.npz")
+        """
+        out = {k: copy.deepcopy(v) for k, v in self.__dict__.items() if k not in self._not_state}
+        if "milestones" in out:
+            out["milestones"] = dict(out["milestones"])  # a Counter; plain dict so it saves as data
+        return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.__dict__.update(state_dict)
+        """Restore :meth:`state_dict`'s output after checking every key (ValueError naming the key).
+
+        The optimizer's lrs are not touched: they come back with ``optimizer.load_state_dict``, as in PyTorch.
+        """
+        where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"{where}: expected the dict from state_dict(), got {type(state_dict).__name__}")
+        own = set(self.state_dict())
+        missing, unexpected = sorted(own - set(state_dict)), sorted(map(str, set(state_dict) - own))
+        if missing or unexpected:
+            raise ValueError(f"{where}: missing keys {missing}, unexpected keys {unexpected} "
+                             f"(a state dict of another scheduler than {type(self).__name__}?)")
+        new = {}
+        for k, v in state_dict.items():
+            check = _STATE_CHECKS.get(k)
+            new[k] = check(v, k, len(self.optimizer.param_groups), where) if check else copy.deepcopy(v)
+        self.__dict__.update(new)
 
     def _group_lrs(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
@@ -135,9 +205,7 @@ class LambdaLR(LRScheduler):
     def get_lr(self) -> list[float]:
         return [base * f(self.last_epoch) for base, f in zip(self.base_lrs, self.lr_lambdas)]
 
-    def state_dict(self) -> dict[str, Any]:
-        # functions are not state; they are given again to the new scheduler
-        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
+    _not_state = ("optimizer", "lr_lambdas")  # functions are not state; they are given again to the new scheduler
 
 
 def _decay_after(num_epochs: int, factor: float, epoch: int) -> float:

@@ -87,6 +87,9 @@ class Optimizer:
         _check_nonneg(group, "lr", "learning rate")
         if "weight_decay" in group:
             _check_nonneg(group, "weight_decay", "weight_decay value")
+        for k in self._flags:
+            if not isinstance(group[k], (bool, np.bool_)):
+                raise ValueError(f"Invalid {k}: {group[k]!r} (must be True or False)")
 
     # -- the training-loop API ----------------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -137,9 +140,19 @@ class Optimizer:
         # C-contiguous whatever p's layout (zeros_like would copy a transposed param's strides)
         return p._be.xp.full(p.shape, fill, dtype=p.dtype)
 
+    # what per-parameter state this algorithm keeps: name -> "count" (an int >= 0), "array" (finite, the
+    # parameter's shape) or "nonneg" (an array that is also >= 0); the names in _state_together appear all or none
+    _state_spec: dict[str, str] = {}
+    _state_together: tuple[str, ...] = ()
+    _flags: tuple[str, ...] = ()  # group options that must be bools
+
     def state_dict(self) -> dict[str, Any]:
-        """``{"state": {index: {name: ndarray | number}}, "param_groups": [{options, "params": [index]}]}``,
-        indices counting the parameters through all groups; arrays are host NumPy copies."""
+        """``{"state": {index: {name: ndarray | number}}, "param_groups": [{options, "params": [index]}],
+        "optimizer": class name}``, indices counting the parameters through all groups; arrays are host
+        NumPy copies. ``tr.save`` writes it and ``tr.load`` gives it back exactly.
+
+        >>> # tr.save({"optim": opt.state_dict()}, "ckpt.npz")
+        """
         index: dict[int, int] = {}
         groups = []
         for g in self.param_groups:
@@ -154,36 +167,118 @@ class Optimizer:
                 continue
             be = self._state_backend.get(p, p._be)
             state[index[id(p)]] = {k: np.array(be.to_host(v), copy=True) if _is_array(v) else v for k, v in s.items()}
-        return {"state": state, "param_groups": groups}
+        return {"state": state, "param_groups": groups, "optimizer": type(self).__name__}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore what ``state_dict()`` returned; arrays go to each parameter's device and dtype."""
+        """Restore what ``state_dict()`` returned; arrays go to each parameter's device and dtype.
+
+        Everything is checked before anything changes: the optimizer type, the group layout, every
+        hyperparameter (with the constructor's checks) and every state array (shape, float dtype, finite),
+        each failure a ValueError naming the key.
+        """
+        where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"{where}: expected the dict from state_dict(), got {type(state_dict).__name__}")
+        for key in ("state", "param_groups"):
+            if key not in state_dict:
+                raise ValueError(f"{where}: the state dict has no {key!r} key")
+        extra = set(state_dict) - {"state", "param_groups", "optimizer"}
+        if extra:
+            raise ValueError(f"{where}: unexpected keys {sorted(map(str, extra))} in the state dict")
+        kind = state_dict.get("optimizer", type(self).__name__)
+        if kind != type(self).__name__:
+            raise ValueError(f"{where}: the state dict is from a {kind} optimizer, not a {type(self).__name__}")
         groups = state_dict["param_groups"]
+        if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) for g in groups):
+            raise ValueError(f"{where}: 'param_groups' must be a list of dicts")
         if len(groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(groups)} parameter groups, the optimizer has {len(self.param_groups)}")
+        by_index: dict[int, Tensor] = {}
+        new_groups = []
         for i, (saved, mine) in enumerate(zip(groups, self.param_groups)):
-            if len(saved["params"]) != len(mine["params"]):
-                raise ValueError(f"loaded state dict's parameter group {i} has {len(saved['params'])} parameters, "
-                                 f"the optimizer's has {len(mine['params'])}")
-        by_index = {i: p for saved, mine in zip(groups, self.param_groups) for i, p in zip(saved["params"], mine["params"])}
+            new_groups.append(self._checked_group(where, i, saved, mine, by_index))
+        if sorted(by_index) != list(range(len(by_index))):
+            raise ValueError(f"{where}: parameter indices {sorted(by_index)} are not 0..{len(by_index) - 1}")
+        saved_state = state_dict["state"]
+        if not isinstance(saved_state, dict):
+            raise ValueError(f"{where}: 'state' must be a dict, got {type(saved_state).__name__}")
         new_state: dict[Tensor, dict[str, Any]] = {}
-        for i, s in state_dict["state"].items():
-            p = by_index[int(i)]
-            entry = {}
-            for k, v in s.items():
-                if _is_array(v):
-                    host = np.array(v, dtype=p.dtype, order="C", copy=True)
-                    if host.shape != p.shape:
-                        raise ValueError(f"state {k!r} of parameter {i} has shape {host.shape}, the parameter {p.shape}")
-                    v = p._be.from_host(host)
-                entry[k] = v
-            new_state[p] = entry
-        for saved, mine in zip(groups, self.param_groups):
-            for k, v in saved.items():
-                if k != "params":
-                    mine[k] = copy.deepcopy(v)
+        for i, s in saved_state.items():
+            if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or int(i) not in by_index:
+                raise ValueError(f"{where}: state key {i!r} names no parameter (indices are 0..{len(by_index) - 1})")
+            new_state[by_index[int(i)]] = self._checked_state(where, int(i), s, by_index[int(i)])
+        for mine, new in zip(self.param_groups, new_groups):
+            params = mine["params"]
+            mine.clear()
+            mine.update(new)
+            mine["params"] = params
         self.state = new_state
         self._state_backend = {p: p._be for p in new_state}
+
+    def _checked_group(self, where: str, i: int, saved: dict[str, Any], mine: dict[str, Any],
+                       by_index: dict[int, Tensor]) -> dict[str, Any]:
+        ids = saved.get("params")
+        if not isinstance(ids, (list, tuple)) or not all(isinstance(j, int) and not isinstance(j, bool) for j in ids):
+            raise ValueError(f"{where}: param_groups[{i}]['params'] must be a list of parameter indices")
+        if len(ids) != len(mine["params"]):
+            raise ValueError(f"loaded state dict's parameter group {i} has {len(ids)} parameters, "
+                             f"the optimizer's has {len(mine['params'])}")
+        for j, p in zip(ids, mine["params"]):
+            if j in by_index:
+                raise ValueError(f"{where}: parameter index {j} appears twice in 'param_groups'")
+            by_index[j] = p
+        optional = {"initial_lr"}  # set by an LR scheduler, present or not
+        own, theirs = set(mine) - {"params"}, set(saved) - {"params"}
+        missing, unexpected = sorted(own - theirs - optional), sorted(map(str, theirs - own - optional))
+        if missing or unexpected:
+            raise ValueError(f"{where}: param_groups[{i}] " + ("lacks keys " + str(missing) if missing else "")
+                             + (" and " if missing and unexpected else "")
+                             + ("has unexpected keys " + str(unexpected) if unexpected else "")
+                             + f" (a state dict of another optimizer than {type(self).__name__}?)")
+        new = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
+        new["params"] = mine["params"]
+        try:
+            self._check_group(new)
+            if "initial_lr" in new:
+                _check_nonneg(new, "initial_lr", "initial_lr")
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{where}: param_groups[{i}]: {e}") from None
+        del new["params"]
+        return new
+
+    def _checked_state(self, where: str, i: int, s: Any, p: Tensor) -> dict[str, Any]:
+        if not isinstance(s, dict):
+            raise ValueError(f"{where}: state[{i}] must be a dict, got {type(s).__name__}")
+        present = [k for k in self._state_together if k in s]
+        if present and len(present) != len(self._state_together):
+            lacking = [k for k in self._state_together if k not in s]
+            raise ValueError(f"{where}: state[{i}] has {present} but lacks {lacking}")
+        entry = {}
+        for k, v in s.items():
+            kind = self._state_spec.get(k)
+            if kind is None:
+                raise ValueError(f"{where}: state[{i}] has an unexpected key {k!r} for {type(self).__name__} "
+                                 f"(expected some of {sorted(self._state_spec)})")
+            if kind == "count":
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                    raise ValueError(f"{where}: state[{i}][{k!r}] must be an integer >= 0, got {v!r}")
+                entry[k] = int(v)
+                continue
+            if type(v).__module__.startswith("cupy"):
+                v = v.get()
+            if not isinstance(v, np.ndarray):
+                raise ValueError(f"{where}: state[{i}][{k!r}] must be an array, got {type(v).__name__}")
+            host = v
+            if host.dtype.kind != "f":
+                raise ValueError(f"{where}: state[{i}][{k!r}] has dtype {host.dtype}, expected a float array")
+            if host.shape != p.shape:
+                raise ValueError(f"state {k!r} of parameter {i} has shape {host.shape}, the parameter {p.shape}")
+            if not np.all(np.isfinite(host)):
+                raise ValueError(f"{where}: state[{i}][{k!r}] holds non-finite values")
+            if kind == "nonneg" and np.any(host < 0):
+                raise ValueError(f"{where}: state[{i}][{k!r}] holds negative values (it is a sum of squares)")
+            entry[k] = p._be.from_host(np.array(host, dtype=p.dtype, order="C", copy=True))
+        return entry
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -199,16 +294,16 @@ def _is_array(v: Any) -> bool:
 
 def _check_nonneg(group: dict[str, Any], key: str, what: str) -> None:
     v = group[key]
-    if not isinstance(v, (int, float, np.floating, np.integer)) or not v >= 0.0:
-        raise ValueError(f"Invalid {what}: {v!r} (must be a number >= 0)")
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not 0.0 <= v < math.inf:
+        raise ValueError(f"Invalid {what}: {v!r} (must be a finite number >= 0; key {key!r})")
 
 
 def _check_betas(betas: Any) -> None:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"Invalid betas: {betas!r} (expected a pair (beta1, beta2))")
     for i, b in enumerate(betas):
-        if not 0.0 <= b < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {i}: {b!r} (must be in [0, 1))")
+        if isinstance(b, bool) or not isinstance(b, (int, float, np.floating, np.integer)) or not 0.0 <= b < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {b!r} (must be in [0, 1); key 'betas')")
 
 
 # ---------------------------------------------------------------------------------------
@@ -226,9 +321,15 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov))
 
+    _state_spec = {"momentum_buffer": "array"}
+    _flags = ("nesterov",)
+
     def _check_group(self, group: dict[str, Any]) -> None:
         super()._check_group(group)
         _check_nonneg(group, "momentum", "momentum value")
+        d = group["dampening"]
+        if isinstance(d, bool) or not isinstance(d, (int, float, np.floating, np.integer)) or not math.isfinite(d):
+            raise ValueError(f"Invalid dampening value: {d!r} (must be a finite number; key 'dampening')")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(f"Nesterov momentum requires a momentum > 0 and zero dampening, "
                              f"got momentum={group['momentum']!r}, dampening={group['dampening']!r}")
@@ -255,6 +356,10 @@ class Adam(Optimizer):
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad))
+
+    _state_spec = {"step": "count", "exp_avg": "array", "exp_avg_sq": "nonneg", "max_exp_avg_sq": "nonneg"}
+    _state_together = ("step", "exp_avg", "exp_avg_sq")
+    _flags = ("amsgrad",)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         super()._check_group(group)
@@ -301,6 +406,10 @@ class RMSprop(Optimizer):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered))
 
+    _state_spec = {"step": "count", "square_avg": "nonneg", "momentum_buffer": "array", "grad_avg": "array"}
+    _state_together = ("step", "square_avg")
+    _flags = ("centered",)
+
     def _check_group(self, group: dict[str, Any]) -> None:
         super()._check_group(group)
         _check_nonneg(group, "eps", "epsilon value")
@@ -330,6 +439,9 @@ class Adagrad(Optimizer):
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10):
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps))
+
+    _state_spec = {"step": "count", "sum": "nonneg"}
+    _state_together = ("step", "sum")
 
     def _check_group(self, group: dict[str, Any]) -> None:
         super()._check_group(group)
