@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ops import Linear as _LinearOp
 from ..tensor import _FLOATS, Function, Generator, Tensor, _rng
 
 __all__ = ["cross_entropy", "nll_loss", "embedding", "mse_loss", "dropout", "softmax", "log_softmax",
@@ -196,12 +197,27 @@ def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``input @ weight.T + bias`` with PyTorch's (out_features, in_features) weight layout."""
+    """``input @ weight.T + bias`` with PyTorch's (out_features, in_features) weight layout.
+
+    A 2-D weight runs as one GEMM over all of ``input``'s leading dimensions (``ops.Linear``).
+
+    >>> F.linear(tr.ones(5, 7, 3), tr.ones(4, 3), tr.zeros(4)).shape
+    (5, 7, 4)
+    """
+    for what, t in (("input", input), ("weight", weight), ("bias", bias)):
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"linear: {what} must be a Tensor, got {type(t).__name__}")
+    if input.ndim == 0 or weight.ndim == 0:
+        raise ValueError(f"linear: input and weight need at least 1 dimension, got shapes {input.shape} and {weight.shape}")
     if input.shape[-1] != weight.shape[-1]:
         raise ValueError(f"linear: input features {input.shape[-1]} (shape {input.shape}) do not match "
                          f"weight shape {weight.shape} (out_features, in_features)")
-    out = input @ weight.T
-    return out + bias if bias is not None else out
+    fused = (weight.ndim == 2 and input.dtype in _FLOATS and weight.dtype == input.dtype
+             and (bias is None or (bias.shape == weight.shape[:1] and bias.dtype == input.dtype)))
+    if not fused:  # mixed dtypes, a 1-D weight, a broadcasting bias: the general ops handle (and check) them
+        out = input @ weight.T
+        return out + bias if bias is not None else out
+    return _LinearOp.apply(input, weight) if bias is None else _LinearOp.apply(input, weight, bias)
 
 
 def relu(input: Tensor) -> Tensor:
