@@ -90,3 +90,66 @@ def test_linear_bad_input_is_named(rng):
         F.linear(tr.ones(2, 3), np.ones((4, 3)))
     with pytest.raises(TypeError, match="bias must be a Tensor"):
         F.linear(tr.ones(2, 3), tr.ones(4, 3), np.ones(4))
+
+
+# ---------------------------------------------------------------------------------------------
+# cross-entropy with huge tied logits (issue 9): softmax rebuilt from max and log-sum kept apart
+
+
+@pytest.mark.parametrize("magnitude", [1e14, 1e16, -1e15, 3e300])
+@pytest.mark.parametrize("classes", [2, 3, 7])
+def test_cross_entropy_tied_huge_logits(magnitude, classes):
+    """All logits equal: softmax is exactly 1/C whatever their size; the loss is log(C).
+
+    The saved log-sum-exp m + log(C) rounds to m (or m + a few ulps) once |m| >= 1e14, and
+    rebuilding softmax from it gave exp(0) = 1 per class (gradient off by C) before the fix."""
+    z = np.full((4, classes), magnitude)
+    z[1] *= 0.5  # a second magnitude in the same batch
+    t = np.array([0, classes - 1, 1, 0])
+    x = tr.tensor(z, requires_grad=True)
+    loss = F.cross_entropy(x, t)
+    loss.backward()
+    np.testing.assert_allclose(loss.item(), np.log(classes), rtol=1e-15)
+    want = (np.full_like(z, 1.0 / classes) - np.eye(classes)[t]) / len(t)
+    np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-14, atol=1e-17)
+
+
+def test_cross_entropy_huge_near_ties_match_float64_reference():
+    """Logits around 1e14 that differ by O(1): loss and gradient to float64 rounding of the differences."""
+    rng = np.random.default_rng(1)
+    d = rng.standard_normal((5, 6))
+    z = 1e14 + d  # exact differences survive: spacing at 1e14 is 1/64
+    t = rng.integers(0, 6, 5)
+    x = tr.tensor(z, requires_grad=True)
+    F.cross_entropy(x, t, reduction="sum").backward()
+    dz = z - z.max(axis=1, keepdims=True)  # exact in float64
+    p = np.exp(dz) / np.exp(dz).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(x.grad.numpy(), p - np.eye(6)[t], rtol=1e-13, atol=1e-16)
+    rows = F.cross_entropy(tr.tensor(z), t, reduction="none").numpy()
+    want = np.log(np.exp(dz).sum(axis=1)) - dz[np.arange(5), t]
+    np.testing.assert_allclose(rows, want, rtol=1e-13)
+
+
+def test_cross_entropy_huge_ties_match_torch():
+    torch = pytest.importorskip("torch")
+    z = np.full((3, 4), 1e15)
+    t = np.array([0, 1, 3])
+    x = tr.tensor(z, requires_grad=True)
+    F.cross_entropy(x, t).backward()
+    tz = torch.tensor(z, requires_grad=True)
+    torch.nn.functional.cross_entropy(tz, torch.tensor(t)).backward()
+    np.testing.assert_allclose(x.grad.numpy(), tz.grad.numpy(), rtol=1e-14, atol=1e-17)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_huge_ties_on_the_cuda_description(dtype):
+    """The GPU backend's kernel descriptions (run with NumPy on the host) keep max and log-sum apart too."""
+    from tinygrad_rnn.backend.cuda import CUDABackend
+
+    emu = CUDABackend(xp=np)
+    z = np.full((2, 3), 1e14 if dtype == np.float64 else 1e30, dtype=dtype)
+    t = np.array([0, 2])
+    loss, mx, ls = emu.softmax_xent(z, t, -100)
+    np.testing.assert_allclose(loss, np.log(3), rtol=1e-6)
+    grad = emu.softmax_xent_backward(z, mx, ls, t, -100, np.ones(2))
+    np.testing.assert_allclose(grad, np.full((2, 3), 1 / 3) - np.eye(3)[t], rtol=1e-6, atol=1e-7)

@@ -22,13 +22,14 @@ _REDUCTIONS = ("mean", "sum", "none")
 class SoftmaxCrossEntropy(Function):
     """log-softmax and negative log-likelihood fused: one pass forward, one pass backward.
 
-    The backward is ``softmax(z) - onehot(t)`` per row, computed from the saved log-sum-exp:
-    no (N, C) probability matrix is kept between the passes.
+    The backward is ``softmax(z) - onehot(t)`` per row, computed from the saved row max and
+    log-sum (kept apart: their sum, the log-sum-exp, rounds for huge logits): no (N, C)
+    probability matrix is kept between the passes.
     """
 
     def forward(self, logits, targets, ignore_index, reduction):
         self.logits, self.targets, self.ignore_index, self.reduction = logits, targets, ignore_index, reduction
-        loss_rows, self.lse = self.be.softmax_xent(logits, targets, ignore_index)
+        loss_rows, self.row_max, self.log_sum = self.be.softmax_xent(logits, targets, ignore_index)
         self.count = int((targets != ignore_index).sum())
         if reduction == "none":
             return loss_rows
@@ -46,7 +47,7 @@ class SoftmaxCrossEntropy(Function):
             rows = xp.broadcast_to(g, (self.logits.shape[0],))
         else:
             rows = xp.broadcast_to(g / max(self.count, 1), (self.logits.shape[0],))
-        return self.be.softmax_xent_backward(self.logits, self.lse, self.targets, self.ignore_index, rows)
+        return self.be.softmax_xent_backward(self.logits, self.row_max, self.log_sum, self.targets, self.ignore_index, rows)
 
 
 def _check_targets(input: Tensor, target: Any, what: str, ignore_index: int) -> Any:
