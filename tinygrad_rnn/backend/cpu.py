@@ -161,6 +161,11 @@ class CPUBackend(Backend):
         R.rnn_seq_backward(w_hh, h_all, mask, mode == "rnn_relu", dout, dh_n, dpre, dh0)
         return dpre, dpre, dh0, None
 
+    # -- gradient clipping ----------------------------------------------------------------------
+    def sum_squares(self, a: np.ndarray) -> float:
+        """sum(a**2) accumulated in float64 (a float), without a float64 copy of ``a``."""
+        return float(K.sum_squares(np.ascontiguousarray(a).reshape(-1)))
+
     # -- optimizer steps (Numba kernels and the contract a GPU backend mirrors: optim_kernels.py) --
     def sgd_step(self, param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
                  momentum: float, dampening: float, weight_decay: float, nesterov: bool, first_step: bool) -> None:

@@ -18,7 +18,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["xent_shift_rows", "xent_finish_rows", "xent_grad_rows", "scatter_add_rows"]
+__all__ = ["xent_shift_rows", "xent_finish_rows", "xent_grad_rows", "sum_squares", "scatter_add_rows"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -89,6 +89,18 @@ def xent_grad_rows(block, start, log_sum, targets, ignore_index, grad_rows):  # 
         for j in range(c):
             block[r, j] = block[r, j] * scale
         block[r, t] -= g
+
+
+# reassoc only: several partial sums in SIMD lanes; the float64 accumulation is what makes it accurate
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def sum_squares(a):  # pragma: no cover - jit
+    """sum(a[i]**2) accumulated in float64 over a flat array of any float dtype (gradient-norm clipping):
+    one read of ``a``, no float64 copy of it."""
+    s = 0.0
+    for i in range(a.size):
+        v = np.float64(a[i])
+        s += v * v
+    return s
 
 
 @numba.njit(cache=True, nogil=True)
