@@ -153,3 +153,17 @@ def test_cross_entropy_huge_ties_on_the_cuda_description(dtype):
     np.testing.assert_allclose(loss, np.log(3), rtol=1e-6)
     grad = emu.softmax_xent_backward(z, mx, ls, t, -100, np.ones(2))
     np.testing.assert_allclose(grad, np.full((2, 3), 1 / 3) - np.eye(3)[t], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True), (False, True, True)])
+def test_linear_gradients_when_only_some_inputs_require_grad(rng, needs):
+    x, w, b = rng.standard_normal((2, 3, 5)), rng.standard_normal((4, 5)), rng.standard_normal(4)
+    ts = [tr.tensor(a, requires_grad=n) for a, n in zip((x, w, b), needs)]
+    F.linear(*ts).sum().backward()
+    g = np.ones((2, 3, 4))
+    want = (g @ w, g.reshape(-1, 4).T @ x.reshape(-1, 5), g.reshape(-1, 4).sum(axis=0))
+    for t, n, ref in zip(ts, needs, want):
+        if n:
+            np.testing.assert_allclose(t.grad.numpy(), ref, rtol=1e-12)
+        else:
+            assert t.grad is None

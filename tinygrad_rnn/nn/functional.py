@@ -202,7 +202,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     A 2-D weight runs as one GEMM over all of ``input``'s leading dimensions (``ops.Linear``).
 
-    >>> F.linear(tr.ones(5, 7, 3), tr.ones(4, 3), tr.zeros(4)).shape
+    >>> linear(Tensor(np.ones((5, 7, 3))), Tensor(np.ones((4, 3))), Tensor(np.zeros(4))).shape
     (5, 7, 4)
     """
     for what, t in (("input", input), ("weight", weight), ("bias", bias)):
