@@ -52,8 +52,8 @@ b, h = 2, 3
 calls = {
     "scatter_add_rows": lambda: K.scatter_add_rows(f(3, 3), t, z),
     "xent_shift_rows": lambda: K.xent_shift_rows(z, 0, True, lse, np.empty((2, 3))),
-    "xent_finish_rows": lambda: K.xent_finish_rows(np.ones((2, 3)), 0, z, t, -100, lse, f(2)),
-    "xent_grad_rows": lambda: K.xent_grad_rows(f(2, 3), 0, f(2), lse, t, -100, g),
+    "xent_finish_rows": lambda: K.xent_finish_rows(np.ones((2, 3)), 0, z, t, -100, lse, np.zeros(2), f(2)),
+    "xent_grad_rows": lambda: K.xent_grad_rows(f(2, 3), 0, lse, t, -100, g),
     "lstm_step_forward": lambda: R.lstm_step_forward(f(b, 4 * h), f(b, 4 * h), f(b, h), f(b, h), f(b) + 1,
                                                      f(b, 4 * h), f(b, h), f(b, h)),
     "lstm_step_backward": lambda: R.lstm_step_backward(f(b, 4 * h), f(b, h), f(b, h), f(b) + 1, f(b, h), f(b, h), f(b, h),
@@ -276,11 +276,11 @@ def main() -> None:
         t = rng.integers(0, c, n)
         t[::10] = -100  # some padding
         g = np.ones(n)
-        loss, lse = be.softmax_xent(z, t, -100)
+        loss, mx, ls = be.softmax_xent(z, t, -100)
         ref_loss, p = naive_xent_forward(z, t, -100)
         tol = dict(rtol=1e-4, atol=1e-5) if dt == np.float32 else dict(rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(loss, ref_loss, **tol)
-        np.testing.assert_allclose(be.softmax_xent_backward(z, lse, t, -100, g), naive_xent_backward(p, t, -100, g), **tol)
+        np.testing.assert_allclose(be.softmax_xent_backward(z, mx, ls, t, -100, g), naive_xent_backward(p, t, -100, g), **tol)
         tf = tb = None
         if torch is not None:
             zt, tt = torch.from_numpy(z), torch.from_numpy(t)
@@ -293,10 +293,10 @@ def main() -> None:
         label = f"N={n} C={c} {np.dtype(dt).name}"
         row(f"softmax_xent fwd   {label}", lambda z=z, t=t: be.softmax_xent(z, t, -100),
             lambda z=z, t=t: naive_xent_forward(z, t, -100), tf)
-        row(f"softmax_xent bwd   {label}", lambda z=z, t=t, lse=lse, g=g: be.softmax_xent_backward(z, lse, t, -100, g),
+        row(f"softmax_xent bwd   {label}", lambda z=z, t=t, mx=mx, ls=ls, g=g: be.softmax_xent_backward(z, mx, ls, t, -100, g),
             lambda t=t, p=p, g=g: naive_xent_backward(p, t, -100, g), None)
         row(f"softmax_xent f+b   {label}",
-            lambda z=z, t=t, g=g: be.softmax_xent_backward(z, be.softmax_xent(z, t, -100)[1], t, -100, g),
+            lambda z=z, t=t, g=g: be.softmax_xent_backward(z, *be.softmax_xent(z, t, -100)[1:], t, -100, g),
             lambda z=z, t=t, g=g: naive_xent_backward(naive_xent_forward(z, t, -100)[1], t, -100, g), tb)
 
     print("\nsoftmax cross-entropy, warm medians (backend: blocks of rows, NumPy exp between Numba row kernels;"

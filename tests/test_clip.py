@@ -154,3 +154,40 @@ def test_parameters_to_vector_round_trip(rng):
     np.testing.assert_array_equal(params[2].numpy(), 10.0)
     with pytest.raises(ValueError, match="12 elements"):
         vector_to_parameters(tr.Tensor(np.zeros(5)), params + [tr.Tensor(np.zeros(1))])
+
+
+# ---------------------------------------------------------------------------------------
+# in-place scaling bumps the gradient's version; the CPU norm runs without a float64 copy
+
+
+def test_clip_bumps_the_version_of_the_gradients_it_changes():
+    a, b = _with_grads([[3.0, 4.0], [12.0]])
+    before = (a.grad._version, b.grad._version)
+    clip_grad_norm_([a, b], max_norm=1.0)
+    assert a.grad._version > before[0] and b.grad._version > before[1]
+    seen = a.grad._version
+    clip_grad_norm_([a, b], max_norm=100.0)  # nothing to clip: nothing changed, no bump
+    assert a.grad._version == seen
+    clip_grad_value_([a, b], 0.01)
+    assert a.grad._version > seen
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_grad_norm_cpu_kernel_accumulates_in_float64(monkeypatch, rng, dtype):
+    """float32 gradients: the 2-norm is the float64 norm of their values, to float64 rounding."""
+    grads = [rng.standard_normal(s).astype(dtype) * 1e3 for s in [(1000, 37), (5,), (3, 4, 5)]]
+    params = _with_grads(grads, dtype)
+    calls = []
+    be = params[0].grad._be
+    real = be.sum_squares
+    monkeypatch.setattr(be, "sum_squares", lambda a: calls.append(a.shape) or real(a), raising=False)
+    total = clip_grad_norm_(params, max_norm=1e9).item()
+    want = np.linalg.norm(np.concatenate([g.astype(np.float64).ravel() for g in grads]))
+    assert calls == [g.shape for g in grads]  # the kernel path was taken, once per gradient
+    np.testing.assert_allclose(total, want, rtol=1e-7 if dtype == np.float32 else 1e-14)  # result rounded to dtype
+    assert be.sum_squares(np.array([np.nan, 1.0], dtype=dtype)) != be.sum_squares(np.array([np.nan, 1.0], dtype=dtype))
+    assert be.sum_squares(np.array([np.inf, 1.0], dtype=dtype)) == np.inf
+    assert be.sum_squares(np.zeros(0, dtype=dtype)) == 0.0
+    # a strided gradient gives the same sum
+    x = grads[0]
+    assert be.sum_squares(x.T) == pytest.approx(float((x.astype(np.float64) ** 2).sum()), rel=1e-13)

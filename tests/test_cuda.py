@@ -198,17 +198,18 @@ def test_softmax_xent_descriptions_match_numba_kernels(dtype):
     targets = rng.integers(0, 11, 7)
     targets[2] = -100  # ignored row
     emu = CUDABackend(xp=np)
-    loss, lse = emu.softmax_xent(logits, targets, -100)
-    loss0, lse0 = CPU.softmax_xent(logits, targets, -100)
+    loss, mx, ls = emu.softmax_xent(logits, targets, -100)
+    loss0, mx0, ls0 = CPU.softmax_xent(logits, targets, -100)
     _close(loss, loss0, dtype)
-    _close(lse, lse0, np.float64)
-    assert lse.dtype == np.float64 and loss.dtype == dtype and loss[2] == 0
+    _close(mx, mx0, np.float64)
+    _close(ls, ls0, np.float64)
+    assert mx.dtype == ls.dtype == np.float64 and loss.dtype == dtype and loss[2] == 0
     grad_rows = rng.uniform(0.5, 2, 7)
-    _close(emu.softmax_xent_backward(logits, lse, targets, -100, grad_rows),
-           CPU.softmax_xent_backward(logits, lse0, targets, -100, grad_rows), dtype)
+    _close(emu.softmax_xent_backward(logits, mx, ls, targets, -100, grad_rows),
+           CPU.softmax_xent_backward(logits, mx0, ls0, targets, -100, grad_rows), dtype)
     # a scalar row gradient broadcasts, as reduction="sum" passes it
-    _close(emu.softmax_xent_backward(logits, lse, targets, -100, np.float64(0.5)),
-           CPU.softmax_xent_backward(logits, lse0, targets, -100, np.float64(0.5)), dtype)
+    _close(emu.softmax_xent_backward(logits, mx, ls, targets, -100, np.float64(0.5)),
+           CPU.softmax_xent_backward(logits, mx0, ls0, targets, -100, np.float64(0.5)), dtype)
 
 
 # ------------------------------------------------------------------------------------------

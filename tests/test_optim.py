@@ -600,3 +600,28 @@ def test_schedules_match_torch(torch):
     pair(lambda o: S.ExponentialLR(o, 0.8), lambda o: T.ExponentialLR(o, 0.8))
     pair(lambda o: S.MultiStepLR(o, [1, 4, 4, 9], 0.5), lambda o: T.MultiStepLR(o, [1, 4, 4, 9], 0.5))
     pair(lambda o: S.LambdaLR(o, S.decay_after(4, 0.5)), lambda o: T.LambdaLR(o, S.decay_after(4, 0.5)))
+
+
+# ---------------------------------------------------------------------------------------
+# the kernels vectorise: no per-division ZeroDivisionError branch; 0/0 is nan, as in PyTorch
+
+
+def test_optimizer_kernels_compile_without_python_division_checks():
+    from tinygrad_rnn.backend import optim_kernels as OK
+
+    for k in (OK.sgd_step, OK.adam_step, OK.rmsprop_step, OK.adagrad_step):
+        assert k.targetoptions.get("error_model") == "numpy", k
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_zero_eps_zero_grad_is_nan_like_torch(dtype):
+    w = tr.tensor(np.ones(3, dtype=dtype), requires_grad=True)
+    w.grad = tr.tensor(np.zeros(3, dtype=dtype))
+    with np.errstate(invalid="ignore"):
+        optim.Adam([w], lr=0.1, eps=0.0).step()  # 0 / (sqrt(0) + 0): nan, never a ZeroDivisionError
+    assert np.isnan(w.numpy()).all()
+    torch = pytest.importorskip("torch")
+    tw = torch.ones(3, dtype=getattr(torch, np.dtype(dtype).name), requires_grad=True)
+    tw.grad = torch.zeros(3, dtype=tw.dtype)
+    torch.optim.Adam([tw], lr=0.1, eps=0.0).step()
+    assert torch.isnan(tw.detach()).all()

@@ -218,20 +218,64 @@ class ToDevice(Function):
 
 
 class MatMul(Function):
-    """a @ b for a.ndim, b.ndim >= 2, batch dimensions broadcast as in NumPy."""
+    """a @ b for a.ndim, b.ndim >= 2, batch dimensions broadcast as in NumPy.
+
+    A stacked ``a`` (..., M, K) times a plain matrix ``b`` (K, N) runs as one (prod(...)*M, K)
+    GEMM: NumPy would loop one GEMM per batch entry, and ``b``'s gradient would materialise a
+    (..., K, N) stack before summing it (160 MB for a word LM's output projection).
+    """
 
     def forward(self, a, b):
         self.a, self.b = a, b
+        if a.ndim > 2 and b.ndim == 2:
+            return (_rows(a) @ b).reshape(a.shape[:-1] + b.shape[-1:])
         return a @ b
 
     def backward(self, g):
         xp = self.xp
+        a, b = self.a, self.b
         ga = gb = None
+        if a.ndim > 2 and b.ndim == 2:
+            g2 = _rows(g)
+            if self.needs[0]:
+                ga = (g2 @ b.T).reshape(a.shape)
+            if self.needs[1]:
+                gb = _rows(a).T @ g2
+            return ga, gb
         if self.needs[0]:
-            ga = sum_to_shape(xp, g @ xp.swapaxes(self.b, -1, -2), self.a.shape)
+            ga = sum_to_shape(xp, g @ xp.swapaxes(b, -1, -2), a.shape)
         if self.needs[1]:
-            gb = sum_to_shape(xp, xp.swapaxes(self.a, -1, -2) @ g, self.b.shape)
+            gb = sum_to_shape(xp, xp.swapaxes(a, -1, -2) @ g, b.shape)
         return ga, gb
+
+
+def _rows(a: Any) -> Any:
+    """``a`` (..., K) as a (rows, K) matrix: a view when ``a`` allows it (explicit row count, so K = 0 works)."""
+    return a.reshape(int(np.prod(a.shape[:-1])), a.shape[-1])
+
+
+class Linear(Function):
+    """``x @ w.T + bias`` for x (..., in), w (out, in), bias (out,) or absent: the layer as one GEMM.
+
+    Forward is one (rows, in) x (in, out) GEMM with the bias added in place; backward gives
+    w's gradient directly in w's (out, in) layout (``g.T @ x``, no transposed copy for the
+    optimizer to make contiguous) and the bias gradient as one column sum.
+    """
+
+    def forward(self, x, w, bias=None):
+        self.x, self.w = x, w
+        out = _rows(x) @ w.T
+        if bias is not None:
+            out += bias
+        return out.reshape(x.shape[:-1] + w.shape[:1])
+
+    def backward(self, g):
+        g2 = _rows(g)
+        gx = (g2 @ self.w).reshape(self.x.shape) if self.needs[0] else None
+        gw = g2.T @ _rows(self.x) if self.needs[1] else None
+        if len(self.needs) == 2:
+            return gx, gw
+        return gx, gw, (g2.sum(axis=0) if self.needs[2] else None)
 
 
 # ---------------------------------------------------------------------------------------

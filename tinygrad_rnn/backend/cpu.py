@@ -31,42 +31,47 @@ class CPUBackend(Backend):
     XENT_NUMPY_MAX_COLS = 512
 
     def softmax_xent(self, logits: np.ndarray, targets: np.ndarray, ignore_index: int):
-        """Rows of (loss, logsumexp) for 2-D logits and int64 targets.
+        """Rows of (loss, row_max, log_sum) for 2-D logits and int64 targets.
 
-        lse is float64 and exact to float64 rounding for float32 logits too (the shift and the
-        exp run in float64); loss has the logits' dtype and is 0 on ignored rows. Per block of
-        rows: max and shift (Numba), exp (NumPy, SIMD), row sums, log and gather (Numba).
+        row_max and log_sum = log(sum(exp(logits - row_max))) are float64 and kept apart (their
+        sum is the log-sum-exp): backward rebuilds softmax from them exactly even where adding
+        them would round (|logits| >= 1e14). Both are exact to float64 rounding for float32
+        logits too (the shift and the exp run in float64); loss has the logits' dtype and is 0
+        on ignored rows. Per block of rows: max and shift (Numba), exp (NumPy, SIMD), row sums,
+        log and gather (Numba).
         """
         logits = np.ascontiguousarray(logits)
         n, c = logits.shape
         loss = np.empty(n, dtype=logits.dtype)
-        lse = np.empty(n, dtype=np.float64)  # holds the row max until the last kernel
+        row_max = np.empty(n, dtype=np.float64)
+        log_sum = np.empty(n, dtype=np.float64)
         targets = np.ascontiguousarray(targets, dtype=np.int64)
         ignore_index = int(ignore_index)
         numpy_max = c >= self.XENT_NUMPY_MAX_COLS
         if numpy_max and n:
-            lse[:] = logits.max(axis=1)
+            row_max[:] = logits.max(axis=1)
         step = max(1, self.XENT_BLOCK // max(c, 1))
         buf = np.empty((min(step, n), c))
         for a in range(0, n, step):
             block = buf[: min(step, n - a)]
-            K.xent_shift_rows(logits, a, not numpy_max, lse, block)
+            K.xent_shift_rows(logits, a, not numpy_max, row_max, block)
             np.exp(block, out=block)
-            K.xent_finish_rows(block, a, logits, targets, ignore_index, lse, loss)
-        return loss, lse
+            K.xent_finish_rows(block, a, logits, targets, ignore_index, row_max, log_sum, loss)
+        return loss, row_max, log_sum
 
-    def softmax_xent_backward(self, logits, lse, targets, ignore_index, grad_rows):
+    def softmax_xent_backward(self, logits, row_max, log_sum, targets, ignore_index, grad_rows):
         """(softmax(logits) - onehot(targets)) * grad_rows[:, None], zero on ignored rows.
 
-        Per block of rows: exp(logits - lse) in the logits' dtype (NumPy, SIMD), with lse
-        rounded to that dtype; the row scaling (which also undoes that rounding, in float64)
-        and the target and ignored-row fix-ups in one Numba pass while the block is in cache.
+        Per block of rows: exp(logits - row_max) in the logits' dtype (NumPy, SIMD; the row
+        max is one of the logits, so it is exact in their dtype), then the row scaling by
+        grad_rows * exp(-log_sum) (float64) and the target and ignored-row fix-ups in one
+        Numba pass while the block is in cache.
         """
         logits = np.ascontiguousarray(logits)
         n, c = logits.shape
         out = np.empty_like(logits)
-        lse = np.ascontiguousarray(lse, dtype=np.float64)
-        shift = lse.astype(logits.dtype, copy=False)
+        shift = np.asarray(row_max).astype(logits.dtype, copy=False)
+        log_sum = np.ascontiguousarray(log_sum, dtype=np.float64)
         g = np.ascontiguousarray(np.broadcast_to(grad_rows, (n,)), dtype=np.float64)
         targets = np.ascontiguousarray(targets, dtype=np.int64)
         ignore_index = int(ignore_index)
@@ -76,7 +81,7 @@ class CPUBackend(Backend):
             block = out[a:b]
             np.subtract(logits[a:b], shift[a:b, None], out=block)
             np.exp(block, out=block)
-            K.xent_grad_rows(block, a, shift, lse, targets, ignore_index, g)
+            K.xent_grad_rows(block, a, log_sum, targets, ignore_index, g)
         return out
 
     def scatter_add_rows(self, num_rows: int, idx: np.ndarray, src: np.ndarray) -> np.ndarray:
@@ -155,6 +160,11 @@ class CPUBackend(Backend):
         dpre = np.empty((t_, b_, h_), dtype=dout.dtype)
         R.rnn_seq_backward(w_hh, h_all, mask, mode == "rnn_relu", dout, dh_n, dpre, dh0)
         return dpre, dpre, dh0, None
+
+    # -- gradient clipping ----------------------------------------------------------------------
+    def sum_squares(self, a: np.ndarray) -> float:
+        """sum(a**2) accumulated in float64 (a float), without a float64 copy of ``a``."""
+        return float(K.sum_squares(np.ascontiguousarray(a).reshape(-1)))
 
     # -- optimizer steps (Numba kernels and the contract a GPU backend mirrors: optim_kernels.py) --
     def sgd_step(self, param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,

@@ -18,7 +18,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["xent_shift_rows", "xent_finish_rows", "xent_grad_rows", "scatter_add_rows"]
+__all__ = ["xent_shift_rows", "xent_finish_rows", "xent_grad_rows", "sum_squares", "scatter_add_rows"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -46,30 +46,36 @@ def xent_shift_rows(logits, start, find_max, row_max, block):  # pragma: no cove
 
 # reassoc only: lets the row sums vectorise (several partial sums), NaN/inf still propagate
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
-def xent_finish_rows(exp_block, start, logits, targets, ignore_index, lse, loss):  # pragma: no cover - jit
-    """Row i = start + r: lse[i] (the row max on entry) += log(sum(exp_block[r]));
-    loss[i] = lse[i] - logits[i, t_i], or 0 where t_i == ignore_index."""
+def xent_finish_rows(exp_block, start, logits, targets, ignore_index, row_max, log_sum, loss):  # pragma: no cover - jit
+    """Row i = start + r: log_sum[i] = log(sum(exp_block[r])) (exp_block holds exp(logits[i] - row_max[i]));
+    loss[i] = (row_max[i] - logits[i, t_i]) + log_sum[i], or 0 where t_i == ignore_index.
+
+    The loss adds the small log-sum last: max - z_t is exact, so tied logits of any magnitude
+    (1e14 + log 2 would round) still give log(C) - as the logsumexp sum would not."""
     k, c = exp_block.shape
     for r in range(k):
         i = start + r
         s = 0.0
         for j in range(c):
             s += exp_block[r, j]
-        v = lse[i] + math.log(s)
-        lse[i] = v
+        ls = math.log(s)
+        log_sum[i] = ls
         t = targets[i]
         if t == ignore_index:
             loss[i] = 0.0
         else:
-            loss[i] = v - logits[i, t]
+            loss[i] = (row_max[i] - logits[i, t]) + ls
 
 
 @numba.njit(cache=True, nogil=True)
-def xent_grad_rows(block, start, shift, lse, targets, ignore_index, grad_rows):  # pragma: no cover - jit
-    """Row i = start + r of ``block`` holds exp(logits[i] - shift[i]) on entry, where shift is
-    lse rounded to the storage dtype; it becomes (softmax(logits[i]) - onehot(t_i)) * grad_rows[i]:
-    scaled by grad_rows[i] * exp(shift[i] - lse[i]) (in float64, which undoes the rounding of
-    shift), then grad_rows[i] taken off at t_i; all zero where t_i == ignore_index."""
+def xent_grad_rows(block, start, log_sum, targets, ignore_index, grad_rows):  # pragma: no cover - jit
+    """Row i = start + r of ``block`` holds exp(logits[i] - row_max[i]) on entry; it becomes
+    (softmax(logits[i]) - onehot(t_i)) * grad_rows[i]: scaled by grad_rows[i] * exp(-log_sum[i])
+    (in float64; 1/C <= exp(-log_sum) <= 1, so nothing overflows), then grad_rows[i] taken off
+    at t_i; all zero where t_i == ignore_index.
+
+    Softmax is rebuilt from the max and the log-sum kept apart, never from their sum (the
+    log-sum-exp): that sum rounds away log(C) once |max| ~ 1e14 and the gradient went wrong."""
     k, c = block.shape
     for r in range(k):
         i = start + r
@@ -79,10 +85,22 @@ def xent_grad_rows(block, start, shift, lse, targets, ignore_index, grad_rows): 
                 block[r, j] = 0.0
             continue
         g = grad_rows[i]
-        scale = g * math.exp(np.float64(shift[i]) - lse[i])
+        scale = g * math.exp(-log_sum[i])
         for j in range(c):
             block[r, j] = block[r, j] * scale
         block[r, t] -= g
+
+
+# reassoc only: several partial sums in SIMD lanes; the float64 accumulation is what makes it accurate
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def sum_squares(a):  # pragma: no cover - jit
+    """sum(a[i]**2) accumulated in float64 over a flat array of any float dtype (gradient-norm clipping):
+    one read of ``a``, no float64 copy of it."""
+    s = 0.0
+    for i in range(a.size):
+        v = np.float64(a[i])
+        s += v * v
+    return s
 
 
 @numba.njit(cache=True, nogil=True)

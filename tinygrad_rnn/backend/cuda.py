@@ -85,7 +85,7 @@ class NumpyRunner:
     def flat(self, k: CK.Kernel, arrays: tuple, scalars: tuple, n: int) -> None:
         CK.run_numpy(k, dict(zip((a for a, _ in k.arrays), arrays)), dict(zip(k.scalars, scalars)))
 
-    def xent_forward(self, logits, targets, ignore_index, loss, lse) -> None:
+    def xent_forward(self, logits, targets, ignore_index, loss, row_max, log_sum) -> None:
         n, c = logits.shape
         x = logits.astype(np.float64)
         mx = x.max(axis=1, keepdims=True)
@@ -93,12 +93,13 @@ class NumpyRunner:
         ok = (targets != ignore_index) & (targets >= 0) & (targets < c)
         xt = np.where(ok, x[np.arange(n), np.clip(targets, 0, max(c - 1, 0))], 0.0)
         out = CK.evaluate(CK.XENT_ROW, {"mx": mx[:, 0], "s": s, "xt": xt, "keep": (targets != ignore_index) * 1.0})
-        lse[...] = out["lse"]
+        row_max[...] = mx[:, 0]
+        log_sum[...] = out["ls"]
         loss[...] = out["loss"]
 
-    def xent_backward(self, logits, lse, targets, ignore_index, grad_rows, out) -> None:
+    def xent_backward(self, logits, row_max, log_sum, targets, ignore_index, grad_rows, out) -> None:
         n, c = logits.shape
-        vals = {"x": logits.astype(np.float64), "lse": lse[:, None], "g": grad_rows[:, None],
+        vals = {"x": logits.astype(np.float64), "mx": row_max[:, None], "ls": log_sum[:, None], "g": grad_rows[:, None],
                 "keep": (targets != ignore_index)[:, None] * 1.0, "hit": (targets[:, None] == np.arange(c)) * 1.0}
         out[...] = CK.evaluate(CK.XENT_BACKWARD, vals)["d"]
 
@@ -264,20 +265,20 @@ class CupyRunner:
         fn = self.function(k, arrays[0].dtype)
         fn((self._grid(n),), (self.BLOCK,), arrays + tuple(np.float64(s) for s in scalars) + (np.int64(n),))
 
-    def xent_forward(self, logits, targets, ignore_index, loss, lse) -> None:
+    def xent_forward(self, logits, targets, ignore_index, loss, row_max, log_sum) -> None:
         n, c = logits.shape
         if n == 0:
             return
         block = int(min(256, max(32, 32 * ((c + 31) // 32))))
         fn = self.function(CK.XENT_TERM, logits.dtype)
-        fn((n,), (block,), (logits, targets, np.int64(ignore_index), loss, lse, np.int32(c)))
+        fn((n,), (block,), (logits, targets, np.int64(ignore_index), loss, row_max, log_sum, np.int32(c)))
 
-    def xent_backward(self, logits, lse, targets, ignore_index, grad_rows, out) -> None:
+    def xent_backward(self, logits, row_max, log_sum, targets, ignore_index, grad_rows, out) -> None:
         n, c = logits.shape
         if n * c == 0:
             return
         fn = self.function(CK.XENT_BACKWARD, logits.dtype)
-        fn((self._grid(n * c),), (self.BLOCK,), (logits, lse, targets, np.int64(ignore_index), grad_rows, out,
+        fn((self._grid(n * c),), (self.BLOCK,), (logits, row_max, log_sum, targets, np.int64(ignore_index), grad_rows, out,
                                                   np.int64(n), np.int32(c)))
 
     def add_at(self, out, index, src) -> None:
@@ -468,21 +469,24 @@ class CUDABackend(Backend):
 
     # -- fused kernels -----------------------------------------------------------------------
     def softmax_xent(self, logits: Any, targets: Any, ignore_index: int):
-        """Rows of (loss, logsumexp) for 2-D logits and int64 targets."""
+        """Rows of (loss, row_max, log_sum) for 2-D logits and int64 targets (the CPU backend's contract)."""
         xp = self.xp
         logits = xp.ascontiguousarray(logits)
         n = logits.shape[0]
         loss = xp.empty(n, dtype=logits.dtype)
-        lse = xp.empty(n, dtype=np.float64)
-        self.runner.xent_forward(logits, xp.ascontiguousarray(targets, dtype=np.int64), int(ignore_index), loss, lse)
-        return loss, lse
+        row_max = xp.empty(n, dtype=np.float64)
+        log_sum = xp.empty(n, dtype=np.float64)
+        self.runner.xent_forward(logits, xp.ascontiguousarray(targets, dtype=np.int64), int(ignore_index), loss,
+                                 row_max, log_sum)
+        return loss, row_max, log_sum
 
-    def softmax_xent_backward(self, logits, lse, targets, ignore_index, grad_rows):
+    def softmax_xent_backward(self, logits, row_max, log_sum, targets, ignore_index, grad_rows):
         xp = self.xp
         logits = xp.ascontiguousarray(logits)
         out = xp.empty_like(logits)
         g = xp.ascontiguousarray(xp.broadcast_to(xp.asarray(grad_rows), (logits.shape[0],)), dtype=np.float64)
-        self.runner.xent_backward(logits, xp.ascontiguousarray(lse, dtype=np.float64),
+        self.runner.xent_backward(logits, xp.ascontiguousarray(row_max, dtype=np.float64),
+                                  xp.ascontiguousarray(log_sum, dtype=np.float64),
                                   xp.ascontiguousarray(targets, dtype=np.int64), int(ignore_index), g, out)
         return out
 

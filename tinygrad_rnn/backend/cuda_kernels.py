@@ -267,12 +267,15 @@ def cell_kernel(mode: str, direction: str) -> Kernel:
 
 XENT_TERM = Kernel("softmax_xent_term", "custom", arrays=(), loads=(("x", None, 0), ("mx", None, 0)),
                    body=("e = exp(x - mx)",), compute="float64")
+# the row max and the log-sum are kept apart (their sum, the log-sum-exp, rounds away log(C) for
+# |logits| >= 1e14): the loss adds the log-sum last, backward rebuilds softmax as exp((x - mx) - ls)
 XENT_ROW = Kernel("softmax_xent_row", "custom", arrays=(),
                   loads=(("mx", None, 0), ("s", None, 0), ("xt", None, 0), ("keep", None, 0)),
-                  body=("lse = mx + log(s)", "loss = select(keep, lse - xt, 0)"), compute="float64")
+                  body=("ls = log(s)", "loss = select(keep, (mx - xt) + ls, 0)"), compute="float64")
 XENT_BACKWARD = Kernel("softmax_xent_backward", "custom", arrays=(),
-                       loads=(("x", None, 0), ("lse", None, 0), ("g", None, 0), ("keep", None, 0), ("hit", None, 0)),
-                       body=("d = select(keep, exp(x - lse) * g - select(hit, g, 0), 0)",), compute="float64")
+                       loads=(("x", None, 0), ("mx", None, 0), ("ls", None, 0), ("g", None, 0), ("keep", None, 0),
+                              ("hit", None, 0)),
+                       body=("d = select(keep, exp((x - mx) - ls) * g - select(hit, g, 0), 0)",), compute="float64")
 
 
 # ------------------------------------------------------------------------------------------
@@ -563,7 +566,7 @@ def _custom_source(k: Kernel, dtype: Any) -> str:
         return pre + _BLOCK_REDUCE + (
             "\n// one block per row: max, then the sum of exp(x - max) in float64, then the row's loss\n"
             "extern \"C\" __global__ void softmax_xent_forward(const T* logits, const long long* targets,\n"
-            "        const long long ignore_, T* loss_out, double* lse_out, const int C_) {\n"
+            "        const long long ignore_, T* loss_out, double* mx_out, double* ls_out, const int C_) {\n"
             "    __shared__ double red_[33];\n"
             "    const long long row_ = blockIdx.x;\n"
             "    const T* xr_ = logits + row_ * C_;\n"
@@ -585,13 +588,14 @@ def _custom_source(k: Kernel, dtype: Any) -> str:
             "        const R keep = (t_ != ignore_) ? 1 : 0;\n"
             "        const R xt = (t_ != ignore_ && t_ >= 0 && t_ < C_) ? (R)xr_[t_] : 0;\n"
             + _body_c(XENT_ROW, "        ")
-            + "        lse_out[row_] = (double)lse;\n"
+            + "        mx_out[row_] = (double)mx;\n"
+            "        ls_out[row_] = (double)ls;\n"
             "        loss_out[row_] = (T)loss;\n"
             "    }\n"
             "}\n")
     if k.name == "softmax_xent_backward":
         return pre + (
-            "\nextern \"C\" __global__ void softmax_xent_backward(const T* logits, const double* lse_in,\n"
+            "\nextern \"C\" __global__ void softmax_xent_backward(const T* logits, const double* mx_in, const double* ls_in,\n"
             "        const long long* targets, const long long ignore_, const double* grad_rows, T* out,\n"
             "        const long long rows_, const int C_) {\n"
             "    const long long n_ = rows_ * C_;\n"
@@ -601,7 +605,8 @@ def _custom_source(k: Kernel, dtype: Any) -> str:
             "        const long long col_ = e_ - row_ * C_;\n"
             "        const long long t_ = targets[row_];\n"
             "        const R x = (R)logits[e_];\n"
-            "        const R lse = (R)lse_in[row_];\n"
+            "        const R mx = (R)mx_in[row_];\n"
+            "        const R ls = (R)ls_in[row_];\n"
             "        const R g = (R)grad_rows[row_];\n"
             "        const R keep = (t_ != ignore_) ? 1 : 0;\n"
             "        const R hit = (t_ == col_) ? 1 : 0;\n"

@@ -41,6 +41,10 @@ array the options do not use is passed as ``None``; all keyword arguments are Py
         where clr = lr/(1 + (t-1)*lr_decay)
 
 These are exactly the update rules of ``torch.optim`` (SGD, Adam/AdamW, RMSprop, Adagrad).
+
+The kernels compile with ``error_model="numpy"``: a division by zero gives inf/nan, as in
+PyTorch, instead of a per-element ZeroDivisionError check, whose branch kept LLVM from
+vectorising the loops (Adam on 1M float32 parameters: 13 ms -> 6.4 ms, plain NumPy 8-11 ms, on a loaded machine).
 """
 from __future__ import annotations
 
@@ -54,7 +58,7 @@ import numpy as np
 __all__ = ["sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "flat", "flat_state", "flat_param"]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def sgd_step(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, first_step):  # pragma: no cover - jit
     """SGD with optional (Nesterov) momentum and L2 weight decay; ``buf`` unused when momentum == 0."""
     for i in range(param.size):
@@ -72,7 +76,7 @@ def sgd_step(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, 
         param[i] = param[i] - lr * d
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps, weight_decay,
               decoupled_decay, step_size, bias_correction2_sqrt, amsgrad):  # pragma: no cover - jit
     """Adam / AdamW / AMSGrad; bias corrections are precomputed float64 scalars."""
@@ -91,7 +95,7 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, ep
         param[i] = p - step_size * (m / denom)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def rmsprop_step(param, grad, square_avg, grad_avg, buf, lr, alpha, eps, weight_decay, momentum,
                  centered):  # pragma: no cover - jit
     """RMSprop (optionally centered, optionally with momentum); unused state arrays may be empty."""
@@ -115,7 +119,7 @@ def rmsprop_step(param, grad, square_avg, grad_avg, buf, lr, alpha, eps, weight_
             param[i] = param[i] - lr * (g / avg)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def adagrad_step(param, grad, state_sum, clr, eps, weight_decay):  # pragma: no cover - jit
     """Adagrad with the already-decayed learning rate ``clr``."""
     for i in range(param.size):

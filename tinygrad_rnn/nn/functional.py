@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ops import Linear as _LinearOp
 from ..tensor import _FLOATS, Function, Generator, Tensor, _rng
 
 __all__ = ["cross_entropy", "nll_loss", "embedding", "mse_loss", "dropout", "softmax", "log_softmax",
@@ -21,13 +22,14 @@ _REDUCTIONS = ("mean", "sum", "none")
 class SoftmaxCrossEntropy(Function):
     """log-softmax and negative log-likelihood fused: one pass forward, one pass backward.
 
-    The backward is ``softmax(z) - onehot(t)`` per row, computed from the saved log-sum-exp:
-    no (N, C) probability matrix is kept between the passes.
+    The backward is ``softmax(z) - onehot(t)`` per row, computed from the saved row max and
+    log-sum (kept apart: their sum, the log-sum-exp, rounds for huge logits): no (N, C)
+    probability matrix is kept between the passes.
     """
 
     def forward(self, logits, targets, ignore_index, reduction):
         self.logits, self.targets, self.ignore_index, self.reduction = logits, targets, ignore_index, reduction
-        loss_rows, self.lse = self.be.softmax_xent(logits, targets, ignore_index)
+        loss_rows, self.row_max, self.log_sum = self.be.softmax_xent(logits, targets, ignore_index)
         self.count = int((targets != ignore_index).sum())
         if reduction == "none":
             return loss_rows
@@ -45,7 +47,7 @@ class SoftmaxCrossEntropy(Function):
             rows = xp.broadcast_to(g, (self.logits.shape[0],))
         else:
             rows = xp.broadcast_to(g / max(self.count, 1), (self.logits.shape[0],))
-        return self.be.softmax_xent_backward(self.logits, self.lse, self.targets, self.ignore_index, rows)
+        return self.be.softmax_xent_backward(self.logits, self.row_max, self.log_sum, self.targets, self.ignore_index, rows)
 
 
 def _check_targets(input: Tensor, target: Any, what: str, ignore_index: int) -> Any:
@@ -196,12 +198,27 @@ def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``input @ weight.T + bias`` with PyTorch's (out_features, in_features) weight layout."""
+    """``input @ weight.T + bias`` with PyTorch's (out_features, in_features) weight layout.
+
+    A 2-D weight runs as one GEMM over all of ``input``'s leading dimensions (``ops.Linear``).
+
+    >>> linear(Tensor(np.ones((5, 7, 3))), Tensor(np.ones((4, 3))), Tensor(np.zeros(4))).shape
+    (5, 7, 4)
+    """
+    for what, t in (("input", input), ("weight", weight), ("bias", bias)):
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"linear: {what} must be a Tensor, got {type(t).__name__}")
+    if input.ndim == 0 or weight.ndim == 0:
+        raise ValueError(f"linear: input and weight need at least 1 dimension, got shapes {input.shape} and {weight.shape}")
     if input.shape[-1] != weight.shape[-1]:
         raise ValueError(f"linear: input features {input.shape[-1]} (shape {input.shape}) do not match "
                          f"weight shape {weight.shape} (out_features, in_features)")
-    out = input @ weight.T
-    return out + bias if bias is not None else out
+    fused = (weight.ndim == 2 and input.dtype in _FLOATS and weight.dtype == input.dtype
+             and (bias is None or (bias.shape == weight.shape[:1] and bias.dtype == input.dtype)))
+    if not fused:  # mixed dtypes, a 1-D weight, a broadcasting bias: the general ops handle (and check) them
+        out = input @ weight.T
+        return out + bias if bias is not None else out
+    return _LinearOp.apply(input, weight) if bias is None else _LinearOp.apply(input, weight, bias)
 
 
 def relu(input: Tensor) -> Tensor:

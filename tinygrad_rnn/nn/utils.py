@@ -60,6 +60,9 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
     norms: list[float] = []
     for gs in per_device.values():
         be, xp = gs[0]._be, gs[0]._be.xp
+        if p == 2.0 and hasattr(be, "sum_squares"):  # the CPU: one pass per gradient, no float64 copy
+            norms.extend(math.sqrt(be.sum_squares(g.data)) for g in gs)
+            continue
         parts = [_vector_norm(xp, g.data.reshape(-1).astype(np.float64), p) for g in gs]
         norms.extend(float(v) for v in be.to_host(xp.stack(parts)))
     total = max(norms) if p == math.inf else float(np.linalg.norm(np.asarray(norms), p))
@@ -72,6 +75,7 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
         with no_grad(), np.errstate(invalid="ignore"):  # inf * 0 -> nan is the documented outcome
             for g in grads:
                 g.data *= coef
+                g._bump_version()  # a graph that saved this gradient (create_graph) must see it changed
     first = grads[0]
     return Tensor(np.asarray(total, dtype=first.dtype), device=first.device)
 
@@ -96,6 +100,7 @@ def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: float) -
         if t.grad is not None:
             xp = t.grad._be.xp
             xp.clip(t.grad.data, -clip_value, clip_value, out=t.grad.data)
+            t.grad._bump_version()
 
 
 def parameters_to_vector(parameters: Tensor | Iterable[Tensor]) -> Tensor:
