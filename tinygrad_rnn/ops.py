@@ -1088,7 +1088,7 @@ def _writable(t: Tensor, what: str) -> Any:
     """``t.data`` ready to be written in place (a 0-d reduction result may be a read-only NumPy scalar)."""
     data = t.data
     flags = getattr(data, "flags", None)
-    if flags is None:
+    if flags is None or isinstance(data, np.generic):
         data = t.data = t._be.xp.array(data)
     elif not flags.writeable:
         raise RuntimeError(f"{what}: the tensor's memory is read-only (an expand()ed view shares one value among "

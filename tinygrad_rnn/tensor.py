@@ -237,7 +237,7 @@ class Function:
             else:
                 outs = Tensor._make(out, be, True, ctx, 0)
             if cls.saves_outputs:
-                ctx._out_counters = tuple(t._version_counter() for t in (outs if multi else (outs,)))
+                ctx._out_counters = tuple((t._version_counter(), t.shape, t.dtype) for t in (outs if multi else (outs,)))
         if cls.is_view:
             _share_counter(inputs[0], outs if multi else (outs,))
         return outs
@@ -733,13 +733,11 @@ def _check_versions(ctx: Function) -> None:
                     f"{v} instead. {hint}{_created_at(ctx)}")
     outs = ctx._out_counters
     if outs is not None:
-        for i, vc in enumerate(outs):
+        for i, (vc, shape, dtype) in enumerate(outs):
             if vc.v != 0:
-                shape, dtype = ctx.out_shapes[i] if "out_shapes" in ctx.__dict__ else (None, None)
-                what = f" of shape {tuple(shape)}, {dtype}" if shape is not None else ""
                 raise RuntimeError(
                     "one of the variables needed for gradient computation has been modified by an inplace "
-                    f"operation: [{ctx.name()} output {i}{what}] is at version {vc.v}; expected version 0 "
+                    f"operation: [{ctx.name()} output {i} of shape {shape}, {dtype}] is at version {vc.v}; expected version 0 "
                     f"instead. {hint}{_created_at(ctx)}")
 
 
