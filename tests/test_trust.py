@@ -539,7 +539,10 @@ def test_relu_at_infinities_and_nan():
     np.testing.assert_array_equal(y.numpy()[:5], [0.0, 0.0, 0.0, 2.0, np.inf])
     assert np.isnan(y.numpy()[5])
     y.sum().backward()
-    np.testing.assert_array_equal(x.grad.numpy(), [0, 0, 0, 1, 1, 0])
+    np.testing.assert_array_equal(x.grad.numpy(), [0, 0, 0, 1, 1, 1])  # PyTorch drops it only where x <= 0
+    a = t64([np.nan, -np.inf, -2.0, 0.0, 3.0])
+    a.abs().sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [0, -1, -1, 0, 1])  # sign, 0 at NaN as in PyTorch
 
 
 def test_flatten_zero_size():
@@ -683,3 +686,14 @@ def test_sqrt_gradcheck_and_int_input():
     assert tr.gradcheck(lambda t: t.sqrt(), [x])
     r = tr.tensor(np.array([4, 9])).sqrt()
     assert r.dtype == tr.float32 and r.tolist() == [2.0, 3.0]
+
+
+def test_anomaly_forward_check_without_graph_points_at_the_line():
+    x = tr.tensor(np.array([-1.0, 1.0]))
+    with tr.autograd.detect_anomaly(check_forward=True):
+        with pytest.raises(RuntimeError) as e:
+            x.log()
+        line = sys._getframe().f_lineno - 2
+    assert "Function 'Log' returned nan values in its output 0" in str(e.value)
+    assert f"{__file__}:{line}" in str(e.value)
+    assert np.isnan(x.log().numpy()[0])  # off again: no check

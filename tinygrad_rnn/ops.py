@@ -259,7 +259,8 @@ class Relu(Function):
     saves_inputs = False  # keeps a mask of its own
 
     def forward(self, a):
-        self.mask = a > 0
+        # PyTorch's masks: the gradient is dropped where a <= 0, so it passes through a NaN
+        self.mask = ~(a <= 0)
         # maximum, not a * mask: relu(-inf) is 0 and relu(nan) is nan, as in PyTorch
         return self.xp.maximum(a, self.xp.zeros((), dtype=a.dtype))
 
@@ -271,7 +272,8 @@ class Abs(Function):
     saves_inputs = False  # keeps the signs
 
     def forward(self, a):
-        self.sign = self.xp.sign(a)
+        # sign with 0 at NaN (PyTorch's gradient of abs there), not NumPy's sign(nan) = nan
+        self.sign = (a > 0).astype(a.dtype) - (a < 0).astype(a.dtype) if a.dtype.kind == "f" else self.xp.sign(a)
         return self.xp.abs(a)
 
     def backward(self, g):
@@ -1257,3 +1259,9 @@ for _name, _np in (("__lt__", "less"), ("__le__", "less_equal"), ("__gt__", "gre
     setattr(Tensor, _name, _compare(_np))
 Tensor.__hash__ = lambda self: id(self)
 Tensor.astype = lambda self, dtype: self.to(_as_dtype(dtype))
+
+# error messages name the Tensor method ("Tensor.add() got an unexpected keyword argument 'alpha'"),
+# not the factory that made it
+for _name, _fn in list(vars(Tensor).items()):
+    if callable(_fn) and getattr(_fn, "__module__", None) == __name__ and not _name.startswith("__"):
+        _fn.__qualname__ = f"Tensor.{_name}"

@@ -797,12 +797,14 @@ def _nonfinite(xp: Any, a: Any) -> str | None:
 
 
 def _anomaly_forward(ctx: Function, outs: tuple, record: bool) -> None:
-    if record or _anomaly.check_forward:
+    if record:
         ctx.anomaly_stack = _user_stack()
     if _anomaly.check_forward:
         for i, o in enumerate(outs):
             bad = _nonfinite(ctx.xp, o)
             if bad:
+                if not record:
+                    ctx.anomaly_stack = _user_stack()
                 raise RuntimeError(f"Function '{ctx.name()}' returned {bad} values in its output {i} "
                                    f"(forward, anomaly mode check_forward=True).{_created_at(ctx)}")
 
