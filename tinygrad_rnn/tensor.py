@@ -187,7 +187,7 @@ class Function:
     saves_inputs: bool = True
     saves_outputs: bool = False
     is_view: bool = False
-    _saved_versions: tuple | None = None
+    _saved_versions: list | None = None
     _out_counters: tuple | None = None
 
     def name(self) -> str:
@@ -218,7 +218,7 @@ class Function:
         ctx.needs = needs
         if record and cls.saves_inputs:
             # the versions of what backward will read; checked before it runs
-            ctx._saved_versions = tuple(0 if t._vc is None else t._vc.v for t in inputs)
+            ctx._saved_versions = [0 if t._vc is None else t._vc.v for t in inputs]
         out = ctx.forward(*[t.data for t in inputs], **kwargs)
         multi = isinstance(out, tuple)
         if _anomaly.enabled:
@@ -724,8 +724,12 @@ def _check_versions(ctx: Function) -> None:
             "(x = x + y, x.clone()) or call backward() before the in-place change.")
     saved = ctx._saved_versions
     if saved is not None:
-        for i, (t, v) in enumerate(zip(ctx.parents, saved)):
-            now = 0 if t._vc is None else t._vc.v
+        for t, v in zip(ctx.parents, saved):
+            vc = t._vc
+            if vc is None and v == 0 or vc is not None and vc.v == v:  # unchanged: the common, cheap case
+                continue
+            i = next(k for k, p in enumerate(ctx.parents) if p is t)
+            now = 0 if vc is None else vc.v
             if now != v:
                 raise RuntimeError(
                     "one of the variables needed for gradient computation has been modified by an inplace "
