@@ -697,3 +697,14 @@ def test_anomaly_forward_check_without_graph_points_at_the_line():
     assert "Function 'Log' returned nan values in its output 0" in str(e.value)
     assert f"{__file__}:{line}" in str(e.value)
     assert np.isnan(x.log().numpy()[0])  # off again: no check
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_fused_recurrence_output_changed_in_place_raises(batch_first):
+    lstm = tr.nn.LSTM(2, 3, dtype=tr.float64, seed=0, batch_first=batch_first)
+    out, _ = lstm(t64(np.ones((4, 2, 2))))
+    with tr.no_grad():
+        out *= 2.0  # out shares memory with the hidden states the backward reads
+    shape = r"\(2, 4, 3\)" if batch_first else r"\(4, 2, 3\)"  # the op's own (time-major) output
+    with pytest.raises(RuntimeError, match=r"\[FusedRecurrence\[lstm\] output 0 of shape " + shape + r", float64\] is at version 1"):
+        out.sum().backward()
