@@ -706,5 +706,6 @@ def test_fused_recurrence_output_changed_in_place_raises(batch_first):
     with tr.no_grad():
         out *= 2.0  # out shares memory with the hidden states the backward reads
     shape = r"\(2, 4, 3\)" if batch_first else r"\(4, 2, 3\)"  # the op's own (time-major) output
-    with pytest.raises(RuntimeError, match=r"\[FusedRecurrence\[lstm\] output 0 of shape " + shape + r", float64\] is at version 1"):
+    expect = r"\[FusedRecurrence\[lstm\] output 0 of shape " + shape + r", float64\] is at version 1"
+    with pytest.raises(RuntimeError, match=expect):
         out.sum().backward()
