@@ -709,3 +709,13 @@ def test_fused_recurrence_output_changed_in_place_raises(batch_first):
     expect = r"\[FusedRecurrence\[lstm\] output 0 of shape " + shape + r", float64\] is at version 1"
     with pytest.raises(RuntimeError, match=expect):
         out.sum().backward()
+
+
+def test_squeeze_several_dims_as_pytorch():
+    x = t64(np.zeros((1, 3, 1, 1)))
+    assert x.squeeze((0, 2)).shape == (3, 1) and x.squeeze([1, -1]).shape == (1, 3, 1) and x.squeeze(()).shape == x.shape
+    assert t64(2.0).squeeze((0,)).shape == ()
+    with pytest.raises(ValueError, match="repeated dim"):
+        x.squeeze((0, 0))
+    with pytest.raises(ValueError, match="out of range"):
+        x.squeeze((4,))

@@ -869,9 +869,15 @@ def _unsqueeze(self: Tensor, dim: int) -> Tensor:
     return _reshape(self, self.shape[:d] + (1,) + self.shape[d:])
 
 
-def _squeeze(self: Tensor, dim: int | None = None) -> Tensor:
+def _squeeze(self: Tensor, dim: int | Sequence[int] | None = None) -> Tensor:
+    """Drop size-1 dims: all of them, the one ``dim`` or those in a tuple of dims (PyTorch >= 2.0)."""
     if dim is None:
         return _reshape(self, tuple(s for s in self.shape if s != 1))
+    if isinstance(dim, (tuple, list)):
+        axes = _axes(self.ndim, tuple(dim), None, "squeeze")
+        if self.ndim == 0:
+            return self
+        return _reshape(self, tuple(s for i, s in enumerate(self.shape) if not (i in axes and s == 1)))
     d = _one_axis(self.ndim, dim, "squeeze")
     if self.ndim == 0:  # PyTorch: dim 0 or -1 of a 0-d tensor is allowed and changes nothing
         return self
@@ -1092,7 +1098,7 @@ def _writable(t: Tensor, what: str) -> Any:
     flags = getattr(data, "flags", None)
     if flags is None or isinstance(data, np.generic):
         data = t.data = t._be.xp.array(data)
-    elif not flags.writeable:
+    elif not getattr(flags, "writeable", True):  # CuPy's flags have no writeable (its arrays always are)
         raise RuntimeError(f"{what}: the tensor's memory is read-only (an expand()ed view shares one value among "
                            "several entries); clone() it first")
     return data
@@ -1263,5 +1269,5 @@ Tensor.astype = lambda self, dtype: self.to(_as_dtype(dtype))
 # error messages name the Tensor method ("Tensor.add() got an unexpected keyword argument 'alpha'"),
 # not the factory that made it
 for _name, _fn in list(vars(Tensor).items()):
-    if callable(_fn) and getattr(_fn, "__module__", None) == __name__ and not _name.startswith("__"):
+    if callable(_fn) and getattr(_fn, "__module__", None) == __name__:
         _fn.__qualname__ = f"Tensor.{_name}"

@@ -834,7 +834,7 @@ def _accumulate_leaf(t: Tensor, g: Any) -> None:
         cur = t.grad
         flags = getattr(cur.data, "flags", None) if cur is not None else None
         if (cur is None or tuple(cur.data.shape) != tuple(g.shape) or cur.data.dtype != g.dtype
-                or (flags is not None and not flags.writeable)):
+                or (flags is not None and not getattr(flags, "writeable", True))):
             # copy: the same array may be handed to several inputs (e.g. by Add), and
             # optimizers and clipping scale .grad in place; xp.array also turns the NumPy
             # scalar a 0-d op returns into a writable 0-d array
