@@ -15,10 +15,13 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import tinygrad_rnn as tr
 import tinygrad_rnn.nn.functional as F
 from tinygrad_rnn.tensor import _mode
+from tinygrad_rnn.testing import arrays, broadcasting_pairs, check_op, shapes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INPLACE = "modified by an inplace operation"
@@ -719,3 +722,39 @@ def test_squeeze_several_dims_as_pytorch():
         x.squeeze((0, 0))
     with pytest.raises(ValueError, match="out of range"):
         x.squeeze((4,))
+
+
+# property checks of the new ops: float64 values and gradcheck, float32 against float64 (check_op)
+
+
+@given(a=arrays(shapes(max_dims=3), away_from=(-0.5, 0.7), min_distance=1e-3))
+def test_clamp_check_op(a):
+    check_op(lambda x: tr.clamp(x, -0.5, 0.7), lambda x: np.clip(x, -0.5, 0.7), a)
+    check_op(lambda x: x.clip(max=0.7), lambda x: np.minimum(x, 0.7), a)
+
+
+@pytest.mark.parametrize("name", ["maximum", "minimum"])
+@given(data=st.data(), pair=broadcasting_pairs(max_dims=3))
+def test_maximum_minimum_check_op(name, data, pair):
+    a, b = data.draw(arrays(pair[0])), data.draw(arrays(pair[1]))
+    assume(np.all(np.abs(np.subtract(a, b)) > 1e-3))  # away from ties, where the derivative jumps
+    check_op(lambda x, y: getattr(tr, name)(x, y), getattr(np, name), a, b)
+
+
+@pytest.mark.parametrize("name", ["amax", "amin"])
+@given(data=st.data(), shape=shapes(min_dims=1, max_dims=3))
+def test_amax_amin_check_op(name, data, shape):
+    a = data.draw(arrays(shape, distinct=True))
+    dim = data.draw(st.sampled_from([(), 0, -1, tuple(range(len(shape)))]))
+    ref = {"amax": np.max, "amin": np.min}[name]
+    check_op(lambda x: getattr(tr, name)(x, dim), lambda x: ref(x, axis=None if dim == () else dim), a)
+
+
+@given(a=arrays(shapes(min_dims=0, max_dims=2)))
+def test_t_check_op(a):
+    check_op(lambda x: x.t(), lambda x: x.T, a)
+
+
+@given(a=arrays(shapes(max_dims=3), low=0.1, high=4.0))
+def test_sqrt_check_op(a):
+    check_op(lambda x: x.sqrt(), np.sqrt, a)
