@@ -182,8 +182,12 @@ def test_max_min(name, data, call):
 
 
 def test_max_ties_share_gradient_equally():
+    # max(dim) sends a tie's gradient to the index it returns (PyTorch); max()/amax share it evenly
     x = tr.tensor(np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]]), requires_grad=True)
     x.max(dim=1).values.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[0, 1, 0], [1, 0, 0]])
+    x.grad = None
+    x.amax(dim=1).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [[0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]])
     y = tr.tensor(np.array([5.0, 1.0, 5.0]), requires_grad=True)
     y.max().backward()

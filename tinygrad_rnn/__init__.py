@@ -9,13 +9,13 @@
 from . import ops  # noqa: F401
 from .backend import DeviceUnavailableError, get_backend
 from .gradcheck import GradcheckError, gradcheck
-from .ops import cat, chunk, matmul, split, stack, where
+from .ops import amax, amin, cat, chunk, clamp, clip, matmul, maximum, minimum, split, stack, where
 from .tensor import (Function, Generator, Tensor, arange, bool_, enable_grad, eye, float32, float64, full,
                      full_like, int32, int64, is_grad_enabled, manual_seed, no_grad, ones, ones_like, rand,
                      rand_like, randint, randn, randn_like, tensor, zeros, zeros_like)
 from .tensor import get_rng_state, set_rng_state
 from .serialization import load, save
-from . import cuda, distributed, nn, optim  # noqa: E402
+from . import autograd, cuda, distributed, nn, optim  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -25,5 +25,6 @@ __all__ = [
     "get_rng_state", "set_rng_state", "save", "load",
     "no_grad", "enable_grad", "is_grad_enabled", "cat", "stack", "split", "chunk", "where", "matmul",
     "gradcheck", "GradcheckError", "DeviceUnavailableError", "get_backend", "cuda", "distributed", "nn", "optim",
-    "float32", "float64", "int32", "int64", "bool_", "__version__",
+    "float32", "float64", "int32", "int64", "bool_", "__version__", "autograd", "clamp", "clip", "maximum",
+    "minimum", "amax", "amin",
 ]

@@ -17,9 +17,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .backend import Backend
-from .tensor import _FLOATS, Function, Tensor, _as_dtype
+from .tensor import _FLOATS, Function, Tensor, _as_dtype, is_grad_enabled
 
-__all__ = ["cat", "stack", "split", "chunk", "where", "sum_to_shape", "matmul"]
+__all__ = ["cat", "stack", "split", "chunk", "where", "sum_to_shape", "matmul", "clamp", "clip", "maximum", "minimum",
+           "amax", "amin"]
 
 
 def sum_to_shape(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
@@ -40,6 +41,8 @@ def sum_to_shape(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
 
 
 class Add(Function):
+    saves_inputs = False
+
     def forward(self, a, b):
         self.sa, self.sb = a.shape, b.shape
         return a + b
@@ -50,6 +53,8 @@ class Add(Function):
 
 
 class Sub(Function):
+    saves_inputs = False
+
     def forward(self, a, b):
         self.sa, self.sb = a.shape, b.shape
         return a - b
@@ -81,7 +86,11 @@ class Div(Function):
 
 
 class Pow(Function):
-    """a ** b with both differentiable; d/db = a**b * log(a) (defined for a > 0)."""
+    """a ** b with both differentiable; d/db = a**b * log(a). PyTorch's conventions where the
+    formulas are 0 * inf: the gradient for ``a`` is 0 where b == 0, the one for ``b`` is 0 where
+    a == 0 and b >= 0."""
+
+    saves_outputs = True
 
     def forward(self, a, b):
         self.a, self.b = a, b
@@ -89,21 +98,92 @@ class Pow(Function):
         return self.out
 
     def backward(self, g):
+        xp, a, b = self.xp, self.a, self.b
+        zero = xp.zeros((), dtype=g.dtype)
         ga = gb = None
-        if self.needs[0]:
-            ga = sum_to_shape(self.xp, g * self.b * self.a ** (self.b - 1), self.a.shape)
-        if self.needs[1]:
-            gb = sum_to_shape(self.xp, g * self.out * self.xp.log(self.a), self.b.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):  # the masked entries may be 0 * inf
+            if self.needs[0]:
+                ga = sum_to_shape(xp, xp.where(b == 0, zero, g * b * a ** (b - 1)), a.shape)
+            if self.needs[1]:
+                gb = sum_to_shape(xp, g * xp.where((a == 0) & (b >= 0), zero, self.out * xp.log(a)), b.shape)
         return ga, gb
 
 
 class PowScalar(Function):
+    """a ** p for a number p; the gradient is 0 for p == 0 (PyTorch's rule, also at a == 0)."""
+
     def forward(self, a, p):
         self.a, self.p = a, p
         return a ** p
 
     def backward(self, g):
+        if self.p == 0:
+            return self.xp.zeros_like(g)
         return g * (self.p * self.a ** (self.p - 1))
+
+
+class Sqrt(Function):
+    saves_inputs, saves_outputs = False, True
+
+    def forward(self, a):
+        self.out = self.xp.sqrt(a)
+        return self.out
+
+    def backward(self, g):
+        return g / (2 * self.out)
+
+
+class _Extremum(Function):
+    """Elementwise maximum/minimum with PyTorch's gradient: a tie sends half to each side, NaN
+    (which both propagate) sends the whole gradient to both."""
+
+    saves_inputs = False  # keeps comparison masks of its own
+    pick: Any = None
+
+    def forward(self, a, b):
+        self.sa, self.sb = a.shape, b.shape
+        self.tie = a == b
+        # "a loses" / "b loses": where the other side is strictly better
+        self.a_loses, self.b_loses = (a < b, b < a) if self.pick is np.maximum else (a > b, b > a)
+        return type(self).pick(a, b)
+
+    def backward(self, g):
+        xp = self.xp
+        zero = xp.zeros((), dtype=g.dtype)
+        half = xp.where(self.tie, g / 2, g)
+        return (sum_to_shape(xp, xp.where(self.a_loses, zero, half), self.sa) if self.needs[0] else None,
+                sum_to_shape(xp, xp.where(self.b_loses, zero, half), self.sb) if self.needs[1] else None)
+
+
+class Maximum(_Extremum):
+    pick = np.maximum
+
+
+class Minimum(_Extremum):
+    pick = np.minimum
+
+
+class Clamp(Function):
+    """Clip to [lo, hi] (either may be None); the gradient passes where lo <= a <= hi (PyTorch's
+    rule: a value at a bound keeps its gradient; with lo > hi every entry is hi and gets none)."""
+
+    saves_inputs = False
+
+    def forward(self, a, lo, hi):
+        xp = self.xp
+        out = a
+        keep = None
+        if lo is not None:
+            keep = a >= lo
+            out = xp.maximum(out, xp.asarray(lo, dtype=a.dtype))
+        if hi is not None:
+            keep = (a <= hi) if keep is None else keep & (a <= hi)
+            out = xp.minimum(out, xp.asarray(hi, dtype=a.dtype))
+        self.keep = keep
+        return out.copy() if out is a else out
+
+    def backward(self, g):
+        return g * self.keep
 
 
 # ---------------------------------------------------------------------------------------
@@ -111,6 +191,8 @@ class PowScalar(Function):
 
 
 class Neg(Function):
+    saves_inputs = False
+
     def forward(self, a):
         return -a
 
@@ -119,6 +201,8 @@ class Neg(Function):
 
 
 class Identity(Function):
+    saves_inputs = False
+
     def forward(self, a):
         return a.copy()
 
@@ -127,6 +211,8 @@ class Identity(Function):
 
 
 class Exp(Function):
+    saves_inputs, saves_outputs = False, True
+
     def forward(self, a):
         self.out = self.xp.exp(a)
         return self.out
@@ -145,6 +231,8 @@ class Log(Function):
 
 
 class Tanh(Function):
+    saves_inputs, saves_outputs = False, True
+
     def forward(self, a):
         self.out = self.xp.tanh(a)
         return self.out
@@ -154,6 +242,8 @@ class Tanh(Function):
 
 
 class Sigmoid(Function):
+    saves_inputs, saves_outputs = False, True
+
     def forward(self, a):
         xp = self.xp
         # exp of a negative number only: 1/(1+exp(-a)) overflows for very negative a
@@ -166,17 +256,24 @@ class Sigmoid(Function):
 
 
 class Relu(Function):
+    saves_inputs = False  # keeps a mask of its own
+
     def forward(self, a):
-        self.mask = a > 0
-        return a * self.mask
+        # PyTorch's masks: the gradient is dropped where a <= 0, so it passes through a NaN
+        self.mask = ~(a <= 0)
+        # maximum, not a * mask: relu(-inf) is 0 and relu(nan) is nan, as in PyTorch
+        return self.xp.maximum(a, self.xp.zeros((), dtype=a.dtype))
 
     def backward(self, g):
         return g * self.mask
 
 
 class Abs(Function):
+    saves_inputs = False  # keeps the signs
+
     def forward(self, a):
-        self.sign = self.xp.sign(a)
+        # sign with 0 at NaN (PyTorch's gradient of abs there), not NumPy's sign(nan) = nan
+        self.sign = (a > 0).astype(a.dtype) - (a < 0).astype(a.dtype) if a.dtype.kind == "f" else self.xp.sign(a)
         return self.xp.abs(a)
 
     def backward(self, g):
@@ -184,6 +281,8 @@ class Abs(Function):
 
 
 class Cast(Function):
+    saves_inputs = False
+
     def forward(self, a, dtype):
         self.src = a.dtype
         return a.astype(dtype)
@@ -283,6 +382,8 @@ class Linear(Function):
 
 
 class Sum(Function):
+    saves_inputs = False
+
     def forward(self, a, axis, keepdims):
         self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
         return a.sum(axis=axis, keepdims=keepdims)
@@ -294,6 +395,8 @@ class Sum(Function):
 
 
 class Mean(Function):
+    saves_inputs = False
+
     def forward(self, a, axis, keepdims):
         self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
         n = a.size if axis is None else int(np.prod([a.shape[i] for i in axis]))
@@ -307,7 +410,9 @@ class Mean(Function):
 
 
 class Max(Function):
-    """Max over axes; ties share the gradient equally (a subgradient, as in PyTorch's max())."""
+    """Max over axes; ties share the gradient equally (a subgradient, as in PyTorch's max() and amax())."""
+
+    saves_inputs = False  # keeps the mask of maxima
 
     def forward(self, a, axis, keepdims):
         self.axis, self.keepdims = axis, keepdims
@@ -322,11 +427,34 @@ class Max(Function):
         return self.mask * (g / count)
 
 
+class MaxDim(Function):
+    """``max(dim)``/``min(dim)`` values: the gradient goes to the index returned (PyTorch's rule for
+    the indexed forms; ties are not split as in ``max()``). ``pick`` is argmax or argmin."""
+
+    saves_inputs = False  # keeps the indices
+
+    def forward(self, a, axis, keepdims, pick):
+        xp = self.xp
+        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        self.idx = xp.expand_dims(pick(a, axis=axis), axis)
+        v = xp.take_along_axis(a, self.idx, axis=axis)
+        return v if keepdims else v.squeeze(axis)
+
+    def backward(self, g):
+        xp = self.xp
+        if not self.keepdims:
+            g = xp.expand_dims(g, self.axis)
+        pos = xp.arange(self.shape[self.axis]).reshape((-1,) + (1,) * (len(self.shape) - 1 - self.axis))
+        return xp.where(pos == self.idx, g, xp.zeros((), dtype=g.dtype))
+
+
 # ---------------------------------------------------------------------------------------
 # shape
 
 
 class Reshape(Function):
+    saves_inputs, is_view = False, True
+
     def forward(self, a, shape):
         self.src = a.shape
         return a.reshape(shape)
@@ -336,6 +464,8 @@ class Reshape(Function):
 
 
 class Permute(Function):
+    saves_inputs, is_view = False, True
+
     def forward(self, a, axes):
         self.inv = tuple(np.argsort(axes))
         return a.transpose(axes)
@@ -345,6 +475,8 @@ class Permute(Function):
 
 
 class Expand(Function):
+    saves_inputs, is_view = False, True
+
     def forward(self, a, shape):
         self.src = a.shape
         return self.xp.broadcast_to(a, shape)
@@ -354,6 +486,8 @@ class Expand(Function):
 
 
 class GetItem(Function):
+    saves_inputs, is_view = False, True  # basic slicing is a view
+
     def forward(self, a, index, advanced):
         self.src, self.dtype, self.index, self.advanced = a.shape, a.dtype, index, advanced
         return a[index]
@@ -374,6 +508,8 @@ class GetItem(Function):
 
 
 class Cat(Function):
+    saves_inputs = False
+
     def forward(self, *arrays, axis):
         self.axis = axis
         self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1].tolist()
@@ -385,6 +521,8 @@ class Cat(Function):
 
 
 class Stack(Function):
+    saves_inputs = False
+
     def forward(self, *arrays, axis):
         self.axis = axis
         return self.xp.stack(arrays, axis=axis)
@@ -394,6 +532,8 @@ class Stack(Function):
 
 
 class Split(Function):
+    saves_inputs, is_view = False, True
+
     def forward(self, a, sizes, axis):
         self.axis = axis
         bounds = np.cumsum(sizes)[:-1].tolist()
@@ -404,6 +544,8 @@ class Split(Function):
 
 
 class Where(Function):
+    saves_inputs = False  # keeps its own copy of the condition
+
     def forward(self, a, b, cond):
         self.cond, self.sa, self.sb = cond, a.shape, b.shape
         return self.xp.where(cond, a, b)
@@ -420,8 +562,14 @@ class Where(Function):
 
 
 class Softmax(Function):
+    saves_inputs, saves_outputs = False, True
+
     def forward(self, a, axis):
         xp = self.xp
+        self.axis = axis
+        if a.size == 0:  # an empty axis (or batch): nothing to normalise, and max() would raise
+            self.out = a.copy()
+            return self.out
         e = xp.exp(a - a.max(axis=axis, keepdims=True))
         self.out = e / e.sum(axis=axis, keepdims=True)
         self.axis = axis
@@ -433,8 +581,14 @@ class Softmax(Function):
 
 
 class LogSoftmax(Function):
+    saves_inputs, saves_outputs = False, True
+
     def forward(self, a, axis):
         xp = self.xp
+        self.axis = axis
+        if a.size == 0:
+            self.out = a.copy()
+            return self.out
         shifted = a - a.max(axis=axis, keepdims=True)
         self.out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
         self.axis = axis
@@ -583,7 +737,7 @@ def _reduce(fn: type[Function], name: str):
     def method(self: Tensor, dim: Any = None, keepdim: bool | None = None, *, axis: Any = None,
                keepdims: bool | None = None) -> Tensor:
         ax = _axes(self.ndim, dim, axis, name)
-        if ax is not None and self.ndim == 0:
+        if ax is not None and (self.ndim == 0 or ax == ()):  # dim=() reduces every dim, as in PyTorch
             ax = None
         return fn.apply(self, axis=ax, keepdims=_keep(keepdim, keepdims))
 
@@ -596,45 +750,127 @@ MaxResult = namedtuple("MaxResult", ["values", "indices"])
 
 def _max(self: Tensor, dim: Any = None, keepdim: bool | None = None, *, axis: Any = None,
          keepdims: bool | None = None) -> Any:
-    """``t.max()`` is a scalar; ``t.max(dim)`` returns ``(values, indices)`` as in PyTorch."""
-    if self.numel() == 0:
-        raise ValueError("max() of an empty tensor")
-    ax = _axes(self.ndim, dim, axis, "max")
+    """``t.max()`` is a scalar; ``t.max(dim)`` returns ``(values, indices)``; ``t.max(other)`` is
+    ``tr.maximum(t, other)``, all as in PyTorch."""
+    return _extreme(self, dim, keepdim, axis, keepdims, "max")
+
+
+def _min(self: Tensor, dim: Any = None, keepdim: bool | None = None, *, axis: Any = None,
+         keepdims: bool | None = None) -> Any:
+    """``t.min()``, ``t.min(dim)`` -> ``(values, indices)``, ``t.min(other)``, as in PyTorch."""
+    return _extreme(self, dim, keepdim, axis, keepdims, "min")
+
+
+def _extreme(self: Tensor, dim: Any, keepdim: bool | None, axis: Any, keepdims: bool | None, what: str) -> Any:
+    if isinstance(dim, Tensor):  # PyTorch's binary form, not a dim
+        if keepdim is not None or axis is not None or keepdims is not None:
+            raise TypeError(f"{what}(other): no dim/keepdim arguments with a tensor operand")
+        return maximum(self, dim) if what == "max" else minimum(self, dim)
+    ax = _axes(self.ndim, dim, axis, what)
     kd = _keep(keepdim, keepdims)
-    if self.ndim == 0 and ax is not None:  # as PyTorch: max over the only "dim" of a 0-d tensor
+    if self.numel() == 0 and (ax is None or any(self.shape[a] == 0 for a in ax)):
+        raise ValueError(f"{what}() of an empty tensor (shape {self.shape}) has no identity; give a dim that is not empty")
+    if ax is None or (len(ax) != 1 and self.ndim > 0):
+        # the whole tensor or several dims: values only, tied extremes share the gradient (as amax)
+        if ax == ():
+            ax = None
+        v = Max.apply(self if what == "max" else -self, axis=ax, keepdims=kd)
+        return v if what == "max" else -v
+    pick = self._be.xp.argmax if what == "max" else self._be.xp.argmin
+    if self.ndim == 0:  # as PyTorch: the only "dim" of a 0-d tensor, index 0
         zero = Tensor._make(self._be.xp.zeros((), dtype=np.int64), self._be, False, None, 0)
-        return MaxResult(Max.apply(self, axis=None, keepdims=False), zero)
-    values = Max.apply(self, axis=ax, keepdims=kd)
-    if ax is None:
-        return values
-    if len(ax) != 1:
-        return values
-    idx = self._be.xp.argmax(self.data, axis=ax[0])
+        return MaxResult(MaxDim.apply(self.reshape(1), axis=0, keepdims=False, pick=pick), zero)
+    values = MaxDim.apply(self, axis=ax[0], keepdims=kd, pick=pick)
+    idx = pick(self.data, axis=ax[0])
     if kd:
         idx = self._be.xp.expand_dims(idx, ax[0])
     return MaxResult(values, Tensor._make(idx.astype(np.int64), self._be, False, None, 0))
 
 
-def _amax(self: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
-    return Max.apply(self, axis=_axes(self.ndim, dim, None, "amax"), keepdims=keepdim)
+def _amax_ax(self: Tensor, dim: Any, what: str) -> tuple[int, ...] | None:
+    ax = _axes(self.ndim, dim, None, what)
+    if ax == () or self.ndim == 0:  # dim=() reduces every dim, as in PyTorch
+        ax = None
+    if self.numel() == 0 and (ax is None or any(self.shape[a] == 0 for a in ax)):
+        raise ValueError(f"{what}(): reducing an empty dim of a tensor of shape {self.shape} has no identity")
+    return ax
 
 
-def _min(self: Tensor, dim: Any = None, keepdim: bool | None = None, **kw: Any) -> Any:
-    r = _max(-self, dim, keepdim, **kw)
-    if isinstance(r, MaxResult):
-        return MaxResult(-r.values, r.indices)
-    return -r
+def amax(input: Tensor, dim: Any = (), keepdim: bool = False) -> Tensor:
+    """Maximum over ``dim`` (an int or tuple; ``()`` means all dims); tied maxima share the
+    gradient equally, as in PyTorch: ``tr.amax(x, dim=1)``."""
+    if keepdim and input.ndim == 0:
+        keepdim = False
+    return Max.apply(input, axis=_amax_ax(input, dim, "amax"), keepdims=keepdim)
+
+
+def amin(input: Tensor, dim: Any = (), keepdim: bool = False) -> Tensor:
+    """Minimum over ``dim``, ties sharing the gradient (``tr.amin(x, 0)``)."""
+    if keepdim and input.ndim == 0:
+        keepdim = False
+    return -Max.apply(-input, axis=_amax_ax(input, dim, "amin"), keepdims=keepdim)
+
+
+def maximum(input: Tensor, other: Any) -> Tensor:
+    """Elementwise maximum, broadcasting; a tie sends half the gradient to each side (``tr.maximum(a, b)``)."""
+    return _binary_extremum(Maximum, input, other, "maximum")
+
+
+def minimum(input: Tensor, other: Any) -> Tensor:
+    """Elementwise minimum, broadcasting; ties split the gradient (``tr.minimum(a, b)``)."""
+    return _binary_extremum(Minimum, input, other, "minimum")
+
+
+def _binary_extremum(fn: type[Function], input: Any, other: Any, what: str) -> Tensor:
+    if not isinstance(input, Tensor):
+        if not isinstance(other, Tensor):
+            raise TypeError(f"{what}: expected a Tensor, got {type(input).__name__}")
+        input, other = _as_operand(other, input, what), other
+    a, b = _promote(input, _as_operand(input, other, what))
+    _check_broadcast(a, b, what)
+    return fn.apply(a, b)
+
+
+def clamp(input: Tensor, min: Any = None, max: Any = None) -> Tensor:
+    """Clip every entry to [min, max] (either may be None): ``tr.clamp(x, -1.0, 1.0)``, ``x.clip(max=0)``.
+
+    Bounds are numbers; the gradient is 1 where min <= x <= max and 0 elsewhere (PyTorch's rule)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"clamp: expected a Tensor, got {type(input).__name__}")
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of 'min' or 'max' must not be None")
+    for name, v in (("min", min), ("max", max)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number))):
+            raise TypeError(f"clamp: {name} must be a number or None (tensor bounds are not supported; "
+                            f"use tr.maximum/tr.minimum), got {type(v).__name__}")
+    if input.dtype not in _FLOATS:
+        for name, v in (("min", min), ("max", max)):
+            if v is not None and not float(v).is_integer():
+                raise TypeError(f"clamp: a float {name} on an integer tensor ({input.dtype})")
+    return Clamp.apply(input, lo=min, hi=max)
+
+
+def _t(self: Tensor) -> Tensor:
+    """Transpose of a matrix; 0-d and 1-d tensors are returned as they are (PyTorch's ``t()``)."""
+    if self.ndim > 2:
+        raise ValueError(f"t() expects a tensor with <= 2 dimensions, but self is {self.ndim}-D (use transpose/permute)")
+    return self if self.ndim < 2 else Permute.apply(self, axes=(1, 0))
 
 
 def _argmax(self: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
     xp = self._be.xp
+    if self.numel() == 0:
+        raise ValueError(f"argmax() of an empty tensor (shape {self.shape})")
     if dim is None:
-        return Tensor._make(xp.asarray(xp.argmax(self.data)).astype(np.int64), self._be, False, None, 0)
+        idx = xp.asarray(xp.argmax(self.data)).astype(np.int64)
+        return Tensor._make(idx.reshape((1,) * self.ndim if keepdim else ()), self._be, False, None, 0)
     ax = _one_axis(self.ndim, dim, "argmax")
+    if self.ndim == 0:  # PyTorch: a 0-d tensor's argmax over its only "dim" is a 0-d 0
+        return Tensor._make(xp.zeros((), dtype=np.int64), self._be, False, None, 0)
     idx = xp.argmax(self.data, axis=ax)
     if keepdim:
         idx = xp.expand_dims(idx, ax)
-    return Tensor._make(idx.astype(np.int64), self._be, False, None, 0)
+    return Tensor._make(xp.asarray(idx).astype(np.int64), self._be, False, None, 0)
 
 
 def _reshape(self: Tensor, *shape: Any) -> Tensor:
@@ -677,10 +913,18 @@ def _unsqueeze(self: Tensor, dim: int) -> Tensor:
     return _reshape(self, self.shape[:d] + (1,) + self.shape[d:])
 
 
-def _squeeze(self: Tensor, dim: int | None = None) -> Tensor:
+def _squeeze(self: Tensor, dim: int | Sequence[int] | None = None) -> Tensor:
+    """Drop size-1 dims: all of them, the one ``dim`` or those in a tuple of dims (PyTorch >= 2.0)."""
     if dim is None:
         return _reshape(self, tuple(s for s in self.shape if s != 1))
+    if isinstance(dim, (tuple, list)):
+        axes = _axes(self.ndim, tuple(dim), None, "squeeze")
+        if self.ndim == 0:
+            return self
+        return _reshape(self, tuple(s for i, s in enumerate(self.shape) if not (i in axes and s == 1)))
     d = _one_axis(self.ndim, dim, "squeeze")
+    if self.ndim == 0:  # PyTorch: dim 0 or -1 of a 0-d tensor is allowed and changes nothing
+        return self
     if self.shape[d] != 1:
         return self
     return _reshape(self, self.shape[:d] + self.shape[d + 1:])
@@ -691,7 +935,10 @@ def _flatten(self: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         return _reshape(self, (1,))
     s = _one_axis(self.ndim, start_dim, "flatten")
     e = _one_axis(self.ndim, end_dim, "flatten")
-    return _reshape(self, self.shape[:s] + (-1,) + self.shape[e + 1:])
+    if s > e:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+    # the explicit size, not -1: -1 is ambiguous (and refused) for a tensor with zero elements
+    return _reshape(self, self.shape[:s] + (int(np.prod(self.shape[s:e + 1])),) + self.shape[e + 1:])
 
 
 def _expand(self: Tensor, *shape: Any) -> Tensor:
@@ -717,15 +964,17 @@ def _normalize_index(t: Tensor, index: Any) -> tuple[Any, bool]:
                 raise ValueError(f"indexing a {t.device} tensor with a {it.device} tensor")
             if it.dtype.kind not in "iub":
                 raise TypeError(f"index tensors must be integer or bool, got {it.dtype}")
-            it = it.data
+            # an owned copy: the backward scatters by this index, which the caller may change meanwhile
+            it = it.data.copy()
             advanced = True
         elif isinstance(it, (list, np.ndarray)):
-            arr = np.asarray(it)
+            arr = np.array(it)  # a copy, for the same reason
             if arr.dtype.kind not in "iub":
                 raise TypeError(f"index arrays must be integer or bool, got {arr.dtype}")
             it = t._be.asarray(arr) if t.device != "cpu" else arr
             advanced = True
         elif hasattr(it, "dtype") and hasattr(it, "shape") and getattr(it, "ndim", 0) > 0:
+            it = it.copy()
             advanced = True
         elif isinstance(it, float):
             raise TypeError(f"index must be an int, slice, None, Ellipsis or an integer array, got float {it}")
@@ -866,8 +1115,9 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     ta = _as_operand(ref, a, "where") if a is not ref else a
     tb = _as_operand(ref, b, "where") if b is not ref else b
     ta, tb = _promote(ta, tb)
-    cond = condition.data if isinstance(condition, Tensor) else ref._be.asarray(np.asarray(condition)) \
-        if ref.device != "cpu" else np.asarray(condition)
+    # an owned copy of the condition: the backward reads it after the caller may have changed it
+    cond = condition.data.copy() if isinstance(condition, Tensor) else ref._be.asarray(np.array(condition)) \
+        if ref.device != "cpu" else np.array(condition)
     if cond.dtype != np.bool_:
         raise TypeError(f"where: condition must be bool, got {cond.dtype}")
     try:
@@ -875,6 +1125,122 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     except ValueError:
         raise ValueError(f"where: shapes {tuple(cond.shape)}, {ta.shape}, {tb.shape} cannot be broadcast") from None
     return Where.apply(ta, tb, cond=cond)
+
+
+clip = clamp
+
+
+# ---------------------------------------------------------------------------------------
+# in-place ops: they write into the tensor's memory and bump its version (PyTorch semantics)
+
+_INPLACE_UFUNC = {Add: "add", Sub: "subtract", Mul: "multiply", Div: "divide"}
+
+
+def _writable(t: Tensor, what: str) -> Any:
+    """``t.data`` ready to be written in place (a 0-d reduction result may be a read-only NumPy scalar)."""
+    data = t.data
+    flags = getattr(data, "flags", None)
+    if flags is None or isinstance(data, np.generic):
+        data = t.data = t._be.xp.array(data)
+    elif not getattr(flags, "writeable", True):  # CuPy's flags have no writeable (its arrays always are)
+        raise RuntimeError(f"{what}: the tensor's memory is read-only (an expand()ed view shares one value among "
+                           "several entries); clone() it first")
+    return data
+
+
+def _inplace_operand(self: Tensor, other: Any, fn: type[Function], what: str) -> Tensor:
+    o = _as_operand(self, other, what)
+    if self.dtype not in _FLOATS and (o.dtype in _FLOATS or fn is Div):
+        raise TypeError(f"{what}: the result is float but the tensor is {self.dtype}; it cannot hold it in place")
+    try:
+        shape = np.broadcast_shapes(self.shape, o.shape)
+    except ValueError:
+        shape = None
+    if shape != self.shape:
+        raise ValueError(f"{what}: a tensor of shape {self.shape} cannot hold the broadcast result with {o.shape} in place")
+    return o
+
+
+def _iop(fn: type[Function], what: str):
+    """``t += x`` and friends. Without a graph involved: written in place, version bumped. When
+    gradients are recorded, ``t`` must not be a leaf that requires grad (PyTorch's rule); the op
+    is recorded on the old value and the returned tensor (which Python binds to the name) shares
+    ``t``'s memory and version counter and carries the new history."""
+
+    def method(self: Tensor, other: Any) -> Tensor:
+        o = _inplace_operand(self, other, fn, what)
+        graph = (self.requires_grad or o.requires_grad) and is_grad_enabled()
+        if not graph:
+            data = _writable(self, what)
+            getattr(self._be.xp, _INPLACE_UFUNC[fn])(data, o.data.astype(data.dtype, copy=False), out=data)
+            self._bump_version()
+            return self
+        if self._ctx is None and self.requires_grad:
+            raise RuntimeError(f"{what}: a leaf tensor that requires grad is being used in an in-place operation "
+                               "(do it under tr.no_grad(), or use the out-of-place form x = x + y)")
+        data = _writable(self, what)
+        # the old value as the op's input: the tensor itself when the op keeps no inputs, else a copy
+        # (the write below would change what backward reads)
+        old = self if not fn.saves_inputs else Tensor._make(data.copy(), self._be, self.requires_grad, self._ctx, self._idx)
+        res = fn.apply(*_promote(old, o))
+        if res.dtype != self.dtype:
+            res = res.to(self.dtype)
+        data[...] = res.data
+        self._bump_version()
+        new = Tensor._make(data, self._be, True, res._ctx, res._idx)
+        new._vc = self._vc  # same memory, same counter
+        return new
+
+    method.__name__ = what
+    return method
+
+
+def _named_inplace(fn: type[Function], what: str):
+    """``t.add_(x)`` etc.: in place outside a graph; inside one, a clear error (the method form
+    cannot hand back a new history the way ``t += x`` does)."""
+    iop = _iop(fn, what)
+
+    def method(self: Tensor, other: Any) -> Tensor:
+        o = other.requires_grad if isinstance(other, Tensor) else False
+        if is_grad_enabled() and (self.requires_grad or o):
+            if self._ctx is None and self.requires_grad:
+                raise RuntimeError(f"{what}: a leaf tensor that requires grad is being used in an in-place operation "
+                                   "(do it under tr.no_grad(), or use the out-of-place form x = x + y)")
+            raise RuntimeError(f"{what}: in-place methods are not recorded for gradients; use the out-of-place "
+                               "form (x = x + y) or the operator form (x += y)")
+        return iop(self, other)
+
+    method.__name__ = what
+    return method
+
+
+def _setitem(self: Tensor, index: Any, value: Any) -> None:
+    """``t[index] = value``: in place, version bumped. Not recorded for gradients: inside a graph
+    (``t`` or ``value`` requires grad) it raises; build the value out of place with tr.where/tr.cat."""
+    v = value if isinstance(value, Tensor) else None
+    if is_grad_enabled() and (self.requires_grad or (v is not None and v.requires_grad)):
+        raise RuntimeError("__setitem__: assigning into a tensor that is part of a graph is not supported (it would "
+                           "change values a backward pass reads); do it under tr.no_grad(), or build the result "
+                           "out of place with tr.where or tr.cat")
+    idx, _ = _normalize_index(self, index)
+    src = v.data if v is not None else value
+    if v is not None and v._be is not self._be:
+        raise ValueError(f"__setitem__: value on {v.device} but the tensor on {self.device}")
+    if v is None and not isinstance(value, (bool, int, float, np.number, np.ndarray, list, tuple)):
+        raise TypeError(f"__setitem__: unsupported value type {type(value).__name__}")
+    if self.device != "cpu" and isinstance(src, (np.ndarray, list, tuple)):
+        src = self._be.asarray(np.asarray(src))
+    data = _writable(self, "__setitem__")
+    try:
+        if self.device != "cpu":
+            np.empty(self.shape, dtype=np.bool_)[_host_index(idx)]  # CuPy would wrap bad indices
+        data[idx] = src
+    except IndexError as e:
+        raise IndexError(f"index {index!r} is invalid for a tensor of shape {self.shape}: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"__setitem__: cannot assign a value of shape {tuple(np.shape(src))} to index {index!r} "
+                         f"of a tensor of shape {self.shape}: {e}") from None
+    self._bump_version()
 
 
 # ---------------------------------------------------------------------------------------
@@ -889,6 +1255,15 @@ Tensor.__rmul__ = _binary(Mul, "mul", reverse=True)
 Tensor.__truediv__ = _binary(Div, "div")
 Tensor.__rtruediv__ = _binary(Div, "div", reverse=True)
 Tensor.__pow__ = _pow
+Tensor.__iadd__ = _iop(Add, "add_")
+Tensor.__isub__ = _iop(Sub, "sub_")
+Tensor.__imul__ = _iop(Mul, "mul_")
+Tensor.__itruediv__ = _iop(Div, "div_")
+Tensor.add_ = _named_inplace(Add, "add_")
+Tensor.sub_ = _named_inplace(Sub, "sub_")
+Tensor.mul_ = _named_inplace(Mul, "mul_")
+Tensor.div_ = _named_inplace(Div, "div_")
+Tensor.__setitem__ = _setitem
 Tensor.__rpow__ = _rpow
 Tensor.__neg__ = lambda self: Neg.apply(self)
 Tensor.__matmul__ = matmul
@@ -903,13 +1278,18 @@ Tensor.tanh = _float_only(Tanh, "tanh")
 Tensor.sigmoid = _float_only(Sigmoid, "sigmoid")
 Tensor.relu = _float_only(Relu, "relu")
 Tensor.abs = lambda self: Abs.apply(self)
-Tensor.sqrt = lambda self: _pow(self, 0.5)
+Tensor.sqrt = lambda self: Sqrt.apply(self if self.dtype in _FLOATS else self.to(np.float32))
 Tensor.sum = _reduce(Sum, "sum")
 Tensor.mean = _reduce(Mean, "mean")
 Tensor.max = _max
 Tensor.min = _min
-Tensor.amax = _amax
+Tensor.amax = amax
+Tensor.amin = amin
 Tensor.argmax = _argmax
+Tensor.clamp = Tensor.clip = clamp
+Tensor.maximum = maximum
+Tensor.minimum = minimum
+Tensor.t = _t
 Tensor.reshape = _reshape
 Tensor.view = _reshape
 Tensor.permute = _permute
@@ -929,3 +1309,9 @@ for _name, _np in (("__lt__", "less"), ("__le__", "less_equal"), ("__gt__", "gre
     setattr(Tensor, _name, _compare(_np))
 Tensor.__hash__ = lambda self: id(self)
 Tensor.astype = lambda self, dtype: self.to(_as_dtype(dtype))
+
+# error messages name the Tensor method ("Tensor.add() got an unexpected keyword argument 'alpha'"),
+# not the factory that made it
+for _name, _fn in list(vars(Tensor).items()):
+    if callable(_fn) and getattr(_fn, "__module__", None) == __name__:
+        _fn.__qualname__ = f"Tensor.{_name}"

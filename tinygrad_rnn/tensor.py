@@ -238,6 +238,22 @@ class Function:
     be: Backend
     xp: Any
     n_out: int = 1
+    # What the node keeps for its backward, so in-place changes made before backward are caught.
+    # ``saves_inputs``: backward reads the input arrays (the safe default for a new Function; ops that
+    # keep only shapes or arrays of their own set it False, and record nothing). ``saves_outputs``:
+    # backward reads its own output arrays (Exp, Tanh, ...). ``is_view``: outputs may share the first
+    # input's memory (reshape, transpose, basic slicing), so they share its version counter, as in PyTorch.
+    saves_inputs: bool = True
+    saves_outputs: bool = False
+    is_view: bool = False
+    _saved_versions: list | None = None
+    _out_counters: tuple | None = None
+
+    def name(self) -> str:
+        """The op's name in error messages: the class name, with the mode of ops that run several
+        (``self.mode``, e.g. ``FusedRecurrence[lstm]``)."""
+        mode = self.__dict__.get("mode")
+        return f"{type(self).__name__}[{mode}]" if isinstance(mode, str) else type(self).__name__
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -259,18 +275,31 @@ class Function:
         needs = tuple(t.requires_grad for t in inputs)
         record = _mode.enabled and any(needs)
         ctx.needs = needs
+        if record and cls.saves_inputs:
+            # the versions of what backward will read; checked before it runs
+            ctx._saved_versions = [0 if t._vc is None else t._vc.v for t in inputs]
         out = ctx.forward(*[t.data for t in inputs], **kwargs)
+        multi = isinstance(out, tuple)
+        if _anomaly.enabled:
+            _anomaly_forward(ctx, out if multi else (out,), record)
         if not record:
-            if isinstance(out, tuple):
-                return tuple(Tensor._make(o, be, False, None, 0) for o in out)
-            return Tensor._make(out, be, False, None, 0)
-        ctx.parents = inputs
-        if isinstance(out, tuple):
-            ctx.n_out = len(out)
-            ctx.out_shapes = [(o.shape, o.dtype) for o in out]
-            return tuple(Tensor._make(o, be, True, ctx, i) for i, o in enumerate(out))
-        return Tensor._make(out, be, True, ctx, 0)
-
+            if multi:
+                outs = tuple(Tensor._make(o, be, False, None, 0) for o in out)
+            else:
+                outs = Tensor._make(out, be, False, None, 0)
+        else:
+            ctx.parents = inputs
+            if multi:
+                ctx.n_out = len(out)
+                ctx.out_shapes = [(o.shape, o.dtype) for o in out]
+                outs = tuple(Tensor._make(o, be, True, ctx, i) for i, o in enumerate(out))
+            else:
+                outs = Tensor._make(out, be, True, ctx, 0)
+            if cls.saves_outputs:
+                ctx._out_counters = tuple((t._version_counter(), t.shape, t.dtype) for t in (outs if multi else (outs,)))
+        if cls.is_view:
+            _share_counter(inputs[0], outs if multi else (outs,))
+        return outs
     def release(self) -> None:
         """Drop everything the backward pass held on to (called after it ran)."""
         self.__dict__.clear()
@@ -562,12 +591,10 @@ class Tensor:
 
     # -- in-place helpers used by optimizers and init (no graph) ------------------------------
     def zero_(self) -> Tensor:
-        self.data[...] = 0
-        self._bump_version()
-        return self
+        return self.fill_(0)
 
     def fill_(self, value: float) -> Tensor:
-        self.data[...] = value
+        self._data_for_write("fill_")[...] = value
         self._bump_version()
         return self
 
@@ -579,9 +606,16 @@ class Tensor:
             arr = self._be.from_host(arr)
         elif not isinstance(arr, np.ndarray) and self.device == "cpu" and hasattr(arr, "get"):
             arr = arr.get()
-        self.data[...] = arr
+        self._data_for_write("copy_")[...] = arr
         self._bump_version()
         return self
+
+    def _data_for_write(self, what: str) -> Any:
+        # (unlike PyTorch, copy_/fill_/zero_ on a leaf that requires grad are allowed with grad mode on,
+        # as init and gradcheck use them; the version counter still catches a graph that saved it)
+        from .ops import _writable
+
+        return _writable(self, what)
 
     # -- operators (bodies in ops.py; attached there) -------------------------------------------
 
@@ -707,9 +741,13 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
         if any(g is None for g in gouts):
             outs_shape = ctx.__dict__.get("out_shapes")
             gouts = [g if g is not None else xp.zeros(outs_shape[i][0], dtype=outs_shape[i][1]) for i, g in enumerate(gouts)]
+        if ctx._saved_versions is not None or ctx._out_counters is not None:
+            _check_versions(ctx)
         gins = ctx.backward(*gouts)
         if not isinstance(gins, tuple):
             gins = (gins,)
+        if _anomaly.enabled:
+            _anomaly_backward(ctx, gins)
         for parent, need, g in zip(ctx.parents, ctx.needs, gins):
             if not need:
                 continue
@@ -734,6 +772,116 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
             _accumulate_leaf(parent, g)
 
 
+def _describe(t: Tensor) -> str:
+    return f"of shape {t.shape}, {t.dtype}"
+
+
+def _check_versions(ctx: Function) -> None:
+    """PyTorch's check: what a node saved must not have changed in place since its forward."""
+    hint = ("Hint: the operation that failed to compute its gradient is the one named; "
+            "tr.autograd.set_detect_anomaly(True) shows where it was created. Change the tensor out of place "
+            "(x = x + y, x.clone()) or call backward() before the in-place change.")
+    saved = ctx._saved_versions
+    if saved is not None:
+        for t, v in zip(ctx.parents, saved):
+            vc = t._vc
+            if vc is None and v == 0 or vc is not None and vc.v == v:  # unchanged: the common, cheap case
+                continue
+            i = next(k for k, p in enumerate(ctx.parents) if p is t)
+            now = 0 if vc is None else vc.v
+            if now != v:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: [{ctx.name()} input {i} {_describe(t)}] is at version {now}; expected version "
+                    f"{v} instead. {hint}{_created_at(ctx)}")
+    outs = ctx._out_counters
+    if outs is not None:
+        for i, (vc, shape, dtype) in enumerate(outs):
+            if vc.v != 0:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: [{ctx.name()} output {i} of shape {shape}, {dtype}] is at version {vc.v}; expected version 0 "
+                    f"instead. {hint}{_created_at(ctx)}")
+
+
+def _share_counter(src: Tensor, outs: tuple) -> None:
+    """Outputs of a view op that really share ``src``'s memory share its version counter."""
+    may_share = getattr(src._be.xp, "may_share_memory", None)
+    for o in outs:
+        if may_share is None or may_share(o.data, src.data):
+            o._vc = src._version_counter()
+
+
+# ---------------------------------------------------------------------------------------
+# anomaly mode (switched by tinygrad_rnn.autograd; one flag check per op while off)
+
+
+class _AnomalyMode:
+    __slots__ = ("enabled", "check_nan", "check_forward")
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.check_nan = True
+        self.check_forward = False
+
+
+_anomaly = _AnomalyMode()
+
+
+def _user_stack() -> list:
+    """The caller's stack without the library's own frames (where the user's code made the op)."""
+    import os
+    import traceback
+
+    root = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    return [f for f in traceback.extract_stack()[:-1] if not os.path.abspath(f.filename).startswith(root)]
+
+
+def _created_at(ctx: Function) -> str:
+    stack = ctx.__dict__.get("anomaly_stack")
+    if not stack:
+        return ""
+    import traceback
+
+    last = stack[-1]
+    return (f"\n{ctx.name()} was created at {last.filename}:{last.lineno}; traceback of its forward call "
+            "(most recent call last):\n" + "".join(traceback.format_list(stack[-8:])).rstrip())
+
+
+def _nonfinite(xp: Any, a: Any) -> str | None:
+    """'nan' or 'inf' when the float array ``a`` holds such a value, else None."""
+    if a is None or getattr(a, "dtype", None) is None or a.dtype.kind != "f":
+        return None
+    if bool(xp.isnan(a).any()):
+        return "nan"
+    if bool(xp.isinf(a).any()):
+        return "inf"
+    return None
+
+
+def _anomaly_forward(ctx: Function, outs: tuple, record: bool) -> None:
+    if record:
+        ctx.anomaly_stack = _user_stack()
+    if _anomaly.check_forward:
+        for i, o in enumerate(outs):
+            bad = _nonfinite(ctx.xp, o)
+            if bad:
+                if not record:
+                    ctx.anomaly_stack = _user_stack()
+                raise RuntimeError(f"Function '{ctx.name()}' returned {bad} values in its output {i} "
+                                   f"(forward, anomaly mode check_forward=True).{_created_at(ctx)}")
+
+
+def _anomaly_backward(ctx: Function, gins: tuple) -> None:
+    if not _anomaly.check_nan:
+        return
+    for i, (g, p) in enumerate(zip(gins, ctx.parents)):
+        bad = _nonfinite(ctx.xp, g)
+        if bad:
+            raise RuntimeError(f"Function '{ctx.name()}' returned {bad} values in its {i}th output (the gradient "
+                               f"for its input {i} {_describe(p)}; backward, anomaly mode).{_created_at(ctx)}")
+
+
 def _accumulate_leaf(t: Tensor, g: Any) -> None:
     """Add ``g`` into ``t.grad`` (in place once ``t.grad`` exists, as PyTorch does), then run hooks."""
     hooks = t._hooks
@@ -745,7 +893,7 @@ def _accumulate_leaf(t: Tensor, g: Any) -> None:
         cur = t.grad
         flags = getattr(cur.data, "flags", None) if cur is not None else None
         if (cur is None or tuple(cur.data.shape) != tuple(g.shape) or cur.data.dtype != g.dtype
-                or (flags is not None and not flags.writeable)):
+                or (flags is not None and not getattr(flags, "writeable", True))):
             # copy: the same array may be handed to several inputs (e.g. by Add), and
             # optimizers and clipping scale .grad in place; xp.array also turns the NumPy
             # scalar a 0-d op returns into a writable 0-d array

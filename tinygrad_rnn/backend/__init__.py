@@ -10,6 +10,7 @@ per device name, so importing the library never touches a GPU.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 __all__ = ["Backend", "DeviceUnavailableError", "get_backend", "normalize_device"]
@@ -36,6 +37,8 @@ class Backend:
 
 
 _BACKENDS: dict[str, Backend] = {}
+# an RLock: creating the CUDA backend may itself ask for the CPU one
+_BACKENDS_LOCK = threading.RLock()
 
 
 def normalize_device(device: Any) -> str:
@@ -57,17 +60,23 @@ def normalize_device(device: Any) -> str:
 
 
 def get_backend(device: Any = "cpu") -> Backend:
-    """Return the (cached) backend for ``device``; raises DeviceUnavailableError for a missing GPU."""
+    """Return the (cached) backend for ``device``; raises DeviceUnavailableError for a missing GPU.
+
+    Thread-safe: the first call per device creates the backend under a lock, so threads that make
+    their first tensors at once all get the same one (ops compare backends by identity)."""
     name = normalize_device(device)
-    be = _BACKENDS.get(name)
+    be = _BACKENDS.get(name)  # the common case: no lock once the backend exists
     if be is None:
-        if name == "cpu":
-            from .cpu import CPUBackend
+        with _BACKENDS_LOCK:
+            be = _BACKENDS.get(name)
+            if be is None:
+                if name == "cpu":
+                    from .cpu import CPUBackend
 
-            be = CPUBackend()
-        else:
-            from .cuda import make_cuda_backend
+                    be = CPUBackend()
+                else:
+                    from .cuda import make_cuda_backend
 
-            be = make_cuda_backend()
-        _BACKENDS[name] = be
+                    be = make_cuda_backend()
+                _BACKENDS[name] = be
     return be

@@ -87,13 +87,24 @@ class CPUBackend(Backend):
     def scatter_add_rows(self, num_rows: int, idx: np.ndarray, src: np.ndarray) -> np.ndarray:
         """zeros((num_rows, D)) with src's rows added at idx (duplicates accumulate)."""
         src = np.ascontiguousarray(src)
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        if idx.ndim != 1 or src.ndim != 2 or idx.shape[0] != src.shape[0]:
+            raise ValueError(f"scatter_add_rows: need ids (N,) and rows (N, D), got {idx.shape} and {src.shape}")
         out = np.zeros((num_rows, src.shape[1]), dtype=src.dtype)
-        K.scatter_add_rows(out, np.ascontiguousarray(idx, dtype=np.int64), src)
+        bad = K.scatter_add_rows(out, idx, src)
+        if bad >= 0:
+            raise IndexError(f"scatter_add_rows: id {int(idx[bad])} at position {bad} is out of range for "
+                             f"{num_rows} rows (was the id array changed after the forward pass?)")
         return out
 
     def index_add(self, out: np.ndarray, index: Any, src: np.ndarray) -> None:
-        """out[index] += src with repeated indices accumulating (general advanced indexing)."""
-        np.add.at(out, index, src)
+        """out[index] += src with repeated indices accumulating (general advanced indexing).
+
+        ``np.add.at`` checks every index itself; its error is rewrapped to name the shapes."""
+        try:
+            np.add.at(out, index, src)
+        except IndexError as e:
+            raise IndexError(f"index_add: an index is out of range for a tensor of shape {out.shape}: {e}") from None
 
     # -- recurrent layers (see recurrence.py for the layout) -----------------------------------
     # Below this many multiply-adds per recurrent step, the whole time loop runs inside one

@@ -2,7 +2,8 @@
 
 Plain top-level functions with ``cache=True`` so the compiled code is reused across
 processes (closures and nested functions cannot be cached). Each kernel writes into
-arrays its caller allocated; shapes and ranges are validated by the caller, not here.
+arrays its caller allocated; shapes and most ranges are validated by the caller; the
+scatter kernel checks its row ids itself, since a stale id would make it write out of bounds.
 Accumulations run in float64 whatever the storage dtype.
 
 The softmax cross-entropy kernels only do the cheap per-row work around an ``exp`` that
@@ -105,9 +106,20 @@ def sum_squares(a):  # pragma: no cover - jit
 
 @numba.njit(cache=True, nogil=True)
 def scatter_add_rows(out, idx, src):  # pragma: no cover - jit
-    """out[idx[n], :] += src[n, :] for every n, duplicates accumulating (embedding backward)."""
+    """out[idx[n], :] += src[n, :] for every n, duplicates accumulating (embedding backward).
+
+    Negative ids count from the end, as in NumPy. Returns -1, or the position n of the first id
+    outside the rows of ``out``: then nothing is written from that row on, and the caller raises.
+    The check is one compare per row, so no caller can make this kernel write out of bounds.
+    """
     n, d = src.shape
+    rows = out.shape[0]
     for r in range(n):
         k = idx[r]
+        if k < 0:
+            k += rows
+        if k < 0 or k >= rows:
+            return r
         for j in range(d):
             out[k, j] += src[r, j]
+    return -1

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..ops import Linear as _LinearOp
+from ..ops import where
 from ..tensor import _FLOATS, Function, Generator, Tensor, _rng
 
 __all__ = ["cross_entropy", "nll_loss", "embedding", "mse_loss", "dropout", "softmax", "log_softmax",
@@ -91,7 +92,8 @@ def cross_entropy(input: Tensor, target: Any, ignore_index: int = -100, reductio
     t = _check_targets(input, target, "cross_entropy", ignore_index)
     logits, tgt = _flatten_classes(input, t, "cross_entropy")
     c = logits.shape[1]
-    tgt = tgt.astype(np.int64, copy=False)
+    # an owned copy: the backward kernels index by these targets, and the caller's array may change
+    tgt = tgt.astype(np.int64, copy=True)
     bad = (tgt != ignore_index) & ((tgt < 0) | (tgt >= c))
     if bool(bad.any()):
         v = int(tgt[bad].reshape(-1)[0])
@@ -118,10 +120,10 @@ def nll_loss(input: Tensor, target: Any, ignore_index: int = -100, reduction: st
     xp = logp._be.xp
     safe = xp.where(keep, tgt, 0)
     picked = logp[xp.arange(logp.shape[0]), safe]
-    w = Tensor(keep.astype(logp.dtype), device=logp.device)
-    rows = -(picked * w)
-    if reduction == "none":
-        return rows
+    # where, not a 0/1 weight: an ignored row's log-probability may be -inf, and -inf * 0 is nan
+    rows = where(Tensor(keep, device=logp.device), -picked, 0.0)
+    if reduction == "none":  # PyTorch's shape: the target's
+        return rows.reshape(t.shape)
     if reduction == "sum":
         return rows.sum()
     return rows.sum() / max(int(keep.sum()), 1)
@@ -152,7 +154,13 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Ten
     if ids.device != weight.device:
         raise ValueError(f"embedding: ids on {ids.device} but weight on {weight.device}")
     v = weight.shape[0]
-    arr = ids.data.astype(np.int64, copy=False)
+    if padding_idx is not None:
+        if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
+            raise TypeError(f"embedding: padding_idx must be an int or None, got {type(padding_idx).__name__}")
+        if not -v <= padding_idx < v:
+            raise ValueError(f"embedding: padding_idx {padding_idx} is out of range for {v} embeddings")
+    # an owned copy: the backward scatters by these ids, and the caller may reuse the buffer meanwhile
+    arr = ids.data.astype(np.int64, copy=True)
     lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)  # one read each, also from a GPU
     if arr.size and (lo < 0 or hi >= v):
         raise ValueError(f"embedding: id {lo if lo < 0 else hi} is out of range for {v} embeddings")

@@ -72,6 +72,8 @@ class FusedRecurrence(Function):
     Outputs ``out (T, B, H)``, ``h_n (B, H)`` and, for the LSTM, ``c_n``.
     """
 
+    saves_outputs = True  # ``out`` shares memory with the saved h_all: an in-place change must be caught
+
     def forward(self, *arrays, mode, mask, reverse, has_bias, masked=False):
         xp = self.xp
         lstm = mode == "lstm"
