@@ -116,3 +116,39 @@ def test_concurrent_backward_into_shared_parameter_sums_exactly():
     for t in threads:
         t.join()
     np.testing.assert_array_equal(w.grad.numpy(), n_threads * passes * np.arange(1000.0))
+
+
+def test_fresh_gradients_become_grad_uncopied_and_stay_independent():
+    # Linear's weight gradient is a new array: .grad takes it as is; the bias and input gradients are
+    # separate arrays, so scaling one .grad in place (as clipping does) leaves the others alone
+    from tinygrad_rnn import nn
+
+    lin = nn.Linear(3, 2).double()
+    x = tr.tensor(np.arange(12.0).reshape(4, 3), requires_grad=True)
+    seen = {}
+    orig = tr.ops.Linear.backward
+
+    def spy(self, g):
+        out = orig(self, g)
+        seen["gw"] = out[1]
+        return out
+
+    tr.ops.Linear.backward = spy
+    try:
+        lin(x).sum().backward()
+    finally:
+        tr.ops.Linear.backward = orig
+    assert lin.weight.grad.data is seen["gw"]
+    np.testing.assert_allclose(lin.weight.grad.numpy(), np.tile(x.numpy().sum(0), (2, 1)))
+    lin.weight.grad.data *= 0
+    np.testing.assert_allclose(lin.bias.grad.numpy(), [4.0, 4.0])
+    np.testing.assert_allclose(x.grad.numpy(), np.tile(lin.weight.numpy().sum(0), (4, 1)))
+
+
+def test_shared_gradient_array_is_copied_for_the_first_grad():
+    # Add hands one array to both inputs (not fresh): each leaf must get its own copy
+    a = tr.tensor(np.ones(3), requires_grad=True)
+    b = tr.tensor(np.ones(3), requires_grad=True)
+    (a + b).sum().backward()
+    assert a.grad.data is not b.grad.data
+    assert not np.shares_memory(a.grad.data, b.grad.data)

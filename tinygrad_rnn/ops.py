@@ -361,6 +361,7 @@ class Linear(Function):
     optimizer to make contiguous) and the bias gradient as one column sum.
     """
 
+    fresh_grads = True  # three GEMM/sum results, each a new array
     def forward(self, x, w, bias=None):
         self.x, self.w = x, w
         out = _rows(x) @ w.T

@@ -246,6 +246,9 @@ class Function:
     saves_inputs: bool = True
     saves_outputs: bool = False
     is_view: bool = False
+    # ``fresh_grads``: every gradient backward returns is a new array that nothing else holds, so a
+    # leaf's first ``.grad`` can take it without the defensive copy (Linear, Embedding: big weights)
+    fresh_grads: bool = False
     _saved_versions: list | None = None
     _out_counters: tuple | None = None
 
@@ -708,25 +711,28 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
     leaf_grads: dict[int, list] = {}
     xp = root._be.xp
 
-    def leaf_done(parent: Tensor, g: Any) -> None:
+    def leaf_done(parent: Tensor, g: Any, fresh: bool) -> None:
         key = id(parent)
         entry = leaf_grads.get(key)
         if entry is None:
-            entry = leaf_grads[key] = [parent, None, leaf_uses[key]]
+            entry = leaf_grads[key] = [parent, None, leaf_uses[key], fresh]
         if g is not None:
-            entry[1] = g if entry[1] is None else entry[1] + g
+            if entry[1] is None:
+                entry[1], entry[3] = g, fresh
+            else:
+                entry[1], entry[3] = entry[1] + g, True  # a sum is a new array
         entry[2] -= 1
         if entry[2] == 0:
             del leaf_grads[key]
             if entry[1] is not None:
-                _accumulate_leaf(parent, entry[1])
+                _accumulate_leaf(parent, entry[1], entry[3])
 
     for ctx in reversed(order):
         gouts = pending.pop(id(ctx), None)
         if gouts is None:  # nothing flowed here (an upstream backward returned None)
             for parent, need in zip(ctx.parents, ctx.needs):
                 if need and parent._ctx is None:
-                    leaf_done(parent, None)
+                    leaf_done(parent, None, False)
             continue
         hooks = ctx.__dict__.get("hooks")
         if hooks:
@@ -757,7 +763,7 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
                     f"{tuple(g.shape)} for an input of shape {parent.shape}")
             pc = parent._ctx
             if pc is None:
-                leaf_done(parent, g)
+                leaf_done(parent, g, ctx.fresh_grads)
                 continue
             if g is None:
                 continue
@@ -767,9 +773,9 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
             slot[parent._idx] = g if slot[parent._idx] is None else slot[parent._idx] + g
         if not retain_graph:
             ctx.release()
-    for parent, g, _ in list(leaf_grads.values()):  # consumers that never ran (unreachable by gradient)
+    for parent, g, _, fresh in list(leaf_grads.values()):  # consumers that never ran (unreachable by gradient)
         if g is not None:
-            _accumulate_leaf(parent, g)
+            _accumulate_leaf(parent, g, fresh)
 
 
 def _describe(t: Tensor) -> str:
@@ -882,12 +888,17 @@ def _anomaly_backward(ctx: Function, gins: tuple) -> None:
                                f"for its input {i} {_describe(p)}; backward, anomaly mode).{_created_at(ctx)}")
 
 
-def _accumulate_leaf(t: Tensor, g: Any) -> None:
-    """Add ``g`` into ``t.grad`` (in place once ``t.grad`` exists, as PyTorch does), then run hooks."""
+def _accumulate_leaf(t: Tensor, g: Any, fresh: bool = False) -> None:
+    """Add ``g`` into ``t.grad`` (in place once ``t.grad`` exists, as PyTorch does), then run hooks.
+
+    ``fresh``: ``g`` is a new array nobody else holds, so a first ``.grad`` may take it uncopied."""
     hooks = t._hooks
-    g = _run_pre_hooks(hooks, g, t._be)
+    if hooks is not None and hooks.pre:
+        g0 = g
+        g = _run_pre_hooks(hooks, g, t._be)
+        fresh = fresh and g is g0
     if g.dtype != t.data.dtype:
-        g = g.astype(t.data.dtype)
+        g, fresh = g.astype(t.data.dtype), True
     xp = t._be.xp
     with _accumulate_lock:
         cur = t.grad
@@ -897,8 +908,13 @@ def _accumulate_leaf(t: Tensor, g: Any) -> None:
             # copy: the same array may be handed to several inputs (e.g. by Add), and
             # optimizers and clipping scale .grad in place; xp.array also turns the NumPy
             # scalar a 0-d op returns into a writable 0-d array
-            t.grad = Tensor._make(xp.array(g, copy=True) if cur is None else xp.asarray(cur.data + g), t._be,
-                                  False, None, 0)
+            if cur is not None:
+                new = xp.asarray(cur.data + g)
+            elif fresh and getattr(g, "ndim", 0) > 0 and getattr(getattr(g, "flags", None), "writeable", True):
+                new = g
+            else:
+                new = xp.array(g, copy=True)
+            t.grad = Tensor._make(new, t._be, False, None, 0)
         else:
             cur.data += g
             cur._bump_version()

@@ -132,6 +132,8 @@ def nll_loss(input: Tensor, target: Any, ignore_index: int = -100, reduction: st
 class Embedding(Function):
     """Gather rows of the weight; backward scatter-adds the output gradient into those rows."""
 
+    fresh_grads = True  # the scatter-add result is a new array
+
     def forward(self, weight, ids, padding_idx):
         self.ids, self.num, self.padding_idx = ids, weight.shape[0], padding_idx
         return weight[ids]
