@@ -8,7 +8,7 @@ import numpy as np
 from . import Backend
 from . import cpu_kernels as K
 from . import rnn_kernels as R
-from .recurrence import GATES, alloc_forward, recurrence_backward, recurrence_forward
+from .recurrence import GATES, alloc_forward, last_state, recurrence_backward, recurrence_forward
 
 __all__ = ["CPUBackend"]
 
@@ -121,12 +121,14 @@ class CPUBackend(Backend):
     def _small(self, mode: str, b: int, h: int) -> bool:
         return b * GATES[mode] * h * h <= self.SMALL_STEP_MACS
 
-    def rnn_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask):
+    def rnn_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask, train=True):
+        """``(h_all, c_all, store)`` as in ``recurrence.recurrence_forward``; ``train=False`` is the
+        forward-only path: no store, no per-step c, only h_all (T+1, B, H) grows with T."""
         t_, b_, _ = xw.shape
         h_ = h0.shape[1]
         if not self._small(mode, b_, h_):
-            return recurrence_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask)
-        h_all, c_all, store = alloc_forward(np, mode, t_, b_, h_, xw.dtype)
+            return recurrence_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask, train)
+        h_all, c_all, store = alloc_forward(np, mode, t_, b_, h_, xw.dtype, train)
         w_t = np.ascontiguousarray(w_hh.T)
         if mode == "lstm":
             R.lstm_seq_forward(xw, w_t, h0, c0, mask, store, h_all, c_all)
@@ -134,7 +136,7 @@ class CPUBackend(Backend):
             R.gru_seq_forward(xw, w_t, b_hn, h0, mask, store, h_all)
         else:
             R.rnn_seq_forward(xw, w_t, h0, mask, mode == "rnn_relu", h_all)
-        return h_all, c_all, store
+        return h_all, last_state(c_all, t_), store if train else None
 
     def rnn_backward(self, mode, w_hh, store, h_all, c_all, mask, dout, dh_n, dc_n):
         t_, b_, h_ = dout.shape

@@ -14,6 +14,10 @@ Stored for backward: LSTM post-activation gates (T, B, 4H) and c; GRU r, z, n an
 hn = W_hn h + b_hn as (T, B, 4H); RNN nothing beyond h itself. Step kernels write into
 caller-allocated rows; the whole-sequence ``*_seq_*`` kernels are used by the CPU backend
 when B*G*H*H is small, where per-step Python and BLAS-call overhead would dominate.
+
+Forward-only (inference): the sequence kernels index the store and c_all modulo their first
+axis, so the caller passes a one-row store and a two-row c_all (a ping-pong pair) and the same
+kernel keeps nothing for backward; ``c_all[T % len(c_all)]`` is then c_n.
 """
 from __future__ import annotations
 
@@ -128,15 +132,17 @@ def lstm_step_backward(gates, c_prev, tanh_c, mask, dout, dh_carry, dc_carry, dg
 
 @_jit
 def lstm_seq_forward(xw, w_hh_t, h0, c0, mask, gates, h_all, c_all):  # pragma: no cover - jit
-    """Whole sequence: w_hh_t is W_hh^T (H, 4H); h_all/c_all (T+1, B, H) with [0] = h0/c0."""
+    """Whole sequence: w_hh_t is W_hh^T (H, 4H); h_all/c_all (T+1, B, H) with [0] = h0/c0
+    (forward-only: gates (1, B, 4H), c_all (2, B, H), see the module docstring)."""
     t_, b_, g4 = xw.shape
     hw = np.empty_like(xw[0])
+    ns, nc = gates.shape[0], c_all.shape[0]
     h_all[0] = h0
     c_all[0] = c0
     for t in range(t_):
         hp = h_all[t]
         _recurrent_product(hp, w_hh_t, hw)
-        lstm_step_forward(xw[t], hw, hp, c_all[t], mask[t], gates[t], h_all[t + 1], c_all[t + 1])
+        lstm_step_forward(xw[t], hw, hp, c_all[t % nc], mask[t], gates[t % ns], h_all[t + 1], c_all[(t + 1) % nc])
 
 
 @_jit
@@ -214,11 +220,12 @@ def gru_step_backward(store, h_prev, mask, dout, dh_carry, dxw, dhw, dh_pass):  
 def gru_seq_forward(xw, w_hh_t, b_hn, h0, mask, store, h_all):  # pragma: no cover - jit
     t_, b_, g3 = xw.shape
     hw = np.empty_like(xw[0])
+    ns = store.shape[0]
     h_all[0] = h0
     for t in range(t_):
         hp = h_all[t]
         _recurrent_product(hp, w_hh_t, hw)
-        gru_step_forward(xw[t], hw, b_hn, hp, mask[t], store[t], h_all[t + 1])
+        gru_step_forward(xw[t], hw, b_hn, hp, mask[t], store[t % ns], h_all[t + 1])
 
 
 @_jit
