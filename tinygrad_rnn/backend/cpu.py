@@ -95,12 +95,16 @@ class CPUBackend(Backend):
     # Numba kernel: per-step Python and BLAS-call overhead would cost more than the math.
     SMALL_STEP_MACS = 1 << 17
 
-    # From this many elements per step, the gate activations use NumPy's vectorised (SIMD)
-    # tanh/exp: Numba calls scalar libm for them, several times slower on wide layers.
+    # float64: from this many elements per step, the gate activations use NumPy's vectorised
+    # (SIMD) tanh/exp, as the Numba kernels call scalar libm for float64 (exact to rounding).
     VECTOR_STEP_ELEMENTS = 1 << 12
+    # float32: the Numba kernels' own activations are vectorised and one fused pass beats a dozen
+    # NumPy calls at every width measured, so NumPy's path is never chosen by default.
+    VECTOR_STEP_ELEMENTS_F32 = 1 << 62
 
     def rnn_step_forward(self, mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_out, c_out):
-        if xw.size >= self.VECTOR_STEP_ELEMENTS:
+        limit = self.VECTOR_STEP_ELEMENTS_F32 if xw.dtype == np.float32 else self.VECTOR_STEP_ELEMENTS
+        if xw.size >= limit:
             return _step_forward_vectorised(mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_out, c_out)
         if mode == "lstm":
             R.lstm_step_forward(xw, hw, h_prev, c_prev, mask, store, h_out, c_out)
