@@ -93,7 +93,7 @@ class CPUBackend(Backend):
     # -- recurrent layers (see recurrence.py for the layout) -----------------------------------
     # Below this many multiply-adds per recurrent step, the whole time loop runs inside one
     # Numba kernel: per-step Python and BLAS-call overhead would cost more than the math.
-    SMALL_STEP_MACS = 1 << 17
+    SMALL_STEP_MACS = 1 << 16
 
     # float64: from this many elements per step, the gate activations use NumPy's vectorised
     # (SIMD) tanh/exp, as the Numba kernels call scalar libm for float64 (exact to rounding).
