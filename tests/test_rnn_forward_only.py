@@ -153,3 +153,25 @@ def test_batch_of_zero_matches_torch_shapes(mode):
     out, hn = tm(torch.zeros(5, 0, 3))
     theirs = [out, *hn] if isinstance(hn, tuple) else [out, hn]
     assert [a.shape for a in ours] == [tuple(t.shape) for t in theirs]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bias_gradients_are_separate_arrays_that_accumulate(mode):
+    # LSTM/RNN: both bias gradients equal the summed gate gradient, computed once; each
+    # parameter must still own its gradient, so two backward passes accumulate independently
+    m = make_layer(mode, 3, 4)
+    x = tr.randn(5, 2, 3, dtype=tr.float64, seed=0)
+    out, _ = m(x)
+    out.sum().backward()
+    first_ih, first_hh = m.bias_ih_l0.grad.numpy().copy(), m.bias_hh_l0.grad.numpy().copy()
+    assert not np.shares_memory(m.bias_ih_l0.grad.numpy(), m.bias_hh_l0.grad.numpy())
+    out, _ = m(x)
+    out.sum().backward()
+    np.testing.assert_allclose(m.bias_ih_l0.grad.numpy(), 2 * first_ih, rtol=1e-14)
+    np.testing.assert_allclose(m.bias_hh_l0.grad.numpy(), 2 * first_hh, rtol=1e-14)
+    m.bias_ih_l0.requires_grad = False  # only b_hh wanted: still right
+    m.zero_grad()
+    out, _ = m(x)
+    out.sum().backward()
+    np.testing.assert_allclose(m.bias_hh_l0.grad.numpy(), first_hh, rtol=1e-14)
+    assert m.bias_ih_l0.grad is None

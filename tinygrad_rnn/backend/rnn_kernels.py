@@ -179,29 +179,55 @@ def activations_f(x, out_sigmoid, out_tanh):  # pragma: no cover - jit
 @numba.njit(cache=True, inline="always")
 def _recurrent_product(hp, w_hh_t, hw):  # pragma: no cover - jit
     """hw = hp @ w_hh_t in plain loops: for the small layers these kernels serve, a BLAS call
-    per step costs more than the arithmetic."""
+    per step costs more than the arithmetic. Four rows of w_hh_t per pass over a row of hw, so
+    the (vectorised) inner loop loads and stores hw a quarter as often (measured 1.1-1.8x)."""
     b_, g = hw.shape
+    n = hp.shape[1]
     for b in range(b_):
+        o = hw[b]
         for j in range(g):
-            hw[b, j] = 0.0
-        for k in range(hp.shape[1]):
-            hk = hp[b, k]
+            o[j] = 0.0
+        k = 0
+        while k + 4 <= n:
+            h0, h1, h2, h3 = hp[b, k], hp[b, k + 1], hp[b, k + 2], hp[b, k + 3]
+            w0, w1, w2, w3 = w_hh_t[k], w_hh_t[k + 1], w_hh_t[k + 2], w_hh_t[k + 3]
             for j in range(g):
-                hw[b, j] += hk * w_hh_t[k, j]
+                o[j] += h0 * w0[j] + h1 * w1[j] + h2 * w2[j] + h3 * w3[j]
+            k += 4
+        while k < n:
+            hk = hp[b, k]
+            wk = w_hh_t[k]
+            for j in range(g):
+                o[j] += hk * wk[j]
+            k += 1
 
 
 @numba.njit(cache=True, inline="always")
 def _carry_back(dg, w_hh, dh_pass, dh):  # pragma: no cover - jit
-    """dh = dh_pass + dg @ w_hh: the gradient reaching h_{t-1}; zero rows of dg (padding) are skipped."""
+    """dh = dh_pass + dg @ w_hh: the gradient reaching h_{t-1}. Four rows of w_hh per pass (as in
+    ``_recurrent_product``); a group of four zero gradients (padding) is skipped."""
     b_, g = dg.shape
+    n = dh.shape[1]
     for b in range(b_):
-        for k in range(dh.shape[1]):
-            dh[b, k] = dh_pass[b, k]
-        for j in range(g):
+        o = dh[b]
+        p = dh_pass[b]
+        for k in range(n):
+            o[k] = p[k]
+        j = 0
+        while j + 4 <= g:
+            d0, d1, d2, d3 = dg[b, j], dg[b, j + 1], dg[b, j + 2], dg[b, j + 3]
+            if d0 != 0.0 or d1 != 0.0 or d2 != 0.0 or d3 != 0.0:
+                w0, w1, w2, w3 = w_hh[j], w_hh[j + 1], w_hh[j + 2], w_hh[j + 3]
+                for k in range(n):
+                    o[k] += d0 * w0[k] + d1 * w1[k] + d2 * w2[k] + d3 * w3[k]
+            j += 4
+        while j < g:
             d = dg[b, j]
             if d != 0.0:
-                for k in range(dh.shape[1]):
-                    dh[b, k] += d * w_hh[j, k]
+                wj = w_hh[j]
+                for k in range(n):
+                    o[k] += d * wj[k]
+            j += 1
 
 
 # ------------------------------------------------------------------------------------------

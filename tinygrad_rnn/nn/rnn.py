@@ -160,8 +160,13 @@ class FusedRecurrence(Function):
         grads.append(dxw2.T @ self.x2 if needs[k] else None)
         grads.append(dhw2.T @ self.h_all[:-1].reshape(t_ * b_, h_) if needs[k + 1] else None)
         if self.has_bias:
-            grads.append(dxw2.sum(axis=0) if needs[k + 2] else None)
-            grads.append(dhw2.sum(axis=0) if needs[k + 3] else None)
+            db_ih = dxw2.sum(axis=0) if needs[k + 2] or (needs[k + 3] and dhw is dxw) else None
+            if dhw is dxw:  # LSTM / RNN: both biases get the same gradient; sum once, own copy each
+                db_hh = db_ih.copy() if needs[k + 3] else None
+            else:
+                db_hh = dhw2.sum(axis=0) if needs[k + 3] else None
+            grads.append(db_ih if needs[k + 2] else None)
+            grads.append(db_hh)
         return tuple(grads)
 
 
