@@ -204,30 +204,17 @@ def _recurrent_product(hp, w_hh_t, hw):  # pragma: no cover - jit
 
 @numba.njit(cache=True, inline="always")
 def _carry_back(dg, w_hh, dh_pass, dh):  # pragma: no cover - jit
-    """dh = dh_pass + dg @ w_hh: the gradient reaching h_{t-1}. Four rows of w_hh per pass (as in
-    ``_recurrent_product``); a group of four zero gradients (padding) is skipped."""
+    """dh = dh_pass + dg @ w_hh: the gradient reaching h_{t-1}; zero rows of dg (padding) are skipped.
+    Kept one row per pass: the four-row form of ``_recurrent_product`` measured 3x slower here."""
     b_, g = dg.shape
-    n = dh.shape[1]
     for b in range(b_):
-        o = dh[b]
-        p = dh_pass[b]
-        for k in range(n):
-            o[k] = p[k]
-        j = 0
-        while j + 4 <= g:
-            d0, d1, d2, d3 = dg[b, j], dg[b, j + 1], dg[b, j + 2], dg[b, j + 3]
-            if d0 != 0.0 or d1 != 0.0 or d2 != 0.0 or d3 != 0.0:
-                w0, w1, w2, w3 = w_hh[j], w_hh[j + 1], w_hh[j + 2], w_hh[j + 3]
-                for k in range(n):
-                    o[k] += d0 * w0[k] + d1 * w1[k] + d2 * w2[k] + d3 * w3[k]
-            j += 4
-        while j < g:
+        for k in range(dh.shape[1]):
+            dh[b, k] = dh_pass[b, k]
+        for j in range(g):
             d = dg[b, j]
             if d != 0.0:
-                wj = w_hh[j]
-                for k in range(n):
-                    o[k] += d * wj[k]
-            j += 1
+                for k in range(dh.shape[1]):
+                    dh[b, k] += d * w_hh[j, k]
 
 
 # ------------------------------------------------------------------------------------------
