@@ -137,11 +137,10 @@ def _tanh_f32(x):  # pragma: no cover - jit
 
 @numba.njit(cache=True, inline="always")
 def _sigmoid_libm(x):  # pragma: no cover - jit
-    # exp of a non-positive number only, so no overflow for large |x|
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
+    # exp of a non-positive number only, so no overflow for large |x|; 1/(1+e) or e/(1+e)
+    # chosen by a select, not a branch (inlined branches trip Numba's SSA checks)
+    e = math.exp(-abs(x))
+    return _select(x >= 0, 1.0, e) / (1.0 + e)
 
 
 @numba.njit(cache=True, inline="always")
