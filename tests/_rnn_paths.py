@@ -13,8 +13,8 @@ import tinygrad_rnn as tr
 MODES = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 BRANCHES = {
     "sequence_kernel": {"SMALL_STEP_MACS": 1 << 62},
-    "per_step": {"SMALL_STEP_MACS": 0, "VECTOR_STEP_ELEMENTS": 1 << 62},
-    "per_step_vectorised": {"SMALL_STEP_MACS": 0, "VECTOR_STEP_ELEMENTS": 0},
+    "per_step": {"SMALL_STEP_MACS": 0, "VECTOR_STEP_ELEMENTS": 1 << 62, "VECTOR_STEP_ELEMENTS_F32": 1 << 62},
+    "per_step_vectorised": {"SMALL_STEP_MACS": 0, "VECTOR_STEP_ELEMENTS": 0, "VECTOR_STEP_ELEMENTS_F32": 0},
 }
 PATHS = tuple(f"fused-{b}" for b in BRANCHES) + ("composite",)
 

@@ -8,7 +8,7 @@ import numpy as np
 from . import Backend
 from . import cpu_kernels as K
 from . import rnn_kernels as R
-from .recurrence import GATES, alloc_forward, recurrence_backward, recurrence_forward
+from .recurrence import GATES, alloc_forward, last_state, recurrence_backward, recurrence_forward
 
 __all__ = ["CPUBackend"]
 
@@ -109,14 +109,18 @@ class CPUBackend(Backend):
     # -- recurrent layers (see recurrence.py for the layout) -----------------------------------
     # Below this many multiply-adds per recurrent step, the whole time loop runs inside one
     # Numba kernel: per-step Python and BLAS-call overhead would cost more than the math.
-    SMALL_STEP_MACS = 1 << 17
+    SMALL_STEP_MACS = 1 << 16
 
-    # From this many elements per step, the gate activations use NumPy's vectorised (SIMD)
-    # tanh/exp: Numba calls scalar libm for them, several times slower on wide layers.
+    # float64: from this many elements per step, the gate activations use NumPy's vectorised
+    # (SIMD) tanh/exp, as the Numba kernels call scalar libm for float64 (exact to rounding).
     VECTOR_STEP_ELEMENTS = 1 << 12
+    # float32: the Numba kernels' own activations are vectorised and one fused pass beats a dozen
+    # NumPy calls at every width measured, so NumPy's path is never chosen by default.
+    VECTOR_STEP_ELEMENTS_F32 = 1 << 62
 
     def rnn_step_forward(self, mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_out, c_out):
-        if xw.size >= self.VECTOR_STEP_ELEMENTS:
+        limit = self.VECTOR_STEP_ELEMENTS_F32 if xw.dtype == np.float32 else self.VECTOR_STEP_ELEMENTS
+        if xw.size >= limit:
             return _step_forward_vectorised(mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_out, c_out)
         if mode == "lstm":
             R.lstm_step_forward(xw, hw, h_prev, c_prev, mask, store, h_out, c_out)
@@ -137,12 +141,14 @@ class CPUBackend(Backend):
     def _small(self, mode: str, b: int, h: int) -> bool:
         return b * GATES[mode] * h * h <= self.SMALL_STEP_MACS
 
-    def rnn_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask):
+    def rnn_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask, train=True):
+        """``(h_all, c_all, store)`` as in ``recurrence.recurrence_forward``; ``train=False`` is the
+        forward-only path: no store, no per-step c, only h_all (T+1, B, H) grows with T."""
         t_, b_, _ = xw.shape
         h_ = h0.shape[1]
         if not self._small(mode, b_, h_):
-            return recurrence_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask)
-        h_all, c_all, store = alloc_forward(np, mode, t_, b_, h_, xw.dtype)
+            return recurrence_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask, train)
+        h_all, c_all, store = alloc_forward(np, mode, t_, b_, h_, xw.dtype, train)
         w_t = np.ascontiguousarray(w_hh.T)
         if mode == "lstm":
             R.lstm_seq_forward(xw, w_t, h0, c0, mask, store, h_all, c_all)
@@ -150,7 +156,7 @@ class CPUBackend(Backend):
             R.gru_seq_forward(xw, w_t, b_hn, h0, mask, store, h_all)
         else:
             R.rnn_seq_forward(xw, w_t, h0, mask, mode == "rnn_relu", h_all)
-        return h_all, c_all, store
+        return h_all, last_state(c_all, t_), store if train else None
 
     def rnn_backward(self, mode, w_hh, store, h_all, c_all, mask, dout, dh_n, dc_n):
         t_, b_, h_ = dout.shape

@@ -16,30 +16,46 @@ GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 STORE_GATES = {"lstm": 4, "gru": 4, "rnn_tanh": 0, "rnn_relu": 0}
 
 
-def alloc_forward(xp: Any, mode: str, t: int, b: int, h: int, dtype: Any) -> tuple[Any, Any, Any]:
+def alloc_forward(xp: Any, mode: str, t: int, b: int, h: int, dtype: Any, train: bool = True) -> tuple[Any, Any, Any]:
+    """``(h_all (T+1, B, H), c_all, store)``. Training: c_all (T+1, B, H) and store (T, B, S*H) for
+    backward. Forward-only (``train=False``): c_all is a ping-pong pair (2, B, H) and the store one
+    scratch row (1, B, S*H), indexed modulo their first axis, so nothing grows with T but h_all."""
     h_all = xp.empty((t + 1, b, h), dtype=dtype)
-    c_all = xp.empty((t + 1, b, h), dtype=dtype) if mode == "lstm" else None
+    c_all = xp.empty((t + 1 if train else 2, b, h), dtype=dtype) if mode == "lstm" else None
     sg = STORE_GATES[mode]
-    store = xp.empty((t, b, sg * h), dtype=dtype) if sg else None
+    store = xp.empty((t if train else 1, b, sg * h), dtype=dtype) if sg else None
     return h_all, c_all, store
 
 
-def recurrence_forward(be: Any, mode: str, xw: Any, w_hh: Any, b_hn: Any, h0: Any, c0: Any, mask: Any):
-    """Run the recurrence over time. Returns ``(h_all, c_all, store)``; ``h_all[0] = h0``."""
+def last_state(c_all: Any, t: int) -> Any:
+    """c_all with c_n last: a forward-only ping-pong pair holds c_n at row T % 2 (reversed view if 0)."""
+    if c_all is None or c_all.shape[0] == t + 1 or t % c_all.shape[0] == c_all.shape[0] - 1:
+        return c_all
+    return c_all[::-1]
+
+
+def recurrence_forward(be: Any, mode: str, xw: Any, w_hh: Any, b_hn: Any, h0: Any, c0: Any, mask: Any,
+                       train: bool = True):
+    """Run the recurrence over time. Returns ``(h_all, c_all, store)``; ``h_all[0] = h0``,
+    ``h_all[-1]`` is h_n and ``c_all[-1]`` c_n. ``train=False`` keeps nothing for backward
+    (``store`` is None, ``c_all`` only the last state(s)); see ``alloc_forward``."""
     xp = be.xp
     t_, b_, gh = xw.shape
     h_ = h0.shape[1]
-    h_all, c_all, store = alloc_forward(xp, mode, t_, b_, h_, xw.dtype)
+    h_all, c_all, store = alloc_forward(xp, mode, t_, b_, h_, xw.dtype, train)
     h_all[0] = h0
+    nc = 0 if c_all is None else c_all.shape[0]
+    ns = 0 if store is None else store.shape[0]
     if c_all is not None:
         c_all[0] = c0
     w_t = xp.ascontiguousarray(w_hh.T)
     hw = xp.empty((b_, gh), dtype=xw.dtype)
     for t in range(t_):
         xp.matmul(h_all[t], w_t, out=hw)
-        be.rnn_step_forward(mode, xw[t], hw, b_hn, h_all[t], None if c_all is None else c_all[t], mask[t],
-                            None if store is None else store[t], h_all[t + 1], None if c_all is None else c_all[t + 1])
-    return h_all, c_all, store
+        be.rnn_step_forward(mode, xw[t], hw, b_hn, h_all[t], None if c_all is None else c_all[t % nc], mask[t],
+                            None if store is None else store[t % ns], h_all[t + 1],
+                            None if c_all is None else c_all[(t + 1) % nc])
+    return h_all, last_state(c_all, t_), store if train else None
 
 
 def recurrence_backward(be: Any, mode: str, w_hh: Any, store: Any, h_all: Any, c_all: Any, mask: Any,

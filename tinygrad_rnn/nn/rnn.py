@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..ops import cat, split, stack, where
-from ..tensor import Function, Generator, Tensor, _as_dtype, _rng, float32, zeros
+from ..tensor import Function, Generator, Tensor, _as_dtype, _rng, float32, is_grad_enabled, zeros
 from . import functional as F
 from .module import Module, Parameter
 
@@ -87,6 +87,9 @@ class FusedRecurrence(Function):
         b_ih, b_hh = (arrays[k + 2], arrays[k + 3]) if has_bias else (None, None)
         t_, b_, d_ = x.shape
         h_ = h0.shape[1]
+        # forward-only when this node will not be recorded (no_grad, or nothing requires grad):
+        # the backend then keeps no store and no per-step cell state, and nothing is saved here
+        train = is_grad_enabled() and any(self.needs)
         if reverse:
             x = x[::-1]
             mask = mask[::-1]
@@ -107,19 +110,29 @@ class FusedRecurrence(Function):
         else:
             b_hn = xp.zeros(h_, dtype=x.dtype) if mode == "gru" else None
         mask = xp.ascontiguousarray(mask)
-        h_all, c_all, store = self.be.rnn_forward(mode, xw.reshape(t_, b_, -1), w_hh, b_hn, xp.ascontiguousarray(h0),
-                                                  None if c0 is None else xp.ascontiguousarray(c0), mask)
-        self.mode, self.reverse, self.has_bias, self.lstm = mode, reverse, has_bias, lstm
-        self.x2, self.w_ih, self.w_hh, self.h_all, self.c_all, self.store, self.mask = x2, w_ih, w_hh, h_all, c_all, store, mask
-        self.shape = (t_, b_, d_, h_)
+        # explicit last axis: reshape(..., -1) cannot infer it for a batch of 0
+        xw = xw.reshape(t_, b_, _GATES[mode] * h_)
+        h0, c0 = xp.ascontiguousarray(h0), None if c0 is None else xp.ascontiguousarray(c0)
+        if train:
+            h_all, c_all, store = self.be.rnn_forward(mode, xw, w_hh, b_hn, h0, c0, mask)
+            self.mode, self.reverse, self.has_bias, self.lstm = mode, reverse, has_bias, lstm
+            self.x2, self.w_ih, self.w_hh, self.h_all, self.c_all, self.store, self.mask = \
+                x2, w_ih, w_hh, h_all, c_all, store, mask
+            self.shape = (t_, b_, d_, h_)
+        else:
+            del x2
+            h_all, c_all, store = self.be.rnn_forward(mode, xw, w_hh, b_hn, h0, c0, mask, train=False)
+            del xw
+        self.forward_only = not train
         out = h_all[1:]
         if masked:
             out = out * mask[:, :, None]
         if reverse:
             out = out[::-1]
+        # h_all[1:] is already contiguous: no copy unless masked or reversed
         out = xp.ascontiguousarray(out)
         if lstm:
-            return out, h_all[t_].copy(), c_all[t_].copy()
+            return out, h_all[t_].copy(), c_all[-1].copy()
         return out, h_all[t_].copy()
 
     def backward(self, dout, dh_n, dc_n=None):
@@ -149,8 +162,13 @@ class FusedRecurrence(Function):
         grads.append(dxw2.T @ self.x2 if needs[k] else None)
         grads.append(dhw2.T @ self.h_all[:-1].reshape(t_ * b_, h_) if needs[k + 1] else None)
         if self.has_bias:
-            grads.append(dxw2.sum(axis=0) if needs[k + 2] else None)
-            grads.append(dhw2.sum(axis=0) if needs[k + 3] else None)
+            db_ih = dxw2.sum(axis=0) if needs[k + 2] or (needs[k + 3] and dhw is dxw) else None
+            if dhw is dxw:  # LSTM / RNN: both biases get the same gradient; sum once, own copy each
+                db_hh = db_ih.copy() if needs[k + 3] else None
+            else:
+                db_hh = dhw2.sum(axis=0) if needs[k + 3] else None
+            grads.append(db_ih if needs[k + 2] else None)
+            grads.append(db_hh)
         return tuple(grads)
 
 
