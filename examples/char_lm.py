@@ -44,7 +44,7 @@ LN2 = math.log(2.0)
 LAYERS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 # The default run: sized so that it ends in under 3 minutes on two idle cores with one BLAS thread
 # (measured; see the README) and still reaches < 2.5 validation bits/char.
-DEFAULT_STEPS, DEFAULT_EVAL_EVERY, DEFAULT_LR = 1000, 250, 2e-3
+DEFAULT_STEPS, DEFAULT_EVAL_EVERY, DEFAULT_LR = 1000, 250, 3e-3
 
 
 class CharLM(nn.Module):

@@ -234,3 +234,20 @@ def test_every_example_writes_a_checkpoint(tmp_path):
     state, meta = tr.nn.load(tmp_path / "vg" / "clipped_rnn.npz")
     assert meta["hidden"] == 4 and "rnn.weight_hh_l0" in state and "head.weight" in state
     assert results(tmp_path / "vg")["checkpoint"].endswith("clipped_rnn.npz")
+
+
+def test_reproduce_compares_and_fails_on_a_wrong_number(tmp_path):
+    mod = example_module("reproduce")
+    check = mod.Check("x", lambda r: r["x"], 0.01, "factor", 2.0)
+    assert check.passes(0.006) and check.passes(0.019) and not check.passes(0.004) and not check.passes(float("nan"))
+    assert mod.Check("y", lambda r: r, 2.5, "max").passes(2.4) and not mod.Check("y", lambda r: r, 2.5, "max").passes(2.6)
+    listing = subprocess.run([sys.executable, str(EXAMPLES / "reproduce.py"), "--list"], capture_output=True, text=True,
+                             check=True).stdout
+    for e in mod.ENTRIES:
+        assert e.command() in listing
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "reproduce.py"), "--only", "hello", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "1 of 1 reproduced" in proc.stdout, proc.stdout + proc.stderr
+    mod.ENTRIES[0].checks[0].want = 2.0  # a number the run cannot give: the comparison must fail
+    ok, rows, _ = mod.run_entry(mod.ENTRIES[0], str(tmp_path))
+    assert not ok and [good for _, _, good in rows] == [False, True, True]
