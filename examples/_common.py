@@ -323,8 +323,13 @@ def _is_terminal(stream: Any) -> bool:
         return False
 
 
+_PRINTS = [True]  # False on every process but the main one (a later MPI launch: rank 0 alone prints)
+
+
 def log(*parts: Any, file: Any = None) -> None:
     """Print a status line; with a tqdm bar on screen, above the bar instead of glued onto it."""
+    if not _PRINTS[0]:
+        return
     text = " ".join(str(p) for p in parts)
     stream = file or sys.stdout
     if any(b._bar is not None for b in _ACTIVE):
@@ -454,6 +459,7 @@ def start(parser: argparse.ArgumentParser, argv: list[str] | None = None, is_mai
     if (make_out(args) if callable(make_out) else make_out) and is_main:
         _check_writable(out, parser)
     run = Run(args, parser, out, is_main)
+    _PRINTS[0] = is_main
     run.blas_limit = limit_blas_threads(args.threads)
     np.random.seed(args.seed)
     tr.manual_seed(args.seed)

@@ -251,3 +251,24 @@ def test_reproduce_compares_and_fails_on_a_wrong_number(tmp_path):
     mod.ENTRIES[0].checks[0].want = 2.0  # a number the run cannot give: the comparison must fail
     ok, rows, _ = mod.run_entry(mod.ENTRIES[0], str(tmp_path))
     assert not ok and [good for _, _, good in rows] == [False, True, True]
+
+
+def test_a_non_main_process_prints_and_writes_nothing(tmp_path, capsys):
+    """The switch a later MPI launch uses: only the main process (rank 0) logs and writes files."""
+    common = example_module("_common")
+    parser = common.make_parser("demo", "a demo")
+    try:
+        run = common.start(parser, ["--out", str(tmp_path / "out"), "--quiet"], is_main=False)
+        run.log("hello from rank 1")
+        common.print_table([[1, 2.5]], ["a", "b"])
+        run.write_results({"x": 1})
+        run.write_text("notes.txt", "x")
+        assert capsys.readouterr().out == "" and not (tmp_path / "out").exists()
+    finally:
+        common._PRINTS[0] = True
+        if run.blas_limit is not None:
+            run.blas_limit.restore_original_limits()  # leave this test process's BLAS as it was
+    run = common.start(parser, ["--out", str(tmp_path / "out"), "--quiet", "--threads", "0"])
+    run.log("hello from rank 0")
+    run.write_results({"x": np.float32(1.5)})
+    assert "hello from rank 0" in capsys.readouterr().out and results(tmp_path / "out") == {"x": 1.5}
