@@ -261,7 +261,7 @@ class Progress:
                 self.plain = True
             else:  # our own rate/ETA in the postfix: tqdm's would count evaluation pauses
                 self._bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=self.stream,
-                                 bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {postfix}")
+                                 bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}")  # postfix: ", ..."
         _ACTIVE.append(self)
 
     def rate(self) -> float:
