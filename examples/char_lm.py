@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{len(test_ids):,}; {args.model.upper()} hidden {args.hidden} x{args.layers}, "
             f"{model.num_parameters():,} parameters; batch {args.batch} x seq {args.seq}; "
             f"{total_steps} steps = {total_steps / per_epoch:.2f} epochs (set by {limit})")
-    run.announce_compile(args.model if args.model != "rnn" else "rnn_", "adam")
+    run.announce_compile(args.model if args.model != "rnn" else "rnn_", "adam", "xent")
     run.log(f"before training: val {evaluate(model, val_data, args.seq) / LN2:.3f} bits/char "
             f"(uniform over {len(vocab)} = {math.log2(len(vocab)):.3f})")
     run.log("'train' = mean training bits/char over the steps since the previous line (dropout on, weights still "

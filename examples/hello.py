@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     opt = optim.Adam(model.parameters(), lr=args.lr)
     run.log(f"vocabulary {VOCAB.itos}; inputs {list(WORD[:-1])} -> targets {list(WORD[1:])}; "
             f"hidden size {args.hidden}; {model.num_parameters()} parameters")
-    run.announce_compile("adam")
+    run.announce_compile("adam", "xent")
     show_steps(model, x, targets, "before training")
 
     losses = []

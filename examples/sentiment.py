@@ -164,7 +164,7 @@ def main(argv=None) -> dict:
     model.to(device)
     name = "BiLSTM" if args.bidirectional else "LSTM"
     run.log(f"{name}: {model.num_parameters():,} parameters, vocabulary {len(vocab):,}")
-    run.announce_compile("lstm", "adam", "scatter")
+    run.announce_compile("lstm", "adam", "scatter", "xent")
     opt = optim.Adam(model.parameters(), lr=args.lr)
     train_ids, dev_ids, test_ids = encode(vocab, train_docs), encode(vocab, dev_docs), encode(vocab, test_docs)
     steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)

@@ -189,7 +189,7 @@ def main(argv=None) -> dict:
     model = Seq2Seq(len(src_vocab), len(tgt_vocab), args.emb, args.hidden, args.layers).to(device)
     opt = optim.Adam(model.parameters(), lr=args.lr)
     run.log(f"seq2seq: {model.num_parameters():,} parameters")
-    run.announce_compile("lstm", "adam", "scatter")
+    run.announce_compile("lstm", "adam", "scatter", "xent")
     ckpt = run.path("seq2seq.npz")
     history, best, t0 = [], -1.0, time.perf_counter()
     steps = int(np.ceil(len(tr_idx) / args.batch_size))

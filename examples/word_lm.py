@@ -370,7 +370,7 @@ def main(argv=None) -> dict:
         tr.manual_seed(args.seed)
         model = build(name, len(vocab), args)
         run.log(f"{name}: {model.num_parameters():,} parameters")
-        run.announce_compile(*{"window": ("adam",), "rnn": ("rnn_", "sgd"), "lstm": ("lstm", "sgd")}[name], "scatter")
+        run.announce_compile(*{"window": ("adam",), "rnn": ("rnn_", "sgd"), "lstm": ("lstm", "sgd")}[name], "scatter", "xent")
         epochs = args.epochs if name == "lstm" else args.baseline_epochs
         if name == "window":
             results[name] = train_window(model, data, eos_id, run, epochs)

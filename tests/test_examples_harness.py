@@ -190,6 +190,17 @@ def test_compile_notice_only_when_the_numba_cache_is_cold(tmp_path):
     assert second.returncode == 0 and "compiling kernels" not in second.stderr, second.stderr
 
 
+def test_no_compile_notice_for_kernels_an_example_never_uses(tmp_path):
+    """Regression: adding_problem (MSE loss) was told the cross-entropy kernels were missing, on every run."""
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba_cache")}
+    args = ["--lengths", "4", "--models", "irnn", "lstm", "--steps", "2", "--hidden", "4", "--test-size", "8",
+            "--eval-every", "2", "--quiet", "--out", str(tmp_path / "run")]
+    first = run_raw("adding_problem.py", *args, env=env, timeout=300)
+    assert first.returncode == 0 and "compiling kernels" in first.stderr, first.stderr
+    second = run_raw("adding_problem.py", *args, env=env, timeout=300)
+    assert second.returncode == 0 and "compiling kernels" not in second.stderr, second.stderr
+
+
 def test_kernel_cache_probe_ignores_unknown_families():
     common = example_module("_common")
     lstm = tr.nn.LSTM(3, 4)
