@@ -283,3 +283,10 @@ def test_a_non_main_process_prints_and_writes_nothing(tmp_path, capsys):
     run.log("hello from rank 0")
     run.write_results({"x": np.float32(1.5)})
     assert "hello from rank 0" in capsys.readouterr().out and results(tmp_path / "out") == {"x": 1.5}
+
+
+def test_blas_threads_measurement_runs():
+    pytest.importorskip("threadpoolctl")
+    out = run("blas_threads.py", "--repeats", "1", "--block", "1", timeout=300)
+    assert re.search(r"1 BLAS thread : +[\d.]+ ms/step", out) and re.search(r"2 BLAS threads: +[\d.]+ ms/step", out)
+    assert "x as fast as 1" in out
