@@ -136,13 +136,16 @@ ENTRIES = [
     ], quick=True, minutes="0.04"),
     Entry("word_lm_window", ["word_lm.py", "--model", "window"], [
         Check("window NNLM valid ppl", lambda r: r["models"]["window"]["valid_ppl"], 216.8, "rel", 0.02),
+        Check("window NNLM test ppl", lambda r: r["models"]["window"]["test_ppl"], 204.2, "rel", 0.02),
     ], quick=False, minutes="4.4"),
     Entry("word_lm_rnn", ["word_lm.py", "--model", "rnn"], [
         Check("RNN valid ppl", lambda r: r["models"]["rnn"]["valid_ppl"], 270.0, "rel", 0.02),
+        Check("RNN test ppl", lambda r: r["models"]["rnn"]["test_ppl"], 261.4, "rel", 0.02),
     ], quick=False, minutes="3.7"),
     Entry("word_lm_lstm", ["word_lm.py", "--model", "lstm"], [
-        Check("LSTM test ppl", lambda r: r["models"]["lstm"]["test_ppl"], 125.4, "abs", 3.0),
-    ], quick=False, minutes="15"),
+        Check("LSTM valid ppl", lambda r: r["models"]["lstm"]["valid_ppl"], 126.8, "abs", 3.0),
+        Check("LSTM test ppl", lambda r: r["models"]["lstm"]["test_ppl"], 123.6, "abs", 3.0),
+    ], quick=False, minutes="14"),
     Entry("sentiment_lstm", ["sentiment.py"], [
         Check("LSTM test %", lambda r: 100 * r["lstm"]["test_acc"], 84.5, "abs", 1.5),
     ], quick=False, minutes="6", note="wall time of an earlier run"),

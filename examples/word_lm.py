@@ -16,7 +16,7 @@ NNLM and the RNN one epoch each (``--baseline-epochs``). ``--epochs 13`` is the 
 (lr 1 for 4 epochs, then halved every epoch). Every model is scored on all tokens of a split as one
 stream (batch 1), the first token predicted after an ``<eos>``, so the perplexities are comparable.
 
-    python examples/word_lm.py                      # all four models: 25-40 min on 2 CPU cores
+    python examples/word_lm.py                      # all four models: 22 min of CPU time (one thread)
     python examples/word_lm.py --model lstm --epochs 13     # Zaremba's full schedule (hours)
 """
 from __future__ import annotations
