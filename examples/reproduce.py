@@ -129,7 +129,7 @@ ENTRIES = [
     Entry("char_lm", ["char_lm.py"], [
         Check("validation bits/char", lambda r: r["val_bpc"], 2.353, "abs", 0.05),
         Check("validation below 2.5 bits/char", lambda r: r["val_bpc"], 2.5, "max"),
-    ], quick=False, minutes="1.5"),
+    ], quick=False, minutes="1.7"),
     Entry("word_lm_ngram", ["word_lm.py", "--model", "ngram"], [
         Check("KN5 valid ppl", lambda r: r["models"]["ngram"]["valid_ppl"], 147.7, "abs", 0.1),
         Check("KN5 test ppl", lambda r: r["models"]["ngram"]["test_ppl"], 141.1, "abs", 0.1),
