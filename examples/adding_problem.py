@@ -26,11 +26,10 @@ varies with the seed. ``--lengths 100 200 --steps 5000`` is a fairer, slower com
 """
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
-from _common import Progress, make_parser, print_table, save_plot, setup, write_results
+from _common import Progress, Run, int_at_least, make_parser, positive_float, positive_int, print_table, start
 
 import tinygrad_rnn as tr
 from tinygrad_rnn import nn, optim
@@ -87,7 +86,8 @@ class AddingModel(nn.Module):
         return self.head(out[-1])
 
 
-def train_one(kind: str, length: int, args, test: tuple[np.ndarray, np.ndarray], bar: Progress) -> dict:
+def train_one(kind: str, length: int, run: Run, test: tuple[np.ndarray, np.ndarray], bar: Progress) -> dict:
+    args = run.args
     model = AddingModel(kind, args.hidden, args.seed).to(args.device)
     params = list(model.parameters())
     lr = args.lr or DEFAULT_LR[kind]
@@ -109,41 +109,45 @@ def train_one(kind: str, length: int, args, test: tuple[np.ndarray, np.ndarray],
         loss.backward()
         clip_grad_norm_(params, args.clip)
         opt.step()
-        if step % args.eval_every == 0 or step == args.steps:
-            curve.append((step, test_mse()))
         bar.update(model=f"{kind}/T{length}", loss=loss.item())
+        if step % args.eval_every == 0 or step == args.steps:
+            with bar.paused():
+                curve.append((step, test_mse()))
     final = curve[-1][1]
+    ckpt = run.save_checkpoint(model, f"{kind}_T{length}.npz", model=kind, T=length, hidden=args.hidden, lr=lr,
+                               steps=args.steps, test_mse=final)
     return {"model": kind, "T": length, "lr": lr, "test_mse": final, "best_test_mse": min(v for _, v in curve),
-            "beats_baseline": bool(final < BASELINE * 0.9), "curve": curve, "seconds": time.perf_counter() - t0}
+            "beats_baseline": bool(final < BASELINE * 0.9), "curve": curve, "checkpoint": ckpt,
+            "seconds": time.perf_counter() - t0}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = make_parser("adding_problem: tanh RNN vs IRNN vs np-RNN vs LSTM on the adding problem "
-                    "(Le, Jaitly & Hinton 2015)")
-    p.add_argument("--lengths", type=int, nargs="+", default=[50, 100], help="sequence lengths T")
+    p = make_parser("adding_problem", "adding_problem: tanh RNN vs IRNN vs np-RNN vs LSTM on the adding problem "
+                    "(Le, Jaitly & Hinton 2015)",
+                    epochs_help="repeats the --steps budget (there is no fixed training set: every step draws a fresh batch)")
+    p.add_argument("--lengths", type=int_at_least(2), nargs="+", default=[50, 100], help="sequence lengths T (at least 2)")
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="which models to train")
-    p.add_argument("--hidden", type=int, default=32, help="hidden size")
-    p.add_argument("--steps", type=int, default=2000, help="training steps per model and length (x --epochs)")
-    p.add_argument("--batch", type=int, default=32, help="sequences per step")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--hidden", type=positive_int, default=32, help="hidden size")
+    p.add_argument("--steps", type=positive_int, default=2000, help="training steps per model and length (x --epochs)")
+    p.add_argument("--batch", type=positive_int, default=32, help="sequences per step")
+    p.add_argument("--lr", type=positive_float, default=None,
                    help="Adam learning rate for every model (default: per model, " +
                         ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
-    p.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip")
-    p.add_argument("--test-size", type=int, default=1000, help="held-out sequences")
-    p.add_argument("--eval-every", type=int, default=50, help="evaluate the test MSE every N steps")
-    args = p.parse_args(argv)
-    args.steps *= max(args.epochs, 1)  # --epochs repeats the step budget (there is no fixed training set)
-    out = setup(args)
+    p.add_argument("--clip", type=positive_float, default=1.0, help="global gradient-norm clip")
+    p.add_argument("--test-size", type=positive_int, default=1000, help="held-out sequences")
+    p.add_argument("--eval-every", type=positive_int, default=50, help="evaluate the test MSE every N steps")
+    run = start(p, argv)
+    args = run.args
+    args.steps *= args.epochs  # --epochs repeats the step budget (there is no fixed training set)
     t0 = time.perf_counter()
 
     runs = []
-    bar = Progress(len(args.lengths) * len(args.models) * args.steps, "train", disable=args.quiet)
+    run.announce_compile("lstm", "rnn_", "adam")
+    bar = run.progress(len(args.lengths) * len(args.models) * args.steps, "train")
     for length in args.lengths:
-        if length < 2:
-            raise SystemExit(f"--lengths: T must be at least 2, got {length}")
         test = adding_batch(np.random.default_rng(10_000 + length), args.test_size, length)
         for kind in args.models:
-            runs.append(train_one(kind, length, args, test, bar))
+            runs.append(train_one(kind, length, run, test, bar))
     bar.close()
 
     rows = [[r["model"], r["T"], args.hidden, args.steps, r["lr"], r["test_mse"], r["best_test_mse"], BASELINE,
@@ -152,15 +156,16 @@ def main(argv: list[str] | None = None) -> dict:
                        "seconds"],
                 title=f"adding problem: test MSE after {args.steps} steps of batch {args.batch} "
                       f"(baseline = always answer 1 = 0.167; 'beats' = below 0.9 x baseline)")
-    print("note: Le, Jaitly & Hinton train for millions of examples at T = 150-400; runs this short may not "
+    run.log("note: Le, Jaitly & Hinton train for millions of examples at T = 150-400; runs this short may not "
           "beat the baseline at long T.")
     for length in args.lengths:
         series = [(r["model"], [s for s, _ in r["curve"]], [v for _, v in r["curve"]]) for r in runs if r["T"] == length]
         series.append(("baseline (answer 1)", [0, args.steps], [BASELINE, BASELINE]))
-        save_plot(os.path.join(out, f"adding_T{length}.png"), series, "training step", "test MSE",
-                  f"adding problem, T = {length}", logy=True)
-    results = {"baseline": BASELINE, "runs": runs, "args": vars(args), "seconds": time.perf_counter() - t0}
-    write_results(out, results)
+        run.save_plot(f"adding_T{length}.png", series, "training step", "test MSE", f"adding problem, T = {length}",
+                      logy=True)
+    results = {"baseline": BASELINE, "runs": runs, "args": run.flags(),
+               "seconds": time.perf_counter() - t0}
+    run.write_results(results)
     return results
 
 

@@ -6,7 +6,7 @@ carried from one window to the next but ``detach()``-ed, so gradients flow back 
 window. Gradients are clipped to a global norm of ``--clip``; Adam with a cosine-decayed
 learning rate. Validation is reported in bits per character (mean cross-entropy / ln 2).
 
-    python examples/char_lm.py                        # LSTM 256, ~4 min on two cores (see README)
+    python examples/char_lm.py                        # LSTM 256, 1,000 steps: 1.7 min on idle cores (see README)
     python examples/char_lm.py --model gru --hidden 384 --steps 3000
     python examples/char_lm.py --sample --checkpoint runs/char_lm/model.npz --prime "ROMEO:" --temperature 0.8
 
@@ -16,13 +16,23 @@ contiguous split of ``tinygrad_rnn.data.split_text``.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
-import sys
 import time
 
 import numpy as np
-from _common import Progress, make_parser, print_table, save_plot, setup, write_results
+from _common import (
+    default_out,
+    make_parser,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    print_table,
+    probability,
+    start,
+)
 
 import tinygrad_rnn as tr
 from tinygrad_rnn import nn, optim
@@ -32,6 +42,9 @@ from tinygrad_rnn.nn.utils import clip_grad_norm_
 
 LN2 = math.log(2.0)
 LAYERS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+# The default run: sized to end well under 3 minutes on two idle cores with one BLAS thread (102 s measured)
+# and still reach < 2.5 validation bits/char (2.35; lr 2e-3 gave 2.47).
+DEFAULT_STEPS, DEFAULT_EVAL_EVERY, DEFAULT_LR = 1000, 250, 3e-3
 
 
 class CharLM(nn.Module):
@@ -72,19 +85,23 @@ def evaluate(model: CharLM, data: np.ndarray, seq: int) -> float:
 
 
 def sample(model: CharLM, vocab: Vocab, prime: str, length: int, temperature: float, rng: np.random.Generator) -> str:
-    """Feed ``prime`` through the model, then draw ``length`` characters from softmax(logits / temperature)."""
-    unknown = sorted({c for c in prime if c not in vocab})
-    if unknown:
-        raise SystemExit(f"--prime contains characters outside the vocabulary: {unknown}")
+    """Feed ``prime`` through the model, then draw ``length`` characters from softmax(logits / temperature).
+
+    ``temperature == 0`` is greedy decoding: always the most likely next character.
+    """
     model.eval()
     out = list(prime)
     with tr.no_grad():
         ids = vocab.encode(prime or "\n")[None, :]
         logits, state = model(ids)
         for _ in range(length):
-            z = logits.numpy()[0, -1].astype(np.float64) / max(temperature, 1e-6)
-            p = np.exp(z - z.max())
-            nxt = int(rng.choice(len(p), p=p / p.sum()))
+            z = logits.numpy()[0, -1].astype(np.float64)
+            if temperature == 0:
+                nxt = int(z.argmax())
+            else:
+                z = z / temperature
+                p = np.exp(z - z.max())
+                nxt = int(rng.choice(len(p), p=p / p.sum()))
             out.append(vocab.itos[nxt])
             logits, state = model(np.array([[nxt]]), state)
     model.train()
@@ -92,53 +109,91 @@ def sample(model: CharLM, vocab: Vocab, prime: str, length: int, temperature: fl
 
 
 def load_model(path: str, device: str = "cpu") -> tuple[CharLM, Vocab, dict]:
-    """Rebuild a CharLM and its vocabulary from a checkpoint written by this script."""
+    """Rebuild a CharLM and its vocabulary from a checkpoint written by this script (ValueError if it is not one)."""
     state, meta = nn.load(path)
     if "config" not in meta or "vocab" not in meta:
-        raise SystemExit(f"{path} was not written by char_lm.py (its metadata has no config/vocab)")
+        raise ValueError(f"{path} was not written by char_lm.py (its metadata has no config/vocab)")
     model = CharLM(**meta["config"])
     model.load_state_dict(state)
     return model.to(device), Vocab.from_dict(meta["vocab"]), meta
 
 
+def min_chars(batch: int, seq: int) -> int:
+    """The shortest --max-chars that leaves one (batch x seq) training window and one validation/test window."""
+    need = batch * (seq + 1) + seq  # later epochs start up to seq - 1 characters in
+    n = need * 10 // 9
+    while True:  # split_text gives val and test int(5 %) each, train the rest
+        val = int(n * 0.05)
+        if n - 2 * val >= need and val >= seq + 1:
+            return n
+        n += max(1, n // 100)
+
+
+def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Cross-flag checks, before any data is loaded."""
+    if args.sample:
+        args.checkpoint = args.checkpoint or os.path.join(args.out, "model.npz")
+        if not os.path.isfile(args.checkpoint):
+            where = "" if args.out == default_out("char_lm") else f" --out {args.out}"
+            parser.error(f"argument --checkpoint: no checkpoint at {os.path.abspath(args.checkpoint)} "
+                         f"(train one first: python examples/char_lm.py{where})")
+        return
+    if args.max_chars and args.max_chars < min_chars(args.batch, args.seq):
+        parser.error(f"argument --max-chars: {args.max_chars} characters are too few for --batch {args.batch} x --seq "
+                     f"{args.seq} (after the 90/5/5 split); use at least {min_chars(args.batch, args.seq)}, or 0 for all")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    p = make_parser("char_lm: character-level RNN/LSTM/GRU language model on Tiny Shakespeare (truncated BPTT)",
-                    epochs=10)
+    p = make_parser("char_lm", "char_lm: character-level RNN/LSTM/GRU language model on Tiny Shakespeare (truncated BPTT)",
+                    epochs=None)
     p.add_argument("--model", choices=sorted(LAYERS), default="lstm", help="recurrent layer")
-    p.add_argument("--hidden", type=int, default=256, help="hidden size")
-    p.add_argument("--layers", type=int, default=1, help="stacked recurrent layers")
-    p.add_argument("--emb", type=int, default=64, help="character embedding size")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout on the recurrent outputs")
-    p.add_argument("--batch", type=int, default=32, help="parallel streams per step")
-    p.add_argument("--seq", type=int, default=64, help="truncated-BPTT window (characters)")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine-decayed to lr/10)")
-    p.add_argument("--clip", type=float, default=5.0, help="global gradient-norm clip")
-    p.add_argument("--steps", type=int, default=2000, help="training steps (windows); 0 = run all --epochs")
-    p.add_argument("--minutes", type=float, default=0.0, help="stop training after this many minutes (0 = no limit)")
-    p.add_argument("--eval-every", type=int, default=250, help="validate every N steps")
-    p.add_argument("--max-chars", type=int, default=0, help="use only the first N characters of the text (0 = all)")
+    p.add_argument("--hidden", type=positive_int, default=256, help="hidden size")
+    p.add_argument("--layers", type=positive_int, default=1, help="stacked recurrent layers")
+    p.add_argument("--emb", type=positive_int, default=64, help="character embedding size")
+    p.add_argument("--dropout", type=probability, default=0.0, help="dropout on the recurrent outputs")
+    p.add_argument("--batch", type=positive_int, default=32, help="parallel streams per step")
+    p.add_argument("--seq", type=positive_int, default=64, help="truncated-BPTT window (characters)")
+    p.add_argument("--lr", type=positive_float, default=DEFAULT_LR, help="Adam learning rate (cosine-decayed to lr/10)")
+    p.add_argument("--clip", type=positive_float, default=5.0, help="global gradient-norm clip")
+    p.add_argument("--steps", type=nonneg_int, default=DEFAULT_STEPS,
+                   help="training steps (windows of batch x seq characters); 0 = as many as --epochs take (1 if not given)")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="passes over the training text; given with --steps, whichever ends first "
+                        "(default: no epoch limit, --steps decides)")
+    p.add_argument("--minutes", type=nonneg_float, default=0.0, help="stop training after this many minutes (0 = no limit)")
+    p.add_argument("--eval-every", type=positive_int, default=DEFAULT_EVAL_EVERY, help="validate every N steps")
+    p.add_argument("--max-chars", type=nonneg_int, default=0, help="use only the first N characters of the text (0 = all)")
     p.add_argument("--sample", action="store_true", help="only sample from --checkpoint, no training")
     p.add_argument("--checkpoint", default=None, help="checkpoint to sample from (default: OUT/model.npz)")
     p.add_argument("--prime", default="ROMEO:", help="text to start the samples with")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (lower = safer)")
-    p.add_argument("--length", type=int, default=500, help="characters to sample")
-    args = p.parse_args(argv)
-    out = setup(args)
+    p.add_argument("--temperature", type=nonneg_float, default=0.8,
+                   help="sampling temperature: lower is safer, 0 = greedy (always the most likely character)")
+    p.add_argument("--length", type=nonneg_int, default=500, help="characters to sample")
+    run = start(p, argv, check=check_args, make_out=lambda a: not a.sample)
+    args = run.args
     rng = np.random.default_rng(args.seed)
 
     if args.sample:
-        path = args.checkpoint or os.path.join(out, "model.npz")
-        model, vocab, meta = load_model(path, args.device)
-        print(f"# {path}: {meta['config']}, val {meta.get('val_bpc', float('nan')):.3f} bits/char, "
-              f"temperature {args.temperature}")
-        print(sample(model, vocab, args.prime, args.length, args.temperature, rng))
-        return {"checkpoint": path}
+        try:
+            model, vocab, meta = load_model(args.checkpoint, args.device)
+        except ValueError as e:
+            run.error(f"argument --checkpoint: {e}")
+        unknown = sorted({c for c in args.prime if c not in vocab})
+        if unknown:
+            run.error(f"argument --prime: characters outside the model's vocabulary: {unknown}")
+        run.log(f"# {args.checkpoint}: {meta['config']}, val {meta.get('val_bpc', float('nan')):.3f} bits/char, "
+                f"temperature {args.temperature:g}{' (greedy)' if args.temperature == 0 else ''}")
+        run.log(sample(model, vocab, args.prime, args.length, args.temperature, rng))
+        return {"checkpoint": args.checkpoint}
 
     t0 = time.perf_counter()
     text = load_tinyshakespeare()
     if args.max_chars:
         text = text[: args.max_chars]
     vocab = Vocab.chars(text)
+    unknown = sorted({c for c in args.prime if c not in vocab})
+    if unknown:
+        run.error(f"argument --prime: characters outside the training text's vocabulary: {unknown}")
     train_txt, val_txt, test_txt = split_text(text, 0.05, 0.05)
     train_ids, val_ids, test_ids = (vocab.encode(s) for s in (train_txt, val_txt, test_txt))
     eval_batch = max(1, min(args.batch, len(val_ids) // (2 * args.seq)))
@@ -147,33 +202,40 @@ def main(argv: list[str] | None = None) -> dict:
     params = list(model.parameters())
     opt = optim.Adam(params, lr=args.lr)
     per_epoch = (len(train_ids) // args.batch - 1 + args.seq - 1) // args.seq
-    total_steps = per_epoch * args.epochs if args.steps <= 0 else min(args.steps, per_epoch * args.epochs)
-    print(f"Tiny Shakespeare: {len(vocab)} characters; train/val/test {len(train_ids):,}/{len(val_ids):,}/"
-          f"{len(test_ids):,}; {args.model.upper()} hidden {args.hidden} x{args.layers}, {model.num_parameters():,} "
-          f"parameters; batch {args.batch} x seq {args.seq}; {total_steps} steps ({total_steps / per_epoch:.2f} epochs)")
-    print(f"before training: val {evaluate(model, val_data, args.seq) / LN2:.3f} bits/char "
-          f"(uniform over {len(vocab)} = {math.log2(len(vocab)):.3f})", flush=True)
+    epochs = args.epochs or (math.ceil(args.steps / per_epoch) if args.steps else 1)
+    total_steps = per_epoch * epochs if args.steps == 0 else min(args.steps, per_epoch * epochs)
+    limit = "--steps" if args.steps and total_steps == args.steps else "--epochs"
+    run.log(f"Tiny Shakespeare: {len(vocab)} characters; train/val/test {len(train_ids):,}/{len(val_ids):,}/"
+            f"{len(test_ids):,}; {args.model.upper()} hidden {args.hidden} x{args.layers}, "
+            f"{model.num_parameters():,} parameters; batch {args.batch} x seq {args.seq}; "
+            f"{total_steps} steps = {total_steps / per_epoch:.2f} epochs (set by {limit})")
+    run.announce_compile(args.model if args.model != "rnn" else "rnn_", "adam", "xent")
+    run.log(f"before training: val {evaluate(model, val_data, args.seq) / LN2:.3f} bits/char "
+            f"(uniform over {len(vocab)} = {math.log2(len(vocab)):.3f})")
+    run.log("'train' = mean training bits/char over the steps since the previous line (dropout on, weights still "
+            "moving); 'val' = the whole validation text with the weights of that step")
 
     history: list[dict] = []
     best = float("inf")
-    ckpt = os.path.join(out, "model.npz")
+    ckpt = run.path("model.npz")
     step, window_losses, train_curve = 0, [], []
-    bar = Progress(total_steps, "train", disable=args.quiet)
+    bar = run.progress(total_steps, "train")
     deadline = t0 + 60 * args.minutes if args.minutes > 0 else math.inf
     stop = False
 
     def validate() -> None:
         nonlocal best
-        v = evaluate(model, val_data, args.seq) / LN2
-        tr_bpc = float(np.mean(window_losses)) / LN2 if window_losses else float("nan")
-        window_losses.clear()
-        history.append({"step": step, "train_bpc": tr_bpc, "val_bpc": v, "seconds": time.perf_counter() - t0})
-        print(f"step {step:5d}  train {tr_bpc:.3f}  val {v:.3f} bits/char  ({history[-1]['seconds']:.0f} s)", flush=True)
-        if v < best:
-            best = v
-            model.save(ckpt, vocab=vocab.to_dict(), config=model.config, val_bpc=v, step=step)
+        with bar.paused():  # evaluation time is no training time: the ETA must not count it
+            v = evaluate(model, val_data, args.seq) / LN2
+            tr_bpc = float(np.mean(window_losses)) / LN2 if window_losses else float("nan")
+            window_losses.clear()
+            history.append({"step": step, "train_bpc": tr_bpc, "val_bpc": v, "seconds": time.perf_counter() - t0})
+            run.log(f"step {step:5d}  train {tr_bpc:.3f}  val {v:.3f} bits/char  ({history[-1]['seconds']:.0f} s)")
+            if v < best:
+                best = v
+                run.save_checkpoint(model, "model.npz", vocab=vocab.to_dict(), config=model.config, val_bpc=v, step=step)
 
-    for epoch in range(args.epochs):
+    for epoch in range(epochs):
         offset = 0 if epoch == 0 else int(rng.integers(args.seq))  # shift the window boundaries each epoch
         state = None
         for x, y in bptt_batches(batchify(train_ids[offset:], args.batch), args.seq):
@@ -208,24 +270,22 @@ def main(argv: list[str] | None = None) -> dict:
     test_bpc = evaluate(model, test_data, args.seq) / LN2
     samples = [f"--- temperature {temp}, prime {args.prime!r} ---\n"
                + sample(model, vocab, args.prime, args.length, temp, rng) for temp in (0.5, 0.8, 1.0)]
-    with open(os.path.join(out, "samples.txt"), "w") as f:
-        f.write("\n\n".join(samples) + "\n")
-    print("\n" + samples[1])
-    save_plot(os.path.join(out, "loss.png"),
-              [("train (per step)", range(1, len(train_curve) + 1), train_curve),
-               ("validation", [h["step"] for h in history], [h["val_bpc"] for h in history])],
-              "step", "bits per character", f"char_lm: {args.model.upper()} {args.hidden} on Tiny Shakespeare")
-    print()
+    run.write_text("samples.txt", "\n\n".join(samples) + "\n")
+    run.log("\n" + samples[1])
+    run.save_plot("loss.png", [("train (per step)", range(1, len(train_curve) + 1), train_curve),
+                               ("validation", [h["step"] for h in history], [h["val_bpc"] for h in history])],
+                  "step", "bits per character", f"char_lm: {args.model.upper()} {args.hidden} on Tiny Shakespeare")
+    run.log()
     print_table([[args.model, args.hidden, args.layers, model.num_parameters(), step, f"{step / per_epoch:.2f}",
                   history[-1]["train_bpc"], val_bpc, test_bpc, train_seconds / 60]],
                 ["model", "hidden", "layers", "params", "steps", "epochs", "train bpc", "val bpc", "test bpc", "minutes"],
-                title="results (bits per character; best-validation checkpoint)")
+                title="results (bits per character; best-validation checkpoint; train = mean of the last interval)")
     results = {"model": args.model, "config": model.config, "steps": step, "epochs": step / per_epoch,
                "val_bpc": val_bpc, "test_bpc": test_bpc, "best_step": meta["step"],
                "val_nats": val_bpc * LN2, "history": history, "seconds": train_seconds,
-               "args": {k: v for k, v in vars(args).items()}, "checkpoint": ckpt}
-    write_results(out, results)
-    print(f"wrote {ckpt}, samples.txt, loss.png, results.json to {out}", file=sys.stderr)
+               "args": run.flags(), "checkpoint": ckpt}
+    run.write_results(results)
+    run.note(f"wrote model.npz, samples.txt, loss.png, results.json to {run.out}")
     return results
 
 

@@ -19,11 +19,10 @@ hidden state (remembering whether an l was already seen) can tell apart.
 """
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
-from _common import Progress, make_parser, print_table, save_plot, setup, write_results
+from _common import make_parser, positive_float, positive_int, print_table, start
 
 import tinygrad_rnn as tr
 from tinygrad_rnn import nn, optim
@@ -81,12 +80,13 @@ def show_steps(model: HelloRNN, x: tr.Tensor, targets: np.ndarray, title: str) -
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = make_parser("hello: the lecture's char-level RNN learning 'hello' over the vocabulary [h, e, l, o]", epochs=300)
-    p.add_argument("--hidden", type=int, default=3, help="hidden size H")
-    p.add_argument("--lr", type=float, default=0.02, help="Adam learning rate")
-    p.add_argument("--print-every", type=int, default=25, help="print the loss and predictions every N training passes")
-    args = p.parse_args(argv)
-    out = setup(args)
+    p = make_parser("hello", "hello: the lecture's char-level RNN learning 'hello' over the vocabulary [h, e, l, o]",
+                    epochs=300, epochs_help="training passes over the one word")
+    p.add_argument("--hidden", type=positive_int, default=3, help="hidden size H")
+    p.add_argument("--lr", type=positive_float, default=0.02, help="Adam learning rate")
+    p.add_argument("--print-every", type=positive_int, default=25, help="print the loss and predictions every N training passes")
+    run = start(p, argv)
+    args = run.args
     t0 = time.perf_counter()
 
     ids = VOCAB.encode(WORD)
@@ -94,13 +94,14 @@ def main(argv: list[str] | None = None) -> dict:
     targets = ids[1:]  # e l l o
     model = HelloRNN(len(VOCAB), args.hidden, seed=args.seed).to(args.device)
     opt = optim.Adam(model.parameters(), lr=args.lr)
-    print(f"vocabulary {VOCAB.itos}; inputs {list(WORD[:-1])} -> targets {list(WORD[1:])}; "
-          f"hidden size {args.hidden}; {model.num_parameters()} parameters")
+    run.log(f"vocabulary {VOCAB.itos}; inputs {list(WORD[:-1])} -> targets {list(WORD[1:])}; "
+            f"hidden size {args.hidden}; {model.num_parameters()} parameters")
+    run.announce_compile("adam", "xent")
     show_steps(model, x, targets, "before training")
 
     losses = []
-    bar = Progress(args.epochs, "train", disable=args.quiet)
-    print()
+    run.log()
+    bar = run.progress(args.epochs, "train", unit="passes")
     for it in range(1, args.epochs + 1):
         logits, _ = model(x)
         loss = F.cross_entropy(logits, targets)  # mean over the 4 steps
@@ -111,25 +112,25 @@ def main(argv: list[str] | None = None) -> dict:
         bar.update(loss=losses[-1])
         if it == 1 or it % args.print_every == 0 or it == args.epochs:
             guess = " ".join(VOCAB.itos[i] for i in logits.numpy().argmax(-1))
-            print(f"pass {it:4d}  loss {losses[-1]:.4f}  predicts {guess}", flush=True)
+            run.log(f"pass {it:4d}  loss {losses[-1]:.4f}  predicts {guess}")
     bar.close()
 
     preds = show_steps(model, x, targets, f"after {args.epochs} passes")
     ok = preds == list(WORD[1:])
-    print(f"\npredictions: {' '.join(preds)} {'✓' if ok else '✗ (expected ' + ' '.join(WORD[1:]) + ')'}")
+    run.log(f"\npredictions: {' '.join(preds)} {'✓' if ok else '✗ (expected ' + ' '.join(WORD[1:]) + ')'}")
     with tr.no_grad():
         final = F.cross_entropy(model(x)[0], targets).item()
     print_table([["hello", args.hidden, args.epochs, losses[0], final, " ".join(preds), "yes" if ok else "no"]],
                 ["model", "hidden", "passes", "initial loss", "final loss", "predictions", "correct"],
                 title="\nresults")
 
-    model.save(os.path.join(out, "model.npz"), vocab=VOCAB.itos, hidden=args.hidden)
-    save_plot(os.path.join(out, "loss.png"), [("training loss", range(1, len(losses) + 1), losses)],
-              "training pass", "mean cross-entropy (nats)", "hello: training loss", logy=True)
+    run.save_checkpoint(model, "model.npz", vocab=VOCAB.itos, hidden=args.hidden)
+    run.save_plot("loss.png", [("training loss", range(1, len(losses) + 1), losses)],
+                  "training pass", "mean cross-entropy (nats)", "hello: training loss", logy=True)
     results = {"initial_loss": losses[0], "final_loss": final, "predictions": preds, "correct": ok,
                "hidden": args.hidden, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
                "losses": losses, "seconds": time.perf_counter() - t0}
-    write_results(out, results)
+    run.write_results(results)
     return results
 
 

@@ -15,6 +15,7 @@ accuracy is kept and evaluated once on test.
     python examples/sentiment.py                      # phrases, LSTM
     python examples/sentiment.py --bidirectional      # BiLSTM
     python examples/sentiment.py --sentences-only --epochs 10   # the sentence-level training set
+    python examples/sentiment.py --nb-only            # the naive Bayes baselines alone, in seconds
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import re
 import time
 
 import numpy as np
-from _common import Progress, make_parser, print_table, save_plot, setup, write_results
+from _common import make_parser, nonneg_int, positive_float, positive_int, print_table, probability, start
 
 import tinygrad_rnn as tr
 import tinygrad_rnn.nn.functional as F
@@ -107,23 +108,25 @@ def encode(vocab: Vocab, docs: list[list[str]]) -> list[np.ndarray]:
 
 
 def main(argv=None) -> dict:
-    p = make_parser("sentiment: SST-2, naive Bayes vs LSTM/BiLSTM (many-to-one)", epochs=3,
-                    out=os.path.join("runs", "sentiment"))
+    p = make_parser("sentiment", "sentiment: SST-2, naive Bayes vs LSTM/BiLSTM (many-to-one)", epochs=3)
     p.add_argument("--sentences-only", action="store_true",
                    help="train on the 6,920 sentences instead of the phrases (11x fewer: give --epochs 10)")
     p.add_argument("--bidirectional", action="store_true", help="BiLSTM: concatenate both directions' final states")
-    p.add_argument("--emb", type=int, default=200, help="embedding size")
-    p.add_argument("--hidden", type=int, default=168, help="LSTM hidden size (Tai et al. use 168)")
-    p.add_argument("--dropout", type=float, default=0.5, help="dropout before the classifier")
-    p.add_argument("--emb-dropout", type=float, default=0.3, help="dropout on the embeddings")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per bucketed batch")
-    p.add_argument("--clip", type=float, default=5.0, help="max global gradient norm")
-    p.add_argument("--evals-per-epoch", type=int, default=4, help="dev evaluations (checkpoint selection) per epoch")
-    p.add_argument("--patience", type=int, default=4, help="stop after this many dev evaluations without improvement")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N training examples (for tests)")
-    args = p.parse_args(argv)
-    out = setup(args)
+    p.add_argument("--emb", type=positive_int, default=200, help="embedding size")
+    p.add_argument("--hidden", type=positive_int, default=168, help="LSTM hidden size (Tai et al. use 168)")
+    p.add_argument("--dropout", type=probability, default=0.5, help="dropout before the classifier")
+    p.add_argument("--emb-dropout", type=probability, default=0.3, help="dropout on the embeddings")
+    p.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="sentences per bucketed batch")
+    p.add_argument("--clip", type=positive_float, default=5.0, help="max global gradient norm")
+    p.add_argument("--evals-per-epoch", type=positive_int, default=4, help="dev evaluations (checkpoint selection) per epoch")
+    p.add_argument("--patience", type=positive_int, default=4,
+                   help="stop after this many dev evaluations in a row without improvement")
+    p.add_argument("--nb-only", action="store_true", help="only the naive Bayes baselines (seconds), no LSTM")
+    p.add_argument("--limit", type=nonneg_int, default=0, help="use only the first N training examples (0 = all; for tests)")
+    run = start(p, argv)
+    args = run.args
+    out = run.out
     wall0 = time.perf_counter()
     device = args.device
 
@@ -135,7 +138,7 @@ def main(argv=None) -> dict:
         train_docs, train_y = train_docs[:args.limit], train_y[:args.limit]
         sent_docs, sent_y = sent_docs[:args.limit], sent_y[:args.limit]
     what = "sentences" if args.sentences_only else "phrases"
-    print(f"SST-2: {len(train_docs):,} training {what}, {len(dev_docs)} dev / {len(test_docs)} test sentences", flush=True)
+    run.log(f"SST-2: {len(train_docs):,} training {what}, {len(dev_docs)} dev / {len(test_docs)} test sentences")
 
     # -- naive Bayes: on the sentences (the classic baseline) and on the LSTM's training data
     nb_rows = {}
@@ -143,6 +146,15 @@ def main(argv=None) -> dict:
         nb = MultinomialNB(alpha=1.0).fit(docs, y)
         nb_rows[name] = {"model": nb, "dev_acc": nb.score(dev_docs, dev_y), "test_acc": nb.score(test_docs, test_y)}
     nb = nb_rows[what]["model"]
+    nb_results = {k: {"dev_acc": v["dev_acc"], "test_acc": v["test_acc"]} for k, v in nb_rows.items()}
+    if args.nb_only:
+        print_table([[f"naive Bayes ({k})", f"{100 * v['dev_acc']:.2f}", f"{100 * v['test_acc']:.2f}"]
+                     for k, v in nb_results.items()], ["model", "dev acc %", "test acc %"],
+                    title="SST-2 binary sentence classification, naive Bayes only")
+        results = {"example": "sentiment", "args": run.flags(), "naive_bayes": nb_results,
+                   "wall_seconds": time.perf_counter() - wall0}
+        run.write_results(results)
+        return results
 
     # -- LSTM
     vocab = Vocab.words(w for d in train_docs for w in d)  # <pad>=0, <unk>=1
@@ -151,16 +163,17 @@ def main(argv=None) -> dict:
     model.embedding.weight.data[vocab.unk_id] = 0.0  # <unk> never occurs in training: a neutral zero vector
     model.to(device)
     name = "BiLSTM" if args.bidirectional else "LSTM"
-    print(f"{name}: {model.num_parameters():,} parameters, vocabulary {len(vocab):,}", flush=True)
+    run.log(f"{name}: {model.num_parameters():,} parameters, vocabulary {len(vocab):,}")
+    run.announce_compile("lstm", "adam", "scatter", "xent")
     opt = optim.Adam(model.parameters(), lr=args.lr)
     train_ids, dev_ids, test_ids = encode(vocab, train_docs), encode(vocab, dev_docs), encode(vocab, test_docs)
     steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
     eval_every = math.ceil(steps_per_epoch / args.evals_per_epoch)
     rng = np.random.default_rng(args.seed)
-    ckpt = os.path.join(out, "lstm.npz")
+    ckpt = run.path("lstm.npz")
     history, best, since_best, step, t0, stop = [], -1.0, 0, 0, time.perf_counter(), False
     for epoch in range(1, args.epochs + 1):
-        bar = Progress(steps_per_epoch, desc=f"{name} epoch {epoch}/{args.epochs}", disable=args.quiet)
+        bar = run.progress(steps_per_epoch, desc=f"{name} epoch {epoch}/{args.epochs}")
         tot_loss, tot_correct, tot_n = 0.0, 0, 0
         for ids, lengths, y in bucket_batches(train_ids, train_y, args.batch_size, seed=rng):
             logits = model(tr.tensor(ids, device=device), lengths)
@@ -175,23 +188,28 @@ def main(argv=None) -> dict:
             tot_n += len(y)
             bar.update(1, loss=tot_loss / tot_n, acc=tot_correct / tot_n)
             if bar.n % eval_every == 0 or bar.n == steps_per_epoch:
-                dev_acc = float(((predict_proba(model, dev_ids, device) > 0.5) == dev_y).mean())
-                history.append({"epoch": step / steps_per_epoch, "train_loss": tot_loss / tot_n,
-                                "train_acc": tot_correct / tot_n, "dev_acc": dev_acc})
-                if dev_acc > best:
-                    best, since_best = dev_acc, 0
-                    model.save(ckpt, model=name, epoch=step / steps_per_epoch, dev_acc=dev_acc, vocab=vocab.to_dict(),
-                               emb=args.emb, hidden=args.hidden, bidirectional=args.bidirectional)
-                else:
-                    since_best += 1
-                    if since_best >= args.patience:
-                        stop = True
-                        break
+                with bar.paused():
+                    dev_acc = float(((predict_proba(model, dev_ids, device) > 0.5) == dev_y).mean())
+                    history.append({"epoch": step / steps_per_epoch, "train_loss": tot_loss / tot_n,
+                                    "train_acc": tot_correct / tot_n, "dev_acc": dev_acc})
+                    if dev_acc > best:
+                        best, since_best = dev_acc, 0
+                        run.save_checkpoint(model, "lstm.npz", model=name, epoch=step / steps_per_epoch, dev_acc=dev_acc,
+                                            vocab=vocab.to_dict(), emb=args.emb, hidden=args.hidden,
+                                            bidirectional=args.bidirectional)
+                    else:
+                        since_best += 1
+                # early stopping only when it skips something: not at the very last step of the last epoch
+                last = epoch == args.epochs and bar.n == steps_per_epoch
+                if since_best >= args.patience and not last:
+                    stop = True
+                    break
         bar.close()
-        print(f"{name} epoch {epoch}: train loss {tot_loss / max(tot_n, 1):.4f} acc {tot_correct / max(tot_n, 1):.4f}  "
-              f"dev acc {history[-1]['dev_acc']:.4f} (best {best:.4f})", flush=True)
+        run.log(f"{name} epoch {epoch}: train loss {tot_loss / max(tot_n, 1):.4f} acc {tot_correct / max(tot_n, 1):.4f} "
+                f"(means over the epoch so far)  dev acc {history[-1]['dev_acc']:.4f} (best {best:.4f})")
         if stop:
-            print(f"{name}: no dev improvement in {args.patience} evaluations; early stop", flush=True)
+            run.log(f"{name}: no dev improvement in {args.patience} evaluations in a row; early stop after "
+                    f"{step / steps_per_epoch:.2f} of {args.epochs} epochs")
             break
     train_seconds = time.perf_counter() - t0
     meta = model.load(ckpt)
@@ -206,7 +224,7 @@ def main(argv=None) -> dict:
                      f"{100 * nb_rows[what]['test_acc']:.2f}", "—"])
     rows.append([f"{name} ({what}, epoch {meta['epoch']:.2f})", f"{100 * best:.2f}", f"{100 * lstm_test:.2f}",
                  f"{PUBLISHED[name][0]} ({PUBLISHED[name][1]}, GloVe)"])
-    print()
+    run.log()
     table = print_table(rows, ["model", "dev acc %", "test acc %", "published test %"],
                         title="SST-2 binary sentence classification (test evaluated once, at the best dev checkpoint)")
 
@@ -221,24 +239,25 @@ def main(argv=None) -> dict:
                          "unknown_words": unknown})
         short = s if len(s) <= 60 else s[:57] + "..."
         vrows.append([short, f"{LABELS[int(pn > 0.5)]} {max(pn, 1 - pn):.2f}", f"{LABELS[int(pl > 0.5)]} {max(pl, 1 - pl):.2f}"])
-    print()
+    run.log()
     print_table(vrows, ["sentence", "naive Bayes", name], title="verdicts (label, probability of that label):")
 
-    plot = save_plot(os.path.join(out, "dev_accuracy.png"),
-                     [(f"{name} dev", [h["epoch"] for h in history], [h["dev_acc"] for h in history]),
-                      (f"{name} train (mean so far this epoch)", [h["epoch"] for h in history],
-                       [h["train_acc"] for h in history]),
-                      (f"naive Bayes ({what}) dev", [0, history[-1]["epoch"]], [nb_rows[what]["dev_acc"]] * 2)],
-                     "epoch", "accuracy", f"SST-2: {name} vs naive Bayes")
-    results = {"example": "sentiment", "args": vars(args), "train_examples": len(train_docs), "vocab_size": len(vocab),
-               "naive_bayes": {k: {"dev_acc": v["dev_acc"], "test_acc": v["test_acc"]} for k, v in nb_rows.items()},
+    plot = run.save_plot("dev_accuracy.png",
+                         [(f"{name} dev", [h["epoch"] for h in history], [h["dev_acc"] for h in history]),
+                          (f"{name} train (mean so far this epoch)", [h["epoch"] for h in history],
+                           [h["train_acc"] for h in history]),
+                          (f"naive Bayes ({what}) dev", [0, history[-1]["epoch"]], [nb_rows[what]["dev_acc"]] * 2)],
+                         "epoch", "accuracy", f"SST-2: {name} vs naive Bayes")
+    results = {"example": "sentiment", "args": run.flags(), "early_stop": stop, "train_examples": len(train_docs),
+               "vocab_size": len(vocab),
+               "naive_bayes": nb_results,
                "lstm": {"name": name, "dev_acc": best, "test_acc": lstm_test, "best_epoch": meta["epoch"],
                         "parameters": model.num_parameters(), "train_seconds": train_seconds, "checkpoint": ckpt,
                         "history": history},
                "published": PUBLISHED, "verdicts": verdicts, "table": table, "plot": plot,
                "wall_seconds": time.perf_counter() - wall0}
-    write_results(out, results)
-    print(f"\nresults: {os.path.join(out, 'results.json')}" + (f"  plot: {plot}" if plot else ""))
+    run.write_results(results)
+    run.note(f"\nresults: {os.path.join(out, 'results.json')}" + (f"  plot: {plot}" if plot else ""))
     return results
 
 

@@ -20,7 +20,7 @@ import os
 import time
 
 import numpy as np
-from _common import Progress, make_parser, print_table, save_plot, setup, write_results
+from _common import make_parser, positive_float, positive_int, print_table, start
 
 import tinygrad_rnn as tr
 import tinygrad_rnn.nn.functional as F
@@ -137,22 +137,36 @@ def evaluate(model: Seq2Seq, src_ids: list, tgt_ids: list, vocab: Vocab, device:
 
 
 def main(argv=None) -> dict:
-    p = make_parser("seq2seq: LSTM encoder-decoder on a toy translation task", epochs=6,
-                    out=os.path.join("runs", "seq2seq"))
+    p = make_parser("seq2seq", "seq2seq: LSTM encoder-decoder on a toy translation task", epochs=6)
     p.add_argument("--task", default="numbers", choices=("numbers", "reverse", "sort"),
                    help="numbers: English number words -> digits; reverse/sort: a digit string")
-    p.add_argument("--max-len", type=int, default=6, help="longest number (digits) or digit string")
-    p.add_argument("--train-size", type=int, default=20000, help="training pairs")
-    p.add_argument("--test-size", type=int, default=2000, help="held-out pairs (and as many for validation)")
-    p.add_argument("--emb", type=int, default=32, help="embedding size")
-    p.add_argument("--hidden", type=int, default=128, help="LSTM hidden size")
-    p.add_argument("--layers", type=int, default=1, help="LSTM layers (encoder and decoder)")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
-    p.add_argument("--batch-size", type=int, default=64, help="pairs per batch")
-    p.add_argument("--clip", type=float, default=1.0, help="max global gradient norm")
+    p.add_argument("--max-len", type=positive_int, default=6, help="longest number (digits) or digit string")
+    p.add_argument("--train-size", type=positive_int, default=20000, help="training pairs")
+    p.add_argument("--test-size", type=positive_int, default=2000, help="held-out pairs (and as many for validation)")
+    p.add_argument("--emb", type=positive_int, default=32, help="embedding size")
+    p.add_argument("--hidden", type=positive_int, default=128, help="LSTM hidden size")
+    p.add_argument("--layers", type=positive_int, default=1, help="LSTM layers (encoder and decoder)")
+    p.add_argument("--lr", type=positive_float, default=3e-3, help="Adam learning rate")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="pairs per batch")
+    p.add_argument("--clip", type=positive_float, default=1.0, help="max global gradient norm")
     p.add_argument("--no-reverse-source", action="store_true", help="feed the source in its natural order")
-    args = p.parse_args(argv)
-    out = setup(args)
+
+    def check(args, parser) -> None:
+        # distinct pairs: the task cannot hold more than its number of different inputs
+        if args.task == "numbers":
+            distinct = 10 ** min(args.max_len, 6)
+        else:
+            distinct = sum(10 ** k for k in range(1, args.max_len + 1))
+        if args.task == "numbers" and args.max_len > 6:
+            parser.error(f"argument --max-len: the numbers task goes up to 6 digits (999,999), got {args.max_len}")
+        need = args.train_size + 2 * args.test_size
+        if need > distinct:
+            parser.error(f"argument --train-size: {args.train_size} training + 2 x {args.test_size} held-out pairs need "
+                         f"{need} distinct inputs, but --max-len {args.max_len} allows only {distinct}")
+
+    run = start(p, argv, check=check)
+    args = run.args
+    out = run.out
     wall0 = time.perf_counter()
     device = args.device
     rng = np.random.default_rng(args.seed)
@@ -168,19 +182,20 @@ def main(argv=None) -> dict:
     tr_idx = np.arange(args.train_size)
     va_idx = np.arange(args.train_size, args.train_size + args.test_size)
     te_idx = np.arange(args.train_size + args.test_size, args.train_size + n_held)
-    print(f"task {args.task}: {len(tr_idx)} training / {len(va_idx)} validation / {len(te_idx)} test pairs "
-          f"(disjoint), e.g. {' '.join(srcs[0])} -> {' '.join(tgts[0])}", flush=True)
+    run.log(f"task {args.task}: {len(tr_idx)} training / {len(va_idx)} validation / {len(te_idx)} test pairs "
+            f"(disjoint), e.g. {' '.join(srcs[0])} -> {' '.join(tgts[0])}")
 
     tr.manual_seed(args.seed)
     model = Seq2Seq(len(src_vocab), len(tgt_vocab), args.emb, args.hidden, args.layers).to(device)
     opt = optim.Adam(model.parameters(), lr=args.lr)
-    print(f"seq2seq: {model.num_parameters():,} parameters", flush=True)
-    ckpt = os.path.join(out, "seq2seq.npz")
+    run.log(f"seq2seq: {model.num_parameters():,} parameters")
+    run.announce_compile("lstm", "adam", "scatter", "xent")
+    ckpt = run.path("seq2seq.npz")
     history, best, t0 = [], -1.0, time.perf_counter()
     steps = int(np.ceil(len(tr_idx) / args.batch_size))
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(tr_idx)
-        bar = Progress(steps, desc=f"epoch {epoch}/{args.epochs}", disable=args.quiet)
+        bar = run.progress(steps, desc=f"epoch {epoch}/{args.epochs}")
         tot, n = 0.0, 0
         for i in range(steps):
             idx = order[i * args.batch_size:(i + 1) * args.batch_size]
@@ -197,11 +212,12 @@ def main(argv=None) -> dict:
         bar.close()
         val_exact, val_tok, _ = evaluate(model, [src_ids[j] for j in va_idx], [tgt_ids[j] for j in va_idx], tgt_vocab, device)
         history.append({"epoch": epoch, "train_loss": tot / n, "valid_exact": val_exact, "valid_token": val_tok})
-        print(f"epoch {epoch}: train loss {tot / n:.4f}  valid exact {val_exact:.4f}  token {val_tok:.4f}", flush=True)
+        run.log(f"epoch {epoch}: train loss {tot / n:.4f} (mean over the epoch)  valid exact {val_exact:.4f}  "
+                f"token {val_tok:.4f}")
         if val_exact > best:
             best = val_exact
-            model.save(ckpt, epoch=epoch, valid_exact=val_exact, task=args.task, emb=args.emb, hidden=args.hidden,
-                       layers=args.layers, src_itos=src_vocab.itos, tgt_itos=tgt_vocab.itos)
+            run.save_checkpoint(model, "seq2seq.npz", epoch=epoch, valid_exact=val_exact, task=args.task, emb=args.emb,
+                                hidden=args.hidden, layers=args.layers, src_itos=src_vocab.itos, tgt_itos=tgt_vocab.itos)
     train_seconds = time.perf_counter() - t0
     meta = model.load(ckpt)
     test_src, test_tgt = [src_ids[j] for j in te_idx], [tgt_ids[j] for j in te_idx]
@@ -215,24 +231,24 @@ def main(argv=None) -> dict:
         k = int(np.where(te_idx == j)[0][0])
         hyp = sep.join(tgt_vocab.decode(preds[k])) if preds[k] else ""
         examples.append([" ".join(srcs[j]), sep.join(tgts[j]), hyp, "ok" if preds[k] == tgt_ids[j].tolist() else "WRONG"])
-    print()
-    print_table(examples, ["source", "target", "greedy output", ""], title="held-out translations:")
-    print()
+    run.log()
+    print_table(examples, ["source", "target", "greedy output", "verdict"], title="held-out translations:")
+    run.log()
     table = print_table([[f"LSTM {args.layers}x{args.hidden} enc-dec (epoch {meta['epoch']})", f"{100 * best:.2f}",
                           f"{100 * exact:.2f}", f"{100 * tok:.2f}"]],
                         ["model", "valid exact %", "test exact %", "test token %"],
                         title=f"task '{args.task}': held-out accuracy, greedy decoding")
-    plot = save_plot(os.path.join(out, "valid_accuracy.png"),
-                     [("exact sequence", [h["epoch"] for h in history], [h["valid_exact"] for h in history]),
-                      ("token", [h["epoch"] for h in history], [h["valid_token"] for h in history])],
-                     "epoch", "validation accuracy", f"seq2seq '{args.task}'")
-    results = {"example": "seq2seq", "args": vars(args), "task": args.task, "test_exact": exact, "test_token": tok,
+    plot = run.save_plot("valid_accuracy.png",
+                         [("exact sequence", [h["epoch"] for h in history], [h["valid_exact"] for h in history]),
+                          ("token", [h["epoch"] for h in history], [h["valid_token"] for h in history])],
+                         "epoch", "validation accuracy", f"seq2seq '{args.task}'")
+    results = {"example": "seq2seq", "args": run.flags(), "task": args.task, "test_exact": exact, "test_token": tok,
                "valid_exact": best, "best_epoch": meta["epoch"], "parameters": model.num_parameters(),
                "train_seconds": train_seconds, "checkpoint": ckpt, "history": history,
                "examples": [dict(zip(("source", "target", "output", "verdict"), e)) for e in examples],
                "table": table, "plot": plot, "wall_seconds": time.perf_counter() - wall0}
-    write_results(out, results)
-    print(f"\nresults: {os.path.join(out, 'results.json')}" + (f"  plot: {plot}" if plot else ""))
+    run.write_results(results)
+    run.note(f"\nresults: {os.path.join(out, 'results.json')}" + (f"  plot: {plot}" if plot else ""))
     return results
 
 

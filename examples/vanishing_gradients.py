@@ -15,8 +15,8 @@ above (Bengio et al. 1994; Pascanu, Mikolov & Bengio 2013). Three measurements:
    grows geometrically with the sequence length; ``clip_grad_norm_`` rescales it to at most
    ``--clip`` without changing its direction (``clipping.png``).
 3. **Clipping keeps training alive.** The same exploding RNN trained by SGD on a toy regression
-   with and without clipping (``--epochs`` steps; ``clipping_training.png``): without it the first
-   steps throw the weights to inf/NaN.
+   with and without clipping (``--epochs`` SGD steps; ``clipping_training.png``): without it the
+   first steps throw the weights to inf/NaN. The clipped model is saved as ``clipped_rnn.npz``.
 
     python examples/vanishing_gradients.py
     python examples/vanishing_gradients.py --rhos 0.5 1.0 1.5 --steps 200
@@ -24,11 +24,10 @@ above (Bengio et al. 1994; Pascanu, Mikolov & Bengio 2013). Three measurements:
 from __future__ import annotations
 
 import math
-import os
 import time
 
 import numpy as np
-from _common import Progress, make_parser, print_table, save_plot, setup, write_results
+from _common import int_at_least, make_parser, nonneg_int, positive_float, positive_int, print_table, start
 
 import tinygrad_rnn as tr
 from tinygrad_rnn import nn, optim
@@ -36,6 +35,18 @@ from tinygrad_rnn.nn import functional as F
 from tinygrad_rnn.nn import init
 from tinygrad_rnn.nn.diagnostics import bptt_gradient_norms, fit_rate, recurrent_spectral_radii
 from tinygrad_rnn.nn.utils import clip_grad_norm_
+
+
+class Regressor(nn.Module):
+    """The clipping demo's model: an RNN and a linear read-out of its last state."""
+
+    def __init__(self, rnn: nn.RNN, head: nn.Linear):
+        super().__init__()
+        self.rnn, self.head = rnn, head
+
+    def forward(self, x: tr.Tensor) -> tr.Tensor:
+        out, _ = self.rnn(x)
+        return self.head(out[-1])
 
 
 def make_rnn(nonlinearity: str, rho: float, inputs: int, hidden: int, seed: int, device: str) -> nn.RNN:
@@ -75,19 +86,20 @@ def param_grad_norm(model: nn.Module, head: nn.Linear, x: tr.Tensor, target: tr.
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = make_parser("vanishing_gradients: gradient norms across time steps, spectral radius, clipping, LSTM",
-                    epochs=150)
-    p.add_argument("--hidden", type=int, default=64, help="hidden size")
-    p.add_argument("--inputs", type=int, default=8, help="input features (standard-normal inputs)")
-    p.add_argument("--steps", type=int, default=100, help="sequence length T")
-    p.add_argument("--batch", type=int, default=16, help="sequences per measurement")
-    p.add_argument("--burn-in", type=int, default=100, help="steps run (not measured) before the window, from h = 0")
-    p.add_argument("--rhos", type=float, nargs="+", default=[0.8, 1.0, 1.2], help="spectral radii of W_h")
-    p.add_argument("--clip", type=float, default=1.0, help="max gradient norm for the clipping demos")
-    p.add_argument("--explode-rho", type=float, default=1.2, help="ρ of the ReLU RNN in the clipping demos")
-    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of the clipping training demo")
-    args = p.parse_args(argv)
-    out = setup(args)
+    p = make_parser("vanishing_gradients", "vanishing_gradients: gradient norms across time steps, spectral radius, "
+                    "clipping, LSTM", epochs=150,
+                    epochs_help="SGD steps of the clipping training demo (each on a fresh random batch)")
+    p.add_argument("--hidden", type=positive_int, default=64, help="hidden size")
+    p.add_argument("--inputs", type=positive_int, default=8, help="input features (standard-normal inputs)")
+    p.add_argument("--steps", type=int_at_least(4), default=100, help="sequence length T (at least 4)")
+    p.add_argument("--batch", type=positive_int, default=16, help="sequences per measurement")
+    p.add_argument("--burn-in", type=nonneg_int, default=100, help="steps run (not measured) before the window, from h = 0")
+    p.add_argument("--rhos", type=positive_float, nargs="+", default=[0.8, 1.0, 1.2], help="spectral radii of W_h")
+    p.add_argument("--clip", type=positive_float, default=1.0, help="max gradient norm for the clipping demos")
+    p.add_argument("--explode-rho", type=positive_float, default=1.2, help="ρ of the ReLU RNN in the clipping demos")
+    p.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate of the clipping training demo")
+    run = start(p, argv)
+    args = run.args
     t0 = time.perf_counter()
     dev, H, D, T, B = args.device, args.hidden, args.inputs, args.steps, args.batch
     x = tr.randn(T, B, D, seed=args.seed, dtype="float64", device=dev)
@@ -108,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
                 ("LSTM, forget bias 3", "lstm", 3.0, None)]
     rows, measured = [], {}
     series: dict[str, list] = {"rnn": [], "lstm": []}
-    bar = Progress(len(configs) + 2 + 2 * (args.epochs // 2), "measure", disable=args.quiet)
+    bar = run.progress(len(configs) + 2 + 2 * (args.epochs // 2), "measure")
     for name, kind, arg, rho in configs:
         if kind in ("rnn", "irnn", "nprnn"):
             model = make_rnn(arg or "relu", rho, D, H, args.seed, dev)
@@ -162,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
         head = nn.Linear(H, 1, seed=args.seed, dtype="float64").to(dev)
         params = list(model.parameters()) + list(head.parameters())
         opt = optim.SGD(params, lr=args.lr)
+        trained = Regressor(model, head)
         losses: list[float] = []
         with np.errstate(over="ignore", invalid="ignore"):  # the unclipped run overflows on purpose
             for _ in range(args.epochs):
@@ -182,14 +195,16 @@ def main(argv: list[str] | None = None) -> dict:
         curves["clipped" if clip else "unclipped"] = losses
         bar.update(args.epochs // 2)
     bar.close()
+    ckpt = run.save_checkpoint(trained, "clipped_rnn.npz", hidden=H, inputs=D, rho=args.explode_rho, clip=args.clip,
+                               steps=args.epochs, sequence_length=n_train, final_loss=curves["clipped"][-1])
 
     # report -------------------------------------------------------------------------------------------------
     print_table(rows, ["model", "spectral radius of W_h", "rate/step (h)", "rate/step (c)", f"‖g(0)‖/‖g({T})‖", "regime"],
                 title=f"per-step factor r of ‖∂J/∂h(t)‖ ∝ r^(T−t)  (T={T}, hidden {H}, batch {B}, J = sum h(T))")
-    print()
+    run.log()
     print_table([[n, b, a] for n, b, a in clip_rows], ["T", "‖∇θJ‖ before clipping", f"after clip_grad_norm_({args.clip:g})"],
                 title=f"ReLU RNN, rho={args.explode_rho:g}: total parameter-gradient norm vs sequence length")
-    print()
+    run.log()
 
     def summary(losses: list[float]) -> list:
         finite = [v for v in losses if math.isfinite(v)]
@@ -202,24 +217,24 @@ def main(argv: list[str] | None = None) -> dict:
 
     titles = {"rnn": "Elman RNNs: W_h = rho x orthogonal, IRNN, np-RNN", "lstm": "LSTMs: hidden (h) and cell (c) state"}
     for key, title in titles.items():
-        save_plot(os.path.join(out, f"gradient_norms_{key}.png"), series[key], "distance T − t (steps back from the loss)",
-                  "‖∂J/∂state(t)‖ / ‖∂J/∂state(T)‖", f"gradient norm through time — {title}", logy=True)
-    save_plot(os.path.join(out, "clipping.png"),
-              [("before clipping", [r[0] for r in clip_rows], [r[1] for r in clip_rows]),
-               (f"after clip_grad_norm_({args.clip:g})", [r[0] for r in clip_rows], [r[2] for r in clip_rows])],
-              "sequence length T", "‖∇θ J‖", f"ReLU RNN rho={args.explode_rho:g}: gradient norm", logy=True)
+        run.save_plot(f"gradient_norms_{key}.png", series[key], "distance T − t (steps back from the loss)",
+                      "‖∂J/∂state(t)‖ / ‖∂J/∂state(T)‖", f"gradient norm through time\n{title}", logy=True)
+    run.save_plot("clipping.png",
+                  [("before clipping", [r[0] for r in clip_rows], [r[1] for r in clip_rows]),
+                   (f"after clip_grad_norm_({args.clip:g})", [r[0] for r in clip_rows], [r[2] for r in clip_rows])],
+                  "sequence length T", "‖∇θ J‖", f"ReLU RNN rho={args.explode_rho:g}: gradient norm", logy=True)
     plot_curves = []
     for label, losses in curves.items():
         ok = [(i + 1, v) for i, v in enumerate(losses) if math.isfinite(v) and v > 0]
         if ok:
             plot_curves.append((label, [s for s, _ in ok], [v for _, v in ok]))
-    save_plot(os.path.join(out, "clipping_training.png"), plot_curves, "SGD step", "MSE", "training with/without clipping",
-              logy=True)
+    run.save_plot("clipping_training.png", plot_curves, "SGD step", "MSE", "training with/without clipping", logy=True)
     results = {"rates": {k: v["rate"] for k, v in measured.items()},
                "cell_rates": {k: v["cell_rate"] for k, v in measured.items() if "cell_rate" in v},
                "measurements": measured, "clipping": [{"T": n, "before": b, "after": a} for n, b, a in clip_rows],
-               "training": curves, "args": vars(args), "seconds": time.perf_counter() - t0}
-    write_results(out, results)
+               "training": curves, "checkpoint": ckpt, "args": run.flags(),
+               "seconds": time.perf_counter() - t0}
+    run.write_results(results)
     return results
 
 

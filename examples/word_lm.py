@@ -16,7 +16,7 @@ NNLM and the RNN one epoch each (``--baseline-epochs``). ``--epochs 13`` is the 
 (lr 1 for 4 epochs, then halved every epoch). Every model is scored on all tokens of a split as one
 stream (batch 1), the first token predicted after an ``<eos>``, so the perplexities are comparable.
 
-    python examples/word_lm.py                      # all four models: 25-40 min on 2 CPU cores
+    python examples/word_lm.py                      # all four models: 22 min of CPU time (one thread)
     python examples/word_lm.py --model lstm --epochs 13     # Zaremba's full schedule (hours)
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import os
 import time
 
 import numpy as np
-from _common import Progress, make_parser, print_table, save_plot, setup, write_results
+from _common import Run, make_parser, nonneg_float, nonneg_int, positive_float, positive_int, print_table, probability, start
 
 import tinygrad_rnn as tr
 import tinygrad_rnn.nn.functional as F
@@ -164,8 +164,9 @@ def decay_after(args, epochs: int) -> int:
 class Tracker:
     """Validation perplexity during training (``--evals-per-epoch`` times an epoch) and the best checkpoint."""
 
-    def __init__(self, name: str, model: nn.Module, evaluate, ckpt: str, config: dict, steps: int, evals: int):
-        self.name, self.model, self.evaluate, self.ckpt, self.config = name, model, evaluate, ckpt, config
+    def __init__(self, run: Run, name: str, model: nn.Module, evaluate, config: dict, steps: int, evals: int):
+        self.run, self.name, self.model, self.evaluate, self.config = run, name, model, evaluate, config
+        self.ckpt = run.path(f"{name}.npz")
         self.steps, self.history, self.best, self.best_epoch = steps, [], float("inf"), 0.0
         self.marks = {math.ceil(k * steps / evals) for k in range(1, evals + 1)}  # steps (1-based) that end a slice
 
@@ -178,8 +179,10 @@ class Tracker:
         self.history.append({"epoch": pos, "lr": lr, "train_ppl": train_ppl, "valid_ppl": valid})
         if valid < self.best:
             self.best, self.best_epoch = valid, pos
-            self.model.save(self.ckpt, model=self.name, epoch=pos, valid_ppl=valid, config=self.config)
-        print(f"{self.name} epoch {pos:.2f}: lr {lr:g}  train ppl {train_ppl:.1f}  valid ppl {valid:.1f}", flush=True)
+            self.run.save_checkpoint(self.model, f"{self.name}.npz", model=self.name, epoch=pos, valid_ppl=valid,
+                                     config=self.config)
+        self.run.log(f"{self.name} epoch {pos:.2f}: lr {lr:g}  train ppl {train_ppl:.1f} (mean over the epoch so far)  "
+                     f"valid ppl {valid:.1f}")
 
     def result(self, test_ppl, budget: Budget, stopped: bool) -> dict:
         return {"history": self.history, "best_epoch": self.best_epoch, "train_seconds": budget.elapsed(),
@@ -187,7 +190,8 @@ class Tracker:
                 "parameters": self.model.num_parameters(), "stopped_by_budget": stopped}
 
 
-def train_recurrent(name: str, model: RecurrentLM, data: dict, eos_id: int, args, out: str, epochs: int) -> dict:
+def train_recurrent(name: str, model: RecurrentLM, data: dict, eos_id: int, run: Run, epochs: int) -> dict:
+    args = run.args
     device = args.device
     opt = optim.SGD(model.parameters(), lr=args.lr if name == "lstm" else args.rnn_lr)
     sched = optim.lr_scheduler.LambdaLR(opt, optim.lr_scheduler.decay_after(decay_after(args, epochs), args.lr_decay))
@@ -196,11 +200,11 @@ def train_recurrent(name: str, model: RecurrentLM, data: dict, eos_id: int, args
     if args.max_steps:
         steps = min(steps, args.max_steps)
     budget, stopped = Budget(args.max_minutes), False
-    track = Tracker(name, model, lambda: eval_recurrent(model, data["valid"], eos_id, device),
-                    os.path.join(out, f"{name}.npz"), model_config(name, args), steps, args.evals_per_epoch)
+    track = Tracker(run, name, model, lambda: eval_recurrent(model, data["valid"], eos_id, device),
+                    model_config(name, args), steps, args.evals_per_epoch)
     for epoch in range(1, epochs + 1):
         lr = sched.get_last_lr()[0]
-        bar = Progress(steps, desc=f"{name} epoch {epoch}/{epochs}", disable=args.quiet)
+        bar = run.progress(steps, desc=f"{name} epoch {epoch}/{epochs}")
         state, tot_nll, tot_n, done = None, 0.0, 0, 0
         for x, y in bptt_batches(train, args.bptt):
             state = detach(state)
@@ -218,19 +222,21 @@ def train_recurrent(name: str, model: RecurrentLM, data: dict, eos_id: int, args
             bar.update(1, ppl=math.exp(tot_nll / tot_n), lr=lr)
             stopped = budget.exceeded()
             if track.due(done) or stopped or done == steps:
-                track.check(epoch, done, lr, math.exp(tot_nll / tot_n))
+                with bar.paused():
+                    track.check(epoch, done, lr, math.exp(tot_nll / tot_n))
             if stopped or done == steps:
                 break
         bar.close()
         sched.step()
         if stopped:
-            print(f"{name}: --max-minutes {args.max_minutes:g} reached after {budget.elapsed() / 60:.1f} min", flush=True)
+            run.log(f"{name}: --max-minutes {args.max_minutes:g} reached after {budget.elapsed() / 60:.1f} min")
             break
     model.load(track.ckpt)
     return track.result(eval_recurrent(model, data["test"], eos_id, device), budget, stopped)
 
 
-def train_window(model: WindowLM, data: dict, eos_id: int, args, out: str, epochs: int) -> dict:
+def train_window(model: WindowLM, data: dict, eos_id: int, run: Run, epochs: int) -> dict:
+    args = run.args
     device = args.device
     opt = optim.Adam(model.parameters(), lr=args.window_lr)
     ctx_all = window_contexts(data["train"], model.context, eos_id)
@@ -241,11 +247,11 @@ def train_window(model: WindowLM, data: dict, eos_id: int, args, out: str, epoch
         steps = min(steps, args.max_steps)
     rng = np.random.default_rng(args.seed)
     budget, stopped = Budget(args.max_minutes), False
-    track = Tracker("window", model, lambda: eval_window(model, data["valid"], eos_id, device),
-                    os.path.join(out, "window.npz"), model_config("window", args), steps, args.evals_per_epoch)
+    track = Tracker(run, "window", model, lambda: eval_window(model, data["valid"], eos_id, device),
+                    model_config("window", args), steps, args.evals_per_epoch)
     for epoch in range(1, epochs + 1):
         order = rng.permutation(n)
-        bar = Progress(steps, desc=f"window epoch {epoch}/{epochs}", disable=args.quiet)
+        bar = run.progress(steps, desc=f"window epoch {epoch}/{epochs}")
         tot_nll, tot_n = 0.0, 0
         for done in range(1, steps + 1):
             idx = order[(done - 1) * bs:done * bs]
@@ -260,12 +266,13 @@ def train_window(model: WindowLM, data: dict, eos_id: int, args, out: str, epoch
             bar.update(1, ppl=math.exp(tot_nll / tot_n))
             stopped = budget.exceeded()
             if track.due(done) or stopped or done == steps:
-                track.check(epoch, done, args.window_lr, math.exp(tot_nll / tot_n))
+                with bar.paused():
+                    track.check(epoch, done, args.window_lr, math.exp(tot_nll / tot_n))
             if stopped:
                 break
         bar.close()
         if stopped:
-            print(f"window: --max-minutes {args.max_minutes:g} reached after {budget.elapsed() / 60:.1f} min", flush=True)
+            run.log(f"window: --max-minutes {args.max_minutes:g} reached after {budget.elapsed() / 60:.1f} min")
             break
     model.load(track.ckpt)
     return track.result(eval_window(model, data["test"], eos_id, device), budget, stopped)
@@ -293,41 +300,50 @@ def build(name: str, vocab_size: int, args) -> nn.Module:
 
 
 def main(argv=None) -> dict:
-    p = make_parser("word_lm: PTB word-level LMs (Kneser-Ney, Bengio window NNLM, RNN, LSTM)", epochs=3,
-                    out=os.path.join("runs", "word_lm"))
+    p = make_parser("word_lm", "word_lm: PTB word-level LMs (Kneser-Ney, Bengio window NNLM, RNN, LSTM)", epochs=3,
+                    epochs_help="epochs of the LSTM (--baseline-epochs is the window NNLM's and the RNN's)")
     p.add_argument("--model", default="all", choices=MODELS + ("all",), help="which model(s) to train and evaluate")
-    p.add_argument("--baseline-epochs", type=int, default=1, help="epochs of the window NNLM and the vanilla RNN "
-                   "(--epochs is the LSTM's)")
-    p.add_argument("--max-minutes", type=float, default=0.0,
+    p.add_argument("--baseline-epochs", type=positive_int, default=1, help="epochs of the window NNLM and the vanilla RNN")
+    p.add_argument("--max-minutes", type=nonneg_float, default=0.0,
                    help="wall-clock training budget per neural model (0 = none); evaluation comes on top")
-    p.add_argument("--evals-per-epoch", type=int, default=4,
+    p.add_argument("--evals-per-epoch", type=positive_int, default=4,
                    help="validation passes per epoch (the curve, and the best checkpoint kept)")
-    p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (0 = all; for tests)")
-    p.add_argument("--limit-tokens", type=int, default=0, help="use only the first N tokens of each split (for tests)")
-    p.add_argument("--order", type=int, default=5, help="n-gram order of the Kneser-Ney baseline")
+    p.add_argument("--max-steps", type=nonneg_int, default=0, help="stop each epoch after this many steps (0 = all; for tests)")
+    p.add_argument("--limit-tokens", type=nonneg_int, default=0,
+                   help="use only the first N tokens of each split (0 = all; for tests)")
+    p.add_argument("--order", type=positive_int, default=5, help="n-gram order of the Kneser-Ney baseline")
     g = p.add_argument_group("RNN / LSTM (Zaremba et al. 2014, small)")
-    g.add_argument("--hidden", type=int, default=200, help="embedding and hidden size")
-    g.add_argument("--layers", type=int, default=2, help="LSTM layers")
-    g.add_argument("--rnn-layers", type=int, default=2, help="vanilla RNN layers")
-    g.add_argument("--bptt", type=int, default=20, help="unrolled steps (truncated BPTT window)")
-    g.add_argument("--batch-size", type=int, default=20, help="parallel streams")
-    g.add_argument("--lr", type=float, default=1.0, help="SGD learning rate of the LSTM")
-    g.add_argument("--rnn-lr", type=float, default=0.2, help="SGD learning rate of the vanilla RNN (diverges at 0.5)")
-    g.add_argument("--lr-decay", type=float, default=0.5, help="lr factor per epoch once decay starts")
+    g.add_argument("--hidden", type=positive_int, default=200, help="embedding and hidden size")
+    g.add_argument("--layers", type=positive_int, default=2, help="LSTM layers")
+    g.add_argument("--rnn-layers", type=positive_int, default=2, help="vanilla RNN layers")
+    g.add_argument("--bptt", type=positive_int, default=20, help="unrolled steps (truncated BPTT window)")
+    g.add_argument("--batch-size", type=positive_int, default=20, help="parallel streams")
+    g.add_argument("--lr", type=positive_float, default=1.0, help="SGD learning rate of the LSTM")
+    g.add_argument("--rnn-lr", type=positive_float, default=0.2, help="SGD learning rate of the vanilla RNN (diverges at 0.5)")
+    g.add_argument("--lr-decay", type=positive_float, default=0.5, help="lr factor per epoch once decay starts")
     g.add_argument("--decay-after", type=int, default=-1,
                    help="epochs at the full lr before decaying (-1: the paper's 4 when --epochs >= 13, else 1)")
-    g.add_argument("--clip", type=float, default=5.0, help="max global gradient norm")
-    g.add_argument("--init-range", type=float, default=0.1, help="init every parameter U(-r, r)")
-    g.add_argument("--dropout", type=float, default=0.0, help="dropout (the small model uses none)")
+    g.add_argument("--clip", type=positive_float, default=5.0, help="max global gradient norm")
+    g.add_argument("--init-range", type=nonneg_float, default=0.1, help="init every parameter U(-r, r) (0 = layer defaults)")
+    g.add_argument("--dropout", type=probability, default=0.0, help="dropout (the small model uses none)")
     g = p.add_argument_group("window NNLM (Bengio et al. 2003)")
-    g.add_argument("--context", type=int, default=4, help="previous words seen (n-1 of an n-gram)")
-    g.add_argument("--window-emb", type=int, default=100, help="embedding size per word")
-    g.add_argument("--window-hidden", type=int, default=200, help="tanh hidden units")
-    g.add_argument("--window-dropout", type=float, default=0.0, help="dropout on the embeddings and hidden layer")
-    g.add_argument("--window-lr", type=float, default=1e-3, help="Adam learning rate")
-    g.add_argument("--window-batch", type=int, default=256, help="examples per step")
-    args = p.parse_args(argv)
-    out = setup(args)
+    g.add_argument("--context", type=positive_int, default=4, help="previous words seen (n-1 of an n-gram)")
+    g.add_argument("--window-emb", type=positive_int, default=100, help="embedding size per word")
+    g.add_argument("--window-hidden", type=positive_int, default=200, help="tanh hidden units")
+    g.add_argument("--window-dropout", type=probability, default=0.0, help="dropout on the embeddings and hidden layer")
+    g.add_argument("--window-lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--window-batch", type=positive_int, default=256, help="examples per step")
+
+    def check(args, parser) -> None:
+        if args.decay_after < -1:
+            parser.error(f"argument --decay-after: must be -1 (automatic) or 0 or more, got {args.decay_after}")
+        if args.limit_tokens and args.limit_tokens < args.batch_size * (args.bptt + 1):
+            parser.error(f"argument --limit-tokens: {args.limit_tokens} tokens are too few for --batch-size "
+                         f"{args.batch_size} x --bptt {args.bptt}; use at least {args.batch_size * (args.bptt + 1)}")
+
+    run = start(p, argv, check=check)
+    args = run.args
+    out = run.out
     wall0 = time.perf_counter()
 
     splits = {s: load_ptb(s) for s in ("train", "valid", "test")}
@@ -336,8 +352,8 @@ def main(argv=None) -> dict:
     vocab = Vocab.words(load_ptb("train"), pad=None, eos="<eos>")
     eos_id = vocab.eos_id
     data = {s: vocab.encode(t) for s, t in splits.items()}
-    print(f"PTB: {len(vocab)} words; {len(data['train']):,} / {len(data['valid']):,} / {len(data['test']):,} tokens "
-          f"(train / valid / test)", flush=True)
+    run.log(f"PTB: {len(vocab)} words; {len(data['train']):,} / {len(data['valid']):,} / {len(data['test']):,} tokens "
+            f"(train / valid / test)")
 
     names = MODELS if args.model == "all" else (args.model,)
     results: dict = {}
@@ -348,17 +364,18 @@ def main(argv=None) -> dict:
             results[name] = {"valid_ppl": lm.perplexity(splits["valid"], context=["<eos>"]),
                              "test_ppl": lm.perplexity(splits["test"], context=["<eos>"]),
                              "train_seconds": time.perf_counter() - t0, "order": args.order}
-            print(f"ngram: KN{args.order} valid ppl {results[name]['valid_ppl']:.1f}  "
-                  f"test ppl {results[name]['test_ppl']:.1f}", flush=True)
+            run.log(f"ngram: KN{args.order} valid ppl {results[name]['valid_ppl']:.1f}  "
+                    f"test ppl {results[name]['test_ppl']:.1f}")
             continue
         tr.manual_seed(args.seed)
         model = build(name, len(vocab), args)
-        print(f"{name}: {model.num_parameters():,} parameters", flush=True)
+        run.log(f"{name}: {model.num_parameters():,} parameters")
+        run.announce_compile(*{"window": ("adam",), "rnn": ("rnn_", "sgd"), "lstm": ("lstm", "sgd")}[name], "scatter", "xent")
         epochs = args.epochs if name == "lstm" else args.baseline_epochs
         if name == "window":
-            results[name] = train_window(model, data, eos_id, args, out, epochs)
+            results[name] = train_window(model, data, eos_id, run, epochs)
         else:
-            results[name] = train_recurrent(name, model, data, eos_id, args, out, epochs)
+            results[name] = train_recurrent(name, model, data, eos_id, run, epochs)
         results[name]["wall_seconds"] = time.perf_counter() - t0
 
     label = {"ngram": f"Kneser-Ney {args.order}-gram", "window": f"window NNLM (n={args.context + 1})",
@@ -371,24 +388,24 @@ def main(argv=None) -> dict:
         rows.append([label[name], epochs, f"{r['valid_ppl']:.1f}", f"{r['test_ppl']:.1f}",
                      "—" if pub["valid"] is None else pub["valid"], "—" if pub["test"] is None else pub["test"],
                      f"{minutes:.1f}" if minutes >= 0.1 else "<0.1"])
-    print()
+    run.log()
     table = print_table(rows, ["model", "epochs", "valid ppl", "test ppl", "paper valid", "paper test", "minutes"],
                         title="PTB word-level perplexity (lower is better); paper figures:")
     for name in names:
-        print(f"  {label[name]}: {PUBLISHED[name]['source']}")
+        run.log(f"  {label[name]}: {PUBLISHED[name]['source']}")
 
     series = [(label[n], [h["epoch"] for h in results[n]["history"]], [h["valid_ppl"] for h in results[n]["history"]])
               for n in names if n != "ngram"]
     if "ngram" in results and series:  # the count model as a horizontal line to beat
         last = max(h["epoch"] for n in names if n != "ngram" for h in results[n]["history"])
         series.append((label["ngram"], [0, last], [results["ngram"]["valid_ppl"]] * 2))
-    plot = save_plot(os.path.join(out, "valid_ppl.png"), series, "epoch", "validation perplexity",
-                     "PTB validation perplexity") if series else None
-    summary = {"example": "word_lm", "args": vars(args), "vocab_size": len(vocab), "models": results,
+    plot = run.save_plot("valid_ppl.png", series, "epoch", "validation perplexity",
+                         "PTB validation perplexity") if series else None
+    summary = {"example": "word_lm", "args": run.flags(), "vocab_size": len(vocab), "models": results,
                "published": {n: PUBLISHED[n] for n in names}, "table": table, "plot": plot,
                "wall_seconds": time.perf_counter() - wall0}
-    write_results(out, summary)
-    print(f"\nresults: {os.path.join(out, 'results.json')}" + (f"  plot: {plot}" if plot else ""))
+    run.write_results(summary)
+    run.note(f"\nresults: {os.path.join(out, 'results.json')}" + (f"  plot: {plot}" if plot else ""))
     return summary
 
 

@@ -1,23 +1,11 @@
 """End-to-end runs of examples/word_lm.py, sentiment.py and seq2seq.py on tiny settings."""
-import importlib.util
 import math
-import sys
 
 import numpy as np
 import pytest
-from _examples import EXAMPLES, results, run  # noqa: E402, I001  (tests/ helper)
+from _examples import example_module, results, run  # noqa: E402, I001  (tests/ helper)
 
 import tinygrad_rnn as tr
-
-
-def example_module(name: str):
-    """Import an example as a module (its folder on sys.path for ``_common``) to rebuild its models."""
-    if str(EXAMPLES) not in sys.path:
-        sys.path.insert(0, str(EXAMPLES))
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.parametrize("script", ["word_lm.py", "sentiment.py", "seq2seq.py"])
@@ -99,6 +87,7 @@ def test_seq2seq_numbers(tmp_path):
     out = run("seq2seq.py", "--train-size", "300", "--test-size", "50", "--epochs", "2", "--hidden", "16", "--emb", "8",
               "--out", str(tmp_path), "--quiet")
     assert "held-out translations" in out and "test exact %" in out and "test token %" in out
+    assert "greedy output  verdict" in out  # every column has a header
     r = results(tmp_path)
     for key in ("test_exact", "test_token", "valid_exact", "history", "examples", "args"):
         assert key in r
