@@ -237,7 +237,10 @@ def main() -> None:
         rows.append((name, args.threads, mo, mt, mt / mo))
     print("\n| workload | threads | ours ms/step | PyTorch ms/step | torch / ours |\n|---|---|---|---|---|")
     for name, th, mo, mt, r in rows:
-        print(f"| {name} | {th} | {mo:.1f} | {mt:.1f} | {r:.2f} |")
+        if t_torch:
+            print(f"| {name} | {th} | {mo:.1f} | {mt:.1f} | {r:.2f} |")
+        else:  # --no-torch: no peer was measured, so there is no ratio to print
+            print(f"| {name} | {th} | {mo:.1f} | — | — |")
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 
 
