@@ -1,7 +1,5 @@
 """Gradient hooks, once-per-pass leaf accumulation and the version counter (the engine seam that
 data-parallel training and in-place safety build on)."""
-import threading
-
 import numpy as np
 import pytest
 
@@ -97,25 +95,6 @@ def test_version_counter_bumps_and_is_shared_with_detach():
     x.fill_(2.0)
     d.zero_()
     assert x._version == 3 and d._version == 3
-
-
-def test_concurrent_backward_into_shared_parameter_sums_exactly():
-    w = tr.tensor(np.ones(1000), requires_grad=True)
-    x = tr.tensor(np.arange(1000.0))
-    n_threads, passes = 4, 50
-    barrier = threading.Barrier(n_threads)
-
-    def work():
-        barrier.wait()
-        for _ in range(passes):
-            (w * x).sum().backward()
-
-    threads = [threading.Thread(target=work) for _ in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    np.testing.assert_array_equal(w.grad.numpy(), n_threads * passes * np.arange(1000.0))
 
 
 def test_fresh_gradients_become_grad_uncopied_and_stay_independent():
