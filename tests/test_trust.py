@@ -758,3 +758,58 @@ def test_t_check_op(a):
 @given(a=arrays(shapes(max_dims=3), low=0.1, high=4.0))
 def test_sqrt_check_op(a):
     check_op(lambda x: x.sqrt(), np.sqrt, a)
+
+
+# -- review findings: in-place arithmetic inside a graph (each compared with what PyTorch gives) ---------
+
+
+def test_iadd_updates_every_name_for_the_tensor():
+    # y += w must give y itself the new history: z is the same tensor, so w gets a gradient through it
+    x = tr.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    w = tr.tensor(np.array([5.0, 5.0]), requires_grad=True)
+    y = x * 2
+    z = y
+    y += w
+    assert z is y
+    z.sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [1.0, 1.0])
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0])
+
+
+def test_imul_on_graph_tensor_keeps_the_old_value_for_backward():
+    x = tr.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    w = tr.tensor(np.array([3.0, 4.0]), requires_grad=True)
+    y = x * 1
+    y *= w
+    (y * y).sum().backward()  # d/dx (x w)^2 = 2 x w^2, d/dw = 2 x^2 w
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.array([1.0, 2.0]) * np.array([9.0, 16.0]))
+    np.testing.assert_allclose(w.grad.numpy(), 2 * np.array([1.0, 4.0]) * np.array([3.0, 4.0]))
+
+
+def test_iadd_into_a_view_of_a_graph_tensor_is_refused_not_silently_wrong():
+    a = tr.tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    w = tr.tensor(np.array([10.0, 10.0]), requires_grad=True)
+    b = a * 1
+    v = b[0:2]
+    with pytest.raises(RuntimeError, match="shares its memory"):
+        v += w
+    r = b.reshape(3)
+    with pytest.raises(RuntimeError, match="shares its memory"):
+        b += tr.tensor(np.ones(3), requires_grad=True)  # b's view r exists: r's graph would not see it
+    assert r.shape == (3,)
+
+
+def test_iadd_on_a_plain_tensor_with_grad_operand_builds_history():
+    acc = tr.zeros(2, dtype=tr.float64)
+    w = tr.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    acc += w * 3
+    assert acc.requires_grad and not acc.is_leaf
+    acc.sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [3.0, 3.0])
+
+
+def test_public_function_names_survive_the_method_renaming():
+    x = tr.tensor(np.array([1.0]))
+    with pytest.raises(TypeError, match="clamp|clip"):
+        tr.clamp(x, foo=1)
+    assert tr.maximum.__qualname__ == "maximum"

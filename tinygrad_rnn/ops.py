@@ -1164,9 +1164,10 @@ def _inplace_operand(self: Tensor, other: Any, fn: type[Function], what: str) ->
 
 def _iop(fn: type[Function], what: str):
     """``t += x`` and friends. Without a graph involved: written in place, version bumped. When
-    gradients are recorded, ``t`` must not be a leaf that requires grad (PyTorch's rule); the op
-    is recorded on the old value and the returned tensor (which Python binds to the name) shares
-    ``t``'s memory and version counter and carries the new history."""
+    gradients are recorded, as in PyTorch: ``t`` must not be a leaf that requires grad, the op is
+    recorded on ``t``'s old value, and ``t`` itself takes the new history (every name for it sees
+    it). A tensor whose memory another tensor shares (a slice, a reshape, a ``detach()``) is refused
+    inside a graph: PyTorch rewrites the other tensor's history too, which this engine does not."""
 
     def method(self: Tensor, other: Any) -> Tensor:
         o = _inplace_operand(self, other, fn, what)
@@ -1179,18 +1180,22 @@ def _iop(fn: type[Function], what: str):
         if self._ctx is None and self.requires_grad:
             raise RuntimeError(f"{what}: a leaf tensor that requires grad is being used in an in-place operation "
                                "(do it under tr.no_grad(), or use the out-of-place form x = x + y)")
+        if self._vc is not None and self._vc.shared:
+            raise RuntimeError(f"{what}: in-place operation on a tensor of shape {self.shape} that shares its memory with "
+                               "another tensor (a view such as a slice or reshape, or a detach()) while gradients are "
+                               "recorded: the other tensor's graph would not see the change; use the out-of-place form "
+                               "(x = x + y), or clone() first")
         data = _writable(self, what)
-        # the old value as the op's input: the tensor itself when the op keeps no inputs, else a copy
-        # (the write below would change what backward reads)
-        old = self if not fn.saves_inputs else Tensor._make(data.copy(), self._be, self.requires_grad, self._ctx, self._idx)
+        # the old value as the op's input, a handle of its own (self takes the new history below); a copy
+        # when backward reads it, since the write below changes the memory
+        old = Tensor._make(data.copy() if fn.saves_inputs else data, self._be, self.requires_grad, self._ctx, self._idx)
         res = fn.apply(*_promote(old, o))
         if res.dtype != self.dtype:
             res = res.to(self.dtype)
         data[...] = res.data
+        self._ctx, self._idx, self.requires_grad = res._ctx, res._idx, True
         self._bump_version()
-        new = Tensor._make(data, self._be, True, res._ctx, res._idx)
-        new._vc = self._vc  # same memory, same counter
-        return new
+        return self
 
     method.__name__ = what
     return method
@@ -1314,5 +1319,5 @@ Tensor.astype = lambda self, dtype: self.to(_as_dtype(dtype))
 # error messages name the Tensor method ("Tensor.add() got an unexpected keyword argument 'alpha'"),
 # not the factory that made it
 for _name, _fn in list(vars(Tensor).items()):
-    if callable(_fn) and getattr(_fn, "__module__", None) == __name__:
-        _fn.__qualname__ = f"Tensor.{_name}"
+    if callable(_fn) and getattr(_fn, "__module__", None) == __name__ and _fn.__name__ not in __all__:
+        _fn.__qualname__ = f"Tensor.{_name}"  # (the public functions tr.clamp, tr.maximum ... keep their own name)

@@ -14,6 +14,7 @@ times, and frees each node's saved arrays as soon as it has run.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import weakref
 from typing import Any, Callable, Sequence
@@ -445,7 +446,8 @@ class Tensor:
     def detach(self) -> Tensor:
         """The same values cut from the graph (shares memory): the carried state of truncated BPTT."""
         t = Tensor._make(self.data, self._be, False, None, 0)
-        t._vc = self._version_counter()  # same memory, same version: an in-place change to either is seen
+        t._vc = vc = self._version_counter()  # same memory, same version: an in-place change to either is seen
+        vc.shared = True
         return t
 
     def detach_(self) -> Tensor:
@@ -635,10 +637,11 @@ def _backend_of(data: Any) -> Backend:
 class _VersionCounter:
     """One counter shared by every tensor over the same memory (a tensor and its ``detach()``)."""
 
-    __slots__ = ("v",)
+    __slots__ = ("v", "shared")
 
     def __init__(self) -> None:
         self.v = 0
+        self.shared = False  # another tensor (a view, a detach()) sees the same memory
 
 
 class _Hooks:
@@ -655,11 +658,10 @@ class _Hooks:
 class RemovableHandle:
     """Returned by ``register_hook``: ``handle.remove()`` unregisters the hook (idempotent)."""
 
-    _next_id = 0
+    _ids = itertools.count(1)  # next() on a count is atomic under the GIL: no two handles share an id
 
     def __init__(self, table: dict[int, Callable]):
-        RemovableHandle._next_id += 1
-        self.id = RemovableHandle._next_id
+        self.id = next(RemovableHandle._ids)
         self._table = table
 
     def remove(self) -> None:
@@ -789,12 +791,8 @@ def _check_versions(ctx: Function) -> None:
             "(x = x + y, x.clone()) or call backward() before the in-place change.")
     saved = ctx._saved_versions
     if saved is not None:
-        for t, v in zip(ctx.parents, saved):
-            vc = t._vc
-            if vc is None and v == 0 or vc is not None and vc.v == v:  # unchanged: the common, cheap case
-                continue
-            i = next(k for k, p in enumerate(ctx.parents) if p is t)
-            now = 0 if vc is None else vc.v
+        for i, (t, v) in enumerate(zip(ctx.parents, saved)):
+            now = 0 if t._vc is None else t._vc.v
             if now != v:
                 raise RuntimeError(
                     "one of the variables needed for gradient computation has been modified by an inplace "
@@ -815,7 +813,8 @@ def _share_counter(src: Tensor, outs: tuple) -> None:
     may_share = getattr(src._be.xp, "may_share_memory", None)
     for o in outs:
         if may_share is None or may_share(o.data, src.data):
-            o._vc = src._version_counter()
+            o._vc = vc = src._version_counter()
+            vc.shared = True
 
 
 # ---------------------------------------------------------------------------------------
