@@ -393,8 +393,9 @@ def test_nn_save_writes_the_new_format_that_tr_load_reads(tmp_path):
     tr.save({"model": lin.state_dict()}, tmp_path / "other.npz")
     with pytest.raises(ValueError, match="not a model checkpoint"):
         nn.load(tmp_path / "other.npz")
-    with pytest.raises(TypeError, match="meta"):
-        lin.save(tmp_path / "bad.npz", note=object())
+    # metadata keeps nn.save's JSON contract from before tr.save: other objects are stored as their str
+    lin.save(tmp_path / "obj.npz", note=object())
+    assert nn.load(tmp_path / "obj.npz")[1]["note"].startswith("<object object at")
 
 
 def test_nn_save_of_an_optimizer_state_points_to_tr_save(tmp_path):
@@ -717,3 +718,16 @@ def test_resume_in_a_fresh_process_is_bit_exact(tmp_path, dtype):
     assert diverged != expected
     state = tr.load(path)
     assert state["step"] == k and isinstance(state["hidden"], tuple) and state["hidden"][0].dtype == dtype
+
+
+def test_nn_save_metadata_stays_json_as_before(tmp_path):
+    # review finding: metadata went through tr.save's stricter types (a Path was refused, tuples came back)
+    import pathlib
+
+    lin = nn.Linear(3, 2, seed=0)
+    lin.save(tmp_path / "m.npz", data_dir=pathlib.Path("/tmp/x"), shape=(1, 2), lr=np.float32(0.25),
+             hist=np.array([1.0, 2.0]))
+    _, meta = nn.load(tmp_path / "m.npz")
+    assert meta["data_dir"] == "/tmp/x" and meta["shape"] == [1, 2] and meta["hist"] == [1.0, 2.0]
+    assert type(meta["lr"]) is float and meta["lr"] == 0.25
+    json.dumps(meta)

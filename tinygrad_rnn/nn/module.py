@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections import OrderedDict
@@ -275,7 +276,15 @@ def save(state: dict[str, Any], path: str | os.PathLike, **extra: Any) -> None:
             raise TypeError(f"nn.save: {k!r} is not a numeric array ({type(v).__name__}); nn.save writes a model's state "
                             "dict — save other state (an optimizer's, a scheduler's) with tinygrad_rnn.save")
         arrays[k] = arr
-    _serialization.save({"state_dict": arrays, "meta": dict(extra)}, path)
+    # metadata is JSON, as it always was: NumPy numbers become Python ones, paths and other objects strings
+    meta = json.loads(json.dumps(dict(extra), default=_json_default))
+    _serialization.save({"state_dict": arrays, "meta": meta}, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.generic, np.ndarray)):
+        return o.tolist()
+    return str(o)
 
 
 def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
