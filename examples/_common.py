@@ -477,6 +477,16 @@ class Run:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
 
+    def sum_ranks(self, *values: float) -> list[float]:
+        """Each value summed over the ranks (a collective; the values themselves in one process)."""
+        if self.world == 1:
+            return [float(v) for v in values]
+        import tinygrad_rnn.distributed as dist
+
+        t = tr.tensor(np.array(values, dtype=np.float64))
+        dist.all_reduce(t)
+        return [float(v) for v in t.numpy()]
+
     def gather_rows(self, state: Any, dim: int) -> Any:
         """Concatenate every rank's ``state`` (a tensor or tuple of tensors) along its batch ``dim``, rank order.
 
@@ -556,12 +566,25 @@ class Run:
         return bool(every) and step % every == 0
 
     def save_state(self, state: dict[str, Any]) -> str:
-        """Write the training state (rank 0 only) atomically to OUT/train_state.npz with what --resume checks."""
+        """Write the training state atomically to OUT/train_state.npz with what --resume checks.
+
+        A collective under MPI (every rank calls it; rank 0 writes): each rank's default-generator
+        state is gathered into ``"rngs"``, since dropout on batches of other shapes moves them apart.
+        """
         path = self.state_path()
+        rngs = [tr.get_rng_state()]
+        if self.world > 1:
+            from mpi4py import MPI
+
+            rngs = MPI.COMM_WORLD.allgather(rngs[0])  # a few ints per rank
         if self.is_main:
             tr.save({"format": STATE_FORMAT, "example": self.args._example, "args": self.flags(), "ranks": self.world,
-                     **state}, path)
+                     "rngs": rngs, **state}, path)
         return path
+
+    def restore_rng(self, saved: dict[str, Any]) -> None:
+        """Put this rank's default generator back where the saved run had it (dropout then repeats exactly)."""
+        tr.set_rng_state(saved["rngs"][self.rank])
 
     def resume_command(self, path: str) -> str:
         """The command that continues this run from ``path``: the same flags plus ``--resume path``."""

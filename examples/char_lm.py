@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def training_state() -> dict:
         """What --resume needs (a collective under MPI: every rank calls it, rank 0 writes)."""
-        return {"model": model.state_dict(), "optim": opt.state_dict(), "rng": tr.get_rng_state(),
+        return {"model": model.state_dict(), "optim": opt.state_dict(),
                 "np_rng": rng.bit_generator.state, "data": batches.state_dict(), "offset": offset, "epoch": epoch,
                 "hidden": run.gather_rows(state, dim=1), "step": step, "history": history, "best": best,
                 "best_step": best_step, "best_model": best_weights, "window_losses": window_losses,
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
                 batches.load_state_dict(saved["data"])
                 state = run.local_rows(saved["hidden"], dim=1, device=args.device)
                 rng.bit_generator.state = saved["np_rng"]
-                tr.set_rng_state(saved["rng"])  # dropout draws what it would have drawn
+                run.restore_rng(saved)  # dropout draws what it would have drawn
                 saved = None
             if step >= total_steps:
                 break
