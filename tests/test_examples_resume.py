@@ -78,7 +78,8 @@ def test_stop_and_resume_equals_a_straight_run(script, tmp_path):
     m = RESUME_LINE.search(proc.stderr)
     assert m and m.group(1) == "stopped" and int(m.group(2)) == k, proc.stderr
     cmd = shlex.split(m.group(3))
-    assert cmd[:2] == ["python", os.path.relpath(EXAMPLES / script, ROOT)] and cmd[-2:] == ["--resume", str(out / "train_state.npz")]
+    assert cmd[:2] == ["python", os.path.relpath(EXAMPLES / script, ROOT)]
+    assert cmd[-2:] == ["--resume", str(out / "train_state.npz")]
     state = tr.load(out / "train_state.npz")
     assert state["example"] == script[:-3] and state["ranks"] == 1
     # continue in fresh processes until the run ends, exactly as the printed line says
