@@ -645,6 +645,8 @@ def start(parser: argparse.ArgumentParser, argv: list[str] | None = None, is_mai
     if args.out is None:
         args.out = default_out(args._example)
     rank, world = 0, 1
+    if not hasattr(args, "distributed") and _env_size() > 1:  # N copies would race to write the same files
+        parser.error(f"{parser.prog} does not train data-parallel: run it without mpiexec (or with -n 1)")
     if hasattr(args, "distributed") and (args.distributed or launched_by_mpi()):
         args.distributed = True
         rank, world = _join_mpi(parser)
@@ -686,6 +688,13 @@ def _env_rank() -> int:
         if os.environ.get(k, "").isdigit():
             return int(os.environ[k])
     return 0
+
+
+def _env_size() -> int:
+    for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE"):
+        if os.environ.get(k, "").isdigit():
+            return int(os.environ[k])
+    return 1
 
 
 def _join_mpi(parser: argparse.ArgumentParser) -> tuple[int, int]:

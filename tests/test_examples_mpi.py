@@ -215,3 +215,12 @@ def test_ctrl_c_under_mpi_stops_every_rank_at_the_same_step(tmp_path):
     state = tr.load(out / "train_state.npz")
     assert state["ranks"] == 2 and state["step"] == len(state["losses"]) > 0
     assert json.dumps(state["args"]["batch"]) == "4"
+
+
+def test_an_example_without_data_parallelism_refuses_several_ranks(tmp_path):
+    proc = mpi_example("adding_problem.py", "--out", str(tmp_path), timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert errors == ["adding_problem.py: error: adding_problem.py does not train data-parallel: run it without mpiexec "
+                      "(or with -n 1)"], proc.stderr  # one rank says it, once
+    assert not (tmp_path / "results.json").exists()

@@ -190,3 +190,12 @@ def test_resume_command_drops_the_old_resume_flag(tmp_path):
     run.argv = ["--seed", "3", "--resume", "old.npz", "--resume=older.npz", "--out", "x y"]
     cmd = shlex.split(run.resume_command(str(tmp_path / "s.npz")))
     assert cmd[2:] == ["--seed", "3", "--out", "x y", "--resume", str(tmp_path / "s.npz")]
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+@pytest.mark.parametrize("flag,value,needle", [("--save-every", "-1", "must be 0 or more"),
+                                               ("--stop-after", "x", "expected an integer")])
+def test_checkpoint_flags_are_checked(script, flag, value, needle, tmp_path):
+    proc = run_raw(script, flag, value, "--out", str(tmp_path))
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1].startswith(f"{script}: error: argument {flag}: {needle}")
