@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
                    help="sampling temperature: lower is safer, 0 = greedy (always the most likely character)")
     p.add_argument("--length", type=nonneg_int, default=500, help="characters to sample")
     run = start(p, argv, check=check_args, make_out=lambda a: not a.sample,
-                same=("model", "hidden", "layers", "emb", "dropout", "batch", "seq", "max_chars", "seed"))
+                same=("model", "hidden", "layers", "emb", "dropout", "batch", "seq", "max_chars", "seed", "lr", "clip"))
     args = run.args
     rng = np.random.default_rng(args.seed)
 
