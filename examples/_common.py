@@ -16,6 +16,8 @@ import io
 import json
 import math
 import os
+import shlex
+import signal
 import sys
 import tempfile
 import textwrap
@@ -115,12 +117,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def make_parser(name: str, description: str, epochs: int | None = 1,
-                epochs_help: str = "passes over the training data") -> argparse.ArgumentParser:
+                epochs_help: str = "passes over the training data", save_every: int | None = None,
+                distributed: bool = False) -> argparse.ArgumentParser:
     """An ArgumentParser with the flags every example shares.
 
     --device --seed --epochs --out --threads --quiet; ``epochs=None`` leaves --epochs out (the
     example adds its own). The default --out is ``runs/<name>`` in the checkout, wherever the
     command is run from; a given --out is relative to the current folder, as for any command.
+    ``save_every=N`` adds --save-every (default N), --stop-after and --resume; ``distributed=True``
+    adds --distributed (MPI data parallelism, automatic under mpiexec).
     """
     p = argparse.ArgumentParser(prog=f"{name}.py", description=description, formatter_class=HelpFormatter)
     p.add_argument("--device", type=device_name, default="cpu",
@@ -134,6 +139,19 @@ def make_parser(name: str, description: str, epochs: int | None = 1,
                    help="BLAS threads (0 = one per core); 1 is the default because on a shared machine more threads "
                         "spin against other processes and run several times slower")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    if save_every is not None:
+        g = p.add_argument_group("checkpoint and resume")
+        g.add_argument("--save-every", type=nonneg_int, default=save_every,
+                       help=f"save the whole training state to OUT/{STATE_FILE} every N steps (0 = only at the end "
+                            "and on Ctrl-C)")
+        g.add_argument("--resume", default=None, metavar="PATH",
+                       help=f"continue the run saved in PATH (an OUT/{STATE_FILE}); give the same flags as that run")
+        g.add_argument("--stop-after", type=nonneg_int, default=0, metavar="N",
+                       help="train N steps in this process, save the state and exit (0 = no limit); for time-sliced "
+                            "jobs: continue with --resume")
+    if distributed:
+        p.add_argument("--distributed", action="store_true",
+                       help="data-parallel over MPI (automatic when launched by mpiexec or srun with MPI)")
     p.set_defaults(_example=name)
     return p
 
@@ -352,14 +370,23 @@ class Run:
         '/tmp/demo_run/x.json'
     """
 
-    def __init__(self, args: argparse.Namespace, parser: argparse.ArgumentParser, out: str, is_main: bool = True):
+    def __init__(self, args: argparse.Namespace, parser: argparse.ArgumentParser, out: str, is_main: bool = True,
+                 rank: int = 0, world: int = 1, argv: Sequence[str] | None = None):
         self.args, self.parser, self.out, self.is_main = args, parser, out, is_main
+        self.rank, self.world = rank, world  # MPI rank and world size (0 and 1 in one process)
+        self.argv = list(sys.argv[1:] if argv is None else argv)  # for the "resume with:" line
         self.t0 = time.perf_counter()
         self.blas_limit: Any = None
+        self.resume_state: dict[str, Any] | None = None  # the loaded --resume file, checked against the flags
+        self.steps_here = 0  # training steps taken by this process (for --stop-after)
+        self._interrupted = False
+        self._old_sigint: Any = None
 
     # -- checks that need more than one flag, in each example's terms
     def error(self, message: str) -> None:
-        """Stop with ``<prog>: error: message`` and exit status 2, as argparse does for a bad flag."""
+        """Stop with ``<prog>: error: message`` and exit status 2, as argparse does for a bad flag (one rank prints)."""
+        if not self.is_main:
+            sys.exit(2)
         self.parser.error(message)
 
     def flags(self) -> dict[str, Any]:
@@ -426,6 +453,167 @@ class Run:
             return None
         return save_plot(self.path(name), series, xlabel, ylabel, title, logy)
 
+    # -- data parallelism (MPI): every rank runs the example; rank 0 alone prints, evaluates and writes
+    def wrap(self, model: tr.nn.Module) -> tr.nn.Module:
+        """``DistributedDataParallel(model)`` when this run is distributed, else ``model`` itself.
+
+        Forward the training batches through what this returns; evaluate and save ``model``.
+        """
+        import tinygrad_rnn.distributed as dist
+
+        if not dist.is_initialized():
+            return model
+        from tinygrad_rnn.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model)
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is True on some rank (a collective: every rank must call it)."""
+        if self.world == 1:
+            return bool(flag)
+        import tinygrad_rnn.distributed as dist
+
+        t = tr.tensor(np.array([1.0 if flag else 0.0]))
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def sum_ranks(self, *values: float) -> list[float]:
+        """Each value summed over the ranks (a collective; the values themselves in one process)."""
+        if self.world == 1:
+            return [float(v) for v in values]
+        import tinygrad_rnn.distributed as dist
+
+        t = tr.tensor(np.array(values, dtype=np.float64))
+        dist.all_reduce(t)
+        return [float(v) for v in t.numpy()]
+
+    def gather_rows(self, state: Any, dim: int) -> Any:
+        """Concatenate every rank's ``state`` (a tensor or tuple of tensors) along its batch ``dim``, rank order.
+
+        So a checkpoint holds the carried hidden state of all N*B streams, whatever the rank count.
+        """
+        if state is None or self.world == 1:
+            return state
+        import tinygrad_rnn.distributed as dist
+
+        def gather(t: tr.Tensor) -> tr.Tensor:
+            parts = [tr.zeros(*t.shape, dtype=t.dtype) for _ in range(self.world)]
+            dist.all_gather(parts, t.detach().to("cpu"))
+            return tr.tensor(np.concatenate([p.numpy() for p in parts], axis=dim))
+
+        return tuple(gather(t) for t in state) if isinstance(state, tuple) else gather(state)
+
+    def local_rows(self, state: Any, dim: int, device: str = "cpu") -> Any:
+        """This rank's share of a state saved by :meth:`gather_rows` (the inverse), on ``device``."""
+        if state is None:
+            return None
+
+        def mine(t: tr.Tensor) -> tr.Tensor:
+            a = t.numpy()
+            n = a.shape[dim] // self.world
+            return tr.tensor(np.ascontiguousarray(np.take(a, range(self.rank * n, (self.rank + 1) * n), axis=dim)),
+                             device=device)
+
+        return tuple(mine(t) for t in state) if isinstance(state, tuple) else mine(state)
+
+    # -- checkpoints of the whole training state, Ctrl-C, --stop-after
+    def state_path(self) -> str:
+        return self.path(STATE_FILE)
+
+    @contextlib.contextmanager
+    def training(self) -> Iterator[None]:
+        """While inside, the first Ctrl-C asks to stop after the current step (and save); a second one quits."""
+        def on_sigint(signum: int, frame: Any) -> None:
+            if self._interrupted:
+                raise KeyboardInterrupt
+            self._interrupted = True
+            self.note("\nCtrl-C: saving the training state after this step (Ctrl-C again quits without saving)")
+
+        try:
+            self._old_sigint = signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # not the main thread (an example imported by a test): no handler
+            self._old_sigint = None
+        try:
+            yield
+        finally:
+            if self._old_sigint is not None:
+                signal.signal(signal.SIGINT, self._old_sigint)
+                self._old_sigint = None
+
+    def step_done(self, loss: float, stop: bool = False) -> tuple[float, str | None]:
+        """Call after every training step: returns the loss averaged over the ranks and why to stop, if so.
+
+        The reason is ``"interrupted"`` (Ctrl-C), ``"stop-after"`` (--stop-after reached) or ``"limit"``
+        (``stop`` was True on some rank: a deadline); None means go on. Under MPI this is one tiny
+        all-reduce, so every rank stops at the same step even when only one was interrupted.
+        """
+        self.steps_here += 1
+        stop_after = getattr(self.args, "stop_after", 0)
+        flags = np.array([loss, float(stop), float(self._interrupted),
+                          float(bool(stop_after) and self.steps_here >= stop_after)])
+        if self.world > 1:
+            import tinygrad_rnn.distributed as dist
+
+            t = tr.tensor(flags)
+            dist.all_reduce(t)
+            flags = t.numpy()
+            flags[0] /= self.world
+        reason = "interrupted" if flags[2] else "stop-after" if flags[3] else "limit" if flags[1] else None
+        return float(flags[0]), reason
+
+    def save_due(self, step: int) -> bool:
+        every = getattr(self.args, "save_every", 0)
+        return bool(every) and step % every == 0
+
+    def save_state(self, state: dict[str, Any]) -> str:
+        """Write the training state atomically to OUT/train_state.npz with what --resume checks.
+
+        A collective under MPI (every rank calls it; rank 0 writes): each rank's default-generator
+        state is gathered into ``"rngs"``, since dropout on batches of other shapes moves them apart.
+        """
+        path = self.state_path()
+        rngs = [tr.get_rng_state()]
+        if self.world > 1:
+            from mpi4py import MPI
+
+            rngs = MPI.COMM_WORLD.allgather(rngs[0])  # a few ints per rank
+        if self.is_main:
+            tr.save({"format": STATE_FORMAT, "example": self.args._example, "args": self.flags(), "ranks": self.world,
+                     "rngs": rngs, **state}, path)
+        return path
+
+    def restore_rng(self, saved: dict[str, Any]) -> None:
+        """Put this rank's default generator back where the saved run had it (dropout then repeats exactly)."""
+        tr.set_rng_state(saved["rngs"][self.rank])
+
+    def resume_command(self, path: str) -> str:
+        """The command that continues this run from ``path``: the same flags plus ``--resume path``."""
+        argv, skip = [], False
+        for a in self.argv:
+            if skip:
+                skip = False
+            elif a == "--resume":
+                skip = True
+            elif not a.startswith("--resume="):
+                argv.append(a)
+        script = os.path.join(HERE, f"{self.args._example}.py")
+        rel = os.path.relpath(script)
+        here = rel if not rel.startswith("..") else script
+        prefix = ["mpiexec", "-n", str(self.world)] if self.world > 1 else []
+        return shlex.join([*prefix, "python", here, *argv, "--resume", os.path.relpath(path) if not
+                           os.path.relpath(path).startswith("..") else path])
+
+    def pause(self, reason: str, step: int, state: dict[str, Any]) -> None:
+        """Save ``state``, say how to resume, and exit: 130 after Ctrl-C, 0 after --stop-after."""
+        for bar in list(_ACTIVE):
+            bar.close()
+        path = self.save_state(state)
+        what = (f"interrupted at step {step}" if reason == "interrupted"
+                else f"stopped at step {step} (--stop-after {self.args.stop_after})")
+        if self.is_main:
+            print(f"{what}; resume with: {self.resume_command(path)}", file=sys.stderr, flush=True)
+        sys.exit(130 if reason == "interrupted" else 0)
+
 
 def _jsonable(v: Any) -> Any:
     if isinstance(v, np.generic):
@@ -442,15 +630,29 @@ def default_out(name: str) -> str:
 
 def start(parser: argparse.ArgumentParser, argv: list[str] | None = None, is_main: bool = True,
           check: Callable[[argparse.Namespace, argparse.ArgumentParser], None] | None = None,
-          make_out: bool | Callable[[argparse.Namespace], bool] = True) -> Run:
+          make_out: bool | Callable[[argparse.Namespace], bool] = True, same: Sequence[str] = ()) -> Run:
     """Parse and check the flags, then seed, pick the device, limit BLAS threads, create --out.
 
     ``check(args, parser)`` is the example's own cross-flag validation (call ``parser.error``);
-    every check runs before anything is trained, so a mistake costs seconds, not a run.
+    every check runs before anything is trained, so a mistake costs seconds, not a run. Under MPI
+    (or --distributed) it joins the process group first; only rank 0 then prints and writes.
+    With --resume the saved state is loaded into ``run.resume_state`` and refused (one error line,
+    exit 2) when another example wrote it, a flag named in ``same`` differs, or the rank count does.
     """
+    if launched_by_mpi() and _env_rank() != 0:  # one rank reports a bad flag, not all N
+        parser.error = lambda message: sys.exit(2)  # type: ignore[method-assign]
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = default_out(args._example)
+    rank, world = 0, 1
+    if not hasattr(args, "distributed") and _env_size() > 1:  # N copies would race to write the same files
+        parser.error(f"{parser.prog} does not train data-parallel: run it without mpiexec (or with -n 1)")
+    if hasattr(args, "distributed") and (args.distributed or launched_by_mpi()):
+        args.distributed = True
+        rank, world = _join_mpi(parser)
+        if rank != 0:
+            parser.error = lambda message: sys.exit(2)  # type: ignore[method-assign]
+    is_main = is_main and rank == 0
     if check is not None:
         check(args, parser)
     if args.device != "cpu" and not tr.cuda.is_available():
@@ -458,12 +660,89 @@ def start(parser: argparse.ArgumentParser, argv: list[str] | None = None, is_mai
     out = os.path.abspath(args.out)
     if (make_out(args) if callable(make_out) else make_out) and is_main:
         _check_writable(out, parser)
-    run = Run(args, parser, out, is_main)
+    run = Run(args, parser, out, is_main, rank, world, argv)
     _PRINTS[0] = is_main
-    run.blas_limit = limit_blas_threads(args.threads)
+    if getattr(args, "resume", None):
+        run.resume_state = _load_state(run, same)
+    threads = args.threads
+    if world > 1 and threads == 0:  # ranks sharing a machine: split its cores, never oversubscribe them
+        threads = max(1, (os.cpu_count() or 1) // _ranks_on_this_node())
+    run.blas_limit = limit_blas_threads(threads)
     np.random.seed(args.seed)
     tr.manual_seed(args.seed)
     return run
+
+
+STATE_FILE = "train_state.npz"
+STATE_FORMAT = "tinygrad_rnn example training state"
+_MPI_ENV = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")  # MPICH/Hydra (and Slurm's PMI), Open MPI, PMIx
+
+
+def launched_by_mpi() -> bool:
+    """True when an MPI launcher (mpiexec, mpirun, srun --mpi) started this process."""
+    return any(k in os.environ for k in _MPI_ENV)
+
+
+def _env_rank() -> int:
+    for k in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if os.environ.get(k, "").isdigit():
+            return int(os.environ[k])
+    return 0
+
+
+def _env_size() -> int:
+    for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE"):
+        if os.environ.get(k, "").isdigit():
+            return int(os.environ[k])
+    return 1
+
+
+def _join_mpi(parser: argparse.ArgumentParser) -> tuple[int, int]:
+    import tinygrad_rnn.distributed as dist
+
+    if not dist.is_available():
+        parser.error("argument --distributed: needs mpi4py and an MPI library: pip install -e '.[distributed]'")
+    if not dist.is_initialized():
+        dist.init_process_group("mpi")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _ranks_on_this_node() -> int:
+    from mpi4py import MPI
+
+    local = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED)
+    n = local.Get_size()
+    local.Free()
+    return n
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _load_state(run: Run, same: Sequence[str]) -> dict[str, Any]:
+    """Read and check the --resume file: written by this example, with the same shape-defining flags and ranks."""
+    path = os.path.abspath(run.args.resume)
+    if not os.path.isfile(path):
+        run.error(f"argument --resume: no training state at {path}")
+    try:
+        state = tr.load(path)
+    except ValueError as e:
+        run.error(f"argument --resume: {e}")
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        run.error(f"argument --resume: {path} is not a training state saved by an example (OUT/{STATE_FILE})")
+    if state.get("example") != run.args._example:
+        run.error(f"argument --resume: {path} was saved by {state.get('example')}.py, not {run.args._example}.py")
+    saved = state.get("args", {})
+    for name in same:
+        mine = getattr(run.args, name)
+        if name not in saved or saved[name] != mine:
+            run.error(f"argument --resume: {path} was saved with {_flag(name)} {saved.get(name)!r}, this run has "
+                      f"{_flag(name)} {mine!r}; give the flags of the saved run")
+    if state.get("ranks", 1) != run.world:
+        run.error(f"argument --resume: {path} was saved by {state.get('ranks')} rank(s), this run has {run.world}; "
+                  f"launch with the same number of ranks")
+    return state
 
 
 def _check_writable(out: str, parser: argparse.ArgumentParser) -> None:

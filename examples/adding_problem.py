@@ -23,10 +23,15 @@ varies with the seed. ``--lengths 100 200 --steps 5000`` is a fairer, slower com
 
     python examples/adding_problem.py
     python examples/adding_problem.py --lengths 50 100 200 --steps 2000 --models irnn lstm
+    python examples/adding_problem.py --resume runs/adding_problem/train_state.npz   # continue a saved run
+
+The whole training state (finished models' results, the current model, its optimizer and data
+generator) is saved to ``OUT/train_state.npz`` every ``--save-every`` steps, at the end and on Ctrl-C.
 """
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 from _common import Progress, Run, int_at_least, make_parser, positive_float, positive_int, print_table, start
@@ -86,13 +91,15 @@ class AddingModel(nn.Module):
         return self.head(out[-1])
 
 
-def train_one(kind: str, length: int, run: Run, test: tuple[np.ndarray, np.ndarray], bar: Progress) -> dict:
+def train_one(kind: str, length: int, run: Run, test: tuple[np.ndarray, np.ndarray], bar: Progress, steps_before: int,
+              last: bool, saved: dict | None, outer: Callable[[], dict]) -> dict:
+    """Train one model at one length; ``saved`` continues a run saved part-way, ``outer()`` is the rest of the state."""
     args = run.args
     model = AddingModel(kind, args.hidden, args.seed).to(args.device)
     params = list(model.parameters())
     lr = args.lr or DEFAULT_LR[kind]
     opt = optim.Adam(params, lr=lr)
-    rng = np.random.default_rng(args.seed * 1000 + length)
+    rng = np.random.default_rng(args.seed * 1000 + length)  # the training batches, drawn on the fly
     xt, yt = tr.tensor(test[0], device=args.device), test[1]
 
     def test_mse() -> float:
@@ -100,31 +107,51 @@ def train_one(kind: str, length: int, run: Run, test: tuple[np.ndarray, np.ndarr
             pred = model(xt).numpy()
         return float(np.mean((pred - yt) ** 2))
 
-    curve = [(0, test_mse())]
+    first, losses = 1, []
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optim"])
+        rng.bit_generator.state = saved["np_rng"]
+        tr.set_rng_state(saved["rng"])
+        curve, losses, first = [tuple(c) for c in saved["curve"]], list(saved["losses"]), saved["step"] + 1
+    else:
+        curve = [(0, test_mse())]
+
+    def state(step: int) -> dict:
+        return {**outer(), "current": {"model": model.state_dict(), "optim": opt.state_dict(), "rng": tr.get_rng_state(),
+                                       "np_rng": rng.bit_generator.state, "curve": curve, "losses": losses, "step": step}}
+
     t0 = time.perf_counter()
-    for step in range(1, args.steps + 1):
+    for step in range(first, args.steps + 1):
         x, y = adding_batch(rng, args.batch, length)
         loss = F.mse_loss(model(tr.tensor(x, device=args.device)), tr.tensor(y, device=args.device))
         opt.zero_grad()
         loss.backward()
         clip_grad_norm_(params, args.clip)
         opt.step()
-        bar.update(model=f"{kind}/T{length}", loss=loss.item())
+        value, reason = run.step_done(loss.item())
+        losses.append(value)
+        bar.update(model=f"{kind}/T{length}", loss=value)
         if step % args.eval_every == 0 or step == args.steps:
             with bar.paused():
                 curve.append((step, test_mse()))
+        if reason is not None and not (last and step == args.steps):
+            run.pause(reason, steps_before + step, state(step))
+        if run.save_due(steps_before + step):
+            run.save_state(state(step))
     final = curve[-1][1]
     ckpt = run.save_checkpoint(model, f"{kind}_T{length}.npz", model=kind, T=length, hidden=args.hidden, lr=lr,
                                steps=args.steps, test_mse=final)
     return {"model": kind, "T": length, "lr": lr, "test_mse": final, "best_test_mse": min(v for _, v in curve),
-            "beats_baseline": bool(final < BASELINE * 0.9), "curve": curve, "checkpoint": ckpt,
+            "beats_baseline": bool(final < BASELINE * 0.9), "curve": curve, "losses": losses, "checkpoint": ckpt,
             "seconds": time.perf_counter() - t0}
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = make_parser("adding_problem", "adding_problem: tanh RNN vs IRNN vs np-RNN vs LSTM on the adding problem "
                     "(Le, Jaitly & Hinton 2015)",
-                    epochs_help="repeats the --steps budget (there is no fixed training set: every step draws a fresh batch)")
+                    epochs_help="repeats the --steps budget (there is no fixed training set: every step draws a fresh batch)",
+                    save_every=500)
     p.add_argument("--lengths", type=int_at_least(2), nargs="+", default=[50, 100], help="sequence lengths T (at least 2)")
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="which models to train")
     p.add_argument("--hidden", type=positive_int, default=32, help="hidden size")
@@ -136,19 +163,32 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--clip", type=positive_float, default=1.0, help="global gradient-norm clip")
     p.add_argument("--test-size", type=positive_int, default=1000, help="held-out sequences")
     p.add_argument("--eval-every", type=positive_int, default=50, help="evaluate the test MSE every N steps")
-    run = start(p, argv)
+    run = start(p, argv, same=("lengths", "models", "hidden", "steps", "epochs", "batch", "lr", "clip", "test_size",
+                               "eval_every", "seed"))
     args = run.args
     args.steps *= args.epochs  # --epochs repeats the step budget (there is no fixed training set)
     t0 = time.perf_counter()
 
-    runs = []
+    runs: list[dict] = []
     run.announce_compile("lstm", "rnn_", "adam")
-    bar = run.progress(len(args.lengths) * len(args.models) * args.steps, "train")
-    for length in args.lengths:
-        test = adding_batch(np.random.default_rng(10_000 + length), args.test_size, length)
-        for kind in args.models:
-            runs.append(train_one(kind, length, run, test, bar))
+    combos = [(length, kind) for length in args.lengths for kind in args.models]
+    saved = run.resume_state
+    done = 0  # (length, model) pairs finished
+    if saved is not None:
+        runs, done = saved["runs"], saved["done"]
+        run.log(f"resuming from {args.resume}: {done} of {len(combos)} models finished")
+    bar = run.progress(len(combos) * args.steps - done * args.steps - (saved["current"]["step"] if saved and saved["current"]
+                                                                      else 0), "train")
+    with run.training():
+        for i in range(done, len(combos)):
+            length, kind = combos[i]
+            test = adding_batch(np.random.default_rng(10_000 + length), args.test_size, length)
+            current = saved["current"] if saved is not None else None
+            saved = None
+            runs.append(train_one(kind, length, run, test, bar, i * args.steps, i == len(combos) - 1, current,
+                                  lambda i=i: {"runs": runs, "done": i}))
     bar.close()
+    run.save_state({"runs": runs, "done": len(combos), "current": None})
 
     rows = [[r["model"], r["T"], args.hidden, args.steps, r["lr"], r["test_mse"], r["best_test_mse"], BASELINE,
              "yes" if r["beats_baseline"] else "no", r["seconds"]] for r in runs]
@@ -163,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
         series.append(("baseline (answer 1)", [0, args.steps], [BASELINE, BASELINE]))
         run.save_plot(f"adding_T{length}.png", series, "training step", "test MSE", f"adding problem, T = {length}",
                       logy=True)
-    results = {"baseline": BASELINE, "runs": runs, "args": run.flags(),
+    results = {"baseline": BASELINE, "runs": runs, "args": run.flags(), "state": run.state_path(),
                "seconds": time.perf_counter() - t0}
     run.write_results(results)
     return results

@@ -9,9 +9,14 @@ learning rate. Validation is reported in bits per character (mean cross-entropy 
     python examples/char_lm.py                        # LSTM 256, 1,000 steps: 1.7 min on idle cores (see README)
     python examples/char_lm.py --model gru --hidden 384 --steps 3000
     python examples/char_lm.py --sample --checkpoint runs/char_lm/model.npz --prime "ROMEO:" --temperature 0.8
+    python examples/char_lm.py --resume runs/char_lm/train_state.npz   # continue a saved or interrupted run
+    mpiexec -n 2 python examples/char_lm.py --batch 16  # data-parallel: 2 ranks x 16 streams = one process's 32
 
 Writes ``model.npz`` (best validation; the vocabulary and model configuration travel in its
-metadata), ``samples.txt``, ``results.json`` and ``loss.png`` under ``--out``. Data: the 90/5/5
+metadata), ``samples.txt``, ``results.json``, ``loss.png`` and ``train_state.npz`` (everything
+``--resume`` needs: saved every ``--save-every`` steps, at the end and on Ctrl-C) under ``--out``.
+Under MPI each rank trains on its ``--batch`` of the ranks x batch streams (``distributed_batchify``)
+and gradients are averaged, so N ranks train what one process does with batch N x ``--batch``. Data: the 90/5/5
 contiguous split of ``tinygrad_rnn.data.split_text``.
 """
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 
 import numpy as np
 from _common import (
+    STATE_FILE,
     default_out,
     make_parser,
     nonneg_float,
@@ -36,7 +42,7 @@ from _common import (
 
 import tinygrad_rnn as tr
 from tinygrad_rnn import nn, optim
-from tinygrad_rnn.data import Vocab, batchify, bptt_batches, load_tinyshakespeare, split_text
+from tinygrad_rnn.data import Vocab, batchify, bptt_batches, distributed_batchify, load_tinyshakespeare, split_text
 from tinygrad_rnn.nn import functional as F
 from tinygrad_rnn.nn.utils import clip_grad_norm_
 
@@ -118,9 +124,9 @@ def load_model(path: str, device: str = "cpu") -> tuple[CharLM, Vocab, dict]:
     return model.to(device), Vocab.from_dict(meta["vocab"]), meta
 
 
-def min_chars(batch: int, seq: int) -> int:
+def min_chars(batch: int, seq: int, ranks: int = 1) -> int:
     """The shortest --max-chars that leaves one (batch x seq) training window and one validation/test window."""
-    need = batch * (seq + 1) + seq  # later epochs start up to seq - 1 characters in
+    need = ranks * batch * (seq + 1) + seq  # later epochs start up to seq - 1 characters in
     n = need * 10 // 9
     while True:  # split_text gives val and test int(5 %) each, train the rest
         val = int(n * 0.05)
@@ -138,14 +144,17 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
             parser.error(f"argument --checkpoint: no checkpoint at {os.path.abspath(args.checkpoint)} "
                          f"(train one first: python examples/char_lm.py{where})")
         return
-    if args.max_chars and args.max_chars < min_chars(args.batch, args.seq):
-        parser.error(f"argument --max-chars: {args.max_chars} characters are too few for --batch {args.batch} x --seq "
-                     f"{args.seq} (after the 90/5/5 split); use at least {min_chars(args.batch, args.seq)}, or 0 for all")
+    ranks = tr.distributed.get_world_size() if tr.distributed.is_initialized() else 1
+    need = min_chars(args.batch, args.seq, ranks)
+    if args.max_chars and args.max_chars < need:
+        on = f" on each of {ranks} ranks" if ranks > 1 else ""
+        parser.error(f"argument --max-chars: {args.max_chars} characters are too few for --batch {args.batch}{on} x --seq "
+                     f"{args.seq} (after the 90/5/5 split); use at least {need}, or 0 for all")
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = make_parser("char_lm", "char_lm: character-level RNN/LSTM/GRU language model on Tiny Shakespeare (truncated BPTT)",
-                    epochs=None)
+                    epochs=None, save_every=250, distributed=True)
     p.add_argument("--model", choices=sorted(LAYERS), default="lstm", help="recurrent layer")
     p.add_argument("--hidden", type=positive_int, default=256, help="hidden size")
     p.add_argument("--layers", type=positive_int, default=1, help="stacked recurrent layers")
@@ -169,7 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--temperature", type=nonneg_float, default=0.8,
                    help="sampling temperature: lower is safer, 0 = greedy (always the most likely character)")
     p.add_argument("--length", type=nonneg_int, default=500, help="characters to sample")
-    run = start(p, argv, check=check_args, make_out=lambda a: not a.sample)
+    run = start(p, argv, check=check_args, make_out=lambda a: not a.sample,
+                same=("model", "hidden", "layers", "emb", "dropout", "batch", "seq", "max_chars", "seed", "lr", "clip"))
     args = run.args
     rng = np.random.default_rng(args.seed)
 
@@ -201,30 +211,48 @@ def main(argv: list[str] | None = None) -> dict:
     model = CharLM(len(vocab), args.model, args.hidden, args.layers, args.emb, args.dropout, seed=args.seed).to(args.device)
     params = list(model.parameters())
     opt = optim.Adam(params, lr=args.lr)
-    per_epoch = (len(train_ids) // args.batch - 1 + args.seq - 1) // args.seq
+    # each rank reads its --batch rows of the ranks x --batch streams: all ranks have the same number of windows
+    per_epoch = (len(train_ids) // (run.world * args.batch) - 1 + args.seq - 1) // args.seq
     epochs = args.epochs or (math.ceil(args.steps / per_epoch) if args.steps else 1)
     total_steps = per_epoch * epochs if args.steps == 0 else min(args.steps, per_epoch * epochs)
     limit = "--steps" if args.steps and total_steps == args.steps else "--epochs"
+    ranks = f" on each of {run.world} ranks ({run.world * args.batch} streams in all)" if run.world > 1 else ""
     run.log(f"Tiny Shakespeare: {len(vocab)} characters; train/val/test {len(train_ids):,}/{len(val_ids):,}/"
             f"{len(test_ids):,}; {args.model.upper()} hidden {args.hidden} x{args.layers}, "
-            f"{model.num_parameters():,} parameters; batch {args.batch} x seq {args.seq}; "
+            f"{model.num_parameters():,} parameters; batch {args.batch}{ranks} x seq {args.seq}; "
             f"{total_steps} steps = {total_steps / per_epoch:.2f} epochs (set by {limit})")
     run.announce_compile(args.model if args.model != "rnn" else "rnn_", "adam", "xent")
-    run.log(f"before training: val {evaluate(model, val_data, args.seq) / LN2:.3f} bits/char "
-            f"(uniform over {len(vocab)} = {math.log2(len(vocab)):.3f})")
-    run.log("'train' = mean training bits/char over the steps since the previous line (dropout on, weights still "
-            "moving); 'val' = the whole validation text with the weights of that step")
 
     history: list[dict] = []
-    best = float("inf")
+    best, best_step, best_weights = float("inf"), 0, None
     ckpt = run.path("model.npz")
-    step, window_losses, train_curve = 0, [], []
-    bar = run.progress(total_steps, "train")
+    step, window_losses, train_curve, losses = 0, [], [], []
+    start_epoch, saved = 0, run.resume_state
+    if saved is not None:  # everything the interrupted run had; the data position and RNGs are restored below
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optim"])
+        step, start_epoch, history, best = saved["step"], saved["epoch"], saved["history"], saved["best"]
+        window_losses, train_curve, losses = list(saved["window_losses"]), list(saved["train_curve"]), list(saved["losses"])
+        best_step, best_weights = saved["best_step"], saved["best_model"]
+        if best_weights is not None:  # the best-validation model, also where --out is another folder
+            best_model = CharLM(**model.config)
+            best_model.load_state_dict(best_weights)
+            run.save_checkpoint(best_model, "model.npz", vocab=vocab.to_dict(), config=model.config, val_bpc=best,
+                                step=best_step)
+        run.log(f"resuming at step {step} of {total_steps} from {args.resume}")
+    elif run.is_main:
+        run.log(f"before training: val {evaluate(model, val_data, args.seq) / LN2:.3f} bits/char "
+                f"(uniform over {len(vocab)} = {math.log2(len(vocab)):.3f})")
+    run.log("'train' = mean training bits/char over the steps since the previous line (dropout on, weights still "
+            "moving); 'val' = the whole validation text with the weights of that step")
+    net = run.wrap(model)  # DistributedDataParallel under MPI: backward averages the gradients over the ranks
+    bar = run.progress(total_steps - step, "train")
     deadline = t0 + 60 * args.minutes if args.minutes > 0 else math.inf
-    stop = False
 
     def validate() -> None:
-        nonlocal best
+        nonlocal best, best_step, best_weights
+        if not run.is_main:  # one rank evaluates: the replicas hold the same weights
+            return
         with bar.paused():  # evaluation time is no training time: the ETA must not count it
             v = evaluate(model, val_data, args.seq) / LN2
             tr_bpc = float(np.mean(window_losses)) / LN2 if window_losses else float("nan")
@@ -232,38 +260,73 @@ def main(argv: list[str] | None = None) -> dict:
             history.append({"step": step, "train_bpc": tr_bpc, "val_bpc": v, "seconds": time.perf_counter() - t0})
             run.log(f"step {step:5d}  train {tr_bpc:.3f}  val {v:.3f} bits/char  ({history[-1]['seconds']:.0f} s)")
             if v < best:
-                best = v
+                best, best_step = v, step
+                best_weights = model.state_dict()  # copies
                 run.save_checkpoint(model, "model.npz", vocab=vocab.to_dict(), config=model.config, val_bpc=v, step=step)
 
-    for epoch in range(epochs):
-        offset = 0 if epoch == 0 else int(rng.integers(args.seq))  # shift the window boundaries each epoch
-        state = None
-        for x, y in bptt_batches(batchify(train_ids[offset:], args.batch), args.seq):
-            lr = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(total_steps, 1))))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            logits, state = model(x, state)
-            state = detach_state(state)  # truncated BPTT: keep the values, cut the graph
-            loss = F.cross_entropy(logits.reshape(-1, len(vocab)), y.reshape(-1))
-            opt.zero_grad()
-            loss.backward()
-            norm = clip_grad_norm_(params, args.clip).item()
-            opt.step()
-            step += 1
-            window_losses.append(loss.item())
-            train_curve.append(loss.item() / LN2)
-            bar.update(bpc=train_curve[-1], gnorm=norm, lr=lr)
-            if step % args.eval_every == 0 or step == total_steps:
-                validate()
-            if step >= total_steps or time.perf_counter() > deadline:
-                stop = True
+    def training_state() -> dict:
+        """What --resume needs (a collective under MPI: every rank calls it, rank 0 writes)."""
+        return {"model": model.state_dict(), "optim": opt.state_dict(),
+                "np_rng": rng.bit_generator.state, "data": batches.state_dict(), "offset": offset, "epoch": epoch,
+                "hidden": run.gather_rows(state, dim=1), "step": step, "history": history, "best": best,
+                "best_step": best_step, "best_model": best_weights, "window_losses": window_losses,
+                "train_curve": train_curve, "losses": losses}
+
+    stop = False
+    epoch, offset, state = start_epoch, 0, None
+    batches = None
+    with run.training():
+        for epoch in range(start_epoch, epochs):
+            if saved is not None:
+                offset = saved["offset"]
+            else:
+                offset = 0 if epoch == 0 else int(rng.integers(args.seq))  # shift the window boundaries each epoch
+            batches = bptt_batches(distributed_batchify(train_ids[offset:], args.batch, run.world, run.rank), args.seq)
+            state = None
+            if saved is not None:
+                batches.load_state_dict(saved["data"])
+                state = run.local_rows(saved["hidden"], dim=1, device=args.device)
+                rng.bit_generator.state = saved["np_rng"]
+                run.restore_rng(saved)  # dropout draws what it would have drawn
+                saved = None
+            if step >= total_steps:
                 break
-        if stop:
-            break
+            for x, y in batches:
+                lr = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(total_steps, 1))))
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                logits, state = net(x, state)
+                state = detach_state(state)  # truncated BPTT: keep the values, cut the graph
+                loss = F.cross_entropy(logits.reshape(-1, len(vocab)), y.reshape(-1))
+                opt.zero_grad()
+                loss.backward()
+                norm = clip_grad_norm_(params, args.clip).item()
+                opt.step()
+                step += 1
+                value, reason = run.step_done(loss.item(), stop=time.perf_counter() > deadline)  # mean over ranks
+                window_losses.append(value)
+                train_curve.append(value / LN2)
+                losses.append(value)
+                bar.update(bpc=train_curve[-1], gnorm=norm, lr=lr)
+                if step % args.eval_every == 0 or step == total_steps:
+                    validate()
+                if reason in ("interrupted", "stop-after") and step < total_steps:
+                    run.pause(reason, step, training_state())
+                if run.save_due(step):
+                    run.save_state(training_state())
+                if step >= total_steps or reason is not None:
+                    stop = True
+                    break
+            if stop:
+                break
     bar.close()
     if not history or history[-1]["step"] != step:
         validate()
+    if batches is not None:
+        run.save_state(training_state())
     train_seconds = time.perf_counter() - t0
+    if not run.is_main:
+        return {"ranks": run.world, "steps": step}
 
     model, _, meta = load_model(ckpt, args.device)  # the best validation checkpoint
     val_bpc = meta["val_bpc"]
@@ -276,16 +339,17 @@ def main(argv: list[str] | None = None) -> dict:
                                ("validation", [h["step"] for h in history], [h["val_bpc"] for h in history])],
                   "step", "bits per character", f"char_lm: {args.model.upper()} {args.hidden} on Tiny Shakespeare")
     run.log()
-    print_table([[args.model, args.hidden, args.layers, model.num_parameters(), step, f"{step / per_epoch:.2f}",
+    print_table([[args.model, args.hidden, args.layers, model.num_parameters(), step, f"{step / per_epoch:.2f}", run.world,
                   history[-1]["train_bpc"], val_bpc, test_bpc, train_seconds / 60]],
-                ["model", "hidden", "layers", "params", "steps", "epochs", "train bpc", "val bpc", "test bpc", "minutes"],
+                ["model", "hidden", "layers", "params", "steps", "epochs", "ranks", "train bpc", "val bpc", "test bpc",
+                 "minutes"],
                 title="results (bits per character; best-validation checkpoint; train = mean of the last interval)")
     results = {"model": args.model, "config": model.config, "steps": step, "epochs": step / per_epoch,
-               "val_bpc": val_bpc, "test_bpc": test_bpc, "best_step": meta["step"],
-               "val_nats": val_bpc * LN2, "history": history, "seconds": train_seconds,
-               "args": run.flags(), "checkpoint": ckpt}
+               "ranks": run.world, "val_bpc": val_bpc, "test_bpc": test_bpc, "best_step": meta["step"],
+               "val_nats": val_bpc * LN2, "history": history, "losses": losses, "seconds": train_seconds,
+               "args": run.flags(), "checkpoint": ckpt, "state": run.state_path()}
     run.write_results(results)
-    run.note(f"wrote model.npz, samples.txt, loss.png, results.json to {run.out}")
+    run.note(f"wrote model.npz, samples.txt, loss.png, results.json, {STATE_FILE} to {run.out}")
     return results
 
 

@@ -31,7 +31,7 @@ import tinygrad_rnn as tr
 import tinygrad_rnn.nn.functional as F
 from tinygrad_rnn import nn, optim
 from tinygrad_rnn.classic import MultinomialNB
-from tinygrad_rnn.data import Vocab, bucket_batches, load_sst2, pad_batch
+from tinygrad_rnn.data import DistributedSampler, Vocab, bucket_batches, load_sst2, pad_batch
 from tinygrad_rnn.nn.utils import clip_grad_norm_
 
 LABELS = ("negative", "positive")
@@ -108,7 +108,8 @@ def encode(vocab: Vocab, docs: list[list[str]]) -> list[np.ndarray]:
 
 
 def main(argv=None) -> dict:
-    p = make_parser("sentiment", "sentiment: SST-2, naive Bayes vs LSTM/BiLSTM (many-to-one)", epochs=3)
+    p = make_parser("sentiment", "sentiment: SST-2, naive Bayes vs LSTM/BiLSTM (many-to-one)", epochs=3, save_every=500,
+                    distributed=True)
     p.add_argument("--sentences-only", action="store_true",
                    help="train on the 6,920 sentences instead of the phrases (11x fewer: give --epochs 10)")
     p.add_argument("--bidirectional", action="store_true", help="BiLSTM: concatenate both directions' final states")
@@ -124,7 +125,8 @@ def main(argv=None) -> dict:
                    help="stop after this many dev evaluations in a row without improvement")
     p.add_argument("--nb-only", action="store_true", help="only the naive Bayes baselines (seconds), no LSTM")
     p.add_argument("--limit", type=nonneg_int, default=0, help="use only the first N training examples (0 = all; for tests)")
-    run = start(p, argv)
+    run = start(p, argv, same=("sentences_only", "bidirectional", "emb", "hidden", "dropout", "emb_dropout", "lr",
+                               "batch_size", "clip", "evals_per_epoch", "patience", "limit", "seed", "epochs"))
     args = run.args
     out = run.out
     wall0 = time.perf_counter()
@@ -167,51 +169,104 @@ def main(argv=None) -> dict:
     run.announce_compile("lstm", "adam", "scatter", "xent")
     opt = optim.Adam(model.parameters(), lr=args.lr)
     train_ids, dev_ids, test_ids = encode(vocab, train_docs), encode(vocab, dev_docs), encode(vocab, test_docs)
-    steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
+    # under MPI each rank trains on its shard (DistributedSampler) and gradients are averaged
+    sampler = DistributedSampler(len(train_ids), seed=args.seed) if run.world > 1 else None
+    shard = len(sampler) if sampler is not None else len(train_ids)
+    steps_per_epoch = math.ceil(shard / args.batch_size)
     eval_every = math.ceil(steps_per_epoch / args.evals_per_epoch)
     rng = np.random.default_rng(args.seed)
     ckpt = run.path("lstm.npz")
     history, best, since_best, step, t0, stop = [], -1.0, 0, 0, time.perf_counter(), False
-    for epoch in range(1, args.epochs + 1):
-        bar = run.progress(steps_per_epoch, desc=f"{name} epoch {epoch}/{args.epochs}")
-        tot_loss, tot_correct, tot_n = 0.0, 0, 0
-        for ids, lengths, y in bucket_batches(train_ids, train_y, args.batch_size, seed=rng):
-            logits = model(tr.tensor(ids, device=device), lengths)
-            loss = F.cross_entropy(logits, tr.tensor(y, device=device))
-            opt.zero_grad()
-            loss.backward()
-            clip_grad_norm_(model.parameters(), args.clip)
-            opt.step()
-            step += 1
-            tot_loss += loss.item() * len(y)
-            tot_correct += int((logits.numpy().argmax(1) == y).sum())
-            tot_n += len(y)
-            bar.update(1, loss=tot_loss / tot_n, acc=tot_correct / tot_n)
-            if bar.n % eval_every == 0 or bar.n == steps_per_epoch:
-                with bar.paused():
-                    dev_acc = float(((predict_proba(model, dev_ids, device) > 0.5) == dev_y).mean())
-                    history.append({"epoch": step / steps_per_epoch, "train_loss": tot_loss / tot_n,
-                                    "train_acc": tot_correct / tot_n, "dev_acc": dev_acc})
-                    if dev_acc > best:
-                        best, since_best = dev_acc, 0
-                        run.save_checkpoint(model, "lstm.npz", model=name, epoch=step / steps_per_epoch, dev_acc=dev_acc,
-                                            vocab=vocab.to_dict(), emb=args.emb, hidden=args.hidden,
-                                            bidirectional=args.bidirectional)
-                    else:
-                        since_best += 1
-                # early stopping only when it skips something: not at the very last step of the last epoch
-                last = epoch == args.epochs and bar.n == steps_per_epoch
-                if since_best >= args.patience and not last:
-                    stop = True
+    best_weights, best_epoch, first_epoch, saved, losses = None, 0.0, 1, run.resume_state, []
+    meta_of = dict(model=name, vocab=vocab.to_dict(), emb=args.emb, hidden=args.hidden, bidirectional=args.bidirectional)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optim"])
+        history, best, since_best, step = saved["history"], saved["best"], saved["since_best"], saved["step"]
+        best_weights, best_epoch, first_epoch = saved["best_model"], saved["best_epoch"], saved["epoch"]
+        losses = list(saved["losses"])
+        if best_weights is not None and run.is_main:  # the best-dev model, also where --out is another folder
+            best_model = SentimentLSTM(len(vocab), args.emb, args.hidden, args.bidirectional, 0.0, 0.0)
+            best_model.load_state_dict(best_weights)
+            run.save_checkpoint(best_model, "lstm.npz", epoch=best_epoch, dev_acc=best, **meta_of)
+        run.log(f"resuming at step {step} (epoch {first_epoch}) from {args.resume}")
+    net = run.wrap(model)  # DistributedDataParallel under MPI
+    epoch, batches, totals = first_epoch, None, [0.0, 0, 0]
+
+    def training_state() -> dict:
+        return {"model": model.state_dict(), "optim": opt.state_dict(), "np_rng": rng.bit_generator.state,
+                "data": batches.state_dict(), "epoch": epoch, "step": step, "totals": list(totals), "history": history,
+                "best": best, "since_best": since_best, "best_model": best_weights, "best_epoch": best_epoch,
+                "losses": losses}
+
+    with run.training():
+        for epoch in range(first_epoch, args.epochs + 1):
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+                batches = sampler.bucket_batches(train_ids, train_y, args.batch_size)
+            else:
+                batches = bucket_batches(train_ids, train_y, args.batch_size, seed=rng)
+            totals = [0.0, 0, 0]  # loss sum, correct, examples (this epoch, this rank)
+            if saved is not None:
+                if sampler is None:
+                    batches.load_state_dict(saved["data"])  # the saved epoch's order, not the one just drawn
+                    rng.bit_generator.state = saved["np_rng"]  # as it was after that order was drawn
+                else:  # every rank rebuilds its own shard's order; the ranks share the position
+                    batches.load_state_dict({**batches.state_dict(), "position": saved["data"]["position"]})
+                run.restore_rng(saved)
+                totals, saved = list(saved["totals"]), None
+            bar = run.progress(steps_per_epoch - batches.position, desc=f"{name} epoch {epoch}/{args.epochs}")
+            for ids, lengths, y in batches:
+                logits = net(tr.tensor(ids, device=device), lengths)
+                loss = F.cross_entropy(logits, tr.tensor(y, device=device))
+                opt.zero_grad()
+                loss.backward()
+                clip_grad_norm_(model.parameters(), args.clip)
+                opt.step()
+                step += 1
+                value, reason = run.step_done(loss.item())  # the loss averaged over the ranks
+                losses.append(value)
+                totals[0] += loss.item() * len(y)
+                totals[1] += int((logits.numpy().argmax(1) == y).sum())
+                totals[2] += len(y)
+                bar.update(1, loss=totals[0] / totals[2], acc=totals[1] / totals[2])
+                n = batches.position
+                if n % eval_every == 0 or n == steps_per_epoch:
+                    tot_loss, tot_correct, tot_n = run.sum_ranks(*totals)  # over all ranks' shards
+                    with bar.paused():
+                        if run.is_main:  # one rank evaluates: the replicas hold the same weights
+                            dev_acc = float(((predict_proba(model, dev_ids, device) > 0.5) == dev_y).mean())
+                            history.append({"epoch": step / steps_per_epoch, "train_loss": tot_loss / tot_n,
+                                            "train_acc": tot_correct / tot_n, "dev_acc": dev_acc})
+                            if dev_acc > best:
+                                best, since_best, best_epoch = dev_acc, 0, step / steps_per_epoch
+                                best_weights = model.state_dict()
+                                run.save_checkpoint(model, "lstm.npz", epoch=best_epoch, dev_acc=dev_acc, **meta_of)
+                            else:
+                                since_best += 1
+                    # early stopping only when it skips something: not at the very last step of the last epoch
+                    last = epoch == args.epochs and n == steps_per_epoch
+                    if run.any_rank(since_best >= args.patience and not last):
+                        stop = True
+                if reason in ("interrupted", "stop-after") and not stop and not (epoch == args.epochs and n == steps_per_epoch):
+                    run.pause(reason, step, training_state())
+                if run.save_due(step):
+                    run.save_state(training_state())
+                if stop:
                     break
-        bar.close()
-        run.log(f"{name} epoch {epoch}: train loss {tot_loss / max(tot_n, 1):.4f} acc {tot_correct / max(tot_n, 1):.4f} "
-                f"(means over the epoch so far)  dev acc {history[-1]['dev_acc']:.4f} (best {best:.4f})")
-        if stop:
-            run.log(f"{name}: no dev improvement in {args.patience} evaluations in a row; early stop after "
-                    f"{step / steps_per_epoch:.2f} of {args.epochs} epochs")
-            break
+            bar.close()
+            run.log(f"{name} epoch {epoch}: train loss {totals[0] / max(totals[2], 1):.4f} acc "
+                    f"{totals[1] / max(totals[2], 1):.4f} (means over the epoch so far{', rank 0' if run.world > 1 else ''})  "
+                    f"dev acc {history[-1]['dev_acc'] if history else float('nan'):.4f} (best {best:.4f})")
+            if stop:
+                run.log(f"{name}: no dev improvement in {args.patience} evaluations in a row; early stop after "
+                        f"{step / steps_per_epoch:.2f} of {args.epochs} epochs")
+                break
+    if batches is not None:
+        run.save_state(training_state())
     train_seconds = time.perf_counter() - t0
+    if not run.is_main:
+        return {"ranks": run.world, "steps": step}
     meta = model.load(ckpt)
     test_p = predict_proba(model, test_ids, device)
     lstm_test = float(((test_p > 0.5) == test_y).mean())
@@ -248,12 +303,13 @@ def main(argv=None) -> dict:
                            [h["train_acc"] for h in history]),
                           (f"naive Bayes ({what}) dev", [0, history[-1]["epoch"]], [nb_rows[what]["dev_acc"]] * 2)],
                          "epoch", "accuracy", f"SST-2: {name} vs naive Bayes")
-    results = {"example": "sentiment", "args": run.flags(), "early_stop": stop, "train_examples": len(train_docs),
+    results = {"example": "sentiment", "args": run.flags(), "ranks": run.world, "early_stop": stop,
+               "state": run.state_path(), "train_examples": len(train_docs),
                "vocab_size": len(vocab),
                "naive_bayes": nb_results,
                "lstm": {"name": name, "dev_acc": best, "test_acc": lstm_test, "best_epoch": meta["epoch"],
                         "parameters": model.num_parameters(), "train_seconds": train_seconds, "checkpoint": ckpt,
-                        "history": history},
+                        "history": history, "losses": losses},
                "published": PUBLISHED, "verdicts": verdicts, "table": table, "plot": plot,
                "wall_seconds": time.perf_counter() - wall0}
     run.write_results(results)

@@ -18,9 +18,17 @@ stream (batch 1), the first token predicted after an ``<eos>``, so the perplexit
 
     python examples/word_lm.py                      # all four models: 22 min of CPU time (one thread)
     python examples/word_lm.py --model lstm --epochs 13     # Zaremba's full schedule (hours)
+    python examples/word_lm.py --resume runs/word_lm/train_state.npz   # continue a saved or interrupted run
+    mpiexec -n 2 python examples/word_lm.py --model lstm --batch-size 10  # data-parallel: 2 x 10 = the paper's 20 streams
+
+The whole training state (finished models' results, the current model, optimizer, schedule, data
+position and carried state) is saved to ``OUT/train_state.npz`` every ``--save-every`` steps, at the
+end and on Ctrl-C. Under MPI each rank reads its ``--batch-size`` of the ranks x batch streams
+(``distributed_batchify``; the window NNLM: its share of every batch) and gradients are averaged.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -32,7 +40,7 @@ import tinygrad_rnn as tr
 import tinygrad_rnn.nn.functional as F
 from tinygrad_rnn import nn, optim
 from tinygrad_rnn.classic import KneserNeyLM
-from tinygrad_rnn.data import Vocab, batchify, bptt_batches, load_ptb
+from tinygrad_rnn.data import Vocab, bptt_batches, distributed_batchify, load_ptb
 from tinygrad_rnn.nn.utils import clip_grad_norm_
 
 MODELS = ("ngram", "window", "rnn", "lstm")
@@ -168,47 +176,90 @@ class Tracker:
         self.run, self.name, self.model, self.evaluate, self.config = run, name, model, evaluate, config
         self.ckpt = run.path(f"{name}.npz")
         self.steps, self.history, self.best, self.best_epoch = steps, [], float("inf"), 0.0
+        self.best_weights: dict | None = None
         self.marks = {math.ceil(k * steps / evals) for k in range(1, evals + 1)}  # steps (1-based) that end a slice
 
     def due(self, done: int) -> bool:
         return done in self.marks
 
+    def state(self) -> dict:
+        return {"history": self.history, "best": self.best, "best_epoch": self.best_epoch, "best_model": self.best_weights}
+
+    def restore(self, state: dict, best_model: nn.Module) -> None:
+        """Continue a saved run: its curve, and its best model written (again) into this run's --out."""
+        self.history, self.best, self.best_epoch = state["history"], state["best"], state["best_epoch"]
+        self.best_weights = state["best_model"]
+        if self.best_weights is not None:
+            best_model.load_state_dict(self.best_weights)
+            self.run.save_checkpoint(best_model, f"{self.name}.npz", model=self.name, epoch=self.best_epoch,
+                                     valid_ppl=self.best, config=self.config)
+
     def check(self, epoch: int, done: int, lr: float, train_ppl: float) -> None:
+        if not self.run.is_main:  # one rank evaluates: the replicas hold the same weights
+            return
         valid = self.evaluate()
         pos = epoch - 1 + done / self.steps
         self.history.append({"epoch": pos, "lr": lr, "train_ppl": train_ppl, "valid_ppl": valid})
         if valid < self.best:
             self.best, self.best_epoch = valid, pos
+            self.best_weights = self.model.state_dict()
             self.run.save_checkpoint(self.model, f"{self.name}.npz", model=self.name, epoch=pos, valid_ppl=valid,
                                      config=self.config)
         self.run.log(f"{self.name} epoch {pos:.2f}: lr {lr:g}  train ppl {train_ppl:.1f} (mean over the epoch so far)  "
                      f"valid ppl {valid:.1f}")
 
-    def result(self, test_ppl, budget: Budget, stopped: bool) -> dict:
-        return {"history": self.history, "best_epoch": self.best_epoch, "train_seconds": budget.elapsed(),
+    def result(self, test_ppl, budget: Budget, stopped: bool, losses: list) -> dict:
+        return {"history": self.history, "losses": losses, "best_epoch": self.best_epoch, "train_seconds": budget.elapsed(),
                 "checkpoint": self.ckpt, "valid_ppl": self.best, "test_ppl": test_ppl,
                 "parameters": self.model.num_parameters(), "stopped_by_budget": stopped}
 
 
-def train_recurrent(name: str, model: RecurrentLM, data: dict, eos_id: int, run: Run, epochs: int) -> dict:
+def train_recurrent(name: str, model: RecurrentLM, data: dict, eos_id: int, run: Run, epochs: int, saved: dict | None,
+                    outer) -> dict:
+    """Train with truncated BPTT; ``saved`` is a training state to continue, ``outer()`` the rest of the state."""
     args = run.args
     device = args.device
     opt = optim.SGD(model.parameters(), lr=args.lr if name == "lstm" else args.rnn_lr)
     sched = optim.lr_scheduler.LambdaLR(opt, optim.lr_scheduler.decay_after(decay_after(args, epochs), args.lr_decay))
-    train = batchify(data["train"], args.batch_size)
+    train = distributed_batchify(data["train"], args.batch_size, run.world, run.rank)  # this rank's streams
     steps = math.ceil((train.shape[1] - 1) / args.bptt)
     if args.max_steps:
         steps = min(steps, args.max_steps)
     budget, stopped = Budget(args.max_minutes), False
     track = Tracker(run, name, model, lambda: eval_recurrent(model, data["valid"], eos_id, device),
                     model_config(name, args), steps, args.evals_per_epoch)
-    for epoch in range(1, epochs + 1):
+    cur, first_epoch, losses = (saved or {}).get("current"), 1, []
+    if cur is not None:
+        model.load_state_dict(cur["model"])
+        opt.load_state_dict(cur["optim"])
+        sched.load_state_dict(cur["sched"])
+        track.restore(cur["track"], build(name, model.decoder.weight.shape[0], args))
+        budget.t0 -= cur["elapsed"]
+        first_epoch, losses = cur["epoch"], list(cur["losses"])
+    net = run.wrap(model)  # DistributedDataParallel under MPI
+    epoch, done, batches, state, totals = first_epoch, 0, None, None, [0.0, 0]
+
+    def training_state() -> dict:
+        return {**outer(), "current": {
+            "model": model.state_dict(), "optim": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
+            "data": batches.state_dict(), "hidden": run.gather_rows(state, dim=1), "totals": list(totals),
+            "track": track.state(), "elapsed": budget.elapsed(), "losses": losses}}
+
+    for epoch in range(first_epoch, epochs + 1):
         lr = sched.get_last_lr()[0]
-        bar = run.progress(steps, desc=f"{name} epoch {epoch}/{epochs}")
-        state, tot_nll, tot_n, done = None, 0.0, 0, 0
-        for x, y in bptt_batches(train, args.bptt):
+        batches = bptt_batches(train, args.bptt)
+        state, totals = None, [0.0, 0]
+        if cur is not None:
+            batches.load_state_dict(cur["data"])
+            state = run.local_rows(cur["hidden"], dim=1, device=device)
+            totals = list(cur["totals"])
+            run.restore_rng(saved)
+            cur = None
+        done = batches.position
+        bar = run.progress(steps - done, desc=f"{name} epoch {epoch}/{epochs}")
+        for x, y in itertools.islice(batches, max(steps - done, 0)):
             state = detach(state)
-            logits, state = model(tr.tensor(x.T, device=device), state)
+            logits, state = net(tr.tensor(x.T, device=device), state)
             target = tr.tensor(np.ascontiguousarray(y.T).reshape(-1), device=device)
             # Zaremba et al.: the loss summed over the unrolled steps, averaged over the batch
             loss = F.cross_entropy(logits, target, reduction="sum") / x.shape[0]
@@ -216,26 +267,34 @@ def train_recurrent(name: str, model: RecurrentLM, data: dict, eos_id: int, run:
             loss.backward()
             clip_grad_norm_(model.parameters(), args.clip)
             opt.step()
-            tot_nll += loss.item() * x.shape[0]
-            tot_n += y.size
             done += 1
-            bar.update(1, ppl=math.exp(tot_nll / tot_n), lr=lr)
-            stopped = budget.exceeded()
+            value, reason = run.step_done(loss.item(), stop=budget.exceeded())  # the mean over the ranks
+            losses.append(value)
+            totals[0] += value * x.shape[0] * run.world
+            totals[1] += y.size * run.world
+            bar.update(1, ppl=math.exp(totals[0] / totals[1]), lr=lr)
+            stopped = reason == "limit"
             if track.due(done) or stopped or done == steps:
                 with bar.paused():
-                    track.check(epoch, done, lr, math.exp(tot_nll / tot_n))
-            if stopped or done == steps:
+                    track.check(epoch, done, lr, math.exp(totals[0] / totals[1]))
+            if stopped:
                 break
+            if reason is not None and not (epoch == epochs and done == steps):
+                run.pause(reason, (epoch - 1) * steps + done, training_state())
+            if run.save_due((epoch - 1) * steps + done):
+                run.save_state(training_state())
         bar.close()
         sched.step()
         if stopped:
             run.log(f"{name}: --max-minutes {args.max_minutes:g} reached after {budget.elapsed() / 60:.1f} min")
             break
+    if not run.is_main:
+        return {}
     model.load(track.ckpt)
-    return track.result(eval_recurrent(model, data["test"], eos_id, device), budget, stopped)
+    return track.result(eval_recurrent(model, data["test"], eos_id, device), budget, stopped, losses)
 
 
-def train_window(model: WindowLM, data: dict, eos_id: int, run: Run, epochs: int) -> dict:
+def train_window(model: WindowLM, data: dict, eos_id: int, run: Run, epochs: int, saved: dict | None, outer) -> dict:
     args = run.args
     device = args.device
     opt = optim.Adam(model.parameters(), lr=args.window_lr)
@@ -249,33 +308,63 @@ def train_window(model: WindowLM, data: dict, eos_id: int, run: Run, epochs: int
     budget, stopped = Budget(args.max_minutes), False
     track = Tracker(run, "window", model, lambda: eval_window(model, data["valid"], eos_id, device),
                     model_config("window", args), steps, args.evals_per_epoch)
-    for epoch in range(1, epochs + 1):
+    cur, first_epoch, losses = (saved or {}).get("current"), 1, []
+    if cur is not None:
+        model.load_state_dict(cur["model"])
+        opt.load_state_dict(cur["optim"])
+        track.restore(cur["track"], build("window", model.decoder.weight.shape[0], args))
+        budget.t0 -= cur["elapsed"]
+        first_epoch, losses = cur["epoch"], list(cur["losses"])
+    net = run.wrap(model)  # DistributedDataParallel under MPI: each rank takes its share of every batch
+    epoch, done, totals, epoch_rng = first_epoch, 0, [0.0, 0], None
+
+    def training_state() -> dict:
+        return {**outer(), "current": {
+            "model": model.state_dict(), "optim": opt.state_dict(), "epoch": epoch, "done": done,
+            "epoch_rng": epoch_rng, "totals": list(totals), "track": track.state(), "elapsed": budget.elapsed(),
+            "losses": losses}}
+
+    for epoch in range(first_epoch, epochs + 1):
+        first, totals = 1, [0.0, 0]
+        if cur is not None:
+            rng.bit_generator.state = cur["epoch_rng"]  # redraw the saved epoch's order
+            first, totals = cur["done"] + 1, list(cur["totals"])
+            run.restore_rng(saved)
+            cur = None
+        epoch_rng = rng.bit_generator.state
         order = rng.permutation(n)
-        bar = run.progress(steps, desc=f"window epoch {epoch}/{epochs}")
-        tot_nll, tot_n = 0.0, 0
-        for done in range(1, steps + 1):
-            idx = order[(done - 1) * bs:done * bs]
-            logits = model(tr.tensor(ctx_all[idx], device=device))
+        bar = run.progress(steps - first + 1, desc=f"window epoch {epoch}/{epochs}")
+        for done in range(first, steps + 1):
+            idx = order[(done - 1) * bs:done * bs][run.rank::run.world]
+            logits = net(tr.tensor(ctx_all[idx], device=device))
             loss = F.cross_entropy(logits, tr.tensor(targets[idx], device=device))
             opt.zero_grad()
             loss.backward()
             clip_grad_norm_(model.parameters(), args.clip)
             opt.step()
-            tot_nll += loss.item() * len(idx)
-            tot_n += len(idx)
-            bar.update(1, ppl=math.exp(tot_nll / tot_n))
-            stopped = budget.exceeded()
+            value, reason = run.step_done(loss.item(), stop=budget.exceeded())
+            losses.append(value)
+            totals[0] += value * len(order[(done - 1) * bs:done * bs])
+            totals[1] += len(order[(done - 1) * bs:done * bs])
+            bar.update(1, ppl=math.exp(totals[0] / totals[1]))
+            stopped = reason == "limit"
             if track.due(done) or stopped or done == steps:
                 with bar.paused():
-                    track.check(epoch, done, args.window_lr, math.exp(tot_nll / tot_n))
+                    track.check(epoch, done, args.window_lr, math.exp(totals[0] / totals[1]))
             if stopped:
                 break
+            if reason is not None and not (epoch == epochs and done == steps):
+                run.pause(reason, (epoch - 1) * steps + done, training_state())
+            if run.save_due((epoch - 1) * steps + done):
+                run.save_state(training_state())
         bar.close()
         if stopped:
             run.log(f"window: --max-minutes {args.max_minutes:g} reached after {budget.elapsed() / 60:.1f} min")
             break
+    if not run.is_main:
+        return {}
     model.load(track.ckpt)
-    return track.result(eval_window(model, data["test"], eos_id, device), budget, stopped)
+    return track.result(eval_window(model, data["test"], eos_id, device), budget, stopped, losses)
 
 
 def model_config(name: str, args) -> dict:
@@ -301,7 +390,8 @@ def build(name: str, vocab_size: int, args) -> nn.Module:
 
 def main(argv=None) -> dict:
     p = make_parser("word_lm", "word_lm: PTB word-level LMs (Kneser-Ney, Bengio window NNLM, RNN, LSTM)", epochs=3,
-                    epochs_help="epochs of the LSTM (--baseline-epochs is the window NNLM's and the RNN's)")
+                    epochs_help="epochs of the LSTM (--baseline-epochs is the window NNLM's and the RNN's)",
+                    save_every=500, distributed=True)
     p.add_argument("--model", default="all", choices=MODELS + ("all",), help="which model(s) to train and evaluate")
     p.add_argument("--baseline-epochs", type=positive_int, default=1, help="epochs of the window NNLM and the vanilla RNN")
     p.add_argument("--max-minutes", type=nonneg_float, default=0.0,
@@ -337,13 +427,18 @@ def main(argv=None) -> dict:
     def check(args, parser) -> None:
         if args.decay_after < -1:
             parser.error(f"argument --decay-after: must be -1 (automatic) or 0 or more, got {args.decay_after}")
-        if args.limit_tokens and args.limit_tokens < args.batch_size * (args.bptt + 1):
+        ranks = tr.distributed.get_world_size() if tr.distributed.is_initialized() else 1
+        need = ranks * args.batch_size * (args.bptt + 1)
+        if args.limit_tokens and args.limit_tokens < need:
+            on = f" on each of {ranks} ranks" if ranks > 1 else ""
             parser.error(f"argument --limit-tokens: {args.limit_tokens} tokens are too few for --batch-size "
-                         f"{args.batch_size} x --bptt {args.bptt}; use at least {args.batch_size * (args.bptt + 1)}")
+                         f"{args.batch_size}{on} x --bptt {args.bptt}; use at least {need}")
 
-    run = start(p, argv, check=check)
+    run = start(p, argv, check=check, same=(
+        "model", "epochs", "baseline_epochs", "max_steps", "limit_tokens", "order", "hidden", "layers", "rnn_layers", "bptt",
+        "batch_size", "lr", "rnn_lr", "lr_decay", "decay_after", "clip", "init_range", "dropout", "context", "window_emb",
+        "window_hidden", "window_dropout", "window_lr", "window_batch", "evals_per_epoch", "seed"))
     args = run.args
-    out = run.out
     wall0 = time.perf_counter()
 
     splits = {s: load_ptb(s) for s in ("train", "valid", "test")}
@@ -357,26 +452,55 @@ def main(argv=None) -> dict:
 
     names = MODELS if args.model == "all" else (args.model,)
     results: dict = {}
-    for name in names:
-        t0 = time.perf_counter()
-        if name == "ngram":
+    saved, first = run.resume_state, 0
+    if saved is not None:
+        results, first = saved["results"], saved["model_index"]
+        run.log(f"resuming from {args.resume}: " + (f"{names[first]}" if first < len(names) else "all models trained"))
+    with run.training():
+        for i in range(first, len(names)):
+            train_model(names[i], i, results, saved if i == first else None, run, data, splits, vocab, eos_id)
+    if not run.is_main:
+        return {"ranks": run.world}
+    summary = report(names, results, run, vocab, wall0)
+    return summary
+
+
+def train_model(name: str, i: int, results: dict, saved: dict | None, run: Run, data: dict, splits: dict, vocab: Vocab,
+                eos_id: int) -> None:
+    """Train (or count) one model into ``results[name]``; ``saved`` continues it from a training state."""
+    args = run.args
+
+    def outer() -> dict:  # the rest of the training state: which model, and the finished ones' results
+        return {"model_index": i, "results": results}
+
+    t0 = time.perf_counter()
+    if name == "ngram":
+        if run.is_main:  # counting needs no data parallelism: rank 0 alone does it
             lm = KneserNeyLM(order=args.order).fit(splits["train"])
             results[name] = {"valid_ppl": lm.perplexity(splits["valid"], context=["<eos>"]),
                              "test_ppl": lm.perplexity(splits["test"], context=["<eos>"]),
                              "train_seconds": time.perf_counter() - t0, "order": args.order}
             run.log(f"ngram: KN{args.order} valid ppl {results[name]['valid_ppl']:.1f}  "
                     f"test ppl {results[name]['test_ppl']:.1f}")
-            continue
+        else:
+            results[name] = {}  # rank 0 has the numbers
+    else:
         tr.manual_seed(args.seed)
         model = build(name, len(vocab), args)
         run.log(f"{name}: {model.num_parameters():,} parameters")
         run.announce_compile(*{"window": ("adam",), "rnn": ("rnn_", "sgd"), "lstm": ("lstm", "sgd")}[name], "scatter", "xent")
         epochs = args.epochs if name == "lstm" else args.baseline_epochs
         if name == "window":
-            results[name] = train_window(model, data, eos_id, run, epochs)
+            results[name] = train_window(model, data, eos_id, run, epochs, saved, outer)
         else:
-            results[name] = train_recurrent(name, model, data, eos_id, run, epochs)
+            results[name] = train_recurrent(name, model, data, eos_id, run, epochs, saved, outer)
         results[name]["wall_seconds"] = time.perf_counter() - t0
+    run.save_state({"model_index": i + 1, "results": results, "current": None})  # this model is done
+
+
+def report(names: tuple, results: dict, run: Run, vocab: Vocab, wall0: float) -> dict:
+    """The table, the plot and results.json (rank 0)."""
+    args, out = run.args, run.out
 
     label = {"ngram": f"Kneser-Ney {args.order}-gram", "window": f"window NNLM (n={args.context + 1})",
              "rnn": f"RNN {args.rnn_layers}x{args.hidden}", "lstm": f"LSTM {args.layers}x{args.hidden}"}
@@ -401,7 +525,8 @@ def main(argv=None) -> dict:
         series.append((label["ngram"], [0, last], [results["ngram"]["valid_ppl"]] * 2))
     plot = run.save_plot("valid_ppl.png", series, "epoch", "validation perplexity",
                          "PTB validation perplexity") if series else None
-    summary = {"example": "word_lm", "args": run.flags(), "vocab_size": len(vocab), "models": results,
+    summary = {"example": "word_lm", "args": run.flags(), "ranks": run.world, "state": run.state_path(),
+               "vocab_size": len(vocab), "models": results,
                "published": {n: PUBLISHED[n] for n in names}, "table": table, "plot": plot,
                "wall_seconds": time.perf_counter() - wall0}
     run.write_results(summary)
