@@ -429,22 +429,11 @@ class Run:
         return path
 
     def save_checkpoint(self, module: tr.nn.Module, name: str, **meta: Any) -> str:
-        """``module.save`` into the output folder with the mode a plain file would have.
-
-        The library writes through ``mkstemp`` (mode 0600); saving to a temporary name, setting
-        the mode there and renaming keeps the file atomic and never visible with the wrong mode.
-        """
+        """``module.save`` into the output folder: atomic, with the mode a plain file would have
+        (``tr.save``, under ``Module.save``, writes ``0o666 & ~umask`` through a temporary file)."""
         path = self.path(name)
         if self.is_main:
-            tmp = self.path(f".{name}.{os.getpid()}.tmp.npz")
-            try:
-                module.save(tmp, **meta)
-                os.chmod(tmp, file_mode())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            module.save(path, **meta)
         return path
 
     def save_plot(self, name: str, series: Iterable[tuple[str, Sequence[float], Sequence[float]]], xlabel: str,
