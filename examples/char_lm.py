@@ -6,7 +6,7 @@ carried from one window to the next but ``detach()``-ed, so gradients flow back 
 window. Gradients are clipped to a global norm of ``--clip``; Adam with a cosine-decayed
 learning rate. Validation is reported in bits per character (mean cross-entropy / ln 2).
 
-    python examples/char_lm.py                        # LSTM 256, 1,000 steps: 1.7 min on idle cores (see README)
+    python examples/char_lm.py                        # LSTM 256, 1,000 steps: 1.3 min on idle cores (see README)
     python examples/char_lm.py --model gru --hidden 384 --steps 3000
     python examples/char_lm.py --sample --checkpoint runs/char_lm/model.npz --prime "ROMEO:" --temperature 0.8
     python examples/char_lm.py --resume runs/char_lm/train_state.npz   # continue a saved or interrupted run
@@ -48,7 +48,7 @@ from tinygrad_rnn.nn.utils import clip_grad_norm_
 
 LN2 = math.log(2.0)
 LAYERS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-# The default run: sized to end well under 3 minutes on two idle cores with one BLAS thread (102 s measured)
+# The default run: sized to end well under 3 minutes on two idle cores with one BLAS thread (77 s measured)
 # and still reach < 2.5 validation bits/char (2.35; lr 2e-3 gave 2.47).
 DEFAULT_STEPS, DEFAULT_EVAL_EVERY, DEFAULT_LR = 1000, 250, 3e-3
 
