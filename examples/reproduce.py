@@ -146,21 +146,21 @@ ENTRIES = [
     Entry("word_lm_window", ["word_lm.py", "--model", "window"], [
         Check("window NNLM valid ppl", lambda r: r["models"]["window"]["valid_ppl"], 216.8, "rel", 0.02),
         Check("window NNLM test ppl", lambda r: r["models"]["window"]["test_ppl"], 204.2, "rel", 0.02),
-    ], quick=False, minutes="4.4"),
+    ], quick=False, minutes="3.5"),
     Entry("word_lm_rnn", ["word_lm.py", "--model", "rnn"], [
         Check("RNN valid ppl", lambda r: r["models"]["rnn"]["valid_ppl"], 271.6, "rel", 0.02),
         Check("RNN test ppl", lambda r: r["models"]["rnn"]["test_ppl"], 262.5, "rel", 0.02),
     ], quick=False, minutes="3.1"),
     Entry("word_lm_lstm", ["word_lm.py", "--model", "lstm"], [
-        Check("LSTM valid ppl", lambda r: r["models"]["lstm"]["valid_ppl"], 126.8, "abs", 3.0),
-        Check("LSTM test ppl", lambda r: r["models"]["lstm"]["test_ppl"], 123.6, "abs", 3.0),
-    ], quick=False, minutes="14"),
+        Check("LSTM valid ppl", lambda r: r["models"]["lstm"]["valid_ppl"], 126.4, "abs", 3.0),
+        Check("LSTM test ppl", lambda r: r["models"]["lstm"]["test_ppl"], 122.5, "abs", 3.0),
+    ], quick=False, minutes="11.4"),
     Entry("sentiment_lstm", ["sentiment.py"], [
         Check("LSTM test %", lambda r: 100 * r["lstm"]["test_acc"], 84.5, "abs", 1.5),
     ], quick=False, minutes="1.6"),
     Entry("sentiment_bilstm", ["sentiment.py", "--bidirectional"], [
         Check("BiLSTM test %", lambda r: 100 * r["lstm"]["test_acc"], 84.9, "abs", 1.5),
-    ], quick=False, minutes="4.1"),
+    ], quick=False, minutes="2.5"),
     Entry("sentiment_sentences", ["sentiment.py", "--sentences-only", "--epochs", "10"], [
         Check("LSTM on sentences test %", lambda r: 100 * r["lstm"]["test_acc"], 78.5, "abs", 2.0),
         Check("loses to naive Bayes", lambda r: r["lstm"]["test_acc"] < r["naive_bayes"]["sentences"]["test_acc"], True, "eq"),
