@@ -168,16 +168,22 @@ def _rank_pid(marker: str, rank: int) -> int | None:
     return None
 
 
-def test_a_rank_that_dies_ends_the_job_non_zero(tmp_path):
-    out = tmp_path / "dies"
+def _start_endless_char_lm(out) -> subprocess.Popen:
+    """A 2-rank char_lm that would train for hours, returned once its training loop has started."""
     flags = ["--max-chars", "30000", "--steps", "100000", "--eval-every", "100000", "--hidden", "16", "--emb", "8",
              "--seq", "16", "--batch", "4", "--out", str(out)]
     proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, str(EXAMPLES / "char_lm.py"), *flags], cwd=ROOT,
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for line in proc.stdout:
+        if line.startswith("'train' ="):
+            break
+    return proc
+
+
+def test_a_rank_that_dies_ends_the_job_non_zero(tmp_path):
+    out = tmp_path / "dies"
+    proc = _start_endless_char_lm(out)
     try:
-        for line in proc.stdout:
-            if line.startswith("'train' ="):
-                break
         pid = _rank_pid(str(out), 1)
         assert pid is not None, "rank 1 not found"
         t0 = time.monotonic()
@@ -195,14 +201,8 @@ def test_a_rank_that_dies_ends_the_job_non_zero(tmp_path):
 
 def test_ctrl_c_under_mpi_stops_every_rank_at_the_same_step(tmp_path):
     out = tmp_path / "ctrl_c"
-    flags = ["--max-chars", "30000", "--steps", "100000", "--eval-every", "100000", "--hidden", "16", "--emb", "8",
-             "--seq", "16", "--batch", "4", "--out", str(out)]
-    proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, str(EXAMPLES / "char_lm.py"), *flags], cwd=ROOT,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = _start_endless_char_lm(out)
     try:
-        for line in proc.stdout:
-            if line.startswith("'train' ="):
-                break
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)  # mpiexec passes it on to every rank
         _, err = proc.communicate(timeout=60)
