@@ -44,3 +44,10 @@ def on_path(m: tr.nn.Module, path: str):
     with cpu_branch(path.split("-", 1)[1] if m.fused else "sequence_kernel"):
         yield
     assert m.last_path == ("fused" if m.fused else "composite")
+
+
+def make_layer(mode: str, input_size: int, hidden_size: int, dtype=tr.float64, seed: int = 0, **kw) -> tr.nn.Module:
+    """``nn.RNN`` (mode ``rnn_tanh``/``rnn_relu``), ``nn.LSTM`` or ``nn.GRU``, seeded, float64 by default."""
+    if mode.startswith("rnn_"):
+        return tr.nn.RNN(input_size, hidden_size, nonlinearity=mode[4:], dtype=dtype, seed=seed, **kw)
+    return {"lstm": tr.nn.LSTM, "gru": tr.nn.GRU}[mode](input_size, hidden_size, dtype=dtype, seed=seed, **kw)

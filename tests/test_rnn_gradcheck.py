@@ -19,7 +19,7 @@ import itertools
 
 import numpy as np
 import pytest
-from _rnn_paths import BRANCHES, MODES, cpu_branch  # noqa: E402, I001  (tests/ helper)
+from _rnn_paths import BRANCHES, MODES, cpu_branch, make_layer  # noqa: E402, I001  (tests/ helper)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -50,12 +50,6 @@ def params_replaced(module: tr.nn.Module, names: list[str], tensors) -> None:
     finally:
         for n, p in saved.items():
             object.__setattr__(module, n, p)
-
-
-def make_layer(mode: str, input_size: int, hidden_size: int, dtype=tr.float64, seed: int = 0, **kw) -> tr.nn.Module:
-    if mode.startswith("rnn_"):
-        return tr.nn.RNN(input_size, hidden_size, nonlinearity=mode[4:], dtype=dtype, seed=seed, **kw)
-    return {"lstm": tr.nn.LSTM, "gru": tr.nn.GRU}[mode](input_size, hidden_size, dtype=dtype, seed=seed, **kw)
 
 
 def make_cell(mode: str, input_size: int, hidden_size: int, bias: bool, dtype=tr.float64, seed: int = 0) -> tr.nn.Module:

@@ -12,19 +12,13 @@ import re
 
 import numpy as np
 import pytest
-from _rnn_paths import BRANCHES, MODES, PATHS, cpu_branch, on_path  # noqa: E402, I001  (tests/ helper)
+from _rnn_paths import BRANCHES, MODES, PATHS, cpu_branch, make_layer, on_path  # noqa: E402, I001  (tests/ helper)
 from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_rnn as tr
 from tinygrad_rnn.backend import cpu as cpu_backend
 from tinygrad_rnn.nn.rnn import FusedRecurrence
-
-
-def make_layer(mode: str, input_size: int, hidden_size: int, dtype=tr.float64, seed: int = 0, **kw) -> tr.nn.Module:
-    if mode.startswith("rnn_"):
-        return tr.nn.RNN(input_size, hidden_size, nonlinearity=mode[4:], dtype=dtype, seed=seed, **kw)
-    return {"lstm": tr.nn.LSTM, "gru": tr.nn.GRU}[mode](input_size, hidden_size, dtype=dtype, seed=seed, **kw)
 
 
 def outputs(res) -> list[tr.Tensor]:
