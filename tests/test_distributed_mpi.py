@@ -5,50 +5,23 @@ installs both; CI does).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from _mpi import ROOT, needs_mpi, run  # noqa: E402, I001  (tests/ helper)
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "tests" / "mpi"
 
 
-def _find_mpiexec() -> str | None:
-    beside = Path(sys.executable).parent / "mpiexec"  # where the mpich wheel puts it in a venv
-    return str(beside) if beside.exists() else shutil.which("mpiexec")
-
-
-MPIEXEC = _find_mpiexec()
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("mpi4py") is None or MPIEXEC is None,
-    reason="needs mpi4py and mpiexec: pip install -e '.[distributed]'")
+pytestmark = needs_mpi
 
 
 def mpirun(script: str, n: int = 2, timeout: float = 150) -> tuple[int, str, float]:
-    """Run ``mpiexec -n n python tests/mpi/<script>``; returns (exit code, stdout+stderr, seconds).
-
-    The job runs in its own session so that a timeout kills every rank, not only mpiexec."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PMI_")}  # never join an outer job
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
+    """Run ``mpiexec -n n python tests/mpi/<script>``; returns (exit code, stdout+stderr, seconds)."""
     t0 = time.monotonic()
-    proc = subprocess.Popen([MPIEXEC, "-n", str(n), sys.executable, str(SCRIPTS / script)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"mpiexec -n {n} {script} did not finish in {timeout} s (a hang?)\n{out}")
-    return proc.returncode, out, time.monotonic() - t0
+    proc = run(n, SCRIPTS / script, timeout=timeout, merge_stderr=True)
+    return proc.returncode, proc.stdout, time.monotonic() - t0
 
 
 def _result(out: str) -> dict:

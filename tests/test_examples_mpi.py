@@ -9,10 +9,8 @@ mpi4py or mpiexec is missing (``pip install -e '.[distributed]'``).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,41 +20,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _examples import EXAMPLES, ROOT, results  # noqa: E402, I001  (tests/ helper)
+from _mpi import mpi_env, needs_mpi, run, start  # noqa: E402, I001  (tests/ helper)
 
 import tinygrad_rnn as tr
 
-
-def _find_mpiexec() -> str | None:
-    beside = Path(sys.executable).parent / "mpiexec"  # where the mpich wheel puts it in a venv
-    return str(beside) if beside.exists() else shutil.which("mpiexec")
-
-
-MPIEXEC = _find_mpiexec()
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None or MPIEXEC is None,
-                                reason="needs mpi4py and mpiexec: pip install -e '.[distributed]'")
-
-
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}  # never join an outer job
-    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
-    return env
+pytestmark = needs_mpi
 
 
 def mpi_example(script: str, *args: str, n: int = 2, timeout: float = 240) -> subprocess.CompletedProcess:
-    """``mpiexec -n n python examples/<script> args``, in its own session so a timeout kills every rank."""
-    proc = subprocess.Popen([MPIEXEC, "-n", str(n), sys.executable, str(EXAMPLES / script), *args], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"mpiexec -n {n} {script} did not finish in {timeout} s (a hang?)\n{out}\n{err}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    """``mpiexec -n n python examples/<script> args``, time-limited."""
+    return run(n, EXAMPLES / script, *args, timeout=timeout)
 
 
 def one_process(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=ROOT, env=_env(), capture_output=True,
+    return subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=ROOT, env=mpi_env(), capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -172,8 +149,7 @@ def _start_endless_char_lm(out) -> subprocess.Popen:
     """A 2-rank char_lm that would train for hours, returned once its training loop has started."""
     flags = ["--max-chars", "30000", "--steps", "100000", "--eval-every", "100000", "--hidden", "16", "--emb", "8",
              "--seq", "16", "--batch", "4", "--out", str(out)]
-    proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, str(EXAMPLES / "char_lm.py"), *flags], cwd=ROOT,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start(2, EXAMPLES / "char_lm.py", *flags)
     for line in proc.stdout:
         if line.startswith("'train' ="):
             break
