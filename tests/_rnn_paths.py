@@ -1,21 +1,30 @@
 """Forcing each code path of the recurrent layers, shared by the RNN test files.
 
-The CPU backend picks one of three recurrence branches per call from two size thresholds:
-the whole time loop in one Numba kernel, or a Python loop of BLAS + one pointwise kernel per
-step (Numba, or NumPy's vectorised ufuncs on wide layers). Overriding the thresholds forces one.
+The CPU backend picks one of four recurrence branches per call from its size thresholds: the
+whole time loop in one Numba kernel with the recurrent product in plain loops (small layers) or
+by BLAS called from the kernel, or -- where BLAS cannot be called from Numba -- a Python loop of
+one NumPy matmul + one pointwise kernel per step (Numba, or NumPy's vectorised ufuncs on wide
+float64 layers). Overriding the thresholds forces one.
 """
 from __future__ import annotations
 
 import contextlib
 
 import tinygrad_rnn as tr
+from tinygrad_rnn.backend import blas
 
 MODES = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 BRANCHES = {
     "sequence_kernel": {"SMALL_STEP_MACS": 1 << 62},
-    "per_step": {"SMALL_STEP_MACS": 0, "VECTOR_STEP_ELEMENTS": 1 << 62, "VECTOR_STEP_ELEMENTS_F32": 1 << 62},
-    "per_step_vectorised": {"SMALL_STEP_MACS": 0, "VECTOR_STEP_ELEMENTS": 0, "VECTOR_STEP_ELEMENTS_F32": 0},
+    "sequence_kernel_blas": {"SMALL_STEP_MACS": 0, "SEQ_KERNEL_BLAS": True, "VECTOR_STEP_ELEMENTS": 1 << 62,
+                             "VECTOR_STEP_ELEMENTS_F32": 1 << 62},
+    "per_step": {"SMALL_STEP_MACS": 0, "SEQ_KERNEL_BLAS": False, "VECTOR_STEP_ELEMENTS": 1 << 62,
+                 "VECTOR_STEP_ELEMENTS_F32": 1 << 62},
+    "per_step_vectorised": {"SMALL_STEP_MACS": 0, "SEQ_KERNEL_BLAS": False, "VECTOR_STEP_ELEMENTS": 0,
+                            "VECTOR_STEP_ELEMENTS_F32": 0},
 }
+if not blas.available():  # TINYGRAD_RNN_BLAS=none, or a NumPy whose BLAS Numba cannot reach
+    del BRANCHES["sequence_kernel_blas"]
 PATHS = tuple(f"fused-{b}" for b in BRANCHES) + ("composite",)
 
 

@@ -67,7 +67,7 @@ def assert_close_all(got, ref, rtol, atol_rel, what):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_thresholds_select_the_branch(mode, monkeypatch):
-    calls = {"loop_forward": 0, "loop_backward": 0, "vectorised_step": 0}
+    calls = {"loop_forward": 0, "loop_backward": 0, "vectorised_step": 0, "blas_kernel": 0}
 
     def spy(name, fn):
         def wrapped(*a, **k):
@@ -78,12 +78,22 @@ def test_thresholds_select_the_branch(mode, monkeypatch):
     monkeypatch.setattr(cpu_backend, "recurrence_forward", spy("loop_forward", cpu_backend.recurrence_forward))
     monkeypatch.setattr(cpu_backend, "recurrence_backward", spy("loop_backward", cpu_backend.recurrence_backward))
     monkeypatch.setattr(cpu_backend, "_step_forward_vectorised", spy("vectorised_step", cpu_backend._step_forward_vectorised))
+    be = tr.get_backend("cpu")
+    pick = be._seq_kernel
+
+    def counted_pick(*a):
+        seq, use_blas = pick(*a)
+        calls["blas_kernel"] += seq and use_blas
+        return seq, use_blas
+
+    monkeypatch.setattr(be, "_seq_kernel", counted_pick)
     m = make_layer(mode, 3, 4, bidirectional=True)
     x = tr.randn(5, 2, 3, dtype=tr.float64, requires_grad=True)
-    expected = {  # two directions: one loop each; five steps each
-        "sequence_kernel": {"loop_forward": 0, "loop_backward": 0, "vectorised_step": 0},
-        "per_step": {"loop_forward": 2, "loop_backward": 2, "vectorised_step": 0},
-        "per_step_vectorised": {"loop_forward": 2, "loop_backward": 2, "vectorised_step": 10},
+    expected = {  # two directions: one loop each; five steps each; blas_kernel: forward + backward per direction
+        "sequence_kernel": {"loop_forward": 0, "loop_backward": 0, "vectorised_step": 0, "blas_kernel": 0},
+        "sequence_kernel_blas": {"loop_forward": 0, "loop_backward": 0, "vectorised_step": 0, "blas_kernel": 4},
+        "per_step": {"loop_forward": 2, "loop_backward": 2, "vectorised_step": 0, "blas_kernel": 0},
+        "per_step_vectorised": {"loop_forward": 2, "loop_backward": 2, "vectorised_step": 10, "blas_kernel": 0},
     }
     for branch, want in expected.items():
         calls.update(dict.fromkeys(calls, 0))
@@ -167,7 +177,7 @@ def test_fused_matches_composite_hypothesis(mode, data):
 
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
 def test_fused_matches_composite_above_the_kernel_threshold(mode):
-    """A layer big enough that the default threshold picks the per-step branch by itself."""
+    """A layer big enough that the default threshold puts BLAS in the sequence kernel by itself."""
     m = make_layer(mode, 8, 80, num_layers=1, bidirectional=True, seed=1)
     be = tr.get_backend("cpu")
     assert 8 * (4 if mode == "lstm" else 3) * 80 * 80 > be.SMALL_STEP_MACS  # batch * gates * H * H per step

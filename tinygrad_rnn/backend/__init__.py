@@ -32,6 +32,10 @@ class Backend:
     def to_host(self, a: Any) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def mm(self, a: Any, b: Any) -> Any:
+        """``a @ b`` for 2-D arrays (the CPU backend may route it to its own BLAS)."""
+        return a @ b
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 

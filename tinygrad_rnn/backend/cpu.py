@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from . import Backend
+from . import Backend, blas
 from . import cpu_kernels as K
 from . import rnn_kernels as R
 from .recurrence import GATES, alloc_forward, last_state, recurrence_backward, recurrence_forward
@@ -22,6 +22,9 @@ class CPUBackend(Backend):
 
     def from_host(self, a: np.ndarray) -> np.ndarray:
         return np.asarray(a)
+
+    def mm(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return blas.matmul(a, b)
 
     # -- fused kernels -------------------------------------------------------------------
     # Softmax cross-entropy runs over blocks of about this many logits, so the float64 block
@@ -107,12 +110,17 @@ class CPUBackend(Backend):
             raise IndexError(f"index_add: an index is out of range for a tensor of shape {out.shape}: {e}") from None
 
     # -- recurrent layers (see recurrence.py for the layout) -----------------------------------
-    # Below this many multiply-adds per recurrent step, the whole time loop runs inside one
-    # Numba kernel: per-step Python and BLAS-call overhead would cost more than the math.
+    # The whole time loop of a layer runs inside one Numba kernel (``rnn_kernels.*_seq_*``): below
+    # this many multiply-adds per step the recurrent product is plain loops in the kernel (a BLAS
+    # call would cost more than the arithmetic), above it BLAS called from the kernel (blas.py).
     SMALL_STEP_MACS = 1 << 16
+    # Call BLAS from inside the kernels when a CBLAS is bound (blas.py). False: layers above
+    # SMALL_STEP_MACS run the time loop per step in Python (recurrence.py), one NumPy matmul and one
+    # step kernel per step -- the fallback where NumPy's BLAS cannot be reached from Numba.
+    SEQ_KERNEL_BLAS = blas.available()
 
     # float64: from this many elements per step, the gate activations use NumPy's vectorised
-    # (SIMD) tanh/exp, as the Numba kernels call scalar libm for float64 (exact to rounding).
+    # (SIMD) tanh/exp per step, as the Numba kernels call scalar libm for float64 (exact to rounding).
     VECTOR_STEP_ELEMENTS = 1 << 12
     # float32: the Numba kernels' own activations are vectorised and one fused pass beats a dozen
     # NumPy calls at every width measured, so NumPy's path is never chosen by default.
@@ -138,44 +146,52 @@ class CPUBackend(Backend):
         else:
             R.rnn_step_backward(h_t, mask, mode == "rnn_relu", dout, dh_carry, dxw, dh_pass)
 
-    def _small(self, mode: str, b: int, h: int) -> bool:
-        return b * GATES[mode] * h * h <= self.SMALL_STEP_MACS
+    def _seq_kernel(self, mode: str, dtype: Any, b: int, h: int) -> tuple[bool, bool]:
+        """``(whole-sequence kernel?, BLAS inside it?)`` for a layer of this size and dtype."""
+        if b * GATES[mode] * h * h <= self.SMALL_STEP_MACS:
+            return True, False
+        limit = self.VECTOR_STEP_ELEMENTS_F32 if dtype == np.float32 else self.VECTOR_STEP_ELEMENTS
+        if not (self.SEQ_KERNEL_BLAS and blas.available()) or b * GATES[mode] * h >= limit:
+            return False, False
+        return True, True
 
     def rnn_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask, train=True):
         """``(h_all, c_all, store)`` as in ``recurrence.recurrence_forward``; ``train=False`` is the
         forward-only path: no store, no per-step c, only h_all (T+1, B, H) grows with T."""
         t_, b_, _ = xw.shape
         h_ = h0.shape[1]
-        if not self._small(mode, b_, h_):
+        seq, use_blas = self._seq_kernel(mode, xw.dtype, b_, h_)
+        if not seq:
             return recurrence_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask, train)
         h_all, c_all, store = alloc_forward(np, mode, t_, b_, h_, xw.dtype, train)
         w_t = np.ascontiguousarray(w_hh.T)
         if mode == "lstm":
-            R.lstm_seq_forward(xw, w_t, h0, c0, mask, store, h_all, c_all)
+            R.lstm_seq_forward(xw, w_t, h0, c0, mask, store, h_all, c_all, use_blas)
         elif mode == "gru":
-            R.gru_seq_forward(xw, w_t, b_hn, h0, mask, store, h_all)
+            R.gru_seq_forward(xw, w_t, b_hn, h0, mask, store, h_all, use_blas)
         else:
-            R.rnn_seq_forward(xw, w_t, h0, mask, mode == "rnn_relu", h_all)
+            R.rnn_seq_forward(xw, w_t, h0, mask, mode == "rnn_relu", h_all, use_blas)
         return h_all, last_state(c_all, t_), store if train else None
 
     def rnn_backward(self, mode, w_hh, store, h_all, c_all, mask, dout, dh_n, dc_n):
         t_, b_, h_ = dout.shape
-        if not self._small(mode, b_, h_):
+        seq, use_blas = self._seq_kernel(mode, dout.dtype, b_, h_)
+        if not seq:
             return recurrence_backward(self, mode, w_hh, store, h_all, c_all, mask, dout, dh_n, dc_n)
         w_hh = np.ascontiguousarray(w_hh)
         dh0 = np.empty_like(dh_n)
         if mode == "lstm":
             dxw = np.empty((t_, b_, 4 * h_), dtype=dout.dtype)
             dc0 = np.empty_like(dc_n)
-            R.lstm_seq_backward(w_hh, store, c_all, np.tanh(c_all[1:]), mask, dout, dh_n, dc_n, dxw, dh0, dc0)
+            R.lstm_seq_backward(w_hh, store, c_all, np.tanh(c_all[1:]), mask, dout, dh_n, dc_n, dxw, dh0, dc0, use_blas)
             return dxw, dxw, dh0, dc0
         if mode == "gru":
             dxw = np.empty((t_, b_, 3 * h_), dtype=dout.dtype)
             dhw = np.empty_like(dxw)
-            R.gru_seq_backward(w_hh, store, h_all, mask, dout, dh_n, dxw, dhw, dh0)
+            R.gru_seq_backward(w_hh, store, h_all, mask, dout, dh_n, dxw, dhw, dh0, use_blas)
             return dxw, dhw, dh0, None
         dpre = np.empty((t_, b_, h_), dtype=dout.dtype)
-        R.rnn_seq_backward(w_hh, h_all, mask, mode == "rnn_relu", dout, dh_n, dpre, dh0)
+        R.rnn_seq_backward(w_hh, h_all, mask, mode == "rnn_relu", dout, dh_n, dpre, dh0, use_blas)
         return dpre, dpre, dh0, None
 
     # -- gradient clipping ----------------------------------------------------------------------

@@ -29,6 +29,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
+from .blas import gemm
+
 __all__ = [
     "activations_f", "lstm_step_forward", "lstm_step_backward", "lstm_seq_forward", "lstm_seq_backward",
     "gru_step_forward", "gru_step_backward", "gru_seq_forward", "gru_seq_backward",
@@ -216,6 +218,26 @@ def _carry_back(dg, w_hh, dh_pass, dh):  # pragma: no cover - jit
                     dh[b, k] += d * w_hh[j, k]
 
 
+@numba.njit(cache=True, inline="always")
+def _product(hp, w_hh_t, hw, use_blas):  # pragma: no cover - jit
+    """hw = hp @ w_hh_t: BLAS (called from the compiled loop, see blas.py) or, for small layers,
+    the plain loops above."""
+    if use_blas:
+        gemm(hp, w_hh_t, hw, False, False, 0.0)
+    else:
+        _recurrent_product(hp, w_hh_t, hw)
+
+
+@numba.njit(cache=True, inline="always")
+def _carry(dg, w_hh, dh_pass, dh, use_blas):  # pragma: no cover - jit
+    """dh = dh_pass + dg @ w_hh, by BLAS or by the plain loops of ``_carry_back``."""
+    if use_blas:
+        dh[:, :] = dh_pass
+        gemm(dg, w_hh, dh, False, False, 1.0)
+    else:
+        _carry_back(dg, w_hh, dh_pass, dh)
+
+
 # ------------------------------------------------------------------------------------------
 # LSTM
 
@@ -286,22 +308,22 @@ def lstm_step_backward(gates, c_prev, tanh_c, mask, dout, dh_carry, dc_carry, dg
 
 
 @_jit
-def lstm_seq_forward(xw, w_hh_t, h0, c0, mask, gates, h_all, c_all):  # pragma: no cover - jit
+def lstm_seq_forward(xw, w_hh_t, h0, c0, mask, gates, h_all, c_all, use_blas):  # pragma: no cover - jit
     """Whole sequence: w_hh_t is W_hh^T (H, 4H); h_all/c_all (T+1, B, H) with [0] = h0/c0
     (forward-only: gates (1, B, 4H), c_all (2, B, H), see the module docstring)."""
     t_, b_, g4 = xw.shape
-    hw = np.empty_like(xw[0])
+    hw = np.empty((xw.shape[1], xw.shape[2]), dtype=xw.dtype)
     ns, nc = gates.shape[0], c_all.shape[0]
     h_all[0] = h0
     c_all[0] = c0
     for t in range(t_):
         hp = h_all[t]
-        _recurrent_product(hp, w_hh_t, hw)
+        _product(hp, w_hh_t, hw, use_blas)
         lstm_step_forward(xw[t], hw, hp, c_all[t % nc], mask[t], gates[t % ns], h_all[t + 1], c_all[(t + 1) % nc])
 
 
 @_jit
-def lstm_seq_backward(w_hh, gates, c_all, tanh_c, mask, dout, dh_n, dc_n, dgates, dh0, dc0):  # pragma: no cover - jit
+def lstm_seq_backward(w_hh, gates, c_all, tanh_c, mask, dout, dh_n, dc_n, dgates, dh0, dc0, use_blas):  # pragma: no cover - jit
     """Reverse time; w_hh is (4H, H), tanh_c = tanh(c_all[1:]). Writes dgates (T, B, 4H), dh0, dc0."""
     t_, b_, g4 = gates.shape
     dh = dh_n.copy()
@@ -310,7 +332,7 @@ def lstm_seq_backward(w_hh, gates, c_all, tanh_c, mask, dout, dh_n, dc_n, dgates
     dc_prev = dc_n.copy()
     for t in range(t_ - 1, -1, -1):
         lstm_step_backward(gates[t], c_all[t], tanh_c[t], mask[t], dout[t], dh, dc, dgates[t], dh_pass, dc_prev)
-        _carry_back(dgates[t], w_hh, dh_pass, dh)
+        _carry(dgates[t], w_hh, dh_pass, dh, use_blas)
         dc[:] = dc_prev
     dh0[:] = dh
     dc0[:] = dc
@@ -375,25 +397,25 @@ def gru_step_backward(store, h_prev, mask, dout, dh_carry, dxw, dhw, dh_pass):  
 
 
 @_jit
-def gru_seq_forward(xw, w_hh_t, b_hn, h0, mask, store, h_all):  # pragma: no cover - jit
+def gru_seq_forward(xw, w_hh_t, b_hn, h0, mask, store, h_all, use_blas):  # pragma: no cover - jit
     t_, b_, g3 = xw.shape
-    hw = np.empty_like(xw[0])
+    hw = np.empty((xw.shape[1], xw.shape[2]), dtype=xw.dtype)
     ns = store.shape[0]
     h_all[0] = h0
     for t in range(t_):
         hp = h_all[t]
-        _recurrent_product(hp, w_hh_t, hw)
+        _product(hp, w_hh_t, hw, use_blas)
         gru_step_forward(xw[t], hw, b_hn, hp, mask[t], store[t % ns], h_all[t + 1])
 
 
 @_jit
-def gru_seq_backward(w_hh, store, h_all, mask, dout, dh_n, dxw, dhw, dh0):  # pragma: no cover - jit
+def gru_seq_backward(w_hh, store, h_all, mask, dout, dh_n, dxw, dhw, dh0, use_blas):  # pragma: no cover - jit
     t_, b_, g3 = dxw.shape
     dh = dh_n.copy()
     dh_pass = dh_n.copy()
     for t in range(t_ - 1, -1, -1):
         gru_step_backward(store[t], h_all[t], mask[t], dout[t], dh, dxw[t], dhw[t], dh_pass)
-        _carry_back(dhw[t], w_hh, dh_pass, dh)
+        _carry(dhw[t], w_hh, dh_pass, dh, use_blas)
     dh0[:] = dh
 
 
@@ -436,22 +458,22 @@ def rnn_step_backward(h_t, mask, relu, dout, dh_carry, dpre, dh_pass):  # pragma
 
 
 @_jit
-def rnn_seq_forward(xw, w_hh_t, h0, mask, relu, h_all):  # pragma: no cover - jit
+def rnn_seq_forward(xw, w_hh_t, h0, mask, relu, h_all, use_blas):  # pragma: no cover - jit
     t_, b_, h_ = xw.shape
-    hw = np.empty_like(xw[0])
+    hw = np.empty((xw.shape[1], xw.shape[2]), dtype=xw.dtype)
     h_all[0] = h0
     for t in range(t_):
         hp = h_all[t]
-        _recurrent_product(hp, w_hh_t, hw)
+        _product(hp, w_hh_t, hw, use_blas)
         rnn_step_forward(xw[t], hw, hp, mask[t], relu, h_all[t + 1])
 
 
 @_jit
-def rnn_seq_backward(w_hh, h_all, mask, relu, dout, dh_n, dpre, dh0):  # pragma: no cover - jit
+def rnn_seq_backward(w_hh, h_all, mask, relu, dout, dh_n, dpre, dh0, use_blas):  # pragma: no cover - jit
     t_, b_, h_ = dpre.shape
     dh = dh_n.copy()
     dh_pass = dh_n.copy()
     for t in range(t_ - 1, -1, -1):
         rnn_step_backward(h_all[t + 1], mask[t], relu, dout[t], dh, dpre[t], dh_pass)
-        _carry_back(dpre[t], w_hh, dh_pass, dh)
+        _carry(dpre[t], w_hh, dh_pass, dh, use_blas)
     dh0[:] = dh

@@ -1,0 +1,175 @@
+"""BLAS called from Numba kernels (backend/blas.py): the GEMM itself, the CPU backend's matmul,
+provider selection, and the recurrent layers giving the same results under every provider."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import tinygrad_rnn as tr
+from tinygrad_rnn.backend import blas
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _mkl_installed() -> bool:
+    return blas._mkl_handle() is not None
+
+
+def test_a_real_blas_is_bound_on_this_install():
+    # NumPy's wheels carry an ILP64 OpenBLAS, and the mkl extra an ILP64 MKL: one of them is bound
+    assert blas.PROVIDER in ("mkl", "numpy") and blas.available()
+    if os.environ.get("TINYGRAD_RNN_BLAS", "auto") == "auto":
+        assert blas.PROVIDER == ("mkl" if _mkl_installed() else "numpy")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("shape", [(5, 7, 3), (1, 64, 256), (33, 1, 17), (4, 0, 6)])
+def test_gemm_matches_numpy(dtype, trans_a, trans_b, shape):
+    m, k, n = shape
+    rng = np.random.default_rng(m * 100 + k * 10 + n)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    a_arg = np.ascontiguousarray(a.T) if trans_a else a
+    b_arg = np.ascontiguousarray(b.T) if trans_b else b
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    c = np.empty((m, n), dtype=dtype)
+    blas.gemm_f(a_arg, b_arg, c, trans_a, trans_b, 0.0)
+    np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=tol, atol=tol * max(k, 1))
+    c = c0.copy()
+    blas.gemm_f(a_arg, b_arg, c, trans_a, trans_b, 1.0)  # accumulate: c = a @ b + c
+    np.testing.assert_allclose(c, a.astype(np.float64) @ b + c0, rtol=tol, atol=tol * max(k, 1))
+
+
+def test_gemm_on_empty_output_is_a_no_op():
+    a = np.ones((0, 4), np.float32)
+    b = np.ones((4, 3), np.float32)
+    c = np.empty((0, 3), np.float32)
+    blas.gemm_f(a, b, c, False, False, 0.0)  # must not touch memory or crash
+    assert c.shape == (0, 3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backend_matmul_matches_numpy_for_every_layout(dtype):
+    be = tr.get_backend("cpu")
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((64, 300)).astype(dtype)
+    b = rng.standard_normal((300, 200)).astype(dtype)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    cases = [(a, b), (a, np.asfortranarray(b)), (np.asfortranarray(a), b),
+             (a[:, ::2], b[::2]),  # neither C- nor F-contiguous: copied
+             (np.ascontiguousarray(b.T), np.ascontiguousarray(a.T))]
+    for x, y in cases:
+        out = be.mm(x, y)
+        assert out.dtype == dtype and out.flags.c_contiguous
+        np.testing.assert_allclose(out, x.astype(np.float64) @ y, rtol=tol, atol=tol * 300)
+    # mixed dtypes and small products keep NumPy's own rules
+    assert be.mm(a, b.astype(np.float32 if dtype == np.float64 else np.float64)).dtype == np.float64
+    np.testing.assert_array_equal(be.mm(a[:2, :3], b[:3, :2]), a[:2, :3] @ b[:3, :2])
+    if blas.PROVIDER == "mkl":
+        with pytest.raises(ValueError, match=r"matmul: shapes \(64, 300\) and \(200, 300\)"):
+            be.mm(a, np.ascontiguousarray(b.T))
+    else:
+        with pytest.raises(ValueError):
+            be.mm(a, np.ascontiguousarray(b.T))
+
+
+# ---------------------------------------------------------------------------------------------
+# provider selection (each in its own process: the symbols are bound once, at import)
+
+
+def _run(code: str, provider: str | None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("TINYGRAD_RNN_BLAS", None)
+    if provider is not None:
+        env["TINYGRAD_RNN_BLAS"] = provider
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_an_unknown_provider_is_a_clear_error():
+    r = _run("import tinygrad_rnn as tr; tr.tensor([1.0]) + 1", "openblas-please")
+    assert r.returncode != 0
+    assert "ValueError" in r.stderr and "TINYGRAD_RNN_BLAS must be 'auto', 'mkl', 'numpy' or 'none'" in r.stderr
+
+
+def test_asking_for_mkl_without_it_names_the_extra():
+    code = """
+        import os
+        import tinygrad_rnn.backend.blas as b
+        b._mkl_handle = lambda: None  # as on an install without the mkl extra
+        os.environ["TINYGRAD_RNN_BLAS"] = "mkl"
+        try:
+            b._bind()
+        except ValueError as e:
+            print("ERR", e)
+    """
+    r = _run(code, "numpy")
+    assert r.returncode == 0, r.stderr
+    assert "ERR TINYGRAD_RNN_BLAS=mkl" in r.stdout and "pip install 'tinygrad_rnn[mkl]'" in r.stdout
+
+
+_LAYERS = """
+    import json, sys
+    import numpy as np
+    import tinygrad_rnn as tr
+    from tinygrad_rnn.backend import blas
+    be = tr.get_backend("cpu")
+    out = {"provider": blas.PROVIDER, "blas_kernel": []}
+    pick = be._seq_kernel
+    def spy(*a):
+        r = pick(*a)
+        out["blas_kernel"].append(bool(r[0] and r[1]))
+        return r
+    be._seq_kernel = spy
+    rng = np.random.default_rng(0)
+    for dtype in (tr.float64, tr.float32):
+        for cls in (tr.nn.LSTM, tr.nn.GRU, tr.nn.RNN):
+            # B * G * H * H above SMALL_STEP_MACS: the BLAS sequence kernel where BLAS is bound
+            m = cls(12, 48, num_layers=2, bidirectional=True, batch_first=True, dtype=dtype, seed=1)
+            x = tr.tensor(rng.uniform(-1, 1, (8, 9, 12)).astype(np.dtype(dtype)), requires_grad=True)
+            lengths = [9, 7, 9, 3, 9, 1, 5, 9]
+            y, _ = m(x, lengths=lengths)
+            head = tr.nn.Linear(96, 40, dtype=dtype, seed=2)
+            loss = (head(y) ** 2).mean()
+            loss.backward()
+            key = f"{cls.__name__}-{np.dtype(dtype).name}"
+            out[key] = [loss.item()] + [float(np.abs(p.grad.numpy()).sum()) for p in m.parameters()]
+            out[key + "-x"] = float(np.abs(x.grad.numpy()).sum())
+            np.save(sys.argv[1] + "/" + key + ".npy", x.grad.numpy()) if len(sys.argv) > 1 else None
+    print(json.dumps(out))
+"""
+
+
+def _providers() -> list[str]:
+    return ["numpy", "none"] + (["mkl"] if _mkl_installed() else [])
+
+
+def test_recurrent_layers_agree_under_every_provider():
+    """numpy (OpenBLAS from the kernels), none (the per-step Python loop) and, where installed, mkl:
+    same losses and gradients, float64 to rounding, float32 to float32 rounding."""
+    results = {}
+    for p in _providers():
+        r = _run(_LAYERS, p)
+        assert r.returncode == 0, r.stderr
+        results[p] = json.loads(r.stdout.strip().splitlines()[-1])
+    assert results["numpy"]["provider"] == "numpy" and results["none"]["provider"] is None
+    # the BLAS sequence kernel ran wherever BLAS is bound (float32 always; float64 at this width), never with none
+    assert any(results["numpy"]["blas_kernel"]) and not any(results["none"]["blas_kernel"])
+    if "mkl" in results:
+        assert results["mkl"]["provider"] == "mkl" and any(results["mkl"]["blas_kernel"])
+    ref = results["numpy"]
+    for p, res in results.items():
+        for key, vals in ref.items():
+            if key in ("provider", "blas_kernel"):
+                continue
+            rtol = 1e-11 if "float64" in key else 2e-4
+            np.testing.assert_allclose(res[key], vals, rtol=rtol, err_msg=f"{p}: {key}")
