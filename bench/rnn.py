@@ -186,6 +186,7 @@ def run(args: argparse.Namespace) -> None:
         try:  # the same BLAS thread count for NumPy as for torch
             from threadpoolctl import threadpool_limits
 
+            tr.get_backend("cpu")  # loads the kernels' BLAS (MKL with the mkl extra) so the limit reaches it too
             threadpool_limits(limits=threads, user_api="blas")
         except ImportError:
             print("WARNING: --threads needs threadpoolctl to limit NumPy's BLAS; it is not installed")
@@ -211,6 +212,9 @@ def run(args: argparse.Namespace) -> None:
     batch_first = args.layout == "batch_first"
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; python {platform.python_version()}; "
           f"numpy {np.__version__}; torch {torch.__version__ if have_torch else 'not installed (PyTorch columns skipped)'}")
+    from tinygrad_rnn.backend import blas as _kblas
+
+    print(f"our GEMMs (TINYGRAD_RNN_BLAS={os.environ.get('TINYGRAD_RNN_BLAS', 'auto')}): {_kblas.PROVIDER or 'NumPy matmul'}")
     print(f"BLAS: {blas_info()}; torch threads: {torch.get_num_threads() if have_torch else '-'}; "
           f"jax {jax.__version__ if have_jax else 'not installed (JAX column skipped)'}; layout: {args.layout}")
     env_note = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]

@@ -172,6 +172,9 @@ def header(threads: int) -> str:
                          for i in threadpool_info() if i.get("user_api") == "blas") or "unknown"
     except ImportError:
         blas = "threadpoolctl not installed"
+    from tinygrad_rnn.backend import blas as kblas
+
+    blas += f"; our GEMMs (TINYGRAD_RNN_BLAS={os.environ.get('TINYGRAD_RNN_BLAS', 'auto')}): {kblas.PROVIDER or 'NumPy matmul'}"
     try:
         import torch
 
@@ -195,6 +198,7 @@ def main() -> None:
     try:
         from threadpoolctl import threadpool_limits
 
+        tr.get_backend("cpu")  # loads the kernels' BLAS (MKL with the mkl extra) so the limit reaches it too
         threadpool_limits(limits=args.threads, user_api="blas")
     except ImportError:
         print("WARNING: threadpoolctl is not installed: NumPy's BLAS threads are not limited")

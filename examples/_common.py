@@ -761,6 +761,7 @@ def limit_blas_threads(threads: int) -> Any:
             print(f"note: --threads {threads} needs threadpoolctl (pip install -e '.[examples]'); "
                   f"or set OPENBLAS_NUM_THREADS={threads}", file=sys.stderr)
         return None
+    tr.get_backend("cpu")  # loads the kernels' BLAS (MKL with the mkl extra) so the limit reaches it too
     return threadpool_limits(limits=threads, user_api="blas")
 
 

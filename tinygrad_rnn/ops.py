@@ -327,8 +327,8 @@ class MatMul(Function):
     def forward(self, a, b):
         self.a, self.b = a, b
         if a.ndim > 2 and b.ndim == 2:
-            return (_rows(a) @ b).reshape(a.shape[:-1] + b.shape[-1:])
-        return a @ b
+            return self.be.mm(_rows(a), b).reshape(a.shape[:-1] + b.shape[-1:])
+        return self.be.mm(a, b) if a.ndim == b.ndim == 2 else a @ b
 
     def backward(self, g):
         xp = self.xp
@@ -337,10 +337,12 @@ class MatMul(Function):
         if a.ndim > 2 and b.ndim == 2:
             g2 = _rows(g)
             if self.needs[0]:
-                ga = (g2 @ b.T).reshape(a.shape)
+                ga = self.be.mm(g2, b.T).reshape(a.shape)
             if self.needs[1]:
-                gb = _rows(a).T @ g2
+                gb = self.be.mm(_rows(a).T, g2)
             return ga, gb
+        if a.ndim == b.ndim == 2:
+            return (self.be.mm(g, b.T) if self.needs[0] else None), (self.be.mm(a.T, g) if self.needs[1] else None)
         if self.needs[0]:
             ga = sum_to_shape(xp, g @ xp.swapaxes(b, -1, -2), a.shape)
         if self.needs[1]:
@@ -364,15 +366,15 @@ class Linear(Function):
     fresh_grads = True  # three GEMM/sum results, each a new array
     def forward(self, x, w, bias=None):
         self.x, self.w = x, w
-        out = _rows(x) @ w.T
+        out = self.be.mm(_rows(x), w.T)
         if bias is not None:
             out += bias
         return out.reshape(x.shape[:-1] + w.shape[:1])
 
     def backward(self, g):
         g2 = _rows(g)
-        gx = (g2 @ self.w).reshape(self.x.shape) if self.needs[0] else None
-        gw = g2.T @ _rows(self.x) if self.needs[1] else None
+        gx = self.be.mm(g2, self.w).reshape(self.x.shape) if self.needs[0] else None
+        gw = self.be.mm(g2.T, _rows(self.x)) if self.needs[1] else None
         if len(self.needs) == 2:
             return gx, gw
         return gx, gw, (g2.sum(axis=0) if self.needs[2] else None)

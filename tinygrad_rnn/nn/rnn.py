@@ -97,7 +97,7 @@ class FusedRecurrence(Function):
             # padding may hold anything (even NaN): keep it out of the products, as packed sequences do
             x = xp.where(mask[:, :, None] != 0, x, xp.zeros((), dtype=x.dtype))
         x2 = xp.ascontiguousarray(x).reshape(t_ * b_, d_)
-        xw = x2 @ w_ih.T
+        xw = self.be.mm(x2, w_ih.T)
         if has_bias:
             if mode == "gru":
                 # b_hn stays inside r * (W_hn h + b_hn); b_hr, b_hz fold into the projection
@@ -151,7 +151,7 @@ class FusedRecurrence(Function):
         needs = self.needs
         dx = None
         if needs[0]:
-            dx = (dxw2 @ self.w_ih).reshape(t_, b_, d_)
+            dx = self.be.mm(dxw2, self.w_ih).reshape(t_, b_, d_)
             if self.reverse:
                 dx = dx[::-1]
         grads.append(dx)
@@ -159,8 +159,8 @@ class FusedRecurrence(Function):
         if self.lstm:
             grads.append(dc0)
         k = len(grads)
-        grads.append(dxw2.T @ self.x2 if needs[k] else None)
-        grads.append(dhw2.T @ self.h_all[:-1].reshape(t_ * b_, h_) if needs[k + 1] else None)
+        grads.append(self.be.mm(dxw2.T, self.x2) if needs[k] else None)
+        grads.append(self.be.mm(dhw2.T, self.h_all[:-1].reshape(t_ * b_, h_)) if needs[k + 1] else None)
         if self.has_bias:
             db_ih = dxw2.sum(axis=0) if needs[k + 2] or (needs[k + 3] and dhw is dxw) else None
             if dhw is dxw:  # LSTM / RNN: both biases get the same gradient; sum once, own copy each
