@@ -182,21 +182,22 @@ def peak_mb(fn) -> float:
 
 def run(args: argparse.Namespace) -> None:
     threads = args.threads or os.cpu_count() or 1
-    if args.threads:
-        try:  # the same BLAS thread count for NumPy as for torch
-            from threadpoolctl import threadpool_limits
-
-            tr.get_backend("cpu")  # loads the kernels' BLAS (MKL with the mkl extra) so the limit reaches it too
-            threadpool_limits(limits=threads, user_api="blas")
-        except ImportError:
-            print("WARNING: --threads needs threadpoolctl to limit NumPy's BLAS; it is not installed")
-    try:
+    try:  # before our CPU backend loads MKL (mkl extra): torch's own MKL could otherwise bind to it (README)
         import torch
 
         torch.set_num_threads(threads)
         have_torch = True
     except ImportError:
         have_torch = False
+    tr.get_backend("cpu")  # loads the kernels' BLAS, so the limits below reach it
+    tr.set_num_threads(threads)
+    if args.threads:
+        try:  # the same BLAS thread count for NumPy as for torch
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=threads, user_api="blas")
+        except ImportError:
+            print("WARNING: --threads needs threadpoolctl to limit NumPy's BLAS; it is not installed")
     have_jax = False
     if not args.no_jax:
         if args.threads == 1:  # before jax is imported: XLA reads its flags once

@@ -195,15 +195,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="cProfile our steps and print the top entries")
     ap.add_argument("--no-torch", action="store_true", help="ours only (no comparison, no agreement check)")
     args = ap.parse_args()
-    try:
-        from threadpoolctl import threadpool_limits
-
-        tr.get_backend("cpu")  # loads the kernels' BLAS (MKL with the mkl extra) so the limit reaches it too
-        threadpool_limits(limits=args.threads, user_api="blas")
-    except ImportError:
-        print("WARNING: threadpoolctl is not installed: NumPy's BLAS threads are not limited")
     use_torch = not args.no_torch
-    if use_torch:
+    if use_torch:  # before our CPU backend loads MKL (mkl extra): torch's own MKL could otherwise bind to it (README)
         try:
             import torch
 
@@ -211,6 +204,14 @@ def main() -> None:
         except ImportError:
             print("torch not installed: ours only")
             use_torch = False
+    tr.get_backend("cpu")  # loads the kernels' BLAS, so the limits below reach it
+    tr.set_num_threads(args.threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=args.threads, user_api="blas")
+    except ImportError:
+        print("WARNING: threadpoolctl is not installed: NumPy's BLAS threads are not limited")
     print(header(args.threads))
     rows = []
     for name in args.workload or list(WORKLOADS):

@@ -754,6 +754,7 @@ def limit_blas_threads(threads: int) -> Any:
     """
     if threads == 0:
         return None
+    tr.set_num_threads(threads)  # our GEMMs and recurrent layers (and NumPy's OpenBLAS when it does them)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -761,8 +762,7 @@ def limit_blas_threads(threads: int) -> Any:
             print(f"note: --threads {threads} needs threadpoolctl (pip install -e '.[examples]'); "
                   f"or set OPENBLAS_NUM_THREADS={threads}", file=sys.stderr)
         return None
-    tr.get_backend("cpu")  # loads the kernels' BLAS (MKL with the mkl extra) so the limit reaches it too
-    return threadpool_limits(limits=threads, user_api="blas")
+    return threadpool_limits(limits=threads, user_api="blas")  # any other BLAS in the process
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from _common import positive_int
 from char_lm import CharLM, detach_state
 from threadpoolctl import threadpool_limits
 
+import tinygrad_rnn as tr
 from tinygrad_rnn import optim
 from tinygrad_rnn.data import Vocab, batchify, bptt_batches, load_tinyshakespeare
 from tinygrad_rnn.nn import functional as F
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     times: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(args.repeats):
         for n in (1, 2):
+            tr.set_num_threads(n)
             with threadpool_limits(limits=n, user_api="blas"):
                 t0 = time.perf_counter()
                 for _ in range(args.block):

@@ -1,8 +1,9 @@
 """Forcing each code path of the recurrent layers, shared by the RNN test files.
 
-The CPU backend picks one of four recurrence branches per call from its size thresholds: the
+The CPU backend picks one of five recurrence branches per call from its size thresholds: the
 whole time loop in one Numba kernel with the recurrent product in plain loops (small layers) or
-by BLAS called from the kernel, or -- where BLAS cannot be called from Numba -- a Python loop of
+by BLAS called from the kernel -- with oneMKL, on row blocks of the batch in parallel threads
+for large layers -- or, where BLAS cannot be called from Numba, a Python loop of
 one NumPy matmul + one pointwise kernel per step (Numba, or NumPy's vectorised ufuncs on wide
 float64 layers). Overriding the thresholds forces one.
 """
@@ -18,6 +19,10 @@ BRANCHES = {
     "sequence_kernel": {"SMALL_STEP_MACS": 1 << 62},
     "sequence_kernel_blas": {"SMALL_STEP_MACS": 0, "SEQ_KERNEL_BLAS": True, "VECTOR_STEP_ELEMENTS": 1 << 62,
                              "VECTOR_STEP_ELEMENTS_F32": 1 << 62},
+    # BLAS kernel on row blocks in parallel threads (oneMKL only), forced down to one row per block
+    "sequence_kernel_rows": {"SMALL_STEP_MACS": 0, "SEQ_KERNEL_BLAS": True, "VECTOR_STEP_ELEMENTS": 1 << 62,
+                             "VECTOR_STEP_ELEMENTS_F32": 1 << 62, "SPLIT_MIN_ROWS": 1, "SPLIT_MIN_MACS": 0,
+                             "ROW_THREADS": 2},
     "per_step": {"SMALL_STEP_MACS": 0, "SEQ_KERNEL_BLAS": False, "VECTOR_STEP_ELEMENTS": 1 << 62,
                  "VECTOR_STEP_ELEMENTS_F32": 1 << 62},
     "per_step_vectorised": {"SMALL_STEP_MACS": 0, "SEQ_KERNEL_BLAS": False, "VECTOR_STEP_ELEMENTS": 0,
@@ -25,6 +30,8 @@ BRANCHES = {
 }
 if not blas.available():  # TINYGRAD_RNN_BLAS=none, or a NumPy whose BLAS Numba cannot reach
     del BRANCHES["sequence_kernel_blas"]
+if blas.PROVIDER != "mkl":  # row blocks need per-thread BLAS thread counts (blas.set_local_threads)
+    del BRANCHES["sequence_kernel_rows"]
 PATHS = tuple(f"fused-{b}" for b in BRANCHES) + ("composite",)
 
 

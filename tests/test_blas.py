@@ -82,6 +82,63 @@ def test_backend_matmul_matches_numpy_for_every_layout(dtype):
             be.mm(a, np.ascontiguousarray(b.T))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(600, 300, 40), (40, 300, 600)])  # split along rows / along columns
+@pytest.mark.parametrize("layouts", ["nn", "tn", "nt", "tt"])
+def test_split_gemm_blocks_match_numpy(dtype, shape, layouts):
+    """Large products split into row or column blocks over threads (MKL) give NumPy's product."""
+    m, k, n = shape
+    rng = np.random.default_rng(m + n)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    a_arg = np.ascontiguousarray(a.T).T if layouts[0] == "t" else a
+    b_arg = np.ascontiguousarray(b.T).T if layouts[1] == "t" else b
+    saved, min_macs = tr.get_num_threads(), blas.PARALLEL_MIN_MACS
+    try:
+        tr.set_num_threads(3)
+        blas.PARALLEL_MIN_MACS = 1 << 12  # three blocks even on one core
+        out = tr.get_backend("cpu").mm(a_arg, b_arg)
+    finally:
+        tr.set_num_threads(saved)
+        blas.PARALLEL_MIN_MACS = min_macs
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=tol, atol=tol * k)
+
+
+def test_gemm_block_writes_only_its_block():
+    a = np.arange(12.0).reshape(4, 3)
+    b = np.arange(15.0).reshape(3, 5)
+    c = np.full((4, 5), -7.0)
+    blas.gemm_block_f(a, b, c, False, False, 0.0, 1, 3, 2, 4)
+    want = np.full((4, 5), -7.0)
+    want[1:3, 2:4] = (a @ b)[1:3, 2:4]
+    np.testing.assert_array_equal(c, want)
+
+
+def test_set_num_threads_is_validated_and_read_back():
+    saved = tr.get_num_threads()
+    try:
+        tr.set_num_threads(1)
+        assert tr.get_num_threads() == 1
+        for bad in (0, -2, 1.5, "2", True):
+            with pytest.raises(ValueError, match="set_num_threads: need a positive integer"):
+                tr.set_num_threads(bad)
+        assert tr.get_num_threads() == 1
+    finally:
+        tr.set_num_threads(saved)
+
+
+def test_run_parallel_runs_every_task_and_reraises():
+    done = []
+
+    def boom():
+        raise KeyError("task 2 failed")
+
+    with pytest.raises(KeyError, match="task 2 failed"):
+        blas.run_parallel([lambda: done.append(0), boom, lambda: done.append(2)])
+    assert sorted(done) == [0, 2]  # the others still ran to the end before the error came back
+
+
 # ---------------------------------------------------------------------------------------------
 # provider selection (each in its own process: the symbols are bound once, at import)
 

@@ -7,7 +7,7 @@
 """
 # ruff: noqa: I001  (ops must load first: it attaches the operators to Tensor)
 from . import ops  # noqa: F401
-from .backend import DeviceUnavailableError, get_backend
+from .backend import DeviceUnavailableError, get_backend, get_num_threads, set_num_threads
 from .gradcheck import GradcheckError, gradcheck
 from .ops import amax, amin, cat, chunk, clamp, clip, matmul, maximum, minimum, split, stack, where
 from .tensor import (Function, Generator, Tensor, arange, bool_, enable_grad, eye, float32, float64, full,
@@ -26,5 +26,5 @@ __all__ = [
     "no_grad", "enable_grad", "is_grad_enabled", "cat", "stack", "split", "chunk", "where", "matmul",
     "gradcheck", "GradcheckError", "DeviceUnavailableError", "get_backend", "cuda", "distributed", "nn", "optim",
     "float32", "float64", "int32", "int64", "bool_", "__version__", "autograd", "clamp", "clip", "maximum",
-    "minimum", "amax", "amin",
+    "minimum", "amax", "amin", "set_num_threads", "get_num_threads",
 ]

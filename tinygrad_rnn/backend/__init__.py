@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-__all__ = ["Backend", "DeviceUnavailableError", "get_backend", "normalize_device"]
+__all__ = ["Backend", "DeviceUnavailableError", "get_backend", "get_num_threads", "normalize_device", "set_num_threads"]
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -84,3 +84,19 @@ def get_backend(device: Any = "cpu") -> Backend:
                     be = make_cuda_backend()
                 _BACKENDS[name] = be
     return be
+
+
+def set_num_threads(n: int) -> None:
+    """CPU threads for matrix products and recurrent layers, as ``torch.set_num_threads``: with the
+    mkl extra our own pool (GEMMs split into blocks, a layer's batch into row blocks); with NumPy's
+    OpenBLAS, OpenBLAS's thread count. Default: one per logical core. See backend/blas.py."""
+    from . import blas
+
+    blas.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The CPU thread count ``set_num_threads`` sets (``torch.get_num_threads``)."""
+    from . import blas
+
+    return blas.get_num_threads()

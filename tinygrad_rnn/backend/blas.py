@@ -14,11 +14,11 @@ Providers, chosen once at import by ``TINYGRAD_RNN_BLAS``:
 
 - ``auto`` (default): ``mkl`` when Intel oneMKL's runtime library is installed (the optional
   ``mkl`` extra: ``pip install tinygrad_rnn[mkl]``), else ``numpy``.
-- ``mkl``: oneMKL's ``libmkl_rt`` (``cblas_sgemm_64``). Its small-batch GEMMs -- the recurrent
-  product of every step -- run 1.3-1.7x faster than OpenBLAS's on the machines measured
-  (bench/results/). The CPU backend then sends its other float GEMMs (Linear, matmul, the
-  recurrent layers' projections and weight gradients) to MKL too (``matmul`` below), so one
-  thread pool does the GEMMs of a training step.
+- ``mkl``: oneMKL's ``libmkl_rt`` (``cblas_sgemm_64``), run sequential. Its small-batch GEMMs --
+  the recurrent product of every step -- ran 1.3-1.7x faster than OpenBLAS's where measured, and
+  packed once per pass (``pack_b``) faster still. The CPU backend then sends its other float GEMMs
+  (Linear, matmul, the layers' projections and weight gradients) to MKL too (``matmul`` below),
+  and spreads all of it over cores on our own thread pool (see "threads" below).
 - ``numpy``: the BLAS NumPy itself uses (OpenBLAS in NumPy's wheels, ``scipy_cblas_sgemm64_``).
 - ``none``: never call BLAS from kernels: layers above the small-layer size run the time loop per
   step in Python (recurrence.py), one NumPy matmul and one pointwise kernel per step.
@@ -30,8 +30,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import llvmlite.binding as llb
@@ -40,11 +43,16 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-__all__ = ["PROVIDER", "available", "gemm", "gemm_f", "matmul"]
+__all__ = ["PROVIDER", "available", "gemm", "gemm_f", "gemm_packed", "matmul", "pack_b", "NOT_PACKED", "get_num_threads",
+           "set_num_threads", "row_parallel", "run_parallel"]
 
 _SGEMM = "tinygrad_rnn_cblas_sgemm64"
 _DGEMM = "tinygrad_rnn_cblas_dgemm64"
+_SCOMPUTE = "tinygrad_rnn_cblas_sgemm_compute64"
+_DCOMPUTE = "tinygrad_rnn_cblas_dgemm_compute64"
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_PACKED, _B_MATRIX = 151, 162  # oneMKL's CBLAS_STORAGE (CblasPacked) and CBLAS_IDENTIFIER (CblasBMatrix)
+_MKL_THREADING_SEQUENTIAL = 1  # MKL_THREADING_INTEL 0, SEQUENTIAL 1, PGI 2, GNU 3, TBB 4
 
 # cblas_?gemm(order, transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) with 64-bit
 # integers (ILP64); the enums stay C ints
@@ -53,6 +61,13 @@ _sgemm = types.ExternalFunction(_SGEMM, types.void(_i32, _i32, _i32, _i64, _i64,
                                                    _p, _i64, types.float32, _p, _i64))
 _dgemm = types.ExternalFunction(_DGEMM, types.void(_i32, _i32, _i32, _i64, _i64, _i64, types.float64, _p, _i64,
                                                    _p, _i64, types.float64, _p, _i64))
+# oneMKL's packed GEMM (cblas_?gemm_compute_64: as gemm, without alpha; B packed once by
+# cblas_?gemm_pack_64): a recurrent layer's weight is the same matrix at every step, so it is packed
+# once per pass instead of once per step inside every GEMM call
+_scompute = types.ExternalFunction(_SCOMPUTE, types.void(_i32, _i32, _i32, _i64, _i64, _i64, _p, _i64, _p, _i64,
+                                                         types.float32, _p, _i64))
+_dcompute = types.ExternalFunction(_DCOMPUTE, types.void(_i32, _i32, _i32, _i64, _i64, _i64, _p, _i64, _p, _i64,
+                                                         types.float64, _p, _i64))
 _CTYPES_ARGS = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
 
 # candidate exported names of an ILP64 CBLAS, per precision, most specific first
@@ -74,7 +89,7 @@ def _numpy_blas_handle() -> Any:
 
 def _mkl_handle() -> Any:
     """oneMKL's single dynamic library, as the ``mkl`` wheel installs it (``<prefix>/lib``) or as
-    the system finds it; None when absent. It loads its own OpenMP runtime (``libiomp5``)."""
+    the system finds it; None when absent."""
     names = ["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so", "libmkl_rt.3.dylib", "libmkl_rt.2.dylib"]
     paths = [os.path.join(sys.prefix, "lib", n) for n in names]
     found = ctypes.util.find_library("mkl_rt")
@@ -96,9 +111,13 @@ def _find(handle: Any, prec: str) -> tuple[str, int] | None:
     return None
 
 
-def _stub_factory(ctype: Any) -> Any:
-    proto = ctypes.CFUNCTYPE(None, *_CTYPES_ARGS, ctype, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
-                             ctypes.c_int64, ctype, ctypes.c_void_p, ctypes.c_int64)
+def _stub_factory(ctype: Any, compute: bool = False) -> Any:
+    if compute:
+        proto = ctypes.CFUNCTYPE(None, *_CTYPES_ARGS, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                                 ctypes.c_int64, ctype, ctypes.c_void_p, ctypes.c_int64)
+    else:
+        proto = ctypes.CFUNCTYPE(None, *_CTYPES_ARGS, ctype, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                                 ctypes.c_int64, ctype, ctypes.c_void_p, ctypes.c_int64)
 
     def stub(*_args: Any) -> None:  # pragma: no cover - only reached if a caller ignores `available()`
         raise RuntimeError("tinygrad_rnn: a kernel called BLAS, but no ILP64 CBLAS was bound (see backend/blas.py)")
@@ -124,6 +143,13 @@ def _bind() -> str | None:
             s, d = _find(mkl, "s"), _find(mkl, "d")
             if s is not None and d is not None:
                 found, provider, _MKL = (s, d), "mkl", mkl
+                # sequential MKL (set before any other MKL call): no OpenMP runtime of MKL's in the
+                # process. Its idle threads spin for 200 ms after every GEMM and took the core our
+                # row-block threads needed (up to 1.5x slower); making them sleep (KMP_BLOCKTIME=0)
+                # slowed a PyTorch in the same process 2.5x, whose OpenMP calls then bound to MKL's
+                # runtime. We spread GEMMs over cores ourselves (``matmul``, ``run_parallel``).
+                mkl.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+                mkl.MKL_Set_Threading_Layer(_MKL_THREADING_SEQUENTIAL)
         if found is None and choice == "mkl":
             raise ValueError("TINYGRAD_RNN_BLAS=mkl, but oneMKL's libmkl_rt (with ILP64 cblas_sgemm_64) was not "
                              "found: pip install 'tinygrad_rnn[mkl]', or unset TINYGRAD_RNN_BLAS")
@@ -135,11 +161,21 @@ def _bind() -> str | None:
                 found, provider = (s, d), "numpy"
         except OSError:  # pragma: no cover - an unusual NumPy install
             found = None
+    stubs = [(_SCOMPUTE, ctypes.c_float, True), (_DCOMPUTE, ctypes.c_double, True)]
+    if provider == "mkl":
+        try:
+            llb.add_symbol(_SCOMPUTE, ctypes.cast(_MKL.cblas_sgemm_compute_64, ctypes.c_void_p).value)
+            llb.add_symbol(_DCOMPUTE, ctypes.cast(_MKL.cblas_dgemm_compute_64, ctypes.c_void_p).value)
+            stubs = []
+        except AttributeError:  # pragma: no cover - an MKL without the ILP64 packed API: plain GEMM only
+            _MKL = None
     if found is None:
-        for sym, ct in ((_SGEMM, ctypes.c_float), (_DGEMM, ctypes.c_double)):
-            cb = _stub_factory(ct)
-            _STUBS.append(cb)
-            llb.add_symbol(sym, ctypes.cast(cb, ctypes.c_void_p).value)
+        stubs += [(_SGEMM, ctypes.c_float, False), (_DGEMM, ctypes.c_double, False)]
+    for sym, ct, compute in stubs:
+        cb = _stub_factory(ct, compute)
+        _STUBS.append(cb)
+        llb.add_symbol(sym, ctypes.cast(cb, ctypes.c_void_p).value)
+    if found is None:
         return None
     (_s_name, s_addr), (_d_name, d_addr) = found
     llb.add_symbol(_SGEMM, s_addr)
@@ -156,6 +192,88 @@ def available() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# threads. With MKL (sequential) every GEMM call is one thread and we spread work over cores
+# ourselves: a GEMM by blocks of rows or columns (``matmul``), a recurrent layer by blocks of batch
+# rows (cpu.py), both on one pool of our own whose idle threads block instead of spinning. With
+# NumPy's OpenBLAS its own threads do the GEMMs, as NumPy's matmul does.
+
+_NUMPY_BLAS: Any = None  # NumPy's core extension handle when NumPy's BLAS is the provider
+_THREADS = max(1, os.cpu_count() or 1)
+_POOL: Any = None
+_POOL_LOCK = threading.Lock()
+
+
+def _numpy_fn(names: tuple[str, ...]) -> Any:
+    global _NUMPY_BLAS
+    if _NUMPY_BLAS is None:
+        _NUMPY_BLAS = _numpy_blas_handle()
+    for name in names:
+        fn = getattr(_NUMPY_BLAS, name, None)
+        if fn is not None:
+            return fn
+    return None
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for the CPU backend's GEMMs and recurrent layers (``torch.set_num_threads``): our own
+    pool with MKL; with NumPy's OpenBLAS, OpenBLAS's thread count."""
+    global _THREADS
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"set_num_threads: need a positive integer, got {n!r}")
+    _THREADS = int(n)
+    if PROVIDER == "numpy":
+        fn = _numpy_fn(("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads"))
+        if fn is not None:
+            fn.argtypes = [ctypes.c_int]
+            fn(int(n))
+
+
+def get_num_threads() -> int:
+    """The thread count ``set_num_threads`` set (default: one per logical core); with NumPy's OpenBLAS,
+    OpenBLAS's own count (which threadpoolctl and OPENBLAS_NUM_THREADS also set)."""
+    if PROVIDER == "numpy":
+        fn = _numpy_fn(("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"))
+        if fn is not None:
+            return max(1, int(fn()))
+    return _THREADS
+
+
+def row_parallel() -> bool:
+    """Whether the recurrent layers may run row blocks in parallel threads: with MKL (one-thread
+    GEMMs). Not with NumPy's OpenBLAS: its idle threads spin for a while after each threaded call
+    and a thread of ours competes with them (row blocks measured 1.1-1.6x slower there)."""
+    return PROVIDER == "mkl"
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        with _POOL_LOCK:
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=max(2, 2 * (os.cpu_count() or 1)),
+                                           thread_name_prefix="tinygrad_rnn")
+    return _POOL
+
+
+def run_parallel(tasks: list[Any]) -> None:
+    """Run the callables in ``tasks``: the first in this thread, the others on the pool; return when
+    all are done, re-raising the first error."""
+    futures = [_pool().submit(t) for t in tasks[1:]]
+    try:
+        if tasks:
+            tasks[0]()
+    finally:
+        errors = []
+        for f in futures:
+            try:
+                f.result()
+            except BaseException as e:  # noqa: BLE001 - re-raised below
+                errors.append(e)
+    if errors:
+        raise errors[0]
+
+
+# ---------------------------------------------------------------------------------------------
 # the kernel-side call: gemm(a, b, c, trans_a, trans_b, beta) sets c = op(a) @ op(b) + beta * c for
 # 2-D C-contiguous float32 or float64 arrays (op(x) = x.T when its flag is set); a no-op on empty c
 
@@ -165,36 +283,68 @@ def gemm(a, b, c, trans_a, trans_b, beta):  # pragma: no cover - dispatched by t
 
 
 @numba.njit(cache=True, inline="always")
-def _gemm32(a, b, c, trans_a, trans_b, beta):  # pragma: no cover - jit
-    m, n = c.shape[0], c.shape[1]
+def _block32(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no cover - jit
+    """c[m0:m1, n0:n1] = (op(a) @ op(b))[m0:m1, n0:n1] + beta * c[m0:m1, n0:n1]: one BLAS call on
+    sub-blocks addressed by pointer offsets (rows of op(a), columns of op(b)), leading dims kept."""
+    m, n = m1 - m0, n1 - n0
     k = a.shape[0] if trans_a else a.shape[1]
-    if m == 0 or n == 0:
+    if m <= 0 or n <= 0:
         return
+    lda, ldb, ldc = max(a.shape[1], 1), max(b.shape[1], 1), max(c.shape[1], 1)
+    pa = a.ctypes.data + (m0 if trans_a else m0 * lda) * 4
+    pb = b.ctypes.data + (n0 * ldb if trans_b else n0) * 4
+    pc = c.ctypes.data + (m0 * ldc + n0) * 4
     _sgemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, m, n, k,
-           np.float32(1.0), a.ctypes.data, max(a.shape[1], 1), b.ctypes.data, max(b.shape[1], 1), np.float32(beta),
-           c.ctypes.data, max(n, 1))
+           np.float32(1.0), pa, lda, pb, ldb, np.float32(beta), pc, ldc)
 
 
 @numba.njit(cache=True, inline="always")
-def _gemm64(a, b, c, trans_a, trans_b, beta):  # pragma: no cover - jit
-    m, n = c.shape[0], c.shape[1]
+def _block64(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no cover - jit
+    m, n = m1 - m0, n1 - n0
     k = a.shape[0] if trans_a else a.shape[1]
-    if m == 0 or n == 0:
+    if m <= 0 or n <= 0:
         return
+    lda, ldb, ldc = max(a.shape[1], 1), max(b.shape[1], 1), max(c.shape[1], 1)
+    pa = a.ctypes.data + (m0 if trans_a else m0 * lda) * 8
+    pb = b.ctypes.data + (n0 * ldb if trans_b else n0) * 8
+    pc = c.ctypes.data + (m0 * ldc + n0) * 8
     _dgemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, m, n, k,
-           1.0, a.ctypes.data, max(a.shape[1], 1), b.ctypes.data, max(b.shape[1], 1), float(beta),
-           c.ctypes.data, max(n, 1))
+           1.0, pa, lda, pb, ldb, float(beta), pc, ldc)
+
+
+def gemm_block(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no cover - dispatched by the overload
+    raise NotImplementedError
+
+
+def _typed_2d_c(*xs: Any) -> bool:
+    return all(isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C" for x in xs)
+
+
+@overload(gemm_block, inline="always")
+def _gemm_block_impl(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):
+    if not _typed_2d_c(a, b, c):
+        return None
+    if a.dtype == b.dtype == c.dtype == types.float32:
+        return lambda a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1: _block32(a, b, c, trans_a, trans_b, beta,
+                                                                                m0, m1, n0, n1)
+    if a.dtype == b.dtype == c.dtype == types.float64:
+        return lambda a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1: _block64(a, b, c, trans_a, trans_b, beta,
+                                                                                m0, m1, n0, n1)
+    return None
+
+
+@numba.njit(cache=True, nogil=True)
+def gemm_block_f(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no cover - jit
+    """``gemm_block`` callable from Python (without the GIL: blocks run in parallel threads)."""
+    gemm_block(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1)
 
 
 @overload(gemm, inline="always")
 def _gemm_impl(a, b, c, trans_a, trans_b, beta):
-    if not all(isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C" for x in (a, b, c)):
+    if not _typed_2d_c(a, b, c) or not (a.dtype == b.dtype == c.dtype) or a.dtype not in (types.float32, types.float64):
         return None
-    if a.dtype == b.dtype == c.dtype == types.float32:
-        return lambda a, b, c, trans_a, trans_b, beta: _gemm32(a, b, c, trans_a, trans_b, beta)
-    if a.dtype == b.dtype == c.dtype == types.float64:
-        return lambda a, b, c, trans_a, trans_b, beta: _gemm64(a, b, c, trans_a, trans_b, beta)
-    return None
+    return lambda a, b, c, trans_a, trans_b, beta: gemm_block(a, b, c, trans_a, trans_b, beta, 0, c.shape[0], 0,
+                                                              c.shape[1])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -204,10 +354,83 @@ def gemm_f(a, b, c, trans_a, trans_b, beta):  # pragma: no cover - jit
 
 
 # ---------------------------------------------------------------------------------------------
+# packed B (oneMKL only): pack_b(b, m) once, then gemm_packed(a, packed, c, beta) per step
+
+NOT_PACKED = np.empty(0, dtype=np.uint8)  # what kernels get when B is not packed: plain gemm then
+_PACK_ALIGN = 64
+
+
+def pack_b(b: np.ndarray, m: int) -> np.ndarray:
+    """``b`` (K, N), C-contiguous float32/float64, packed by oneMKL for products with ``m``-row
+    left operands; ``NOT_PACKED`` when the provider is not MKL (or the shapes are empty)."""
+    if _MKL is None or b.ndim != 2 or b.dtype not in (np.float32, np.float64) or m == 0 or b.size == 0:
+        return NOT_PACKED
+    if not b.flags.c_contiguous:
+        raise ValueError(f"pack_b: b must be C-contiguous, got strides {b.strides}")
+    k, n = b.shape
+    pre = "s" if b.dtype == np.float32 else "d"
+    get_size = getattr(_MKL, f"cblas_{pre}gemm_pack_get_size_64")
+    get_size.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
+    get_size.restype = ctypes.c_size_t
+    nbytes = int(get_size(_B_MATRIX, m, n, k))
+    raw = np.empty(nbytes + _PACK_ALIGN, dtype=np.uint8)
+    off = (-raw.ctypes.data) % _PACK_ALIGN
+    dest = raw[off: off + nbytes]
+    pack = getattr(_MKL, f"cblas_{pre}gemm_pack_64")
+    real = ctypes.c_float if pre == "s" else ctypes.c_double
+    pack.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, real,
+                     ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+    pack.restype = None
+    pack(_ROW_MAJOR, _B_MATRIX, _NO_TRANS, m, n, k, 1.0, b.ctypes.data, max(n, 1), dest.ctypes.data)
+    return dest
+
+
+def gemm_packed(a, packed, c, beta):  # pragma: no cover - dispatched by the overload below
+    raise NotImplementedError
+
+
+@numba.njit(cache=True, inline="always")
+def _packed32(a, packed, c, beta):  # pragma: no cover - jit
+    m, n, k = c.shape[0], c.shape[1], a.shape[1]
+    if m == 0 or n == 0:
+        return
+    _scompute(_ROW_MAJOR, _NO_TRANS, _PACKED, m, n, k, a.ctypes.data, max(k, 1), packed.ctypes.data, max(n, 1),
+              np.float32(beta), c.ctypes.data, max(n, 1))
+
+
+@numba.njit(cache=True, inline="always")
+def _packed64(a, packed, c, beta):  # pragma: no cover - jit
+    m, n, k = c.shape[0], c.shape[1], a.shape[1]
+    if m == 0 or n == 0:
+        return
+    _dcompute(_ROW_MAJOR, _NO_TRANS, _PACKED, m, n, k, a.ctypes.data, max(k, 1), packed.ctypes.data, max(n, 1),
+              float(beta), c.ctypes.data, max(n, 1))
+
+
+@overload(gemm_packed, inline="always")
+def _gemm_packed_impl(a, packed, c, beta):
+    if not all(isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C" for x in (a, c)):
+        return None
+    if a.dtype == c.dtype == types.float32:
+        return lambda a, packed, c, beta: _packed32(a, packed, c, beta)
+    if a.dtype == c.dtype == types.float64:
+        return lambda a, packed, c, beta: _packed64(a, packed, c, beta)
+    return None
+
+
+@numba.njit(cache=True, nogil=True)
+def gemm_packed_f(a, packed, c, beta):  # pragma: no cover - jit
+    """``gemm_packed`` callable from Python: c = a @ B + beta * c with B packed by ``pack_b``."""
+    gemm_packed(a, packed, c, beta)
+
+
+# ---------------------------------------------------------------------------------------------
 # the CPU backend's 2-D matrix product
 
 # below this many multiply-adds NumPy's matmul is as fast (and its call is cheaper than ours)
 MATMUL_MIN_MACS = 1 << 15
+# a thread of a split GEMM gets at least this many multiply-adds (a pool hand-off is ~20-50 us)
+PARALLEL_MIN_MACS = 1 << 21
 
 
 def _operand(x: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -221,7 +444,9 @@ def _operand(x: np.ndarray) -> tuple[np.ndarray, bool]:
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` for 2-D arrays. With oneMKL as the provider, float32/float64 products of some size
-    go to MKL (transposed views are passed as transposes, not copied); otherwise NumPy's matmul."""
+    go to MKL (transposed views are passed as transposes, not copied), split into blocks of rows or
+    columns over ``get_num_threads()`` threads when each gets at least PARALLEL_MIN_MACS of work;
+    otherwise NumPy's matmul."""
     if (PROVIDER != "mkl" or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype
             or a.dtype not in (np.float32, np.float64) or a.shape[0] * a.shape[1] * b.shape[1] < MATMUL_MIN_MACS):
         return a @ b
@@ -229,6 +454,20 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied")
     a_, ta = _operand(a)
     b_, tb = _operand(b)
-    out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-    gemm_f(a_, b_, out, ta, tb, 0.0)
+    m, k, n = a.shape[0], a.shape[1], b.shape[1]
+    out = np.empty((m, n), dtype=a.dtype)
+    parts = max(1, min(get_num_threads(), m * n * k // PARALLEL_MIN_MACS, max(m, n)))
+    if parts == 1:
+        gemm_block_f(a_, b_, out, ta, tb, 0.0, 0, m, 0, n)
+        return out
+    long_m = m >= n
+    size = m if long_m else n
+    edges = [size * i // parts for i in range(parts + 1)]
+    if long_m:
+        tasks = [functools.partial(gemm_block_f, a_, b_, out, ta, tb, 0.0, edges[i], edges[i + 1], 0, n)
+                 for i in range(parts)]
+    else:
+        tasks = [functools.partial(gemm_block_f, a_, b_, out, ta, tb, 0.0, 0, m, edges[i], edges[i + 1])
+                 for i in range(parts)]
+    run_parallel(tasks)
     return out

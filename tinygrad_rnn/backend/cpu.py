@@ -1,6 +1,7 @@
 """CPU backend: NumPy arrays, BLAS for matrix products, Numba for the fused kernels."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -118,6 +119,19 @@ class CPUBackend(Backend):
     # SMALL_STEP_MACS run the time loop per step in Python (recurrence.py), one NumPy matmul and one
     # step kernel per step -- the fallback where NumPy's BLAS cannot be reached from Numba.
     SEQ_KERNEL_BLAS = blas.available()
+    # With oneMKL: pack W_hh once per pass for the per-step products (blas.pack_b), rather than
+    # letting every step's GEMM pack it again.
+    PACK_WEIGHTS = True
+    # Batch rows are independent sequences: with oneMKL (one-thread GEMMs, blas.row_parallel) and
+    # several threads (tr.set_num_threads), the sequence kernel runs on row blocks of at least
+    # SPLIT_MIN_ROWS rows in parallel threads with no synchronisation between steps -- so the
+    # pointwise gate math uses every core too, not only the GEMMs. Only for layers of at least
+    # SPLIT_MIN_MACS multiply-adds per pass (T * B * G * H * H), where the thread hand-off (tens of
+    # microseconds) is small.
+    SPLIT_MIN_ROWS = 8
+    SPLIT_MIN_MACS = 1 << 22
+    # row-block threads: None = tr.get_num_threads()
+    ROW_THREADS: int | None = None
 
     # float64: from this many elements per step, the gate activations use NumPy's vectorised
     # (SIMD) tanh/exp per step, as the Numba kernels call scalar libm for float64 (exact to rounding).
@@ -166,11 +180,15 @@ class CPUBackend(Backend):
         h_all, c_all, store = alloc_forward(np, mode, t_, b_, h_, xw.dtype, train)
         w_t = np.ascontiguousarray(w_hh.T)
         if mode == "lstm":
-            R.lstm_seq_forward(xw, w_t, h0, c0, mask, store, h_all, c_all, use_blas)
+            self._over_rows(lambda b0, b1, wp: R.lstm_seq_forward(xw, w_t, wp, h0, c0, mask, store, h_all, c_all,
+                                                                  use_blas, b0, b1), mode, t_, b_, h_, use_blas, w_t)
         elif mode == "gru":
-            R.gru_seq_forward(xw, w_t, b_hn, h0, mask, store, h_all, use_blas)
+            self._over_rows(lambda b0, b1, wp: R.gru_seq_forward(xw, w_t, wp, b_hn, h0, mask, store, h_all, use_blas,
+                                                                 b0, b1), mode, t_, b_, h_, use_blas, w_t)
         else:
-            R.rnn_seq_forward(xw, w_t, h0, mask, mode == "rnn_relu", h_all, use_blas)
+            relu = mode == "rnn_relu"
+            self._over_rows(lambda b0, b1, wp: R.rnn_seq_forward(xw, w_t, wp, h0, mask, relu, h_all, use_blas, b0, b1),
+                            mode, t_, b_, h_, use_blas, w_t)
         return h_all, last_state(c_all, t_), store if train else None
 
     def rnn_backward(self, mode, w_hh, store, h_all, c_all, mask, dout, dh_n, dc_n):
@@ -183,16 +201,44 @@ class CPUBackend(Backend):
         if mode == "lstm":
             dxw = np.empty((t_, b_, 4 * h_), dtype=dout.dtype)
             dc0 = np.empty_like(dc_n)
-            R.lstm_seq_backward(w_hh, store, c_all, np.tanh(c_all[1:]), mask, dout, dh_n, dc_n, dxw, dh0, dc0, use_blas)
+            tanh_c = np.tanh(c_all[1:])
+            self._over_rows(lambda b0, b1, wp: R.lstm_seq_backward(w_hh, wp, store, c_all, tanh_c, mask, dout, dh_n, dc_n,
+                                                                   dxw, dh0, dc0, use_blas, b0, b1),
+                            mode, t_, b_, h_, use_blas, w_hh)
             return dxw, dxw, dh0, dc0
         if mode == "gru":
             dxw = np.empty((t_, b_, 3 * h_), dtype=dout.dtype)
             dhw = np.empty_like(dxw)
-            R.gru_seq_backward(w_hh, store, h_all, mask, dout, dh_n, dxw, dhw, dh0, use_blas)
+            self._over_rows(lambda b0, b1, wp: R.gru_seq_backward(w_hh, wp, store, h_all, mask, dout, dh_n, dxw, dhw, dh0,
+                                                                  use_blas, b0, b1), mode, t_, b_, h_, use_blas, w_hh)
             return dxw, dhw, dh0, None
         dpre = np.empty((t_, b_, h_), dtype=dout.dtype)
-        R.rnn_seq_backward(w_hh, h_all, mask, mode == "rnn_relu", dout, dh_n, dpre, dh0, use_blas)
+        relu = mode == "rnn_relu"
+        self._over_rows(lambda b0, b1, wp: R.rnn_seq_backward(w_hh, wp, h_all, mask, relu, dout, dh_n, dpre, dh0,
+                                                              use_blas, b0, b1), mode, t_, b_, h_, use_blas, w_hh)
         return dpre, dpre, dh0, None
+
+    def _row_blocks(self, mode: str, t: int, b: int, h: int, use_blas: bool) -> int:
+        """How many row blocks the sequence kernel runs on (1: the whole batch in this thread)."""
+        if (not use_blas or not blas.row_parallel() or b < 2 * self.SPLIT_MIN_ROWS
+                or t * b * GATES[mode] * h * h < self.SPLIT_MIN_MACS):
+            return 1
+        threads = blas.get_num_threads() if self.ROW_THREADS is None else self.ROW_THREADS
+        return max(1, min(threads, b // self.SPLIT_MIN_ROWS))
+
+    def _over_rows(self, fn: Any, mode: str, t: int, b: int, h: int, use_blas: bool, weight: np.ndarray) -> None:
+        """``fn(b0, b1, packed_weight)`` over the batch: once, or on row blocks in parallel threads
+        (see SPLIT_MIN_ROWS), each with the weight packed for its row count (MKL packs per M)."""
+        pack = use_blas and self.PACK_WEIGHTS
+        n = self._row_blocks(mode, t, b, h, use_blas)
+        bounds = [b * i // n for i in range(n + 1)]
+        packs: dict[int, np.ndarray] = {}
+        for i in range(n):
+            m = bounds[i + 1] - bounds[i]
+            if m not in packs:
+                packs[m] = blas.pack_b(weight, m) if pack else blas.NOT_PACKED
+        blas.run_parallel([functools.partial(fn, bounds[i], bounds[i + 1], packs[bounds[i + 1] - bounds[i]])
+                           for i in range(n)])
 
     # -- gradient clipping ----------------------------------------------------------------------
     def sum_squares(self, a: np.ndarray) -> float:

@@ -29,7 +29,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from .blas import gemm
+from .blas import gemm, gemm_packed
 
 __all__ = [
     "activations_f", "lstm_step_forward", "lstm_step_backward", "lstm_seq_forward", "lstm_seq_backward",
@@ -219,21 +219,27 @@ def _carry_back(dg, w_hh, dh_pass, dh):  # pragma: no cover - jit
 
 
 @numba.njit(cache=True, inline="always")
-def _product(hp, w_hh_t, hw, use_blas):  # pragma: no cover - jit
-    """hw = hp @ w_hh_t: BLAS (called from the compiled loop, see blas.py) or, for small layers,
-    the plain loops above."""
-    if use_blas:
+def _product(hp, w_hh_t, w_pack, hw, use_blas):  # pragma: no cover - jit
+    """hw = hp @ w_hh_t: BLAS (called from the compiled loop, see blas.py; with w_hh_t packed once
+    for the pass when ``w_pack`` is not empty) or, for small layers, the plain loops above."""
+    if use_blas and w_pack.size:
+        gemm_packed(hp, w_pack, hw, 0.0)
+    elif use_blas:
         gemm(hp, w_hh_t, hw, False, False, 0.0)
     else:
         _recurrent_product(hp, w_hh_t, hw)
 
 
 @numba.njit(cache=True, inline="always")
-def _carry(dg, w_hh, dh_pass, dh, use_blas):  # pragma: no cover - jit
-    """dh = dh_pass + dg @ w_hh, by BLAS or by the plain loops of ``_carry_back``."""
+def _carry(dg, w_hh, w_pack, dh_pass, dh, use_blas):  # pragma: no cover - jit
+    """dh = dh_pass + dg @ w_hh, by BLAS (w_hh packed when ``w_pack`` is not empty) or by the plain
+    loops of ``_carry_back``."""
     if use_blas:
         dh[:, :] = dh_pass
-        gemm(dg, w_hh, dh, False, False, 1.0)
+        if w_pack.size:
+            gemm_packed(dg, w_pack, dh, 1.0)
+        else:
+            gemm(dg, w_hh, dh, False, False, 1.0)
     else:
         _carry_back(dg, w_hh, dh_pass, dh)
 
@@ -308,34 +314,40 @@ def lstm_step_backward(gates, c_prev, tanh_c, mask, dout, dh_carry, dc_carry, dg
 
 
 @_jit
-def lstm_seq_forward(xw, w_hh_t, h0, c0, mask, gates, h_all, c_all, use_blas):  # pragma: no cover - jit
-    """Whole sequence: w_hh_t is W_hh^T (H, 4H); h_all/c_all (T+1, B, H) with [0] = h0/c0
-    (forward-only: gates (1, B, 4H), c_all (2, B, H), see the module docstring)."""
-    t_, b_, g4 = xw.shape
-    hw = np.empty((xw.shape[1], xw.shape[2]), dtype=xw.dtype)
+def lstm_seq_forward(xw, w_hh_t, w_pack, h0, c0, mask, gates, h_all, c_all, use_blas, b0, b1):  # pragma: no cover - jit
+    """Whole sequence for batch rows b0:b1: w_hh_t is W_hh^T (H, 4H); h_all/c_all (T+1, B, H) with
+    [0] = h0/c0 (forward-only: gates (1, B, 4H), c_all (2, B, H), see the module docstring).
+    Rows are independent sequences, so disjoint row ranges may run in parallel threads."""
+    t_ = xw.shape[0]
+    hw = np.empty((b1 - b0, xw.shape[2]), dtype=xw.dtype)
     ns, nc = gates.shape[0], c_all.shape[0]
-    h_all[0] = h0
-    c_all[0] = c0
+    h_all[0][b0:b1] = h0[b0:b1]
+    c_all[0][b0:b1] = c0[b0:b1]
     for t in range(t_):
-        hp = h_all[t]
-        _product(hp, w_hh_t, hw, use_blas)
-        lstm_step_forward(xw[t], hw, hp, c_all[t % nc], mask[t], gates[t % ns], h_all[t + 1], c_all[(t + 1) % nc])
+        hp = h_all[t][b0:b1]
+        _product(hp, w_hh_t, w_pack, hw, use_blas)
+        lstm_step_forward(xw[t][b0:b1], hw, hp, c_all[t % nc][b0:b1], mask[t][b0:b1], gates[t % ns][b0:b1],
+                          h_all[t + 1][b0:b1], c_all[(t + 1) % nc][b0:b1])
 
 
 @_jit
-def lstm_seq_backward(w_hh, gates, c_all, tanh_c, mask, dout, dh_n, dc_n, dgates, dh0, dc0, use_blas):  # pragma: no cover - jit
-    """Reverse time; w_hh is (4H, H), tanh_c = tanh(c_all[1:]). Writes dgates (T, B, 4H), dh0, dc0."""
-    t_, b_, g4 = gates.shape
-    dh = dh_n.copy()
-    dc = dc_n.copy()
-    dh_pass = dh_n.copy()
-    dc_prev = dc_n.copy()
+def lstm_seq_backward(w_hh, w_pack, gates, c_all, tanh_c, mask, dout, dh_n, dc_n, dgates, dh0, dc0, use_blas, b0,
+                      b1):  # pragma: no cover - jit
+    """Reverse time over batch rows b0:b1; w_hh is (4H, H), tanh_c = tanh(c_all[1:]). Writes
+    dgates (T, B, 4H), dh0, dc0 on those rows."""
+    t_ = gates.shape[0]
+    dh = dh_n[b0:b1].copy()
+    dc = dc_n[b0:b1].copy()
+    dh_pass = dh.copy()
+    dc_prev = dc.copy()
     for t in range(t_ - 1, -1, -1):
-        lstm_step_backward(gates[t], c_all[t], tanh_c[t], mask[t], dout[t], dh, dc, dgates[t], dh_pass, dc_prev)
-        _carry(dgates[t], w_hh, dh_pass, dh, use_blas)
+        dg = dgates[t][b0:b1]
+        lstm_step_backward(gates[t][b0:b1], c_all[t][b0:b1], tanh_c[t][b0:b1], mask[t][b0:b1], dout[t][b0:b1], dh, dc,
+                           dg, dh_pass, dc_prev)
+        _carry(dg, w_hh, w_pack, dh_pass, dh, use_blas)
         dc[:] = dc_prev
-    dh0[:] = dh
-    dc0[:] = dc
+    dh0[b0:b1] = dh
+    dc0[b0:b1] = dc
 
 
 # ------------------------------------------------------------------------------------------
@@ -397,26 +409,28 @@ def gru_step_backward(store, h_prev, mask, dout, dh_carry, dxw, dhw, dh_pass):  
 
 
 @_jit
-def gru_seq_forward(xw, w_hh_t, b_hn, h0, mask, store, h_all, use_blas):  # pragma: no cover - jit
-    t_, b_, g3 = xw.shape
-    hw = np.empty((xw.shape[1], xw.shape[2]), dtype=xw.dtype)
+def gru_seq_forward(xw, w_hh_t, w_pack, b_hn, h0, mask, store, h_all, use_blas, b0, b1):  # pragma: no cover - jit
+    t_ = xw.shape[0]
+    hw = np.empty((b1 - b0, xw.shape[2]), dtype=xw.dtype)
     ns = store.shape[0]
-    h_all[0] = h0
+    h_all[0][b0:b1] = h0[b0:b1]
     for t in range(t_):
-        hp = h_all[t]
-        _product(hp, w_hh_t, hw, use_blas)
-        gru_step_forward(xw[t], hw, b_hn, hp, mask[t], store[t % ns], h_all[t + 1])
+        hp = h_all[t][b0:b1]
+        _product(hp, w_hh_t, w_pack, hw, use_blas)
+        gru_step_forward(xw[t][b0:b1], hw, b_hn, hp, mask[t][b0:b1], store[t % ns][b0:b1], h_all[t + 1][b0:b1])
 
 
 @_jit
-def gru_seq_backward(w_hh, store, h_all, mask, dout, dh_n, dxw, dhw, dh0, use_blas):  # pragma: no cover - jit
-    t_, b_, g3 = dxw.shape
-    dh = dh_n.copy()
-    dh_pass = dh_n.copy()
+def gru_seq_backward(w_hh, w_pack, store, h_all, mask, dout, dh_n, dxw, dhw, dh0, use_blas, b0, b1):  # pragma: no cover - jit
+    t_ = dxw.shape[0]
+    dh = dh_n[b0:b1].copy()
+    dh_pass = dh.copy()
     for t in range(t_ - 1, -1, -1):
-        gru_step_backward(store[t], h_all[t], mask[t], dout[t], dh, dxw[t], dhw[t], dh_pass)
-        _carry(dhw[t], w_hh, dh_pass, dh, use_blas)
-    dh0[:] = dh
+        dw = dhw[t][b0:b1]
+        gru_step_backward(store[t][b0:b1], h_all[t][b0:b1], mask[t][b0:b1], dout[t][b0:b1], dh, dxw[t][b0:b1], dw,
+                          dh_pass)
+        _carry(dw, w_hh, w_pack, dh_pass, dh, use_blas)
+    dh0[b0:b1] = dh
 
 
 # ------------------------------------------------------------------------------------------
@@ -458,22 +472,23 @@ def rnn_step_backward(h_t, mask, relu, dout, dh_carry, dpre, dh_pass):  # pragma
 
 
 @_jit
-def rnn_seq_forward(xw, w_hh_t, h0, mask, relu, h_all, use_blas):  # pragma: no cover - jit
-    t_, b_, h_ = xw.shape
-    hw = np.empty((xw.shape[1], xw.shape[2]), dtype=xw.dtype)
-    h_all[0] = h0
+def rnn_seq_forward(xw, w_hh_t, w_pack, h0, mask, relu, h_all, use_blas, b0, b1):  # pragma: no cover - jit
+    t_ = xw.shape[0]
+    hw = np.empty((b1 - b0, xw.shape[2]), dtype=xw.dtype)
+    h_all[0][b0:b1] = h0[b0:b1]
     for t in range(t_):
-        hp = h_all[t]
-        _product(hp, w_hh_t, hw, use_blas)
-        rnn_step_forward(xw[t], hw, hp, mask[t], relu, h_all[t + 1])
+        hp = h_all[t][b0:b1]
+        _product(hp, w_hh_t, w_pack, hw, use_blas)
+        rnn_step_forward(xw[t][b0:b1], hw, hp, mask[t][b0:b1], relu, h_all[t + 1][b0:b1])
 
 
 @_jit
-def rnn_seq_backward(w_hh, h_all, mask, relu, dout, dh_n, dpre, dh0, use_blas):  # pragma: no cover - jit
-    t_, b_, h_ = dpre.shape
-    dh = dh_n.copy()
-    dh_pass = dh_n.copy()
+def rnn_seq_backward(w_hh, w_pack, h_all, mask, relu, dout, dh_n, dpre, dh0, use_blas, b0, b1):  # pragma: no cover - jit
+    t_ = dpre.shape[0]
+    dh = dh_n[b0:b1].copy()
+    dh_pass = dh.copy()
     for t in range(t_ - 1, -1, -1):
-        rnn_step_backward(h_all[t + 1], mask[t], relu, dout[t], dh, dpre[t], dh_pass)
-        _carry(dpre[t], w_hh, dh_pass, dh, use_blas)
-    dh0[:] = dh
+        dp = dpre[t][b0:b1]
+        rnn_step_backward(h_all[t + 1][b0:b1], mask[t][b0:b1], relu, dout[t][b0:b1], dh, dp, dh_pass)
+        _carry(dp, w_hh, w_pack, dh_pass, dh, use_blas)
+    dh0[b0:b1] = dh
