@@ -105,6 +105,24 @@ def test_split_gemm_blocks_match_numpy(dtype, shape, layouts):
     np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=tol, atol=tol * k)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 4), (600, 300, 40), (40, 300, 600)])
+def test_backend_matmul_with_bias_starts_from_the_bias(dtype, shape):
+    m, k, n = shape
+    rng = np.random.default_rng(k)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    w = rng.standard_normal((n, k)).astype(dtype)
+    bias = rng.standard_normal(n).astype(dtype)
+    saved = tr.get_num_threads()
+    try:
+        tr.set_num_threads(2)
+        out = tr.get_backend("cpu").mm(a, w.T, bias)
+    finally:
+        tr.set_num_threads(saved)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(out, a.astype(np.float64) @ w.T + bias, rtol=tol, atol=tol * k)
+
+
 def test_gemm_block_writes_only_its_block():
     a = np.arange(12.0).reshape(4, 3)
     b = np.arange(15.0).reshape(3, 5)

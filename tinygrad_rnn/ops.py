@@ -366,9 +366,7 @@ class Linear(Function):
     fresh_grads = True  # three GEMM/sum results, each a new array
     def forward(self, x, w, bias=None):
         self.x, self.w = x, w
-        out = self.be.mm(_rows(x), w.T)
-        if bias is not None:
-            out += bias
+        out = self.be.mm(_rows(x), w.T, bias)
         return out.reshape(x.shape[:-1] + w.shape[:1])
 
     def backward(self, g):

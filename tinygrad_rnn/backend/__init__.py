@@ -32,9 +32,12 @@ class Backend:
     def to_host(self, a: Any) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def mm(self, a: Any, b: Any) -> Any:
-        """``a @ b`` for 2-D arrays (the CPU backend may route it to its own BLAS)."""
-        return a @ b
+    def mm(self, a: Any, b: Any, bias: Any = None) -> Any:
+        """``a @ b (+ bias)`` for 2-D arrays and a bias row (the CPU backend may route it to its own BLAS)."""
+        out = a @ b
+        if bias is not None:
+            out += bias
+        return out
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

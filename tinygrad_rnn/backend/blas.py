@@ -339,6 +339,17 @@ def gemm_block_f(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no
     gemm_block(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1)
 
 
+@numba.njit(cache=True, nogil=True)
+def gemm_block_bias_f(a, b, c, trans_a, trans_b, bias, m0, m1, n0, n1):  # pragma: no cover - jit
+    """c[m0:m1, n0:n1] = (op(a) @ op(b) + bias)[m0:m1, n0:n1]: the block is filled with the bias
+    row and the GEMM accumulates onto it (one pass over c, while the block is in cache)."""
+    for i in range(m0, m1):
+        row = c[i]
+        for j in range(n0, n1):
+            row[j] = bias[j]
+    gemm_block(a, b, c, trans_a, trans_b, 1.0, m0, m1, n0, n1)
+
+
 @overload(gemm, inline="always")
 def _gemm_impl(a, b, c, trans_a, trans_b, beta):
     if not _typed_2d_c(a, b, c) or not (a.dtype == b.dtype == c.dtype) or a.dtype not in (types.float32, types.float64):
@@ -442,32 +453,39 @@ def _operand(x: np.ndarray) -> tuple[np.ndarray, bool]:
     return np.ascontiguousarray(x), False
 
 
-def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` for 2-D arrays. With oneMKL as the provider, float32/float64 products of some size
-    go to MKL (transposed views are passed as transposes, not copied), split into blocks of rows or
-    columns over ``get_num_threads()`` threads when each gets at least PARALLEL_MIN_MACS of work;
-    otherwise NumPy's matmul."""
+def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """``a @ b (+ bias)`` for 2-D arrays and a bias row of b's width. With oneMKL as the provider,
+    float32/float64 products of some size go to MKL (transposed views are passed as transposes, not
+    copied; the bias is the GEMM's starting value), split into blocks of rows or columns over
+    ``get_num_threads()`` threads when each gets at least PARALLEL_MIN_MACS of work; otherwise
+    NumPy's matmul (and an in-place add of the bias)."""
     if (PROVIDER != "mkl" or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype
-            or a.dtype not in (np.float32, np.float64) or a.shape[0] * a.shape[1] * b.shape[1] < MATMUL_MIN_MACS):
-        return a @ b
+            or a.dtype not in (np.float32, np.float64) or a.shape[0] * a.shape[1] * b.shape[1] < MATMUL_MIN_MACS
+            or (bias is not None and (bias.shape != b.shape[1:] or bias.dtype != a.dtype))):
+        out = a @ b
+        if bias is not None:
+            out += bias
+        return out
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied")
     a_, ta = _operand(a)
     b_, tb = _operand(b)
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
     out = np.empty((m, n), dtype=a.dtype)
+    if bias is None:
+        block = functools.partial(gemm_block_f, a_, b_, out, ta, tb, 0.0)
+    else:
+        block = functools.partial(gemm_block_bias_f, a_, b_, out, ta, tb, np.ascontiguousarray(bias))
     parts = max(1, min(get_num_threads(), m * n * k // PARALLEL_MIN_MACS, max(m, n)))
     if parts == 1:
-        gemm_block_f(a_, b_, out, ta, tb, 0.0, 0, m, 0, n)
+        block(0, m, 0, n)
         return out
     long_m = m >= n
     size = m if long_m else n
     edges = [size * i // parts for i in range(parts + 1)]
     if long_m:
-        tasks = [functools.partial(gemm_block_f, a_, b_, out, ta, tb, 0.0, edges[i], edges[i + 1], 0, n)
-                 for i in range(parts)]
+        tasks = [functools.partial(block, edges[i], edges[i + 1], 0, n) for i in range(parts)]
     else:
-        tasks = [functools.partial(gemm_block_f, a_, b_, out, ta, tb, 0.0, 0, m, edges[i], edges[i + 1])
-                 for i in range(parts)]
+        tasks = [functools.partial(block, 0, m, edges[i], edges[i + 1]) for i in range(parts)]
     run_parallel(tasks)
     return out

@@ -24,8 +24,8 @@ class CPUBackend(Backend):
     def from_host(self, a: np.ndarray) -> np.ndarray:
         return np.asarray(a)
 
-    def mm(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return blas.matmul(a, b)
+    def mm(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        return blas.matmul(a, b, bias)
 
     # -- fused kernels -------------------------------------------------------------------
     # Softmax cross-entropy runs over blocks of about this many logits, so the float64 block

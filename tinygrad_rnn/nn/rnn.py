@@ -97,18 +97,19 @@ class FusedRecurrence(Function):
             # padding may hold anything (even NaN): keep it out of the products, as packed sequences do
             x = xp.where(mask[:, :, None] != 0, x, xp.zeros((), dtype=x.dtype))
         x2 = xp.ascontiguousarray(x).reshape(t_ * b_, d_)
-        xw = self.be.mm(x2, w_ih.T)
         if has_bias:
             if mode == "gru":
                 # b_hn stays inside r * (W_hn h + b_hn); b_hr, b_hz fold into the projection
-                xw += b_ih
-                xw[:, : 2 * h_] += b_hh[: 2 * h_]
+                bias = b_ih.copy()
+                bias[: 2 * h_] += b_hh[: 2 * h_]
                 b_hn = xp.ascontiguousarray(b_hh[2 * h_:])
             else:
-                xw += b_ih + b_hh
+                bias = b_ih + b_hh
                 b_hn = None
         else:
+            bias = None
             b_hn = xp.zeros(h_, dtype=x.dtype) if mode == "gru" else None
+        xw = self.be.mm(x2, w_ih.T, bias)  # the biases are the GEMM's starting value (one pass)
         mask = xp.ascontiguousarray(mask)
         # explicit last axis: reshape(..., -1) cannot infer it for a batch of 0
         xw = xw.reshape(t_, b_, _GATES[mode] * h_)
