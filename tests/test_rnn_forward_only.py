@@ -24,15 +24,24 @@ def flat(res) -> list[np.ndarray]:
 
 @pytest.fixture
 def spy_train(monkeypatch):
-    """Record the ``train`` argument of every CPU ``rnn_forward`` call."""
+    """Record the ``train`` argument of every CPU recurrent forward that ran (``rnn_forward``, or
+    ``rnn_forward_input`` where it took the layer)."""
     seen: list[bool] = []
     real = cpu_backend.CPUBackend.rnn_forward
+    real_input = cpu_backend.CPUBackend.rnn_forward_input
 
     def spy(self, *a, train=True, **kw):
         seen.append(train)
         return real(self, *a, train=train, **kw)
 
+    def spy_input(self, *a, train=True, **kw):
+        res = real_input(self, *a, train=train, **kw)
+        if res is not None:
+            seen.append(train)
+        return res
+
     monkeypatch.setattr(cpu_backend.CPUBackend, "rnn_forward", spy)
+    monkeypatch.setattr(cpu_backend.CPUBackend, "rnn_forward_input", spy_input)
     return seen
 
 
@@ -108,6 +117,39 @@ def test_forward_only_allocates_no_store(mode, branch):
     if mode in ("lstm", "gru"):
         # training keeps a (T, B, 4H) store on top: at least that much more
         assert train_peak - infer_peak >= 4 * out_bytes * 0.9, (train_peak, infer_peak)
+
+
+@pytest.mark.parametrize("branch", [b for b in ("sequence_kernel", "sequence_kernel_rows") if b in BRANCHES])
+@pytest.mark.parametrize("mode", MODES)
+def test_forward_only_keeps_no_projection_either(mode, branch):
+    """Where the kernel makes each step's input projection itself (FUSE_INPUT_PROJECTION), a no_grad
+    forward holds only the input, the (T+1)-row h_all, small states and scratch -- and, with oneMKL,
+    its packed weights (workspace whose size MKL decides, counted here exactly) -- not the (T, B, G*H)
+    projection, which alone would exceed the slack allowed below."""
+    from tinygrad_rnn.backend import blas
+
+    t_, b_, d_, h_ = 64, 8, 16, 32
+    g = {"lstm": 4, "gru": 3}.get(mode, 1)
+    m = make_layer(mode, d_, h_, dtype=tr.float32)
+    x = tr.randn(t_, b_, d_, seed=0)
+    be = tr.get_backend("cpu")
+    with cpu_branch(branch):
+        assert be.FUSE_INPUT_PROJECTION
+        with tr.no_grad():
+            m(x)  # warm-up: compile, caches
+            infer_peak = _peak_bytes(lambda: m(x))
+        blocks = be._row_blocks(mode if mode != "rnn_relu" else "rnn_tanh", t_, b_, h_, True) if branch.endswith("rows") else 1
+    packs = 0
+    if branch.endswith("rows"):
+        rows = {b_ * (i + 1) // blocks - b_ * i // blocks for i in range(blocks)}
+        w = np.zeros((g * h_, max(d_, h_)), np.float32)
+        packs = sum(blas.pack_b(np.ascontiguousarray(w[:, :k]), r, True).nbytes + 64 for r in rows for k in (d_, h_))
+    out_bytes = t_ * b_ * h_ * 4
+    projection = g * out_bytes
+    slack = 16 * 1024
+    assert projection > 3 * slack
+    bound = (t_ + 1) * b_ * h_ * 4 + t_ * b_ * d_ * 4 + 8 * b_ * h_ * g * 4 + packs + slack
+    assert infer_peak <= bound, (infer_peak, bound)
 
 
 # -- a batch of 0 (issue 9): PyTorch returns empty outputs and zero-batch states ---------------

@@ -44,7 +44,7 @@ from numba import types
 from numba.extending import overload
 
 __all__ = ["PROVIDER", "available", "gemm", "gemm_f", "gemm_packed", "matmul", "pack_b", "NOT_PACKED", "get_num_threads",
-           "set_num_threads", "row_parallel", "run_parallel"]
+           "set_num_threads", "row_parallel", "run_parallel", "can_pack"]
 
 _SGEMM = "tinygrad_rnn_cblas_sgemm64"
 _DGEMM = "tinygrad_rnn_cblas_dgemm64"
@@ -371,14 +371,20 @@ NOT_PACKED = np.empty(0, dtype=np.uint8)  # what kernels get when B is not packe
 _PACK_ALIGN = 64
 
 
-def pack_b(b: np.ndarray, m: int) -> np.ndarray:
-    """``b`` (K, N), C-contiguous float32/float64, packed by oneMKL for products with ``m``-row
-    left operands; ``NOT_PACKED`` when the provider is not MKL (or the shapes are empty)."""
+def can_pack() -> bool:
+    """Whether ``pack_b`` packs (oneMKL is the provider)."""
+    return _MKL is not None
+
+
+def pack_b(b: np.ndarray, m: int, trans: bool = False) -> np.ndarray:
+    """``b`` (K, N) -- or, with ``trans``, ``b.T`` for a stored (N, K) ``b`` (no transposed copy) --
+    C-contiguous float32/float64, packed by oneMKL for products with ``m``-row left operands;
+    ``NOT_PACKED`` when the provider is not MKL (or the shapes are empty)."""
     if _MKL is None or b.ndim != 2 or b.dtype not in (np.float32, np.float64) or m == 0 or b.size == 0:
         return NOT_PACKED
     if not b.flags.c_contiguous:
         raise ValueError(f"pack_b: b must be C-contiguous, got strides {b.strides}")
-    k, n = b.shape
+    n, k = b.shape if trans else b.shape[::-1]
     pre = "s" if b.dtype == np.float32 else "d"
     get_size = getattr(_MKL, f"cblas_{pre}gemm_pack_get_size_64")
     get_size.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
@@ -392,7 +398,8 @@ def pack_b(b: np.ndarray, m: int) -> np.ndarray:
     pack.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, real,
                      ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
     pack.restype = None
-    pack(_ROW_MAJOR, _B_MATRIX, _NO_TRANS, m, n, k, 1.0, b.ctypes.data, max(n, 1), dest.ctypes.data)
+    pack(_ROW_MAJOR, _B_MATRIX, _TRANS if trans else _NO_TRANS, m, n, k, 1.0, b.ctypes.data, max(b.shape[1], 1),
+         dest.ctypes.data)
     return dest
 
 

@@ -244,6 +244,27 @@ def _carry(dg, w_hh, w_pack, dh_pass, dh, use_blas):  # pragma: no cover - jit
         _carry_back(dg, w_hh, dh_pass, dh)
 
 
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def _project_step(x, w_ih_t, wi_pack, bias, use_blas, t, b0, b1, buf):  # pragma: no cover - jit
+    """The input projection of step t for rows b0:b1, made inside the time loop: buf = bias +
+    x_t W_ih^T by one BLAS call (W_ih packed when ``wi_pack`` is not empty) or, for small layers,
+    the plain loops of ``_recurrent_product`` -- no (T, B, G*H) projection array, and each row
+    block's thread does its own part. (Not inlined: an inlined branch here trips Numba's SSA check.)"""
+    xr = x[t][b0:b1]
+    if use_blas:
+        for i in range(buf.shape[0]):
+            buf[i, :] = bias
+        if wi_pack.size:
+            gemm_packed(xr, wi_pack, buf, 1.0)
+        else:
+            gemm(xr, w_ih_t, buf, False, False, 1.0)
+    else:
+        _recurrent_product(xr, w_ih_t, buf)
+        for i in range(buf.shape[0]):
+            for j in range(buf.shape[1]):
+                buf[i, j] += bias[j]
+
+
 # ------------------------------------------------------------------------------------------
 # LSTM
 
@@ -314,19 +335,28 @@ def lstm_step_backward(gates, c_prev, tanh_c, mask, dout, dh_carry, dc_carry, dg
 
 
 @_jit
-def lstm_seq_forward(xw, w_hh_t, w_pack, h0, c0, mask, gates, h_all, c_all, use_blas, b0, b1):  # pragma: no cover - jit
+def lstm_seq_forward(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, h0, c0, mask, gates, h_all, c_all, use_blas, b0,
+                     b1):  # pragma: no cover - jit
     """Whole sequence for batch rows b0:b1: w_hh_t is W_hh^T (H, 4H); h_all/c_all (T+1, B, H) with
     [0] = h0/c0 (forward-only: gates (1, B, 4H), c_all (2, B, H), see the module docstring).
-    Rows are independent sequences, so disjoint row ranges may run in parallel threads."""
-    t_ = xw.shape[0]
-    hw = np.empty((b1 - b0, xw.shape[2]), dtype=xw.dtype)
+    Rows are independent sequences, so disjoint row ranges may run in parallel threads. The input
+    projection is ``xw`` (T, B, 4H), or with ``fuse`` made per step from x (T, B, D), W_ih^T and
+    the bias (see ``_project_step``)."""
+    t_ = mask.shape[0]
+    hw = np.empty((b1 - b0, w_hh_t.shape[1]), dtype=h_all.dtype)
+    xbuf = np.empty((b1 - b0 if fuse else 0, w_hh_t.shape[1]), dtype=h_all.dtype)
     ns, nc = gates.shape[0], c_all.shape[0]
     h_all[0][b0:b1] = h0[b0:b1]
     c_all[0][b0:b1] = c0[b0:b1]
     for t in range(t_):
         hp = h_all[t][b0:b1]
+        if fuse:
+            _project_step(x, w_ih_t, wi_pack, bias, use_blas, t, b0, b1, xbuf)
+            xr = xbuf
+        else:
+            xr = xw[t][b0:b1]
         _product(hp, w_hh_t, w_pack, hw, use_blas)
-        lstm_step_forward(xw[t][b0:b1], hw, hp, c_all[t % nc][b0:b1], mask[t][b0:b1], gates[t % ns][b0:b1],
+        lstm_step_forward(xr, hw, hp, c_all[t % nc][b0:b1], mask[t][b0:b1], gates[t % ns][b0:b1],
                           h_all[t + 1][b0:b1], c_all[(t + 1) % nc][b0:b1])
 
 
@@ -409,15 +439,22 @@ def gru_step_backward(store, h_prev, mask, dout, dh_carry, dxw, dhw, dh_pass):  
 
 
 @_jit
-def gru_seq_forward(xw, w_hh_t, w_pack, b_hn, h0, mask, store, h_all, use_blas, b0, b1):  # pragma: no cover - jit
-    t_ = xw.shape[0]
-    hw = np.empty((b1 - b0, xw.shape[2]), dtype=xw.dtype)
+def gru_seq_forward(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, b_hn, h0, mask, store, h_all, use_blas, b0,
+                    b1):  # pragma: no cover - jit
+    t_ = mask.shape[0]
+    hw = np.empty((b1 - b0, w_hh_t.shape[1]), dtype=h_all.dtype)
+    xbuf = np.empty((b1 - b0 if fuse else 0, w_hh_t.shape[1]), dtype=h_all.dtype)
     ns = store.shape[0]
     h_all[0][b0:b1] = h0[b0:b1]
     for t in range(t_):
         hp = h_all[t][b0:b1]
+        if fuse:
+            _project_step(x, w_ih_t, wi_pack, bias, use_blas, t, b0, b1, xbuf)
+            xr = xbuf
+        else:
+            xr = xw[t][b0:b1]
         _product(hp, w_hh_t, w_pack, hw, use_blas)
-        gru_step_forward(xw[t][b0:b1], hw, b_hn, hp, mask[t][b0:b1], store[t % ns][b0:b1], h_all[t + 1][b0:b1])
+        gru_step_forward(xr, hw, b_hn, hp, mask[t][b0:b1], store[t % ns][b0:b1], h_all[t + 1][b0:b1])
 
 
 @_jit
@@ -472,14 +509,21 @@ def rnn_step_backward(h_t, mask, relu, dout, dh_carry, dpre, dh_pass):  # pragma
 
 
 @_jit
-def rnn_seq_forward(xw, w_hh_t, w_pack, h0, mask, relu, h_all, use_blas, b0, b1):  # pragma: no cover - jit
-    t_ = xw.shape[0]
-    hw = np.empty((b1 - b0, xw.shape[2]), dtype=xw.dtype)
+def rnn_seq_forward(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, h0, mask, relu, h_all, use_blas, b0,
+                    b1):  # pragma: no cover - jit
+    t_ = mask.shape[0]
+    hw = np.empty((b1 - b0, w_hh_t.shape[1]), dtype=h_all.dtype)
+    xbuf = np.empty((b1 - b0 if fuse else 0, w_hh_t.shape[1]), dtype=h_all.dtype)
     h_all[0][b0:b1] = h0[b0:b1]
     for t in range(t_):
         hp = h_all[t][b0:b1]
+        if fuse:
+            _project_step(x, w_ih_t, wi_pack, bias, use_blas, t, b0, b1, xbuf)
+            xr = xbuf
+        else:
+            xr = xw[t][b0:b1]
         _product(hp, w_hh_t, w_pack, hw, use_blas)
-        rnn_step_forward(xw[t][b0:b1], hw, hp, mask[t][b0:b1], relu, h_all[t + 1][b0:b1])
+        rnn_step_forward(xr, hw, hp, mask[t][b0:b1], relu, h_all[t + 1][b0:b1])
 
 
 @_jit

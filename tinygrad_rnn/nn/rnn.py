@@ -109,21 +109,26 @@ class FusedRecurrence(Function):
         else:
             bias = None
             b_hn = xp.zeros(h_, dtype=x.dtype) if mode == "gru" else None
-        xw = self.be.mm(x2, w_ih.T, bias)  # the biases are the GEMM's starting value (one pass)
         mask = xp.ascontiguousarray(mask)
-        # explicit last axis: reshape(..., -1) cannot infer it for a batch of 0
-        xw = xw.reshape(t_, b_, _GATES[mode] * h_)
         h0, c0 = xp.ascontiguousarray(h0), None if c0 is None else xp.ascontiguousarray(c0)
+        # the backend may make each step's projection inside its time loop (no (T, B, G*H) array)
+        fused_input = getattr(self.be, "rnn_forward_input", None)
+        res = None if fused_input is None else fused_input(mode, x2.reshape(t_, b_, d_), w_ih, bias, w_hh, b_hn, h0,
+                                                           c0, mask, train=train)
+        if res is None:
+            xw = self.be.mm(x2, w_ih.T, bias)  # the biases are the GEMM's starting value (one pass)
+            # explicit last axis: reshape(..., -1) cannot infer it for a batch of 0
+            xw = xw.reshape(t_, b_, _GATES[mode] * h_)
+            res = self.be.rnn_forward(mode, xw, w_hh, b_hn, h0, c0, mask, train=train)
+            del xw
+        h_all, c_all, store = res
         if train:
-            h_all, c_all, store = self.be.rnn_forward(mode, xw, w_hh, b_hn, h0, c0, mask)
             self.mode, self.reverse, self.has_bias, self.lstm = mode, reverse, has_bias, lstm
             self.x2, self.w_ih, self.w_hh, self.h_all, self.c_all, self.store, self.mask = \
                 x2, w_ih, w_hh, h_all, c_all, store, mask
             self.shape = (t_, b_, d_, h_)
         else:
             del x2
-            h_all, c_all, store = self.be.rnn_forward(mode, xw, w_hh, b_hn, h0, c0, mask, train=False)
-            del xw
         self.forward_only = not train
         out = h_all[1:]
         if masked:
