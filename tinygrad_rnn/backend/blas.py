@@ -283,32 +283,33 @@ def gemm(a, b, c, trans_a, trans_b, beta):  # pragma: no cover - dispatched by t
 
 
 @numba.njit(cache=True, inline="always")
-def _block32(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no cover - jit
-    """c[m0:m1, n0:n1] = (op(a) @ op(b))[m0:m1, n0:n1] + beta * c[m0:m1, n0:n1]: one BLAS call on
-    sub-blocks addressed by pointer offsets (rows of op(a), columns of op(b)), leading dims kept."""
-    m, n = m1 - m0, n1 - n0
+def _block_args(a, b, c, trans_a, m0, n0, trans_b):  # pragma: no cover - jit
+    """(k, pa, lda, pb, ldb, pc, ldc) of the block of c starting at (m0, n0): rows m0.. of op(a) and
+    columns n0.. of op(b) addressed by pointer offsets, leading dims those of the whole arrays."""
     k = a.shape[0] if trans_a else a.shape[1]
-    if m <= 0 or n <= 0:
-        return
     lda, ldb, ldc = max(a.shape[1], 1), max(b.shape[1], 1), max(c.shape[1], 1)
-    pa = a.ctypes.data + (m0 if trans_a else m0 * lda) * 4
-    pb = b.ctypes.data + (n0 * ldb if trans_b else n0) * 4
-    pc = c.ctypes.data + (m0 * ldc + n0) * 4
-    _sgemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, m, n, k,
+    pa = a.ctypes.data + (m0 if trans_a else m0 * lda) * a.itemsize
+    pb = b.ctypes.data + (n0 * ldb if trans_b else n0) * b.itemsize
+    pc = c.ctypes.data + (m0 * ldc + n0) * c.itemsize
+    return k, pa, lda, pb, ldb, pc, ldc
+
+
+@numba.njit(cache=True, inline="always")
+def _block32(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no cover - jit
+    """c[m0:m1, n0:n1] = (op(a) @ op(b))[m0:m1, n0:n1] + beta * c[m0:m1, n0:n1]: one BLAS call."""
+    if m1 <= m0 or n1 <= n0:
+        return
+    k, pa, lda, pb, ldb, pc, ldc = _block_args(a, b, c, trans_a, m0, n0, trans_b)
+    _sgemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, m1 - m0, n1 - n0, k,
            np.float32(1.0), pa, lda, pb, ldb, np.float32(beta), pc, ldc)
 
 
 @numba.njit(cache=True, inline="always")
 def _block64(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no cover - jit
-    m, n = m1 - m0, n1 - n0
-    k = a.shape[0] if trans_a else a.shape[1]
-    if m <= 0 or n <= 0:
+    if m1 <= m0 or n1 <= n0:
         return
-    lda, ldb, ldc = max(a.shape[1], 1), max(b.shape[1], 1), max(c.shape[1], 1)
-    pa = a.ctypes.data + (m0 if trans_a else m0 * lda) * 8
-    pb = b.ctypes.data + (n0 * ldb if trans_b else n0) * 8
-    pc = c.ctypes.data + (m0 * ldc + n0) * 8
-    _dgemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, m, n, k,
+    k, pa, lda, pb, ldb, pc, ldc = _block_args(a, b, c, trans_a, m0, n0, trans_b)
+    _dgemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, m1 - m0, n1 - n0, k,
            1.0, pa, lda, pb, ldb, float(beta), pc, ldc)
 
 

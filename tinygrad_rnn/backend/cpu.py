@@ -52,15 +52,19 @@ class CPUBackend(Backend):
         targets = np.ascontiguousarray(targets, dtype=np.int64)
         ignore_index = int(ignore_index)
         numpy_max = c >= self.XENT_NUMPY_MAX_COLS
-        if numpy_max and n:
-            row_max[:] = logits.max(axis=1)
         step = max(1, self.XENT_BLOCK // max(c, 1))
-        buf = np.empty((min(step, n), c))
-        for a in range(0, n, step):
-            block = buf[: min(step, n - a)]
-            K.xent_shift_rows(logits, a, not numpy_max, row_max, block)
-            np.exp(block, out=block)
-            K.xent_finish_rows(block, a, logits, targets, ignore_index, row_max, log_sum, loss)
+
+        def rows(r0: int, r1: int) -> None:  # rows are independent: threads take disjoint ranges
+            if numpy_max and r1 > r0:
+                row_max[r0:r1] = logits[r0:r1].max(axis=1)
+            buf = np.empty((min(step, r1 - r0), c))
+            for a in range(r0, r1, step):
+                block = buf[: min(step, r1 - a)]
+                K.xent_shift_rows(logits, a, not numpy_max, row_max, block)
+                np.exp(block, out=block)
+                K.xent_finish_rows(block, a, logits, targets, ignore_index, row_max, log_sum, loss)
+
+        self._split(rows, n, c)
         return loss, row_max, log_sum
 
     def softmax_xent_backward(self, logits, row_max, log_sum, targets, ignore_index, grad_rows):
@@ -80,13 +84,32 @@ class CPUBackend(Backend):
         targets = np.ascontiguousarray(targets, dtype=np.int64)
         ignore_index = int(ignore_index)
         step = max(1, self.XENT_BLOCK // max(c, 1))
-        for a in range(0, n, step):
-            b = min(a + step, n)
-            block = out[a:b]
-            np.subtract(logits[a:b], shift[a:b, None], out=block)
-            np.exp(block, out=block)
-            K.xent_grad_rows(block, a, log_sum, targets, ignore_index, g)
+
+        def rows(r0: int, r1: int) -> None:
+            for a in range(r0, r1, step):
+                b = min(a + step, r1)
+                block = out[a:b]
+                np.subtract(logits[a:b], shift[a:b, None], out=block)
+                np.exp(block, out=block)
+                K.xent_grad_rows(block, a, log_sum, targets, ignore_index, g)
+
+        self._split(rows, n, c)
         return out
+
+    # Row-wise and elementwise work (cross-entropy rows, optimizer steps, squared norms) is split
+    # over tr.get_num_threads() threads with oneMKL's provider (our pool; see blas.row_parallel),
+    # each part at least this many elements.
+    PARALLEL_MIN_ELEMENTS = 1 << 17
+
+    def _split(self, fn: Any, n: int, per_item: int = 1) -> None:
+        """``fn(a, b)`` over ``range(n)``: in one call, or in contiguous parts on parallel threads."""
+        parts = 1
+        if blas.row_parallel() and n > 1:
+            parts = max(1, min(blas.get_num_threads(), n * per_item // self.PARALLEL_MIN_ELEMENTS, n))
+        if parts == 1:
+            fn(0, n)
+            return
+        blas.run_parallel([functools.partial(fn, n * i // parts, n * (i + 1) // parts) for i in range(parts)])
 
     def scatter_add_rows(self, num_rows: int, idx: np.ndarray, src: np.ndarray) -> np.ndarray:
         """zeros((num_rows, D)) with src's rows added at idx (duplicates accumulate)."""
@@ -289,7 +312,10 @@ class CPUBackend(Backend):
     # -- gradient clipping ----------------------------------------------------------------------
     def sum_squares(self, a: np.ndarray) -> float:
         """sum(a**2) accumulated in float64 (a float), without a float64 copy of ``a``."""
-        return float(K.sum_squares(np.ascontiguousarray(a).reshape(-1)))
+        flat = np.ascontiguousarray(a).reshape(-1)
+        partial: list[float] = []
+        self._split(lambda i, j: partial.append(float(K.sum_squares(flat[i:j]))), flat.size)
+        return float(sum(partial))
 
     # -- optimizer steps (Numba kernels and the contract a GPU backend mirrors: optim_kernels.py) --
     def sgd_step(self, param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
@@ -298,8 +324,10 @@ class CPUBackend(Backend):
 
         dt = param.dtype
         with OK.flat_param(param) as p:
-            OK.sgd_step(p, OK.flat(grad, dt), OK.flat_state(momentum_buf, dt), float(lr), float(momentum),
-                        float(dampening), float(weight_decay), bool(nesterov), bool(first_step))
+            g, mb = OK.flat(grad, dt), OK.flat_state(momentum_buf, dt)
+            self._split(lambda i, j: OK.sgd_step(p[i:j], g[i:j], _part(mb, i, j), float(lr), float(momentum),
+                                                 float(dampening), float(weight_decay), bool(nesterov),
+                                                 bool(first_step)), p.size)
 
     def adam_step(self, param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
                   max_exp_avg_sq: np.ndarray | None, *, beta1: float, beta2: float, eps: float, weight_decay: float,
@@ -308,9 +336,11 @@ class CPUBackend(Backend):
 
         dt = param.dtype
         with OK.flat_param(param) as p:
-            OK.adam_step(p, OK.flat(grad, dt), OK.flat_state(exp_avg, dt), OK.flat_state(exp_avg_sq, dt),
-                         OK.flat_state(max_exp_avg_sq, dt), float(beta1), float(beta2), float(eps), float(weight_decay),
-                         float(decoupled_decay), float(step_size), float(bias_correction2_sqrt), bool(amsgrad))
+            g, m, v = OK.flat(grad, dt), OK.flat_state(exp_avg, dt), OK.flat_state(exp_avg_sq, dt)
+            vmax = OK.flat_state(max_exp_avg_sq, dt)
+            self._split(lambda i, j: OK.adam_step(p[i:j], g[i:j], m[i:j], v[i:j], _part(vmax, i, j), float(beta1),
+                                                  float(beta2), float(eps), float(weight_decay), float(decoupled_decay),
+                                                  float(step_size), float(bias_correction2_sqrt), bool(amsgrad)), p.size)
 
     def rmsprop_step(self, param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, grad_avg: np.ndarray | None,
                      momentum_buf: np.ndarray | None, *, lr: float, alpha: float, eps: float, weight_decay: float,
@@ -319,9 +349,11 @@ class CPUBackend(Backend):
 
         dt = param.dtype
         with OK.flat_param(param) as p:
-            OK.rmsprop_step(p, OK.flat(grad, dt), OK.flat_state(square_avg, dt), OK.flat_state(grad_avg, dt),
-                            OK.flat_state(momentum_buf, dt), float(lr), float(alpha), float(eps), float(weight_decay),
-                            float(momentum), bool(centered))
+            g, sq, ga = OK.flat(grad, dt), OK.flat_state(square_avg, dt), OK.flat_state(grad_avg, dt)
+            mb = OK.flat_state(momentum_buf, dt)
+            self._split(lambda i, j: OK.rmsprop_step(p[i:j], g[i:j], sq[i:j], _part(ga, i, j), _part(mb, i, j), float(lr),
+                                                     float(alpha), float(eps), float(weight_decay), float(momentum),
+                                                     bool(centered)), p.size)
 
     def adagrad_step(self, param: np.ndarray, grad: np.ndarray, state_sum: np.ndarray, *, clr: float, eps: float,
                      weight_decay: float) -> None:
@@ -329,7 +361,14 @@ class CPUBackend(Backend):
 
         dt = param.dtype
         with OK.flat_param(param) as p:
-            OK.adagrad_step(p, OK.flat(grad, dt), OK.flat_state(state_sum, dt), float(clr), float(eps), float(weight_decay))
+            g, ss = OK.flat(grad, dt), OK.flat_state(state_sum, dt)
+            self._split(lambda i, j: OK.adagrad_step(p[i:j], g[i:j], ss[i:j], float(clr), float(eps),
+                                                     float(weight_decay)), p.size)
+
+
+def _part(state: np.ndarray, i: int, j: int) -> np.ndarray:
+    """Elements i:j of an optimizer state, or the empty placeholder of an unused one as it is."""
+    return state[i:j] if state.size else state
 
 
 # ---------------------------------------------------------------------------------------------

@@ -265,6 +265,18 @@ def _project_step(x, w_ih_t, wi_pack, bias, use_blas, t, b0, b1, buf):  # pragma
                 buf[i, j] += bias[j]
 
 
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def _step_inputs(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, hp, hw, xbuf, use_blas, t, b0,
+                 b1):  # pragma: no cover - jit
+    """Both products of step t for rows b0:b1: hw = h_{t-1} W_hh^T, and the input projection --
+    returned: ``xw[t]``'s rows, or (``fuse``) made into ``xbuf`` by ``_project_step``."""
+    _product(hp, w_hh_t, w_pack, hw, use_blas)
+    if fuse:
+        _project_step(x, w_ih_t, wi_pack, bias, use_blas, t, b0, b1, xbuf)
+        return xbuf
+    return xw[t][b0:b1]
+
+
 # ------------------------------------------------------------------------------------------
 # LSTM
 
@@ -350,12 +362,7 @@ def lstm_seq_forward(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, h0, c0,
     c_all[0][b0:b1] = c0[b0:b1]
     for t in range(t_):
         hp = h_all[t][b0:b1]
-        if fuse:
-            _project_step(x, w_ih_t, wi_pack, bias, use_blas, t, b0, b1, xbuf)
-            xr = xbuf
-        else:
-            xr = xw[t][b0:b1]
-        _product(hp, w_hh_t, w_pack, hw, use_blas)
+        xr = _step_inputs(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, hp, hw, xbuf, use_blas, t, b0, b1)
         lstm_step_forward(xr, hw, hp, c_all[t % nc][b0:b1], mask[t][b0:b1], gates[t % ns][b0:b1],
                           h_all[t + 1][b0:b1], c_all[(t + 1) % nc][b0:b1])
 
@@ -448,12 +455,7 @@ def gru_seq_forward(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, b_hn, h0
     h_all[0][b0:b1] = h0[b0:b1]
     for t in range(t_):
         hp = h_all[t][b0:b1]
-        if fuse:
-            _project_step(x, w_ih_t, wi_pack, bias, use_blas, t, b0, b1, xbuf)
-            xr = xbuf
-        else:
-            xr = xw[t][b0:b1]
-        _product(hp, w_hh_t, w_pack, hw, use_blas)
+        xr = _step_inputs(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, hp, hw, xbuf, use_blas, t, b0, b1)
         gru_step_forward(xr, hw, b_hn, hp, mask[t][b0:b1], store[t % ns][b0:b1], h_all[t + 1][b0:b1])
 
 
@@ -517,12 +519,7 @@ def rnn_seq_forward(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, h0, mask
     h_all[0][b0:b1] = h0[b0:b1]
     for t in range(t_):
         hp = h_all[t][b0:b1]
-        if fuse:
-            _project_step(x, w_ih_t, wi_pack, bias, use_blas, t, b0, b1, xbuf)
-            xr = xbuf
-        else:
-            xr = xw[t][b0:b1]
-        _product(hp, w_hh_t, w_pack, hw, use_blas)
+        xr = _step_inputs(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, hp, hw, xbuf, use_blas, t, b0, b1)
         rnn_step_forward(xr, hw, hp, mask[t][b0:b1], relu, h_all[t + 1][b0:b1])
 
 

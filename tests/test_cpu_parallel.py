@@ -1,0 +1,91 @@
+"""Work the CPU backend splits over threads with oneMKL's provider (backend/cpu.py ``_split``):
+cross-entropy rows, optimizer steps and squared norms give the same results split as whole."""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+import tinygrad_rnn as tr
+from tinygrad_rnn import optim
+from tinygrad_rnn.backend import blas
+
+BE = tr.get_backend("cpu")
+
+
+@contextlib.contextmanager
+def split_into(parts: int):
+    """Make every _split call use ``parts`` threads (down to one element each)."""
+    saved_min, saved_threads = BE.PARALLEL_MIN_ELEMENTS, tr.get_num_threads()
+    BE.PARALLEL_MIN_ELEMENTS = 1
+    tr.set_num_threads(parts)
+    try:
+        yield
+    finally:
+        BE.PARALLEL_MIN_ELEMENTS = saved_min
+        tr.set_num_threads(saved_threads)
+
+
+def test_split_really_splits_with_mkl():
+    seen = []
+    with split_into(3):
+        BE._split(lambda a, b: seen.append((a, b)), 10)
+    if blas.row_parallel():
+        assert sorted(seen) == [(0, 3), (3, 6), (6, 10)]
+    else:  # NumPy's OpenBLAS: no splitting (its spinning threads would compete)
+        assert seen == [(0, 10)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_rows_split_equal_whole(dtype):
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((37, 700)) * 4).astype(dtype)
+    targets = rng.integers(0, 700, 37)
+    targets[5] = -100
+    g = rng.uniform(-1, 1, 37)
+    whole = BE.softmax_xent(logits, targets, -100)
+    whole_grad = BE.softmax_xent_backward(logits, whole[1], whole[2], targets, -100, g)
+    with split_into(3):
+        parts = BE.softmax_xent(logits, targets, -100)
+        parts_grad = BE.softmax_xent_backward(logits, parts[1], parts[2], targets, -100, g)
+    for a, b in zip(whole, parts):
+        np.testing.assert_array_equal(a, b)  # rows are computed the same way whichever thread takes them
+    np.testing.assert_array_equal(whole_grad, parts_grad)
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+                                  lambda ps: optim.Adam(ps, lr=1e-2, amsgrad=True, weight_decay=1e-3),
+                                  lambda ps: optim.AdamW(ps, lr=1e-2),
+                                  lambda ps: optim.RMSprop(ps, lr=1e-2, momentum=0.5, centered=True),
+                                  lambda ps: optim.Adagrad(ps, lr=1e-2)],
+                         ids=["sgd", "adam-amsgrad", "adamw", "rmsprop", "adagrad"])
+def test_optimizer_steps_split_equal_whole(make):
+    rng = np.random.default_rng(1)
+    init = [rng.standard_normal((41, 13)).astype(np.float32), rng.standard_normal(7).astype(np.float32)]
+    grads = [[rng.standard_normal(a.shape).astype(np.float32) for a in init] for _ in range(3)]
+
+    def run(split: bool) -> list[np.ndarray]:
+        ps = [tr.tensor(a.copy(), requires_grad=True) for a in init]
+        opt = make(ps)
+        with split_into(4) if split else contextlib.nullcontext():
+            for gs in grads:
+                for p, g in zip(ps, gs):
+                    p.grad = tr.tensor(g)
+                opt.step()
+        return [p.numpy() for p in ps]
+
+    for a, b in zip(run(False), run(True)):
+        np.testing.assert_array_equal(a, b)  # elementwise updates: the same bits in any split
+
+
+def test_clip_grad_norm_split_matches_whole():
+    rng = np.random.default_rng(2)
+    ps = [tr.tensor(np.zeros((300, 70), np.float32), requires_grad=True)]
+    ps[0].grad = tr.tensor(rng.standard_normal((300, 70)).astype(np.float32))
+    whole = BE.sum_squares(ps[0].grad.numpy())
+    with split_into(3):
+        parts = BE.sum_squares(ps[0].grad.numpy())
+        total = tr.nn.utils.clip_grad_norm_(ps, 1.0)
+    np.testing.assert_allclose(parts, whole, rtol=1e-13)  # float64 partial sums, added in another order
+    np.testing.assert_allclose(float(total), np.sqrt(whole), rtol=1e-6)
