@@ -411,7 +411,7 @@ class Run:
     def announce_compile(self, *families: str) -> bool:
         """Print 'compiling kernels (first run only)...' when Numba's cache lacks a kernel family."""
         if self.args.device == "cpu" and kernel_cache_cold(families):
-            self.note("compiling kernels (first run only; ~10-20 s)...")
+            self.note("compiling kernels (first run only; ~20-30 s)...")
             return True
         return False
 
