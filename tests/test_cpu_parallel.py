@@ -89,3 +89,27 @@ def test_clip_grad_norm_split_matches_whole():
         total = tr.nn.utils.clip_grad_norm_(ps, 1.0)
     np.testing.assert_allclose(parts, whole, rtol=1e-13)  # float64 partial sums, added in another order
     np.testing.assert_allclose(float(total), np.sqrt(whole), rtol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork (POSIX)")
+def test_a_forked_child_gets_its_own_pool():
+    """After fork the parent's pool threads are gone: a split GEMM in the child must still run
+    (it would wait forever on a queue nobody serves) -- checked in a child with a deadline."""
+    import os
+    import signal
+
+    with split_into(2):
+        blas.run_parallel([lambda: None, lambda: None])  # the parent's pool now exists
+        pid = os.fork()
+        if pid == 0:  # child: exit 0 only if the parallel work completes
+            try:
+                signal.alarm(60)
+                done = []
+                blas.run_parallel([lambda: done.append(1), lambda: done.append(2)])
+                a = np.ones((300, 300), np.float32)
+                out = BE.mm(a, a)
+                os._exit(0 if sorted(done) == [1, 2] and out[0, 0] == 300 else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

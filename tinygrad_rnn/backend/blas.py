@@ -245,6 +245,18 @@ def row_parallel() -> bool:
     return PROVIDER == "mkl"
 
 
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist there, and an executor that believes
+    it has its workers would queue work nobody runs (a hang); the child makes its own on first use."""
+    global _POOL, _POOL_LOCK
+    _POOL = None
+    _POOL_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
