@@ -39,6 +39,12 @@ class Backend:
             out += bias
         return out
 
+    def rnn_forward_input(self, mode: str, x: Any, w_ih: Any, bias: Any, w_hh: Any, b_hn: Any, h0: Any, c0: Any,
+                          mask: Any, train: bool = True) -> Any:
+        """A recurrent layer's forward from its input itself, the input projection made inside the time
+        loop; None where the backend does not (the caller then projects and calls ``rnn_forward``)."""
+        return None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 

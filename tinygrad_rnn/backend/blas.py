@@ -44,7 +44,7 @@ from numba import types
 from numba.extending import overload
 
 __all__ = ["PROVIDER", "available", "gemm", "gemm_f", "gemm_packed", "matmul", "pack_b", "NOT_PACKED", "get_num_threads",
-           "set_num_threads", "row_parallel", "run_parallel", "can_pack"]
+           "set_num_threads", "row_parallel", "run_parallel", "run_ranges", "even_bounds", "can_pack"]
 
 _SGEMM = "tinygrad_rnn_cblas_sgemm64"
 _DGEMM = "tinygrad_rnn_cblas_dgemm64"
@@ -197,18 +197,17 @@ def available() -> bool:
 # rows (cpu.py), both on one pool of our own whose idle threads block instead of spinning. With
 # NumPy's OpenBLAS its own threads do the GEMMs, as NumPy's matmul does.
 
-_NUMPY_BLAS: Any = None  # NumPy's core extension handle when NumPy's BLAS is the provider
 _THREADS = max(1, os.cpu_count() or 1)
 _POOL: Any = None
 _POOL_LOCK = threading.Lock()
 
 
+@functools.lru_cache(maxsize=None)
 def _numpy_fn(names: tuple[str, ...]) -> Any:
-    global _NUMPY_BLAS
-    if _NUMPY_BLAS is None:
-        _NUMPY_BLAS = _numpy_blas_handle()
+    """The first of ``names`` that NumPy's BLAS exports (looked up once), or None."""
+    handle = _numpy_blas_handle()
     for name in names:
-        fn = getattr(_NUMPY_BLAS, name, None)
+        fn = getattr(handle, name, None)
         if fn is not None:
             return fn
     return None
@@ -224,8 +223,7 @@ def set_num_threads(n: int) -> None:
     if PROVIDER == "numpy":
         fn = _numpy_fn(("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads"))
         if fn is not None:
-            fn.argtypes = [ctypes.c_int]
-            fn(int(n))
+            fn(int(n))  # a C int: ctypes' default conversion
 
 
 def get_num_threads() -> int:
@@ -265,6 +263,20 @@ def _pool() -> ThreadPoolExecutor:
                 _POOL = ThreadPoolExecutor(max_workers=max(2, 2 * (os.cpu_count() or 1)),
                                            thread_name_prefix="tinygrad_rnn")
     return _POOL
+
+
+def even_bounds(n: int, parts: int) -> list[int]:
+    """``parts + 1`` edges splitting ``range(n)`` into contiguous parts whose sizes differ by at most one."""
+    return [n * i // parts for i in range(parts + 1)]
+
+
+def run_ranges(fn: Any, n: int, parts: int) -> None:
+    """``fn(lo, hi)`` over ``range(n)`` split into ``parts`` even ranges, in parallel when more than one."""
+    edges = even_bounds(n, parts)
+    if parts <= 1:
+        fn(0, n)
+    else:
+        run_parallel([functools.partial(fn, edges[i], edges[i + 1]) for i in range(parts)])
 
 
 def run_parallel(tasks: list[Any]) -> None:
@@ -398,22 +410,29 @@ def pack_b(b: np.ndarray, m: int, trans: bool = False) -> np.ndarray:
     if not b.flags.c_contiguous:
         raise ValueError(f"pack_b: b must be C-contiguous, got strides {b.strides}")
     n, k = b.shape if trans else b.shape[::-1]
-    pre = "s" if b.dtype == np.float32 else "d"
-    get_size = getattr(_MKL, f"cblas_{pre}gemm_pack_get_size_64")
-    get_size.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
-    get_size.restype = ctypes.c_size_t
+    get_size, pack = _pack_fns("s" if b.dtype == np.float32 else "d")
     nbytes = int(get_size(_B_MATRIX, m, n, k))
     raw = np.empty(nbytes + _PACK_ALIGN, dtype=np.uint8)
     off = (-raw.ctypes.data) % _PACK_ALIGN
     dest = raw[off: off + nbytes]
-    pack = getattr(_MKL, f"cblas_{pre}gemm_pack_64")
-    real = ctypes.c_float if pre == "s" else ctypes.c_double
-    pack.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, real,
-                     ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
-    pack.restype = None
     pack(_ROW_MAJOR, _B_MATRIX, _TRANS if trans else _NO_TRANS, m, n, k, 1.0, b.ctypes.data, max(b.shape[1], 1),
          dest.ctypes.data)
     return dest
+
+
+@functools.lru_cache(maxsize=None)
+def _pack_fns(pre: str) -> tuple[Any, Any]:
+    """oneMKL's ``cblas_?gemm_pack_get_size_64`` and ``cblas_?gemm_pack_64`` with their C signatures
+    (set once, not on every pass)."""
+    get_size = getattr(_MKL, f"cblas_{pre}gemm_pack_get_size_64")
+    get_size.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
+    get_size.restype = ctypes.c_size_t
+    pack = getattr(_MKL, f"cblas_{pre}gemm_pack_64")
+    pack.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                     ctypes.c_float if pre == "s" else ctypes.c_double, ctypes.c_void_p, ctypes.c_int64,
+                     ctypes.c_void_p]
+    pack.restype = None
+    return get_size, pack
 
 
 def gemm_packed(a, packed, c, beta):  # pragma: no cover - dispatched by the overload below
@@ -440,7 +459,7 @@ def _packed64(a, packed, c, beta):  # pragma: no cover - jit
 
 @overload(gemm_packed, inline="always")
 def _gemm_packed_impl(a, packed, c, beta):
-    if not all(isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C" for x in (a, c)):
+    if not _typed_2d_c(a, c):
         return None
     if a.dtype == c.dtype == types.float32:
         return lambda a, packed, c, beta: _packed32(a, packed, c, beta)
@@ -497,15 +516,8 @@ def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> np.n
     else:
         block = functools.partial(gemm_block_bias_f, a_, b_, out, ta, tb, np.ascontiguousarray(bias))
     parts = max(1, min(get_num_threads(), m * n * k // PARALLEL_MIN_MACS, max(m, n)))
-    if parts == 1:
-        block(0, m, 0, n)
-        return out
-    long_m = m >= n
-    size = m if long_m else n
-    edges = [size * i // parts for i in range(parts + 1)]
-    if long_m:
-        tasks = [functools.partial(block, edges[i], edges[i + 1], 0, n) for i in range(parts)]
+    if m >= n:  # blocks of rows, or of columns for a wide product
+        run_ranges(lambda lo, hi: block(lo, hi, 0, n), m, parts)
     else:
-        tasks = [functools.partial(block, 0, m, edges[i], edges[i + 1]) for i in range(parts)]
-    run_parallel(tasks)
+        run_ranges(lambda lo, hi: block(0, m, lo, hi), n, parts)
     return out

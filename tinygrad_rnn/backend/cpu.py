@@ -1,7 +1,6 @@
 """CPU backend: NumPy arrays, BLAS for matrix products, Numba for the fused kernels."""
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -106,10 +105,7 @@ class CPUBackend(Backend):
         parts = 1
         if blas.row_parallel() and n > 1:
             parts = max(1, min(blas.get_num_threads(), n * per_item // self.PARALLEL_MIN_ELEMENTS, n))
-        if parts == 1:
-            fn(0, n)
-            return
-        blas.run_parallel([functools.partial(fn, n * i // parts, n * (i + 1) // parts) for i in range(parts)])
+        blas.run_ranges(fn, n, parts)
 
     def scatter_add_rows(self, num_rows: int, idx: np.ndarray, src: np.ndarray) -> np.ndarray:
         """zeros((num_rows, D)) with src's rows added at idx (duplicates accumulate)."""
@@ -232,7 +228,7 @@ class CPUBackend(Backend):
         g = GATES[mode] * h_
         fuse = x is not None
         h_all, c_all, store = alloc_forward(np, mode, t_, b_, h_, dt, train)
-        pack = use_blas and self.PACK_WEIGHTS and blas.can_pack()
+        pack = self._packing(use_blas)
         # the kernels take W^T (D or H, G*H); packed, MKL reads W itself (no transposed copy) and the
         # kernels get an empty placeholder of the right width
         w_t = np.empty((0, g), dtype=dt) if pack else np.ascontiguousarray(w_hh.T)
@@ -293,21 +289,21 @@ class CPUBackend(Backend):
         threads = blas.get_num_threads() if self.ROW_THREADS is None else self.ROW_THREADS
         return max(1, min(threads, b // self.SPLIT_MIN_ROWS))
 
+    def _packing(self, use_blas: bool) -> bool:
+        """Whether the sequence kernels get W_hh (and W_ih) packed by oneMKL (see PACK_WEIGHTS)."""
+        return use_blas and self.PACK_WEIGHTS and blas.can_pack()
+
     def _over_rows(self, fn: Any, mode: str, t: int, b: int, h: int, use_blas: bool,
                    weights: list[tuple[np.ndarray, bool]]) -> None:
         """``fn(b0, b1, *packed_weights)`` over the batch: once, or on row blocks in parallel threads
         (see SPLIT_MIN_ROWS). ``weights`` are (W, transposed) pairs, packed by MKL for each block's row
         count (NOT_PACKED when not packing)."""
-        pack = use_blas and self.PACK_WEIGHTS
+        pack = self._packing(use_blas)
         n = self._row_blocks(mode, t, b, h, use_blas)
-        bounds = [b * i // n for i in range(n + 1)]
-        packs: dict[int, list[np.ndarray]] = {}
-        for i in range(n):
-            m = bounds[i + 1] - bounds[i]
-            if m not in packs:
-                packs[m] = [blas.pack_b(w, m, trans) if pack else blas.NOT_PACKED for w, trans in weights]
-        blas.run_parallel([functools.partial(fn, bounds[i], bounds[i + 1], *packs[bounds[i + 1] - bounds[i]])
-                           for i in range(n)])
+        bounds = blas.even_bounds(b, n)
+        packs = {m: [blas.pack_b(w, m, trans) if pack else blas.NOT_PACKED for w, trans in weights]
+                 for m in {bounds[i + 1] - bounds[i] for i in range(n)}}
+        blas.run_ranges(lambda b0, b1: fn(b0, b1, *packs[b1 - b0]), b, n)
 
     # -- gradient clipping ----------------------------------------------------------------------
     def sum_squares(self, a: np.ndarray) -> float:

@@ -112,9 +112,8 @@ class FusedRecurrence(Function):
         mask = xp.ascontiguousarray(mask)
         h0, c0 = xp.ascontiguousarray(h0), None if c0 is None else xp.ascontiguousarray(c0)
         # the backend may make each step's projection inside its time loop (no (T, B, G*H) array)
-        fused_input = getattr(self.be, "rnn_forward_input", None)
-        res = None if fused_input is None else fused_input(mode, x2.reshape(t_, b_, d_), w_ih, bias, w_hh, b_hn, h0,
-                                                           c0, mask, train=train)
+        res = self.be.rnn_forward_input(mode, x2.reshape(t_, b_, d_), w_ih, bias, w_hh, b_hn, h0, c0, mask,
+                                        train=train)
         if res is None:
             xw = self.be.mm(x2, w_ih.T, bias)  # the biases are the GEMM's starting value (one pass)
             # explicit last axis: reshape(..., -1) cannot infer it for a batch of 0
