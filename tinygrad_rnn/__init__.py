@@ -5,15 +5,15 @@
     >>> (x @ tr.ones(2, 3)).tanh().sum().backward(); x.grad.shape
     (1, 2)
 """
-# ruff: noqa: I001  (ops must load first: it attaches the operators to Tensor)
+# ruff: noqa: I001  (ops must load first: it installs the Tensor methods)
 from . import ops  # noqa: F401
 from .backend import DeviceUnavailableError, get_backend, get_num_threads, set_num_threads
 from .gradcheck import GradcheckError, gradcheck
 from .ops import amax, amin, cat, chunk, clamp, clip, matmul, maximum, minimum, split, stack, where
-from .tensor import (Function, Generator, Tensor, arange, bool_, enable_grad, eye, float32, float64, full,
-                     full_like, int32, int64, is_grad_enabled, manual_seed, no_grad, ones, ones_like, rand,
-                     rand_like, randint, randn, randn_like, tensor, zeros, zeros_like)
-from .tensor import get_rng_state, set_rng_state
+from .dtypes import bool_, float32, float64, int32, int64
+from .random import Generator, get_rng_state, manual_seed, set_rng_state
+from .tensor import (Function, Tensor, arange, enable_grad, eye, full, full_like, is_grad_enabled, no_grad, ones, ones_like,
+                     rand, rand_like, randint, randn, randn_like, tensor, zeros, zeros_like)
 from .serialization import load, save
 from . import autograd, cuda, distributed, nn, optim  # noqa: E402
 

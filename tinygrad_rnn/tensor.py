@@ -1,11 +1,12 @@
 """The Tensor, the Function node and the reverse-mode engine.
 
 A ``Tensor`` wraps one backend array. Every differentiable op is a ``Function`` subclass
-(in ``ops.py``) with ``forward`` on arrays and ``backward`` returning one gradient per
-input; ``Function.apply`` runs the forward and, when a gradient is wanted, records the
-node. ``Tensor.backward`` walks the recorded nodes **iteratively** (no recursion, so an
-unrolled 10,000-step RNN backprops fine), sums the gradients of a tensor used several
-times, and frees each node's saved arrays as soon as it has run.
+(in ``functions/``; the ``Tensor`` methods that call them are in ``ops.py``) with ``forward``
+on arrays and ``backward`` returning one gradient per input; ``Function.apply`` runs the
+forward and, when a gradient is wanted, records the node. ``Tensor.backward`` walks the
+recorded nodes **iteratively** (no recursion, so an unrolled 10,000-step RNN backprops fine),
+sums the gradients of a tensor used several times, and frees each node's saved arrays as
+soon as it has run. This module imports nothing from ``ops.py`` or ``functions/``.
 
     >>> import tinygrad_rnn as tr
     >>> x = tr.tensor([1.0, 2.0], requires_grad=True); (x * x).sum().backward(); x.grad.tolist()
@@ -22,21 +23,56 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .backend import Backend, get_backend
+from .dtypes import _ALLOWED, _FLOATS, _as_dtype, _default_dtype_for, bool_, float32, float64, int32, int64
+from .random import Generator, _rng, get_rng_state, manual_seed, set_rng_state
 
+# (the dtypes and the random-number functions are re-exported: ``tinygrad_rnn.tensor.float32`` etc. stay reachable)
 __all__ = [
     "Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "Generator", "manual_seed",
+    "get_rng_state", "set_rng_state",
     "tensor", "zeros", "ones", "full", "randn", "rand", "randint", "arange", "eye", "zeros_like",
     "ones_like", "full_like", "randn_like", "rand_like", "float32", "float64", "int64", "int32", "bool_",
     "RemovableHandle",
 ]
 
-float32 = np.dtype(np.float32)
-float64 = np.dtype(np.float64)
-int32 = np.dtype(np.int32)
-int64 = np.dtype(np.int64)
-bool_ = np.dtype(np.bool_)
-_FLOATS = (float32, float64)
-_ALLOWED = (float32, float64, int32, int64, bool_)
+# ---------------------------------------------------------------------------------------
+# global switches (grad mode, anomaly mode): one save/restore scheme for all of them
+
+
+class _StateSwitch(contextlib.ContextDecorator):
+    """Sets a piece of global state for a ``with`` block (or each call of a decorated function) and
+    restores the previous value after. Subclasses say how to read and write it (``_get``/``_put``);
+    :meth:`apply_now` switches at once, for the ``set_...`` functions that act without a ``with``."""
+
+    _applied = False
+
+    def __init__(self, new: Any):
+        self.new = new
+
+    def _get(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _put(self, value: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _recreate_cm(self) -> _StateSwitch:
+        # a fresh object per decorated call: one shared ``prev`` breaks recursion and threads
+        return self if self._applied else type(self)(self.new)
+
+    def apply_now(self) -> _StateSwitch:
+        self.prev, self._applied = self._get(), True
+        self._put(self.new)
+        return self
+
+    def __enter__(self) -> _StateSwitch:
+        if not self._applied:
+            self.prev = self._get()
+            self._put(self.new)
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        self._put(self.prev)
+        return False
 
 # ---------------------------------------------------------------------------------------
 # grad mode
@@ -53,22 +89,12 @@ def is_grad_enabled() -> bool:
     return _mode.enabled
 
 
-class _SetGrad(contextlib.ContextDecorator):
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+class _SetGrad(_StateSwitch):
+    def _get(self) -> bool:
+        return _mode.enabled
 
-    def _recreate_cm(self) -> _SetGrad:
-        # a fresh object per decorated call: one shared ``prev`` breaks recursion and threads
-        return type(self)(self.enabled)
-
-    def __enter__(self):
-        self.prev = _mode.enabled
-        _mode.enabled = self.enabled
-        return self
-
-    def __exit__(self, *exc):
-        _mode.enabled = self.prev
-        return False
+    def _put(self, value: bool) -> None:
+        _mode.enabled = value
 
 
 def no_grad() -> _SetGrad:
@@ -78,147 +104,6 @@ def no_grad() -> _SetGrad:
 
 def enable_grad() -> _SetGrad:
     return _SetGrad(True)
-
-
-# ---------------------------------------------------------------------------------------
-# random numbers: always drawn on the host, so a seed gives the same values on every device
-
-
-class Generator:
-    """A seeded source of random numbers (``tr.Generator(0)``), wrapping NumPy's PCG64.
-
-    Its state can be saved and restored exactly, so a resumed run draws the same numbers:
-
-        >>> g = Generator(0); s = g.get_state(); a = g.rng.random(); _ = g.set_state(s); a == g.rng.random()
-        True
-    """
-
-    def __init__(self, seed: int | None = None):
-        self.manual_seed(seed)
-
-    def manual_seed(self, seed: int | None) -> Generator:
-        self.seed = seed
-        self.rng = np.random.default_rng(seed)
-        return self
-
-    def get_state(self) -> dict[str, Any]:
-        """The PCG64 state as a plain dict of ints and strings (``tr.save`` holds it; JSON does too)."""
-        st = self.rng.bit_generator.state
-        return {"bit_generator": st["bit_generator"], "state": {"state": int(st["state"]["state"]),
-                "inc": int(st["state"]["inc"])}, "has_uint32": int(st["has_uint32"]), "uinteger": int(st["uinteger"])}
-
-    def set_state(self, state: dict[str, Any]) -> Generator:
-        """Restore a state from :meth:`get_state`, in place (everything holding ``self.rng`` sees it)."""
-        self.rng.bit_generator.state = _check_rng_state(state)
-        return self
-
-
-def _check_rng_state(state: Any) -> dict[str, Any]:
-    def bad(msg: str) -> ValueError:
-        return ValueError(f"invalid generator state: {msg}")
-
-    if not isinstance(state, dict):
-        raise TypeError(f"a generator state must be a dict from get_state(), got {type(state).__name__}")
-    expected = {"bit_generator", "state", "has_uint32", "uinteger"}
-    if set(state) != expected:
-        raise bad(f"keys {sorted(map(str, state))}, expected {sorted(expected)}")
-    if state["bit_generator"] != "PCG64":
-        raise bad(f"bit_generator is {state['bit_generator']!r}, expected 'PCG64'")
-    inner = state["state"]
-    if not isinstance(inner, dict) or set(inner) != {"state", "inc"}:
-        raise bad("'state' must be a dict with keys 'inc' and 'state'")
-
-    def check_int(where: str, v: Any, bits: int) -> int:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) < 2**bits:
-            raise bad(f"{where} must be an integer in [0, 2**{bits}), got {v!r}")
-        return int(v)
-
-    pcg = {"state": check_int("state['state']", inner["state"], 128), "inc": check_int("state['inc']", inner["inc"], 128)}
-    out = {"bit_generator": "PCG64", "state": pcg, "has_uint32": check_int("has_uint32", state["has_uint32"], 1),
-           "uinteger": check_int("uinteger", state["uinteger"], 32)}
-    if out["state"]["inc"] % 2 == 0:
-        raise bad("state['inc'] must be odd (PCG64's increment always is)")
-    return out
-
-
-_default_generator = Generator(None)
-
-
-def manual_seed(seed: int) -> Generator:
-    """Seed the global generator used when neither ``seed`` nor ``generator`` is given."""
-    return _default_generator.manual_seed(seed)
-
-
-def get_rng_state() -> dict[str, Any]:
-    """The default generator's state (``torch.get_rng_state``'s role; a dict here, not a byte tensor).
-
-    >>> s = get_rng_state(); a = randn(2).tolist(); set_rng_state(s); a == randn(2).tolist()
-    True
-    """
-    return _default_generator.get_state()
-
-
-def set_rng_state(new_state: dict[str, Any]) -> None:
-    """Restore the default generator from :func:`get_rng_state`; dropout and the factories then repeat exactly."""
-    _default_generator.set_state(new_state)
-
-
-def _rng(seed: int | None, generator: Generator | None) -> np.random.Generator:
-    if seed is not None and generator is not None:
-        raise ValueError("give either seed= or generator=, not both")
-    if seed is not None:
-        return np.random.default_rng(seed)
-    if generator is not None:
-        if not isinstance(generator, Generator):
-            raise TypeError(f"generator must be a tinygrad_rnn.Generator, got {type(generator).__name__}")
-        return generator.rng
-    return _default_generator.rng
-
-
-# ---------------------------------------------------------------------------------------
-# dtypes
-
-
-def _as_dtype(dtype: Any) -> np.dtype | None:
-    if dtype is None:
-        return None
-    # the aliases only for non-dtypes: np.dtype("float64") == float, so it would map to float32
-    if not isinstance(dtype, np.dtype):
-        if dtype in ("float", float):
-            return float32
-        if dtype in ("double",):
-            return float64
-        if dtype in ("long", int):
-            return int64
-    try:
-        d = np.dtype(dtype)
-    except TypeError as e:
-        raise TypeError(f"unknown dtype {dtype!r}") from e
-    if d not in _ALLOWED:
-        raise TypeError(f"unsupported dtype {d}: use float32, float64, int32, int64 or bool")
-    return d
-
-
-def _default_dtype_for(data: Any) -> np.dtype | None:
-    """PyTorch's rule: Python floats become float32, Python ints int64; arrays keep theirs."""
-    if isinstance(data, np.generic):  # NumPy scalars keep their dtype too (np.float64 is a float subclass)
-        return None
-    if isinstance(data, (bool, np.bool_)):
-        return bool_
-    if isinstance(data, (int, np.integer)) and not isinstance(data, np.ndarray):
-        return int64
-    if isinstance(data, float):
-        return float32
-    if isinstance(data, (list, tuple)):
-        arr = np.asarray(data)
-        if arr.dtype.kind == "f":
-            return float32
-        if arr.dtype.kind in "iu":
-            return int64
-        if arr.dtype.kind == "b":
-            return bool_
-        raise TypeError(f"cannot make a tensor from a sequence of {arr.dtype}")
-    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -455,11 +340,6 @@ class Tensor:
         self.requires_grad = False
         return self
 
-    def clone(self) -> Tensor:
-        from .ops import Identity
-
-        return Identity.apply(self)
-
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if requires_grad and self.data.dtype not in _FLOATS:
             raise TypeError(f"only float32/float64 tensors can require grad, got dtype {self.data.dtype}")
@@ -478,49 +358,6 @@ class Tensor:
 
     def zero_grad(self) -> None:
         self.grad = None
-
-    def to(self, *args: Any, dtype: Any = None, device: Any = None) -> Tensor:
-        """``t.to("cuda")``, ``t.to(tr.float64)`` or both; differentiable, a no-op when nothing changes."""
-        for a in args:
-            if isinstance(a, str) or isinstance(a, Backend):
-                device = a
-            else:
-                dtype = a
-        out = self
-        if dtype is not None:
-            dt = _as_dtype(dtype)
-            if dt != out.dtype:
-                from .ops import Cast
-
-                if out.requires_grad and dt not in _FLOATS:
-                    out = Cast.apply(out.detach(), dtype=dt)
-                else:
-                    out = Cast.apply(out, dtype=dt)
-        if device is not None:
-            be = get_backend(device)
-            if be is not out._be:
-                from .ops import ToDevice
-
-                out = ToDevice.apply(out, backend=be)
-        return out
-
-    def cpu(self) -> Tensor:
-        return self.to("cpu")
-
-    def cuda(self) -> Tensor:
-        return self.to("cuda")
-
-    def float(self) -> Tensor:
-        return self.to(float32)
-
-    def double(self) -> Tensor:
-        return self.to(float64)
-
-    def long(self) -> Tensor:
-        return self.to(int64)
-
-    def type_as(self, other: Tensor) -> Tensor:
-        return self.to(other.dtype)
 
     # -- autograd -------------------------------------------------------------------------
     def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
@@ -618,11 +455,21 @@ class Tensor:
     def _data_for_write(self, what: str) -> Any:
         # (unlike PyTorch, copy_/fill_/zero_ on a leaf that requires grad are allowed with grad mode on,
         # as init and gradcheck use them; the version counter still catches a graph that saved it)
-        from .ops import _writable
-
         return _writable(self, what)
 
-    # -- operators (bodies in ops.py; attached there) -------------------------------------------
+    # -- the operators and the other methods that build ops are installed by ops.py -------------
+
+
+def _writable(t: Tensor, what: str) -> Any:
+    """``t.data`` ready to be written in place (a 0-d reduction result may be a read-only NumPy scalar)."""
+    data = t.data
+    flags = getattr(data, "flags", None)
+    if flags is None or isinstance(data, np.generic):
+        data = t.data = t._be.xp.array(data)
+    elif not getattr(flags, "writeable", True):  # CuPy's flags have no writeable (its arrays always are)
+        raise RuntimeError(f"{what}: the tensor's memory is read-only (an expand()ed view shares one value among "
+                           "several entries); clone() it first")
+    return data
 
 
 def _backend_of(data: Any) -> Backend:
@@ -701,6 +548,16 @@ def _run_pre_hooks(hooks: _Hooks | None, g: Any, be: Backend) -> Any:
 _accumulate_lock = threading.Lock()
 
 
+class _LeafGrad:
+    """A leaf's gradient summed over one backward pass, until its last consumer (``uses_left``) has run.
+    ``fresh``: ``grad`` is a new array nobody else holds (the leaf's first ``.grad`` may take it uncopied)."""
+
+    __slots__ = ("parent", "grad", "uses_left", "fresh")
+
+    def __init__(self, parent: Tensor, uses_left: int, fresh: bool):
+        self.parent, self.grad, self.uses_left, self.fresh = parent, None, uses_left, fresh
+
+
 def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
     if root._ctx is None:  # a leaf: its gradient is the seed itself
         _accumulate_leaf(root, grad)
@@ -710,24 +567,24 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
     pending[id(root._ctx)][root._idx] = grad
     # a leaf's contributions are summed over the pass and accumulated once, when its last consumer
     # has run (so post-accumulate hooks see the final gradient, as in PyTorch)
-    leaf_grads: dict[int, list] = {}
+    leaf_grads: dict[int, _LeafGrad] = {}
     xp = root._be.xp
 
     def leaf_done(parent: Tensor, g: Any, fresh: bool) -> None:
         key = id(parent)
         entry = leaf_grads.get(key)
         if entry is None:
-            entry = leaf_grads[key] = [parent, None, leaf_uses[key], fresh]
+            entry = leaf_grads[key] = _LeafGrad(parent, leaf_uses[key], fresh)
         if g is not None:
-            if entry[1] is None:
-                entry[1], entry[3] = g, fresh
+            if entry.grad is None:
+                entry.grad, entry.fresh = g, fresh
             else:
-                entry[1], entry[3] = entry[1] + g, True  # a sum is a new array
-        entry[2] -= 1
-        if entry[2] == 0:
+                entry.grad, entry.fresh = entry.grad + g, True  # a sum is a new array
+        entry.uses_left -= 1
+        if entry.uses_left == 0:
             del leaf_grads[key]
-            if entry[1] is not None:
-                _accumulate_leaf(parent, entry[1], entry[3])
+            if entry.grad is not None:
+                _accumulate_leaf(parent, entry.grad, entry.fresh)
 
     for ctx in reversed(order):
         gouts = pending.pop(id(ctx), None)
@@ -775,9 +632,9 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
             slot[parent._idx] = g if slot[parent._idx] is None else slot[parent._idx] + g
         if not retain_graph:
             ctx.release()
-    for parent, g, _, fresh in list(leaf_grads.values()):  # consumers that never ran (unreachable by gradient)
-        if g is not None:
-            _accumulate_leaf(parent, g, fresh)
+    for entry in list(leaf_grads.values()):  # consumers that never ran (unreachable by gradient)
+        if entry.grad is not None:
+            _accumulate_leaf(entry.parent, entry.grad, entry.fresh)
 
 
 def _describe(t: Tensor) -> str:

@@ -10,45 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from ..ops import Linear as _LinearOp
+from ..functions import Embedding, SoftmaxCrossEntropy
+from ..functions import Linear as _LinearOp
 from ..ops import where
-from ..tensor import _FLOATS, Function, Generator, Tensor, _rng
+from ..tensor import _FLOATS, Generator, Tensor, _rng
 
 __all__ = ["cross_entropy", "nll_loss", "embedding", "mse_loss", "dropout", "softmax", "log_softmax",
            "linear", "relu", "tanh", "sigmoid"]
 
 _REDUCTIONS = ("mean", "sum", "none")
-
-
-class SoftmaxCrossEntropy(Function):
-    """log-softmax and negative log-likelihood fused: one pass forward, one pass backward.
-
-    The backward is ``softmax(z) - onehot(t)`` per row, computed from the saved row max and
-    log-sum (kept apart: their sum, the log-sum-exp, rounds for huge logits): no (N, C)
-    probability matrix is kept between the passes.
-    """
-
-    def forward(self, logits, targets, ignore_index, reduction):
-        self.logits, self.targets, self.ignore_index, self.reduction = logits, targets, ignore_index, reduction
-        loss_rows, self.row_max, self.log_sum = self.be.softmax_xent(logits, targets, ignore_index)
-        self.count = int((targets != ignore_index).sum())
-        if reduction == "none":
-            return loss_rows
-        total = loss_rows.sum()
-        if reduction == "sum":
-            return total
-        # all targets ignored: 0 rather than PyTorch's 0/0 = nan, so an all-padding batch is harmless
-        return total / max(self.count, 1)
-
-    def backward(self, g):
-        xp = self.xp
-        if self.reduction == "none":
-            rows = g
-        elif self.reduction == "sum":
-            rows = xp.broadcast_to(g, (self.logits.shape[0],))
-        else:
-            rows = xp.broadcast_to(g / max(self.count, 1), (self.logits.shape[0],))
-        return self.be.softmax_xent_backward(self.logits, self.row_max, self.log_sum, self.targets, self.ignore_index, rows)
 
 
 def _check_targets(input: Tensor, target: Any, what: str, ignore_index: int) -> Any:
@@ -129,23 +99,6 @@ def nll_loss(input: Tensor, target: Any, ignore_index: int = -100, reduction: st
     return rows.sum() / max(int(keep.sum()), 1)
 
 
-class Embedding(Function):
-    """Gather rows of the weight; backward scatter-adds the output gradient into those rows."""
-
-    fresh_grads = True  # the scatter-add result is a new array
-
-    def forward(self, weight, ids, padding_idx):
-        self.ids, self.num, self.padding_idx = ids, weight.shape[0], padding_idx
-        return weight[ids]
-
-    def backward(self, g):
-        d = g.shape[-1]
-        gw = self.be.scatter_add_rows(self.num, self.ids.reshape(-1), g.reshape(-1, d))
-        if self.padding_idx is not None:
-            gw[self.padding_idx] = 0
-        return gw
-
-
 def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Tensor:
     """Rows of ``weight`` (V, D) at integer ids ``input`` (any shape) -> shape ``input.shape + (D,)``."""
     if not isinstance(weight, Tensor) or weight.ndim != 2:
@@ -210,7 +163,7 @@ def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``input @ weight.T + bias`` with PyTorch's (out_features, in_features) weight layout.
 
-    A 2-D weight runs as one GEMM over all of ``input``'s leading dimensions (``ops.Linear``).
+    A 2-D weight runs as one GEMM over all of ``input``'s leading dimensions (``functions.Linear``).
 
     >>> linear(Tensor(np.ones((5, 7, 3))), Tensor(np.ones((4, 3))), Tensor(np.zeros(4))).shape
     (5, 7, 4)
