@@ -1,9 +1,4 @@
-"""The dtypes a tensor may hold and PyTorch's rules for picking one (``tr.float32``, ...).
-
-    >>> import tinygrad_rnn as tr
-    >>> tr.tensor([1.0]).dtype == tr.float32
-    True
-"""
+"""The dtypes a tensor may hold (``tr.float32``, ...) and PyTorch's rules for picking one."""
 from __future__ import annotations
 
 from typing import Any

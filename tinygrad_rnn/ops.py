@@ -8,6 +8,7 @@ engine does not depend on its ops); the module-level functions (``tr.cat``, ``tr
     >>> (tr.tensor([[1.0, 2.0]]) @ tr.tensor([[3.0], [4.0]])).item()
     11.0
 """
+# ruff: noqa: I001  (the functions on three lines; ``Linear`` is imported so that ``tr.ops.Linear`` stays reachable)
 from __future__ import annotations
 
 from collections import namedtuple
@@ -17,45 +18,9 @@ import numpy as np
 
 from .backend import Backend, get_backend
 from .dtypes import _FLOATS, _as_dtype, float32, float64, int64
-from .functions import (
-    Abs,
-    Add,
-    Cast,
-    Cat,
-    Clamp,
-    Div,
-    Exp,
-    Expand,
-    GetItem,
-    Identity,
-    Linear,  # noqa: F401 - ``tr.ops.Linear`` stays where it was
-    Log,
-    LogSoftmax,
-    MatMul,
-    Max,
-    MaxDim,
-    Maximum,
-    Mean,
-    Minimum,
-    Mul,
-    Neg,
-    Permute,
-    Pow,
-    PowScalar,
-    Relu,
-    Reshape,
-    Sigmoid,
-    Softmax,
-    Split,
-    Sqrt,
-    Stack,
-    Sub,
-    Sum,
-    Tanh,
-    ToDevice,
-    Where,
-    sum_to_shape,
-)
+from .functions import (Abs, Add, Cast, Cat, Clamp, Div, Exp, Expand, GetItem, Identity, Linear, Log, LogSoftmax,  # noqa: F401
+                        MatMul, Max, MaxDim, Maximum, Mean, Minimum, Mul, Neg, Permute, Pow, PowScalar, Relu, Reshape,
+                        Sigmoid, Softmax, Split, Sqrt, Stack, Sub, Sum, Tanh, ToDevice, Where, sum_to_shape)
 from .tensor import Function, Tensor, _writable, is_grad_enabled
 
 __all__ = ["cat", "stack", "split", "chunk", "where", "sum_to_shape", "matmul", "clamp", "clip", "maximum", "minimum",
@@ -162,6 +127,13 @@ def _reduce(fn: type[Function], self: Tensor, dim: Any, keepdim: bool | None, ax
     if ax is not None and (self.ndim == 0 or ax == ()):  # dim=() reduces every dim, as in PyTorch
         ax = None
     return fn.apply(self, axis=ax, keepdims=_keep(keepdim, keepdims))
+
+
+def _softmax(fn: type[Function], self: Tensor, dim: int, what: str) -> Tensor:
+    ax = _one_axis(self.ndim, dim, what)
+    if self.ndim == 0:  # as PyTorch: a 0-d tensor is a one-element distribution
+        return fn.apply(self.reshape(1), axis=0).reshape(())
+    return fn.apply(self, axis=ax)
 
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
@@ -279,16 +251,12 @@ def matmul(a: Tensor, b: Any) -> Tensor:
 def amax(input: Tensor, dim: Any = (), keepdim: bool = False) -> Tensor:
     """Maximum over ``dim`` (an int or tuple; ``()`` means all dims); tied maxima share the
     gradient equally, as in PyTorch: ``tr.amax(x, dim=1)``."""
-    if keepdim and input.ndim == 0:
-        keepdim = False
-    return Max.apply(input, axis=_amax_ax(input, dim, "amax"), keepdims=keepdim)
+    return Max.apply(input, axis=_amax_ax(input, dim, "amax"), keepdims=keepdim and input.ndim > 0)
 
 
 def amin(input: Tensor, dim: Any = (), keepdim: bool = False) -> Tensor:
     """Minimum over ``dim``, ties sharing the gradient (``tr.amin(x, 0)``)."""
-    if keepdim and input.ndim == 0:
-        keepdim = False
-    return -Max.apply(-input, axis=_amax_ax(input, dim, "amin"), keepdims=keepdim)
+    return -Max.apply(-input, axis=_amax_ax(input, dim, "amin"), keepdims=keepdim and input.ndim > 0)
 
 
 def maximum(input: Tensor, other: Any) -> Tensor:
@@ -496,30 +464,14 @@ class TensorOps:
     importable without its ops, and a class with ``__slots__`` cannot take a base after the fact."""
 
     # -- arithmetic (NumPy broadcasting; float32 with float64 computes in float64) ----------------
-    def add(self, other: Any) -> Tensor:
-        return _binary(Add, self, other, "add")
-
-    def __radd__(self, other: Any) -> Tensor:
-        return _binary(Add, self, other, "add", reverse=True)
-
-    def sub(self, other: Any) -> Tensor:
-        return _binary(Sub, self, other, "sub")
-
-    def __rsub__(self, other: Any) -> Tensor:
-        return _binary(Sub, self, other, "sub", reverse=True)
-
-    def mul(self, other: Any) -> Tensor:
-        return _binary(Mul, self, other, "mul")
-
-    def __rmul__(self, other: Any) -> Tensor:
-        return _binary(Mul, self, other, "mul", reverse=True)
-
-    def div(self, other: Any) -> Tensor:
-        return _binary(Div, self, other, "div")
-
-    def __rtruediv__(self, other: Any) -> Tensor:
-        return _binary(Div, self, other, "div", reverse=True)
-
+    def add(self, other: Any) -> Tensor: return _binary(Add, self, other, "add")
+    def __radd__(self, other: Any) -> Tensor: return _binary(Add, self, other, "add", reverse=True)
+    def sub(self, other: Any) -> Tensor: return _binary(Sub, self, other, "sub")
+    def __rsub__(self, other: Any) -> Tensor: return _binary(Sub, self, other, "sub", reverse=True)
+    def mul(self, other: Any) -> Tensor: return _binary(Mul, self, other, "mul")
+    def __rmul__(self, other: Any) -> Tensor: return _binary(Mul, self, other, "mul", reverse=True)
+    def div(self, other: Any) -> Tensor: return _binary(Div, self, other, "div")
+    def __rtruediv__(self, other: Any) -> Tensor: return _binary(Div, self, other, "div", reverse=True)
     __add__, __sub__, __mul__, __truediv__ = add, sub, mul, div
 
     def pow(self, p: Any) -> Tensor:
@@ -535,40 +487,21 @@ class TensorOps:
         b, a = _promote(_as_operand(self, base, "pow"), self)
         return Pow.apply(b, a)
 
-    def neg(self) -> Tensor:
-        return Neg.apply(self)
-
+    def neg(self) -> Tensor: return Neg.apply(self)
     __neg__ = neg
 
     matmul = __matmul__ = staticmethod(matmul)
-
-    def __rmatmul__(self, other: Any) -> Tensor:
-        return matmul(_as_operand(self, other, "matmul"), self)
+    def __rmatmul__(self, other: Any) -> Tensor: return matmul(_as_operand(self, other, "matmul"), self)
 
     # -- in place (``+=`` records on the old value inside a graph; ``add_`` refuses a graph) ---------
-    def __iadd__(self, other: Any) -> Tensor:
-        return _iop(self, other, Add, "add_")
-
-    def __isub__(self, other: Any) -> Tensor:
-        return _iop(self, other, Sub, "sub_")
-
-    def __imul__(self, other: Any) -> Tensor:
-        return _iop(self, other, Mul, "mul_")
-
-    def __itruediv__(self, other: Any) -> Tensor:
-        return _iop(self, other, Div, "div_")
-
-    def add_(self, other: Any) -> Tensor:
-        return _named_inplace(self, other, Add, "add_")
-
-    def sub_(self, other: Any) -> Tensor:
-        return _named_inplace(self, other, Sub, "sub_")
-
-    def mul_(self, other: Any) -> Tensor:
-        return _named_inplace(self, other, Mul, "mul_")
-
-    def div_(self, other: Any) -> Tensor:
-        return _named_inplace(self, other, Div, "div_")
+    def __iadd__(self, other: Any) -> Tensor: return _iop(self, other, Add, "add_")
+    def __isub__(self, other: Any) -> Tensor: return _iop(self, other, Sub, "sub_")
+    def __imul__(self, other: Any) -> Tensor: return _iop(self, other, Mul, "mul_")
+    def __itruediv__(self, other: Any) -> Tensor: return _iop(self, other, Div, "div_")
+    def add_(self, other: Any) -> Tensor: return _named_inplace(self, other, Add, "add_")
+    def sub_(self, other: Any) -> Tensor: return _named_inplace(self, other, Sub, "sub_")
+    def mul_(self, other: Any) -> Tensor: return _named_inplace(self, other, Mul, "mul_")
+    def div_(self, other: Any) -> Tensor: return _named_inplace(self, other, Div, "div_")
 
     def __setitem__(self: Tensor, index: Any, value: Any) -> None:
         """``t[index] = value``: in place, version bumped. Not recorded for gradients: inside a graph
@@ -599,49 +532,24 @@ class TensorOps:
         self._bump_version()
 
     # -- elementwise ---------------------------------------------------------------------------
-    def exp(self) -> Tensor:
-        return _float_only(Exp, self, "exp")
-
-    def log(self) -> Tensor:
-        return _float_only(Log, self, "log")
-
-    def tanh(self) -> Tensor:
-        return _float_only(Tanh, self, "tanh")
-
-    def sigmoid(self) -> Tensor:
-        return _float_only(Sigmoid, self, "sigmoid")
-
-    def relu(self) -> Tensor:
-        return _float_only(Relu, self, "relu")
-
-    def abs(self) -> Tensor:
-        return Abs.apply(self)
-
-    def sqrt(self) -> Tensor:
-        return Sqrt.apply(self if self.dtype in _FLOATS else self.to(np.float32))
-
+    def exp(self) -> Tensor: return _float_only(Exp, self, "exp")
+    def log(self) -> Tensor: return _float_only(Log, self, "log")
+    def tanh(self) -> Tensor: return _float_only(Tanh, self, "tanh")
+    def sigmoid(self) -> Tensor: return _float_only(Sigmoid, self, "sigmoid")
+    def relu(self) -> Tensor: return _float_only(Relu, self, "relu")
+    def abs(self) -> Tensor: return Abs.apply(self)
+    def sqrt(self) -> Tensor: return Sqrt.apply(self if self.dtype in _FLOATS else self.to(np.float32))
     clamp = clip = staticmethod(clamp)
     maximum = staticmethod(maximum)
     minimum = staticmethod(minimum)
 
     # -- comparisons (not recorded: their results are bool) -----------------------------------------
-    def __lt__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return _compare(self, other, "less")
-
-    def __le__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return _compare(self, other, "less_equal")
-
-    def __gt__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return _compare(self, other, "greater")
-
-    def __ge__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return _compare(self, other, "greater_equal")
-
-    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return _compare(self, other, "equal")
-
-    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return _compare(self, other, "not_equal")
+    def __lt__(self, other: Any) -> Tensor: return _compare(self, other, "less")  # type: ignore[override]
+    def __le__(self, other: Any) -> Tensor: return _compare(self, other, "less_equal")  # type: ignore[override]
+    def __gt__(self, other: Any) -> Tensor: return _compare(self, other, "greater")  # type: ignore[override]
+    def __ge__(self, other: Any) -> Tensor: return _compare(self, other, "greater_equal")  # type: ignore[override]
+    def __eq__(self, other: Any) -> Tensor: return _compare(self, other, "equal")  # type: ignore[override]
+    def __ne__(self, other: Any) -> Tensor: return _compare(self, other, "not_equal")  # type: ignore[override]
 
     # -- reductions -------------------------------------------------------------------------------
     def sum(self, dim: Any = None, keepdim: bool | None = None, *, axis: Any = None, keepdims: bool | None = None) -> Tensor:
@@ -775,24 +683,14 @@ class TensorOps:
         except IndexError as e:
             raise IndexError(f"index {index!r} is invalid for a tensor of shape {self.shape}: {e}") from None
 
-    def softmax(self: Tensor, dim: int = -1) -> Tensor:
-        ax = _one_axis(self.ndim, dim, "softmax")
-        if self.ndim == 0:  # as PyTorch: a 0-d tensor is a one-element distribution
-            return Softmax.apply(self.reshape(1), axis=0).reshape(())
-        return Softmax.apply(self, axis=ax)
-
-    def log_softmax(self: Tensor, dim: int = -1) -> Tensor:
-        ax = _one_axis(self.ndim, dim, "log_softmax")
-        if self.ndim == 0:
-            return LogSoftmax.apply(self.reshape(1), axis=0).reshape(())
-        return LogSoftmax.apply(self, axis=ax)
+    def softmax(self, dim: int = -1) -> Tensor: return _softmax(Softmax, self, dim, "softmax")
+    def log_softmax(self, dim: int = -1) -> Tensor: return _softmax(LogSoftmax, self, dim, "log_softmax")
 
     split = split
     chunk = chunk
 
     # -- dtype and device -------------------------------------------------------------------------
-    def clone(self) -> Tensor:
-        return Identity.apply(self)
+    def clone(self) -> Tensor: return Identity.apply(self)
 
     def to(self, *args: Any, dtype: Any = None, device: Any = None) -> Tensor:
         """``t.to("cuda")``, ``t.to(tr.float64)`` or both; differentiable, a no-op when nothing changes."""
@@ -805,36 +703,21 @@ class TensorOps:
         if dtype is not None:
             dt = _as_dtype(dtype)
             if dt != out.dtype:
-                if out.requires_grad and dt not in _FLOATS:
-                    out = Cast.apply(out.detach(), dtype=dt)
-                else:
-                    out = Cast.apply(out, dtype=dt)
+                # a cast to an integer dtype has no gradient: cut the graph, as PyTorch does
+                out = Cast.apply(out.detach() if out.requires_grad and dt not in _FLOATS else out, dtype=dt)
         if device is not None:
             be = get_backend(device)
             if be is not out._be:
                 out = ToDevice.apply(out, backend=be)
         return out
 
-    def cpu(self) -> Tensor:
-        return self.to("cpu")
-
-    def cuda(self) -> Tensor:
-        return self.to("cuda")
-
-    def float(self) -> Tensor:
-        return self.to(float32)
-
-    def double(self) -> Tensor:
-        return self.to(float64)
-
-    def long(self) -> Tensor:
-        return self.to(int64)
-
-    def type_as(self, other: Tensor) -> Tensor:
-        return self.to(other.dtype)
-
-    def astype(self, dtype: Any) -> Tensor:
-        return self.to(_as_dtype(dtype))
+    def cpu(self) -> Tensor: return self.to("cpu")
+    def cuda(self) -> Tensor: return self.to("cuda")
+    def float(self) -> Tensor: return self.to(float32)
+    def double(self) -> Tensor: return self.to(float64)
+    def long(self) -> Tensor: return self.to(int64)
+    def type_as(self, other: Tensor) -> Tensor: return self.to(other.dtype)
+    def astype(self, dtype: Any) -> Tensor: return self.to(_as_dtype(dtype))
 
 
 def _install() -> None:

@@ -1,9 +1,4 @@
-"""Random numbers: always drawn on the host, so a seed gives the same values on every device.
-
-    >>> import tinygrad_rnn as tr
-    >>> _ = tr.manual_seed(0); a = tr.randn(2).tolist(); _ = tr.manual_seed(0); a == tr.randn(2).tolist()
-    True
-"""
+"""Random numbers: always drawn on the host, so a seed gives the same values on every device."""
 from __future__ import annotations
 
 from typing import Any

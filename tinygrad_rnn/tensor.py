@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import threading
+import traceback
 import weakref
 from typing import Any, Callable, Sequence
 
@@ -46,14 +48,11 @@ class _StateSwitch(contextlib.ContextDecorator):
 
     _applied = False
 
+    _get: Callable[[], Any]
+    _put: Callable[[Any], None]
+
     def __init__(self, new: Any):
         self.new = new
-
-    def _get(self) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _put(self, value: Any) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
 
     def _recreate_cm(self) -> _StateSwitch:
         # a fresh object per decorated call: one shared ``prev`` breaks recursion and threads
@@ -73,6 +72,7 @@ class _StateSwitch(contextlib.ContextDecorator):
     def __exit__(self, *exc: Any) -> bool:
         self._put(self.prev)
         return False
+
 
 # ---------------------------------------------------------------------------------------
 # grad mode
@@ -692,9 +692,6 @@ _anomaly = _AnomalyMode()
 
 def _user_stack() -> list:
     """The caller's stack without the library's own frames (where the user's code made the op)."""
-    import os
-    import traceback
-
     root = os.path.dirname(os.path.abspath(__file__)) + os.sep
     return [f for f in traceback.extract_stack()[:-1] if not os.path.abspath(f.filename).startswith(root)]
 
@@ -703,8 +700,6 @@ def _created_at(ctx: Function) -> str:
     stack = ctx.__dict__.get("anomaly_stack")
     if not stack:
         return ""
-    import traceback
-
     last = stack[-1]
     return (f"\n{ctx.name()} was created at {last.filename}:{last.lineno}; traceback of its forward call "
             "(most recent call last):\n" + "".join(traceback.format_list(stack[-8:])).rstrip())

@@ -1,9 +1,4 @@
-"""Elementwise ops (binary ones broadcast as NumPy does), casts, the device move and ``where``.
-
-    >>> import tinygrad_rnn as tr
-    >>> Tanh.apply(tr.tensor([0.0])).tolist()
-    [0.0]
-"""
+"""Elementwise ops (binary ones broadcast as NumPy does), casts, the device move and ``where``."""
 from __future__ import annotations
 
 from typing import Any

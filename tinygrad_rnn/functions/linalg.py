@@ -3,10 +3,6 @@
 A stacked ``x`` (..., K) times a plain matrix runs as one (prod(...), K) GEMM: NumPy would loop one
 GEMM per batch entry, and the matrix's gradient would materialise a (..., K, N) stack before summing
 it (160 MB for a word LM's output projection).
-
-    >>> import tinygrad_rnn as tr
-    >>> MatMul.apply(tr.ones(2, 3), tr.ones(3, 4)).shape
-    (2, 4)
 """
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ class Sum(Function):
         return self.xp.broadcast_to(g, self.shape)
 
 
-class Mean(Function):
-    saves_inputs = False
+class Mean(Sum):
+    """Sum's backward, scaled by 1/n."""
 
     def forward(self, a, axis, keepdims):
         self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
@@ -29,9 +29,7 @@ class Mean(Function):
         return a.mean(axis=axis, keepdims=keepdims)
 
     def backward(self, g):
-        if not self.keepdims and self.axis is not None:
-            g = self.xp.expand_dims(g, self.axis)
-        return self.xp.broadcast_to(g * self.scale, self.shape)
+        return super().backward(g * self.scale)
 
 
 class Max(Function):

@@ -317,73 +317,69 @@ class RNNBase(Module):
             return F.dropout(out, self.dropout, True, generator=self.dropout_generator)
         return out
 
-    def _forward_fused(self, x: Tensor, h0: Tensor, c0: Tensor | None, mask: Any):
-        lstm = self.mode == "lstm"
-        be = x._be
-        mask_arr = be.asarray(mask) if mask is not None else be.xp.ones((x.shape[0], x.shape[1]), dtype=x.dtype)
-        grad_mode = is_grad_enabled()
+    def _layers(self, x: Tensor, h0: Tensor, c0: Tensor | None, direction: Any) -> tuple[Tensor, list, list]:
+        """Run every layer and direction with ``direction(inp, h, c, weights, reverse)`` -> ``(out, h_n, c_n)``;
+        the directions' outputs are joined along features, dropout applied between layers."""
         hs, cs = [], []
         inp = x
         for layer in range(self.num_layers):
             outs = []
             for d, suffix in enumerate(self._suffixes()):
                 k = layer * self.num_directions + d
-                args = [inp, h0[k]] + ([c0[k]] if lstm else []) + self.layer_weights(layer, suffix)
-                # forward-only (no store kept) exactly when the node will not be recorded
-                train = grad_mode and any(a.requires_grad for a in args)
-                res = FusedRecurrence.apply(*args, mode=self.mode, mask=mask_arr, reverse=d == 1,
-                                             has_bias=self.bias, train=train, masked=mask is not None)
-                outs.append(res[0])
-                hs.append(res[1])
-                if lstm:
-                    cs.append(res[2])
+                out, h, c = direction(inp, h0[k], None if c0 is None else c0[k], self.layer_weights(layer, suffix), d == 1)
+                outs.append(out)
+                hs.append(h)
+                if c is not None:
+                    cs.append(c)
             inp = outs[0] if len(outs) == 1 else cat(outs, dim=2)
             inp = self._between_layers(inp, layer)
         return inp, hs, cs
+
+    def _forward_fused(self, x: Tensor, h0: Tensor, c0: Tensor | None, mask: Any):
+        be = x._be
+        mask_arr = be.asarray(mask) if mask is not None else be.xp.ones((x.shape[0], x.shape[1]), dtype=x.dtype)
+        grad_mode = is_grad_enabled()
+
+        def direction(inp: Tensor, h: Tensor, c: Tensor | None, weights: list, reverse: bool) -> tuple:
+            args = [inp, h] + ([c] if c is not None else []) + weights
+            # forward-only (no store kept) exactly when the node will not be recorded
+            train = grad_mode and any(a.requires_grad for a in args)
+            res = FusedRecurrence.apply(*args, mode=self.mode, mask=mask_arr, reverse=reverse, has_bias=self.bias,
+                                        train=train, masked=mask is not None)
+            return res[0], res[1], (res[2] if c is not None else None)
+
+        return self._layers(x, h0, c0, direction)
 
     def _forward_composite(self, x: Tensor, h0: Tensor, c0: Tensor | None, mask: Any):
         lstm = self.mode == "lstm"
         t_ = x.shape[0]
         zero = Tensor(np.zeros((), dtype=x.dtype), device=x.device)
         keep = None if mask is None else [Tensor(mask[t][:, None] > 0, device=x.device) for t in range(t_)]
-        hs, cs = [], []
-        inp = x
-        for layer in range(self.num_layers):
-            outs = []
-            for d, suffix in enumerate(self._suffixes()):
-                k = layer * self.num_directions + d
-                w = self.layer_weights(layer, suffix)
-                w_ih, w_hh = w[0], w[1]
-                b_ih, b_hh = (w[2], w[3]) if self.bias else (None, None)
-                h = h0[k]
-                c = c0[k] if lstm else None
-                steps: list[Tensor | None] = [None] * t_
-                order = range(t_ - 1, -1, -1) if d == 1 else range(t_)
-                for t in order:
-                    xt = inp[t] if keep is None else where(keep[t], inp[t], zero)
-                    if lstm:
-                        h_new, c_new = lstm_cell(xt, h, c, w_ih, w_hh, b_ih, b_hh)
-                    elif self.mode == "gru":
-                        h_new = gru_cell(xt, h, w_ih, w_hh, b_ih, b_hh)
-                    else:
-                        h_new = rnn_cell(xt, h, w_ih, w_hh, b_ih, b_hh, "relu" if self.mode == "rnn_relu" else "tanh")
-                    if keep is None:
-                        h, steps[t] = h_new, h_new
-                        if lstm:
-                            c = c_new
-                    else:
-                        steps[t] = where(keep[t], h_new, zero)
-                        h = where(keep[t], h_new, h)
-                        if lstm:
-                            c = where(keep[t], c_new, c)
-                outs.append(stack(steps, 0))
-                hs.append(h)
-                if lstm:
-                    cs.append(c)
-            inp = outs[0] if len(outs) == 1 else cat(outs, dim=2)
-            inp = self._between_layers(inp, layer)
-        return inp, hs, cs
 
+        def direction(inp: Tensor, h: Tensor, c: Tensor | None, w: list, reverse: bool) -> tuple:
+            w_ih, w_hh = w[0], w[1]
+            b_ih, b_hh = (w[2], w[3]) if self.bias else (None, None)
+            steps: list[Tensor | None] = [None] * t_
+            for t in (range(t_ - 1, -1, -1) if reverse else range(t_)):
+                xt = inp[t] if keep is None else where(keep[t], inp[t], zero)
+                if lstm:
+                    h_new, c_new = lstm_cell(xt, h, c, w_ih, w_hh, b_ih, b_hh)
+                elif self.mode == "gru":
+                    h_new = gru_cell(xt, h, w_ih, w_hh, b_ih, b_hh)
+                else:
+                    h_new = rnn_cell(xt, h, w_ih, w_hh, b_ih, b_hh, "relu" if self.mode == "rnn_relu" else "tanh")
+                if keep is None:
+                    h, steps[t] = h_new, h_new
+                    if lstm:
+                        c = c_new
+                else:
+                    steps[t] = where(keep[t], h_new, zero)
+                    h = where(keep[t], h_new, h)
+                    if lstm:
+                        c = where(keep[t], c_new, c)
+            return stack(steps, 0), h, c
+
+        return self._layers(x, h0, c0, direction)
 
 class RNN(RNNBase):
     """Elman RNN: ``nn.RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', ...)``."""
