@@ -59,9 +59,6 @@ class detect_anomaly(_AnomalyState):  # noqa: N801 - PyTorch's name
         self.check_nan, self.check_forward = bool(check_nan), bool(check_forward)
         super().__init__((True, self.check_nan, self.check_forward))
 
-    def _recreate_cm(self) -> detect_anomaly:
-        return type(self)(self.check_nan, self.check_forward)
-
 
 def set_detect_anomaly(mode: bool, check_nan: bool = True, check_forward: bool = False) -> _AnomalyState:
     """Turn anomaly mode on or off globally (``tr.autograd.set_detect_anomaly(True)``); also usable

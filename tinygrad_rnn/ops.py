@@ -274,9 +274,7 @@ def _binary_extremum(fn: type[Function], input: Any, other: Any, what: str) -> T
         if not isinstance(other, Tensor):
             raise TypeError(f"{what}: expected a Tensor, got {type(input).__name__}")
         input, other = _as_operand(other, input, what), other
-    a, b = _promote(input, _as_operand(input, other, what))
-    _check_broadcast(a, b, what)
-    return fn.apply(a, b)
+    return _binary(fn, input, other, what)
 
 
 def clamp(input: Tensor, min: Any = None, max: Any = None) -> Tensor:

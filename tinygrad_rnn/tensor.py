@@ -15,6 +15,7 @@ soon as it has run. This module imports nothing from ``ops.py`` or ``functions/`
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import os
 import threading
@@ -56,7 +57,7 @@ class _StateSwitch(contextlib.ContextDecorator):
 
     def _recreate_cm(self) -> _StateSwitch:
         # a fresh object per decorated call: one shared ``prev`` breaks recursion and threads
-        return self if self._applied else type(self)(self.new)
+        return self if self._applied else copy.copy(self)
 
     def apply_now(self) -> _StateSwitch:
         self.prev, self._applied = self._get(), True
@@ -276,14 +277,9 @@ class Tensor:
     def grad_fn(self) -> Function | None:
         return self._ctx
 
-    def size(self, dim: int | None = None) -> Any:
-        return self.shape if dim is None else self.shape[dim]
-
-    def numel(self) -> int:
-        return int(self.data.size)
-
-    def dim(self) -> int:
-        return self.ndim
+    def size(self, dim: int | None = None) -> Any: return self.shape if dim is None else self.shape[dim]
+    def numel(self) -> int: return int(self.data.size)
+    def dim(self) -> int: return self.ndim
 
     def __len__(self) -> int:
         if self.ndim == 0:
@@ -306,14 +302,9 @@ class Tensor:
             raise ValueError(f"truth value of a tensor of shape {self.shape} is ambiguous")
         return bool(self.item())
 
-    def __float__(self) -> float:
-        return float(self.item())
-
-    def __int__(self) -> int:
-        return int(self.item())
-
-    def __hash__(self) -> int:
-        return id(self)
+    def __float__(self) -> float: return float(self.item())
+    def __int__(self) -> int: return int(self.item())
+    def __hash__(self) -> int: return id(self)
 
     # -- conversion -----------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
@@ -325,8 +316,7 @@ class Tensor:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
         return self.numpy().reshape(()).item()
 
-    def tolist(self) -> Any:
-        return self.numpy().tolist()
+    def tolist(self) -> Any: return self.numpy().tolist()
 
     def detach(self) -> Tensor:
         """The same values cut from the graph (shares memory): the carried state of truncated BPTT."""
@@ -432,8 +422,7 @@ class Tensor:
         return self._hooks
 
     # -- in-place helpers used by optimizers and init (no graph) ------------------------------
-    def zero_(self) -> Tensor:
-        return self.fill_(0)
+    def zero_(self) -> Tensor: return self.fill_(0)
 
     def fill_(self, value: float) -> Tensor:
         self._data_for_write("fill_")[...] = value

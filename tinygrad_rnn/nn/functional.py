@@ -152,12 +152,8 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, generator: Gen
     return input * Tensor(mask, device=input.device)
 
 
-def softmax(input: Tensor, dim: int = -1) -> Tensor:
-    return input.softmax(dim)
-
-
-def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
-    return input.log_softmax(dim)
+def softmax(input: Tensor, dim: int = -1) -> Tensor: return input.softmax(dim)
+def log_softmax(input: Tensor, dim: int = -1) -> Tensor: return input.log_softmax(dim)
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -184,15 +180,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return _LinearOp.apply(input, weight) if bias is None else _LinearOp.apply(input, weight, bias)
 
 
-def relu(input: Tensor) -> Tensor:
-    return input.relu()
-
-
-def tanh(input: Tensor) -> Tensor:
-    return input.tanh()
-
-
-def sigmoid(input: Tensor) -> Tensor:
-    return input.sigmoid()
+def relu(input: Tensor) -> Tensor: return input.relu()
+def tanh(input: Tensor) -> Tensor: return input.tanh()
+def sigmoid(input: Tensor) -> Tensor: return input.sigmoid()
 
 

@@ -254,8 +254,7 @@ class RNNBase(Module):
             raise ValueError(f"{name}: lengths must have shape ({b},) (one per sequence), got {arr.shape}")
         if arr.size and (arr.min() < 1 or arr.max() > t):
             raise ValueError(f"{name}: lengths must lie in [1, {t}] (the padded length), got min {arr.min()} max {arr.max()}")
-        mask = (np.arange(t)[:, None] < arr[None, :]).astype(dtype)
-        return mask
+        return (np.arange(t)[:, None] < arr[None, :]).astype(dtype)
 
     # -- forward -------------------------------------------------------------------------------
     def forward(self, input: Tensor, hx: Any = None, lengths: Any = None) -> tuple[Tensor, Any]:
