@@ -42,7 +42,8 @@ import numpy as np
 from . import Backend, DeviceUnavailableError, cuda_kernels
 from .recurrence import recurrence_backward, recurrence_forward
 
-__all__ = ["CUDABackend", "CupyRunner", "NumpyRunner", "cuda_unavailable_reason", "make_cuda_backend", "INSTALL_HINT"]
+__all__ = ["CUDABackend", "CupyRunner", "NumpyRunner", "cuda_unavailable_reason", "gpu_count", "make_cuda_backend",
+           "use_gpu", "INSTALL_HINT"]
 
 INSTALL_HINT = ("install CuPy for your CUDA version: pip install 'tinygrad_rnn[cuda]' (cupy-cuda13x, CUDA 13 drivers) "
                 "or pip install 'tinygrad_rnn[cuda12]' (cupy-cuda12x, CUDA 12 drivers)")
@@ -62,6 +63,34 @@ def cuda_unavailable_reason() -> str | None:
     if n < 1:
         return "CuPy is installed but no CUDA GPU is visible"
     return None
+
+
+def gpu_count() -> int:
+    """CUDA GPUs visible through CuPy: 0 where CuPy is absent or finds no driver (never raises)."""
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is None:
+        return 0
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:  # noqa: BLE001 - CuPy without a driver/GPU: no GPU to use
+        return 0
+
+
+def use_gpu(index: int, who: str = "this process") -> None:
+    """Make GPU ``index`` the current device, before any GPU memory exists (one GPU per MPI rank).
+    Raises RuntimeError if the CUDA backend already lives on another GPU."""
+    import cupy
+
+    from . import _BACKENDS
+
+    current = cupy.cuda.runtime.getDevice()
+    if "cuda" in _BACKENDS and current != index:  # GPU memory already lives on the wrong device
+        raise RuntimeError(f"init_process_group() must come before the first GPU tensor: {who} should use GPU "
+                           f"{index} but GPU {current} is already in use")
+    cupy.cuda.runtime.setDevice(index)
 
 
 def make_cuda_backend() -> Backend:
