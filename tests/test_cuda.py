@@ -448,6 +448,33 @@ def test_gpu_recurrent_layers_match_cpu(kind, config, dtype, graphs):
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("mode", list(MODES))
+def test_gpu_forward_only_keeps_no_store(mode):
+    """train=False on the GPU (graphs on: runs 2 and 3 replay a captured forward-only loop): no store,
+    the same h_all and c_n as training."""
+    import cupy
+
+    be = tr.get_backend("cuda")
+    rng = np.random.default_rng(11)
+    t_, b, d, h, g = 50, 8, 16, 32, MODES[mode]
+    up = lambda a: None if a is None else cupy.asarray(a)  # noqa: E731
+    x, w_ih = up(rng.standard_normal((t_, b, d))), up(rng.standard_normal((g * h, d)))
+    w_hh = up(0.3 * rng.standard_normal((g * h, h)))
+    bias, b_hn = up(rng.standard_normal(g * h)), up(rng.standard_normal(h) if mode == "gru" else None)
+    h0, c0 = up(rng.standard_normal((b, h))), up(rng.standard_normal((b, h)) if mode == "lstm" else None)
+    mask = cupy.ones((t_, b))
+    ref = be.rnn_forward(mode, x, w_ih, bias, w_hh, b_hn, h0, c0, mask, train=True)
+    for _ in range(3):
+        h_all, c_all, store = be.rnn_forward(mode, x, w_ih, bias, w_hh, b_hn, h0, c0, mask, train=False)
+        assert store is None
+        _gpu_close(h_all.get(), ref[0].get(), np.float64)
+        if mode == "lstm":
+            assert c_all.shape[0] <= 2
+            _gpu_close(c_all[-1].get(), ref[1][-1].get(), np.float64)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gpu_step_kernels_and_loops_match_cpu_backend(mode, dtype):
     import cupy
