@@ -55,12 +55,12 @@ def test_an_incomplete_backend_names_the_missing_method():
     assert Half().mm(np.eye(2), np.ones((2, 1))).shape == (2, 1)  # generic bodies still work
 
 
-def _backend_attributes_used_outside_backend() -> dict[str, list[str]]:
+def _backend_attributes_used_outside_backend(root: pathlib.Path = LIB) -> dict[str, list[str]]:
     """``<x>.<attr>`` where <x> is a backend by name: ``be``/``backend`` variables and ``._be``/``.be``
     attributes (a tensor's backend, a Function context's), in every module outside backend/."""
     used: dict[str, list[str]] = {}
-    for path in sorted(LIB.rglob("*.py")):
-        rel = path.relative_to(LIB)
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
         if rel.parts[0] == "backend":
             continue
         tree = ast.parse(path.read_text(), filename=str(path))
@@ -81,6 +81,16 @@ def test_every_backend_attribute_used_outside_backend_is_declared():
     assert {"xp", "mm", "to_host", "from_host", "softmax_xent", "rnn_forward", "rnn_backward", "adam_step"} <= set(used)
     undeclared = {k: v for k, v in used.items() if not hasattr(Backend, k) and not k.startswith("__")}
     assert not undeclared, f"backend attributes used but not declared on Backend: {undeclared}"
+
+
+def test_the_scan_catches_an_undeclared_backend_call(tmp_path):
+    """Negative control: a module calling an undeclared backend method is found (and backend/ is skipped)."""
+    (tmp_path / "backend").mkdir()
+    (tmp_path / "backend" / "x.py").write_text("be.private_helper()\n")
+    (tmp_path / "user.py").write_text("def f(t, be):\n    t._be.frobnicate(1)\n    return be.mm\n")
+    used = _backend_attributes_used_outside_backend(tmp_path)
+    assert used == {"frobnicate": ["user.py:2"], "mm": ["user.py:3"]}
+    assert not hasattr(Backend, "frobnicate")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,6 +146,11 @@ def test_gemm_with_beta(be, beta):
         want = a @ b + beta * out
         be.gemm(a, b, out, beta)
         np.testing.assert_allclose(out, want, rtol=1e-5 if dt == np.float32 else 1e-12, atol=1e-5)
+    # a transposed (non-contiguous) operand takes the general path, same answer
+    a, b = rng.standard_normal((4, 3)).T, rng.standard_normal((4, 5))
+    out = np.ones((3, 5))
+    be.gemm(a, b, out, beta)
+    np.testing.assert_allclose(out, a @ b + beta, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])

@@ -29,7 +29,8 @@ class CPUBackend(Backend):
     def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: int) -> None:
         if not beta:
             np.matmul(a, b, out=out)
-        elif blas.available() and out.dtype in (np.float32, np.float64):
+        elif (blas.available() and out.dtype in (np.float32, np.float64) and a.dtype == b.dtype == out.dtype
+              and a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
             blas.gemm_f(a, b, out, False, False, 1.0)  # BLAS's own beta: no temporary product
         else:
             out += a @ b
