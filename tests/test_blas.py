@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tinygrad_rnn as tr
-from tinygrad_rnn.backend import blas
+from tinygrad_rnn.backend import blas, threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -165,7 +165,7 @@ def test_run_parallel_runs_every_task_and_reraises():
         raise KeyError("task 2 failed")
 
     with pytest.raises(KeyError, match="task 2 failed"):
-        blas.run_parallel([lambda: done.append(0), boom, lambda: done.append(2)])
+        threads.run_parallel([lambda: done.append(0), boom, lambda: done.append(2)])
     assert sorted(done) == [0, 2]  # the others still ran to the end before the error came back
 
 

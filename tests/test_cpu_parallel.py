@@ -9,7 +9,7 @@ import pytest
 
 import tinygrad_rnn as tr
 from tinygrad_rnn import optim
-from tinygrad_rnn.backend import blas
+from tinygrad_rnn.backend import blas, threads
 
 BE = tr.get_backend("cpu")
 
@@ -99,13 +99,13 @@ def test_a_forked_child_gets_its_own_pool():
     import signal
 
     with split_into(2):
-        blas.run_parallel([lambda: None, lambda: None])  # the parent's pool now exists
+        threads.run_parallel([lambda: None, lambda: None])  # the parent's pool now exists
         pid = os.fork()
         if pid == 0:  # child: exit 0 only if the parallel work completes
             try:
                 signal.alarm(60)
                 done = []
-                blas.run_parallel([lambda: done.append(1), lambda: done.append(2)])
+                threads.run_parallel([lambda: done.append(1), lambda: done.append(2)])
                 a = np.ones((300, 300), np.float32)
                 out = BE.mm(a, a)
                 os._exit(0 if sorted(done) == [1, 2] and out[0, 0] == 300 else 1)

@@ -18,7 +18,7 @@ Providers, chosen once at import by ``TINYGRAD_RNN_BLAS``:
   the recurrent product of every step -- ran 1.3-1.7x faster than OpenBLAS's where measured, and
   packed once per pass (``pack_b``) faster still. The CPU backend then sends its other float GEMMs
   (Linear, matmul, the layers' projections and weight gradients) to MKL too (``matmul`` below),
-  and spreads all of it over cores on our own thread pool (see "threads" below).
+  and spreads all of it over cores on our own thread pool (threads.py).
 - ``numpy``: the BLAS NumPy itself uses (OpenBLAS in NumPy's wheels, ``scipy_cblas_sgemm64_``).
 - ``none``: never call BLAS from kernels: layers above the small-layer size run the time loop per
   step in Python (recurrence.py), one NumPy matmul and one pointwise kernel per step.
@@ -33,8 +33,6 @@ import ctypes.util
 import functools
 import os
 import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import llvmlite.binding as llb
@@ -43,8 +41,11 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from . import threads
+from .threads import run_ranges
+
 __all__ = ["PROVIDER", "available", "gemm", "gemm_f", "gemm_packed", "matmul", "pack_b", "NOT_PACKED", "get_num_threads",
-           "set_num_threads", "row_parallel", "run_parallel", "run_ranges", "even_bounds", "can_pack"]
+           "set_num_threads", "row_parallel", "can_pack"]
 
 _SGEMM = "tinygrad_rnn_cblas_sgemm64"
 _DGEMM = "tinygrad_rnn_cblas_dgemm64"
@@ -192,14 +193,7 @@ def available() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# threads. With MKL (sequential) every GEMM call is one thread and we spread work over cores
-# ourselves: a GEMM by blocks of rows or columns (``matmul``), a recurrent layer by blocks of batch
-# rows (cpu.py), both on one pool of our own whose idle threads block instead of spinning. With
-# NumPy's OpenBLAS its own threads do the GEMMs, as NumPy's matmul does.
-
-_THREADS = max(1, os.cpu_count() or 1)
-_POOL: Any = None
-_POOL_LOCK = threading.Lock()
+# thread counts: the pool itself is threads.py; with NumPy's OpenBLAS its own count is kept in step
 
 
 @functools.lru_cache(maxsize=None)
@@ -215,11 +209,8 @@ def _numpy_fn(names: tuple[str, ...]) -> Any:
 
 def set_num_threads(n: int) -> None:
     """Threads for the CPU backend's GEMMs and recurrent layers (``torch.set_num_threads``): our own
-    pool with MKL; with NumPy's OpenBLAS, OpenBLAS's thread count."""
-    global _THREADS
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"set_num_threads: need a positive integer, got {n!r}")
-    _THREADS = int(n)
+    pool (threads.py) with MKL; with NumPy's OpenBLAS, OpenBLAS's thread count too."""
+    threads.set_num_threads(n)
     if PROVIDER == "numpy":
         fn = _numpy_fn(("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads"))
         if fn is not None:
@@ -233,7 +224,7 @@ def get_num_threads() -> int:
         fn = _numpy_fn(("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"))
         if fn is not None:
             return max(1, int(fn()))
-    return _THREADS
+    return threads.get_num_threads()
 
 
 def row_parallel() -> bool:
@@ -241,60 +232,6 @@ def row_parallel() -> bool:
     GEMMs). Not with NumPy's OpenBLAS: its idle threads spin for a while after each threaded call
     and a thread of ours competes with them (row blocks measured 1.1-1.6x slower there)."""
     return PROVIDER == "mkl"
-
-
-def _forget_pool() -> None:
-    """In a forked child: the parent's pool threads do not exist there, and an executor that believes
-    it has its workers would queue work nobody runs (a hang); the child makes its own on first use."""
-    global _POOL, _POOL_LOCK
-    _POOL = None
-    _POOL_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        with _POOL_LOCK:
-            if _POOL is None:
-                _POOL = ThreadPoolExecutor(max_workers=max(2, 2 * (os.cpu_count() or 1)),
-                                           thread_name_prefix="tinygrad_rnn")
-    return _POOL
-
-
-def even_bounds(n: int, parts: int) -> list[int]:
-    """``parts + 1`` edges splitting ``range(n)`` into contiguous parts whose sizes differ by at most one."""
-    return [n * i // parts for i in range(parts + 1)]
-
-
-def run_ranges(fn: Any, n: int, parts: int) -> None:
-    """``fn(lo, hi)`` over ``range(n)`` split into ``parts`` even ranges, in parallel when more than one."""
-    edges = even_bounds(n, parts)
-    if parts <= 1:
-        fn(0, n)
-    else:
-        run_parallel([functools.partial(fn, edges[i], edges[i + 1]) for i in range(parts)])
-
-
-def run_parallel(tasks: list[Any]) -> None:
-    """Run the callables in ``tasks``: the first in this thread, the others on the pool; return when
-    all are done, re-raising the first error."""
-    futures = [_pool().submit(t) for t in tasks[1:]]
-    try:
-        if tasks:
-            tasks[0]()
-    finally:
-        errors = []
-        for f in futures:
-            try:
-                f.result()
-            except BaseException as e:  # noqa: BLE001 - re-raised below
-                errors.append(e)
-    if errors:
-        raise errors[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,7 +452,7 @@ def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> np.n
         block = functools.partial(gemm_block_f, a_, b_, out, ta, tb, 0.0)
     else:
         block = functools.partial(gemm_block_bias_f, a_, b_, out, ta, tb, np.ascontiguousarray(bias))
-    parts = max(1, min(get_num_threads(), m * n * k // PARALLEL_MIN_MACS, max(m, n)))
+    parts = max(1, min(threads.get_num_threads(), m * n * k // PARALLEL_MIN_MACS, max(m, n)))
     if m >= n:  # blocks of rows, or of columns for a wide product
         run_ranges(lambda lo, hi: block(lo, hi, 0, n), m, parts)
     else:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backend.recurrence import GATES
 from ..tensor import Function
 
 
@@ -53,16 +52,9 @@ class FusedRecurrence(Function):
             b_hn = xp.zeros(h_, dtype=x.dtype) if mode == "gru" else None
         mask = xp.ascontiguousarray(mask)
         h0, c0 = xp.ascontiguousarray(h0), None if c0 is None else xp.ascontiguousarray(c0)
-        # the backend may make each step's projection inside its time loop (no (T, B, G*H) array)
-        res = self.be.rnn_forward_input(mode, x2.reshape(t_, b_, d_), w_ih, bias, w_hh, b_hn, h0, c0, mask,
-                                        train=train)
-        if res is None:
-            xw = self.be.mm(x2, w_ih.T, bias)  # the biases are the GEMM's starting value (one pass)
-            # explicit last axis: reshape(..., -1) cannot infer it for a batch of 0
-            xw = xw.reshape(t_, b_, GATES[mode] * h_)
-            res = self.be.rnn_forward(mode, xw, w_hh, b_hn, h0, c0, mask, train=train)
-            del xw
-        h_all, c_all, store = res
+        # the backend projects the input (x W_ih^T + bias) itself: per step inside its loop, or at once
+        h_all, c_all, store = self.be.rnn_forward(mode, x2.reshape(t_, b_, d_), w_ih, bias, w_hh, b_hn, h0, c0, mask,
+                                                  train=train)
         if train:
             self.mode, self.reverse, self.has_bias, self.lstm = mode, reverse, has_bias, lstm
             self.x2, self.w_ih, self.w_hh, self.h_all, self.c_all, self.store, self.mask = \
