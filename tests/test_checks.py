@@ -15,6 +15,7 @@ NUMBER_CHECKS = [  # (check, what it says, a good value, out-of-range values)
     (_checks.nonneg_number, "a finite number >= 0", 0.0, [-1e-9, -3]),
     (_checks.positive_number, "a finite number > 0", 1e-9, [0, 0.0, -1.0]),
     (_checks.probability, "a number in [0, 1)", 0.0, [1.0, 1, -0.1, 2.0]),
+    (_checks.unit_interval, "a number in [0, 1]", 1.0, [-0.1, 1.5]),
 ]
 INT_CHECKS = [
     (_checks.integer, "an integer", -7, []),
@@ -56,7 +57,7 @@ def test_one_of():
     assert _checks.one_of("mode", "a", ("a", "b")) == "a"
     for v in ("c", 1, None, ["a"], {"a": 1}):  # unhashable values too: a ValueError listing the choices
         with pytest.raises(ValueError, match=r"^mode must be one of 'a', 'b', got "):
-            _checks.one_of("mode", v, {"a", "b"} if isinstance(v, str) else ("a", "b"))
+            _checks.one_of("mode", v, {"a": 0, "b": 1} if isinstance(v, str) else ("a", "b"))
 
 
 def test_the_library_uses_the_wording():
@@ -70,6 +71,8 @@ def test_the_library_uses_the_wording():
         tr.optim.Adam(p, betas=(0.9, 1.0))
     with pytest.raises(TypeError, match="step_size must be a positive integer, got float 2.0"):
         tr.optim.lr_scheduler.StepLR(tr.optim.SGD(p, lr=0.1), step_size=2.0)
+    with pytest.raises(ValueError, match=r"Dropout: p must be a number in \[0, 1\], got 1.5"):
+        tr.nn.Dropout(1.5)
     with pytest.raises(TypeError, match="Linear: in_features must be a positive integer, got bool True"):
         tr.nn.Linear(True, 2)
     with pytest.raises(ValueError, match="min_freq must be a positive integer, got 0"):

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-__all__ = ["finite_number", "nonneg_number", "positive_number", "probability", "integer", "positive_int",
+__all__ = ["finite_number", "nonneg_number", "positive_number", "probability", "unit_interval", "integer", "positive_int",
            "nonneg_int", "int_at_least", "one_of"]
 
 _REALS = (int, float, np.integer, np.floating)
@@ -59,6 +59,11 @@ def positive_number(name: str, v: Any) -> float:
 def probability(name: str, v: Any) -> float:
     """A number in [0, 1) (dropout, Adam's betas)."""
     return _real(name, v, "a number in [0, 1)", lambda x: 0 <= x < 1)
+
+
+def unit_interval(name: str, v: Any) -> float:
+    """A number in [0, 1], both ends included (a dropout ``p``: 1 zeroes everything, as in PyTorch)."""
+    return _real(name, v, "a number in [0, 1]", lambda x: 0 <= x <= 1)
 
 
 def _int(name: str, v: Any, what: str, low: int | None) -> int:

@@ -368,9 +368,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, generator: Generator | None = None):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
-        self.p, self.generator = p, generator
+        self.p, self.generator = _checks.unit_interval("Dropout: p", p), generator
 
     def forward(self, x: Tensor) -> Tensor:
         return F.dropout(x, self.p, self.training, generator=self.generator)
