@@ -15,9 +15,10 @@ How it works (PyTorch's design, on the engine's post-accumulate-grad hooks):
   into the parameters' ``.grad`` — so when ``loss.backward()`` returns, every rank holds the same,
   averaged gradients and the optimizer needs no change.
 * Parameters that get no gradient in a pass would leave their bucket waiting forever. With
-  ``find_unused_parameters=True`` the forward pass walks the graph from the outputs and marks the
-  parameters it cannot reach as ready (their slot holds zeros). Without it, a pass that left
-  buckets unfinished makes the next forward raise a RuntimeError that says what to do.
+  ``find_unused_parameters=True`` the forward pass walks the graph from the outputs (the engine's
+  own topological walk, the one backward takes) and marks the parameters it cannot reach as ready
+  (their slot holds zeros). Without it, a pass that left buckets unfinished makes the next forward
+  raise a RuntimeError that says what to do.
 
 ``state_dict()`` of the wrapper has PyTorch's ``"module."`` prefix (the wrapped model is its
 child ``module``); save ``ddp.module.state_dict()`` to get the plain keys that load into an
