@@ -79,6 +79,19 @@ def check_broadcast_gather(rank: int, world: int) -> None:
     dist.barrier()
 
 
+def check_local_rank_and_shards(rank: int, world: int) -> None:
+    # mpiexec -n 2 on one machine: both ranks share the node
+    assert dist.get_local_world_size() == world and dist.get_local_rank() == rank
+    h = tr.tensor(np.full((1, 2, 3), rank, dtype=np.float32))  # (layers, batch rows of this rank, hidden)
+    full_h, full_c = dist.gather_along((h, h + 10), dim=1)
+    want = np.concatenate([np.full((1, 2, 3), r, dtype=np.float32) for r in range(world)], axis=1)
+    np.testing.assert_array_equal(full_h.numpy(), want)
+    np.testing.assert_array_equal(full_c.numpy(), want + 10)
+    mine = dist.shard_along(full_h, dim=1)  # the inverse: this rank's rows again
+    np.testing.assert_array_equal(mine.numpy(), h.numpy())
+    assert dist.gather_along(None, dim=1) is None
+
+
 def check_errors(rank: int, world: int) -> None:
     with raises(ValueError, "src=5", "size"):
         dist.broadcast(tr.zeros(2), src=5)
@@ -166,6 +179,7 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     check_reductions(rank, world)
     check_broadcast_gather(rank, world)
+    check_local_rank_and_shards(rank, world)
     check_errors(rank, world)
     check_unused(rank, world)
     dist.barrier()

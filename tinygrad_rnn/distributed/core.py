@@ -21,10 +21,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import _checks
 from ..tensor import Tensor
 
 __all__ = ["ReduceOp", "Work", "init_process_group", "destroy_process_group", "is_available", "is_initialized",
-           "get_rank", "get_world_size", "barrier", "all_reduce", "broadcast", "all_gather"]
+           "get_rank", "get_world_size", "get_local_rank", "get_local_world_size", "barrier", "all_reduce", "broadcast",
+           "all_gather"]
 
 _INSTALL_HINT = "pip install -e '.[distributed]' (from a checkout) or pip install 'tinygrad_rnn[distributed]'"
 _NOT_INIT = ("Default process group has not been initialized, please make sure to call init_process_group "
@@ -49,6 +51,10 @@ class _Group:
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
+        # the ranks that share this node (and its cores and GPUs): one split, at init, on every rank
+        local = comm.Split_type(mpi.COMM_TYPE_SHARED)
+        self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
+        local.Free()
         self.nccl: Any = None  # created on the first collective on a GPU tensor
         self.prev_excepthook: Callable | None = None
 
@@ -148,9 +154,7 @@ def _pick_gpu(group: _Group) -> None:
 
     if importlib.util.find_spec("cupy") is None:
         return
-    local = group.comm.Split_type(group.MPI.COMM_TYPE_SHARED)
-    local_rank = local.Get_rank()
-    local.Free()
+    local_rank = group.local_rank
     try:
         import cupy
 
@@ -176,6 +180,16 @@ def get_rank() -> int:
 def get_world_size() -> int:
     """How many processes take part."""
     return _get_group().size
+
+
+def get_local_rank() -> int:
+    """This process's index among the ranks on its node (picks its GPU; 0 in a single process)."""
+    return _get_group().local_rank
+
+
+def get_local_world_size() -> int:
+    """How many ranks run on this process's node (they share its cores: divide the threads by this)."""
+    return _get_group().local_size
 
 
 def barrier() -> None:
@@ -299,8 +313,7 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, a
 
 
 def _check_src(src: Any, g: _Group) -> int:
-    if isinstance(src, bool) or not isinstance(src, (int, np.integer)):
-        raise TypeError(f"broadcast: src must be an int rank, got {type(src).__name__} {src!r}")
+    _checks.integer("broadcast: src", src)
     if not 0 <= src < g.size:
         raise ValueError(f"broadcast: src={src} is not a rank of this world of size {g.size} (ranks 0..{g.size - 1})")
     return int(src)

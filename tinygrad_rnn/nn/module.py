@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .. import _checks
 from .. import serialization as _serialization
 from ..tensor import _FLOATS, Generator, Tensor, _as_dtype, _rng, float32, float64, no_grad
 from . import functional as F
@@ -255,9 +256,6 @@ class Module:
         return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
 
 
-_META_KEY = "__tinygrad_rnn_meta__"  # the old format's metadata member; kept reserved so old and new files agree
-
-
 def save(state: dict[str, Any], path: str | os.PathLike, **extra: Any) -> None:
     """Atomically write a dict of arrays plus metadata (``extra``) with :func:`tinygrad_rnn.save`.
 
@@ -265,8 +263,8 @@ def save(state: dict[str, Any], path: str | os.PathLike, **extra: Any) -> None:
     """
     if not isinstance(state, dict):
         raise TypeError(f"nn.save expects a dict of arrays, got {type(state).__name__}")
-    if _META_KEY in state:
-        raise ValueError(f"{_META_KEY} is a reserved key")
+    if _serialization.LEGACY_META_KEY in state:  # the old format's metadata member: reserved so old and new files agree
+        raise ValueError(f"{_serialization.LEGACY_META_KEY} is a reserved key")
     arrays = OrderedDict()
     for k, v in state.items():
         if not isinstance(k, str):
@@ -320,8 +318,8 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: Any = None,
                  device: Any = None, generator: Generator | None = None, seed: int | None = None):
         super().__init__()
-        if in_features <= 0 or out_features <= 0:
-            raise ValueError(f"Linear: sizes must be positive, got in={in_features}, out={out_features}")
+        in_features = _checks.positive_int("Linear: in_features", in_features)
+        out_features = _checks.positive_int("Linear: out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
         dt = _as_dtype(dtype) or float32
         bound = 1.0 / math.sqrt(in_features)
@@ -347,8 +345,8 @@ class Embedding(Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, dtype: Any = None,
                  device: Any = None, generator: Generator | None = None, seed: int | None = None):
         super().__init__()
-        if num_embeddings <= 0 or embedding_dim <= 0:
-            raise ValueError(f"Embedding: sizes must be positive, got {num_embeddings}, {embedding_dim}")
+        num_embeddings = _checks.positive_int("Embedding: num_embeddings", num_embeddings)
+        embedding_dim = _checks.positive_int("Embedding: embedding_dim", embedding_dim)
         if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
             raise ValueError(f"Embedding: padding_idx {padding_idx} out of range for {num_embeddings} embeddings")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
@@ -370,9 +368,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, generator: Generator | None = None):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
-        self.p, self.generator = p, generator
+        self.p, self.generator = _checks.unit_interval("Dropout: p", p), generator
 
     def forward(self, x: Tensor) -> Tensor:
         return F.dropout(x, self.p, self.training, generator=self.generator)

@@ -15,9 +15,10 @@ How it works (PyTorch's design, on the engine's post-accumulate-grad hooks):
   into the parameters' ``.grad`` — so when ``loss.backward()`` returns, every rank holds the same,
   averaged gradients and the optimizer needs no change.
 * Parameters that get no gradient in a pass would leave their bucket waiting forever. With
-  ``find_unused_parameters=True`` the forward pass walks the graph from the outputs and marks the
-  parameters it cannot reach as ready (their slot holds zeros). Without it, a pass that left
-  buckets unfinished makes the next forward raise a RuntimeError that says what to do.
+  ``find_unused_parameters=True`` the forward pass walks the graph from the outputs (the engine's
+  own topological walk, the one backward takes) and marks the parameters it cannot reach as ready
+  (their slot holds zeros). Without it, a pass that left buckets unfinished makes the next forward
+  raise a RuntimeError that says what to do.
 
 ``state_dict()`` of the wrapper has PyTorch's ``"module."`` prefix (the wrapped model is its
 child ``module``); save ``ddp.module.state_dict()`` to get the plain keys that load into an
@@ -36,9 +37,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .. import _checks
 from .. import distributed as dist
 from ..distributed import core as _core
-from ..tensor import Tensor, is_grad_enabled
+from ..tensor import Tensor, _topological_order, is_grad_enabled
 from .module import Module
 
 __all__ = ["DistributedDataParallel"]
@@ -60,8 +62,12 @@ class _Bucket:
         self.nbytes = n * params[0].dtype.itemsize
         self.device = params[0].device
         self.flat = params[0]._be.xp.empty(n, dtype=params[0].dtype)
-        self.pending = len(params)
+        self.ready: set[int] = set()  # indices of the parameters whose slot holds this pass's gradient
         self.request: Any = None
+
+    @property
+    def full(self) -> bool:
+        return len(self.ready) == len(self.params)
 
     def slot(self, i: int) -> Any:
         p = self.params[i]
@@ -87,8 +93,7 @@ class DistributedDataParallel(Module):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"DistributedDataParallel wraps an nn.Module, got {type(module).__name__}")
-        if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) or not bucket_cap_mb > 0:
-            raise ValueError(f"bucket_cap_mb must be a positive number of MiB, got {bucket_cap_mb!r}")
+        _checks.positive_number("bucket_cap_mb", bucket_cap_mb)
         if not dist.is_initialized():
             raise RuntimeError("DistributedDataParallel needs the process group: call "
                                "tinygrad_rnn.distributed.init_process_group() first")
@@ -111,7 +116,6 @@ class DistributedDataParallel(Module):
                                               for _, p in trainable])
         object.__setattr__(self, "_sync", True)  # False inside no_sync()
         object.__setattr__(self, "_armed", False)  # a synchronised backward is expected
-        object.__setattr__(self, "_ready", set())
         object.__setattr__(self, "_locally_unused", set())
         object.__setattr__(self, "_unused_pending", False)
         object.__setattr__(self, "_next_launch", 0)
@@ -120,20 +124,10 @@ class DistributedDataParallel(Module):
 
     # -- construction ---------------------------------------------------------------------------
     def _broadcast_parameters(self, params: list[Tensor]) -> None:
-        g = self._group
-        if g.size == 1:
+        if self._group.size == 1:
             return
         for p in params:  # rank 0's values everywhere: replicas may have been initialised from other seeds
-            if p.device != "cpu":
-                from ..distributed.nccl import nccl_broadcast
-
-                nccl_broadcast(g, p.data, 0)
-            else:
-                buf, copy_back = _core._host_buffer(p)
-                g.comm.Bcast(buf, root=0)
-                if copy_back:
-                    p.data[...] = buf
-            p._bump_version()
+            dist.broadcast(p, src=0)
 
     @staticmethod
     def _make_buckets(trainable: list[tuple[str, Tensor]], cap_bytes: int) -> list[_Bucket]:
@@ -171,8 +165,9 @@ class DistributedDataParallel(Module):
         return out
 
     def _check_previous_iteration(self) -> None:
-        if self._armed and 0 < len(self._ready) < len(self._where):
-            missing = [self._names[k] for k in self._where if k not in self._ready]
+        done = sum(len(b.ready) for b in self._buckets)
+        if self._armed and 0 < done < len(self._where):
+            missing = [self._names[id(p)] for b in self._buckets for i, p in enumerate(b.params) if i not in b.ready]
             self._reset()
             object.__setattr__(self, "_armed", False)
             raise RuntimeError(
@@ -185,9 +180,8 @@ class DistributedDataParallel(Module):
         for b in self._buckets:
             if b.request is not None:  # a launched but never finished bucket (an aborted pass): drain it
                 b.request.Wait()
-            b.pending = len(b.params)
+            b.ready.clear()
             b.request = None
-        self._ready.clear()
         object.__setattr__(self, "_locally_unused", set())
         object.__setattr__(self, "_unused_pending", False)
         object.__setattr__(self, "_next_launch", 0)
@@ -212,7 +206,8 @@ class DistributedDataParallel(Module):
         if not self._armed:
             return
         key = id(p)
-        if key in self._ready:
+        b, i = self._where[key]
+        if i in b.ready:
             raise RuntimeError(
                 f"DistributedDataParallel: parameter {self._names[key]} got its gradient twice in one iteration "
                 "(a second backward() through the same forward?). Run one backward per forward, or use no_sync() "
@@ -220,9 +215,8 @@ class DistributedDataParallel(Module):
         if self._unused_pending:  # the first gradient of the pass: the unreachable parameters are ready now
             object.__setattr__(self, "_unused_pending", False)
             for k in self._locally_unused:
-                b, i = self._where[k]
-                self._mark_ready(k, b, i, b.params[i].grad)
-        b, i = self._where[key]
+                ub, ui = self._where[k]
+                self._mark_ready(k, ub, ui, ub.params[ui].grad)
         self._mark_ready(key, b, i, p.grad)
 
     def _mark_ready(self, key: int, b: _Bucket, i: int, grad: Tensor | None) -> None:
@@ -233,9 +227,8 @@ class DistributedDataParallel(Module):
             slot[...] = 0
         else:
             slot[...] = grad.data.reshape(-1)
-        self._ready.add(key)
-        b.pending -= 1
-        if b.pending == 0:
+        b.ready.add(i)
+        if b.full:
             self._launch_ready_buckets()
         elif self._group.size > 1 and b.device == "cpu":
             self._progress()
@@ -248,7 +241,7 @@ class DistributedDataParallel(Module):
 
     def _launch_ready_buckets(self) -> None:
         g = self._group
-        while self._next_launch < len(self._buckets) and self._buckets[self._next_launch].pending == 0:
+        while self._next_launch < len(self._buckets) and self._buckets[self._next_launch].full:
             b = self._buckets[self._next_launch]
             if self.events is not None:
                 self.events.append(("launch", b.index))
@@ -292,7 +285,7 @@ class DistributedDataParallel(Module):
                 if g.size > 1:
                     p.grad.data[...] = b.slot(i).reshape(p.shape)
                     p.grad._bump_version()
-        # _ready stays full until the next forward: another backward through this forward's graph
+        # the buckets stay full until the next forward: another backward through this forward's graph
         # would add gradients nobody averages, so its first hook raises instead
 
     def extra_repr(self) -> str:
@@ -300,32 +293,24 @@ class DistributedDataParallel(Module):
 
 
 def _reachable_leaves(out: Any) -> set[int]:
-    """ids of the leaf tensors that the graph of ``out`` (tensors in any nesting of tuples/lists/dicts) reaches."""
+    """ids of the leaf tensors wanting a gradient that the graph of ``out`` (tensors in any nesting of
+    tuples/lists/dicts) reaches: the engine's own walk, the one backward will take."""
     stack: list[Any] = [out]
-    nodes: list[Any] = []
     leaves: set[int] = set()
+    seen: set[int] = set()
     while stack:
         o = stack.pop()
         if isinstance(o, Tensor):
             if o._ctx is None:
                 leaves.add(id(o))
-            else:
-                nodes.append(o._ctx)
+            elif id(o._ctx) not in seen:
+                seen.add(id(o._ctx))
+                try:
+                    leaves.update(_topological_order(o._ctx)[1])
+                except RuntimeError:  # an output whose graph an earlier backward freed: no backward reaches through it
+                    pass
         elif isinstance(o, (tuple, list)):
             stack.extend(o)
         elif isinstance(o, dict):
             stack.extend(o.values())
-    seen: set[int] = set()
-    while nodes:
-        ctx = nodes.pop()
-        if id(ctx) in seen:
-            continue
-        seen.add(id(ctx))
-        for parent, need in zip(ctx.__dict__.get("parents", ()), ctx.__dict__.get("needs", ())):
-            if not need:
-                continue
-            if parent._ctx is None:
-                leaves.add(id(parent))
-            else:
-                nodes.append(parent._ctx)
     return leaves

@@ -17,43 +17,40 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
 from bisect import bisect_right
 from collections import Counter
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from .. import _checks
 from .optimizers import Optimizer
 
 __all__ = ["LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR", "LambdaLR", "decay_after"]
 
 
 def _check_epoch(v: Any, key: str, n: int, where: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < -1:
-        raise ValueError(f"{where}: {key!r} must be an integer >= -1, got {v!r}")
-    return int(v)
+    return _checks.int_at_least(f"{where}: {key!r}", v, -1)
 
 
 def _check_lrs(v: Any, key: str, n: int, where: str) -> list[float]:
     if not isinstance(v, (list, tuple)) or len(v) != n:
         raise ValueError(f"{where}: {key!r} must be a list of {n} learning rates (one per parameter group), got {v!r}")
     for x in v:
-        if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) or not 0 <= x < math.inf:
-            raise ValueError(f"{where}: {key!r} holds {x!r}; learning rates are finite numbers >= 0")
+        try:
+            _checks.nonneg_number("a learning rate", x)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {key!r} holds {x!r}: {e}") from None
     return list(v)
 
 
 def _check_gamma(v: Any, key: str, n: int, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
-        raise ValueError(f"{where}: {key!r} must be a finite number, got {v!r}")
+    _checks.finite_number(f"{where}: {key!r}", v)
     return v
 
 
 def _check_step_size(v: Any, key: str, n: int, where: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{where}: {key!r} must be a positive integer, got {v!r}")
-    return int(v)
+    return _checks.positive_int(f"{where}: {key!r}", v)
 
 
 def _check_milestones(v: Any, key: str, n: int, where: str) -> Counter:
@@ -133,7 +130,10 @@ class LRScheduler:
         new = {}
         for k, v in state_dict.items():
             check = _STATE_CHECKS.get(k)
-            new[k] = check(v, k, len(self.optimizer.param_groups), where) if check else copy.deepcopy(v)
+            try:
+                new[k] = check(v, k, len(self.optimizer.param_groups), where) if check else copy.deepcopy(v)
+            except TypeError as e:  # a bad state dict is a bad value, whatever the entry's type
+                raise ValueError(str(e)) from None
         self.__dict__.update(new)
 
     def _group_lrs(self) -> list[float]:
@@ -144,9 +144,7 @@ class StepLR(LRScheduler):
     """Multiply the lr by ``gamma`` every ``step_size`` epochs."""
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1):
-        if not isinstance(step_size, int) or step_size < 1:
-            raise ValueError(f"step_size must be a positive integer, got {step_size!r}")
-        self.step_size, self.gamma = step_size, gamma
+        self.step_size, self.gamma = _checks.positive_int("step_size", step_size), gamma
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
@@ -221,6 +219,5 @@ def decay_after(num_epochs: int, factor: float) -> Callable[[int], float]:
     >>> [decay_after(2, 0.5)(e) for e in range(4)]
     [1.0, 1.0, 0.5, 0.25]
     """
-    if not isinstance(num_epochs, int) or num_epochs < 0:
-        raise ValueError(f"num_epochs must be a non-negative integer, got {num_epochs!r}")
+    _checks.nonneg_int("num_epochs", num_epochs)
     return functools.partial(_decay_after, num_epochs, float(factor))

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from .. import _checks
 from ..backend import Backend
 from ..tensor import _FLOATS, Tensor, enable_grad
 
@@ -260,9 +261,10 @@ class Optimizer:
                 raise ValueError(f"{where}: state[{i}] has an unexpected key {k!r} for {type(self).__name__} "
                                  f"(expected some of {sorted(self._state_spec)})")
             if kind == "count":
-                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-                    raise ValueError(f"{where}: state[{i}][{k!r}] must be an integer >= 0, got {v!r}")
-                entry[k] = int(v)
+                try:
+                    entry[k] = _checks.nonneg_int(f"{where}: state[{i}][{k!r}]", v)
+                except TypeError as e:  # a bad file is a bad value, whatever the entry's type
+                    raise ValueError(str(e)) from None
                 continue
             if type(v).__module__.startswith("cupy"):
                 v = v.get()
@@ -292,18 +294,23 @@ def _is_array(v: Any) -> bool:
     return hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, (np.generic, int, float))
 
 
+def _check_hyper(what: str, name: str, v: Any, check: Callable[[str, Any], Any] = _checks.nonneg_number) -> None:
+    """``check`` a hyperparameter; the error keeps PyTorch's ``Invalid <what>: <value>`` head before the house wording."""
+    try:
+        check(name, v)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"Invalid {what}: {v!r} ({e})") from None
+
+
 def _check_nonneg(group: dict[str, Any], key: str, what: str) -> None:
-    v = group[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not 0.0 <= v < math.inf:
-        raise ValueError(f"Invalid {what}: {v!r} (must be a finite number >= 0; key {key!r})")
+    _check_hyper(what, repr(key), group[key])
 
 
 def _check_betas(betas: Any) -> None:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"Invalid betas: {betas!r} (expected a pair (beta1, beta2))")
     for i, b in enumerate(betas):
-        if isinstance(b, bool) or not isinstance(b, (int, float, np.floating, np.integer)) or not 0.0 <= b < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {i}: {b!r} (must be in [0, 1); key 'betas')")
+        _check_hyper(f"beta parameter at index {i}", f"'betas'[{i}]", b, _checks.probability)
 
 
 # ---------------------------------------------------------------------------------------
@@ -327,9 +334,7 @@ class SGD(Optimizer):
     def _check_group(self, group: dict[str, Any]) -> None:
         super()._check_group(group)
         _check_nonneg(group, "momentum", "momentum value")
-        d = group["dampening"]
-        if isinstance(d, bool) or not isinstance(d, (int, float, np.floating, np.integer)) or not math.isfinite(d):
-            raise ValueError(f"Invalid dampening value: {d!r} (must be a finite number; key 'dampening')")
+        _check_hyper("dampening value", "'dampening'", group["dampening"], _checks.finite_number)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(f"Nesterov momentum requires a momentum > 0 and zero dampening, "
                              f"got momentum={group['momentum']!r}, dampening={group['dampening']!r}")
