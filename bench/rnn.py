@@ -235,6 +235,12 @@ def worker(spec: dict) -> dict:
                          "infer": time_calls(infer, reps, budget_s=spec["budget"])}
         out["info"] = f"torch {torch.__version__} {torch.get_num_threads()} thr; {_proc.blas_info()}"
     elif fw == "jax":
+        pinned = ""
+        if threads < (os.cpu_count() or 1) and hasattr(os, "sched_setaffinity"):
+            # XLA has no thread-count flag beyond the single-thread one: pin the process to `threads` cores
+            cpus = sorted(os.sched_getaffinity(0))[:threads]
+            os.sched_setaffinity(0, cpus)
+            pinned = f", pinned to CPUs {cpus}"
         import jax
 
         jax_train, jax_infer = jax_lstm_fns(*_np_lstm_weights(spec), bf)
@@ -242,7 +248,7 @@ def worker(spec: dict) -> dict:
         reps = _reps(spec, "LSTM")
         out["LSTM"] = {"train": time_calls(lambda: jax_train(xj), reps, budget_s=spec["budget"]),
                        "infer": time_calls(lambda: jax_infer(xj), reps, budget_s=spec["budget"])}
-        out["info"] = f"jax {jax.__version__} (XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}); {_proc.blas_info()}"
+        out["info"] = f"jax {jax.__version__} (XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}{pinned}); {_proc.blas_info()}"
     elif fw == "numpy":
         _proc.limit_blas(threads)
         xt = np.ascontiguousarray(x_np.transpose(1, 0, 2)) if bf else x_np
@@ -312,6 +318,9 @@ def run(args: argparse.Namespace) -> None:
     print("\ncontenders (each in its own process):")
     for fw, info in infos.items():
         print(f"  {fw}: {info}")
+    gemm = _proc.remeasure_peak(threads, gemm, repeats=3 if args.quick else 7)
+    for r in rows:
+        r["peak"], r["shape_gf"] = gemm["peak"], gemm["shapes"].get(r["shape"])
     print("\n" + _header())
     for r in rows:
         print(_row(r))
@@ -320,8 +329,9 @@ def run(args: argparse.Namespace) -> None:
 
 def _summarise(cfg, name: str, acc: dict, gemm: dict, stat: str) -> dict:
     fwd = forward_flops(cfg, GATES[name])
+    shape = f"{cfg[0]}x{cfg[3]}x{GATES[name] * cfg[3]}"
     r = {"cfg": "(" + ",".join(map(str, cfg)) + ")", "model": name, "flops": 3 * fwd, "peak": gemm["peak"],
-         "shape_gf": gemm["shapes"].get(f"{cfg[0]}x{cfg[3]}x{GATES[name] * cfg[3]}")}
+         "shape": shape, "shape_gf": gemm["shapes"].get(shape)}
     for k, v in acc.items():
         if isinstance(v, list):
             best, med = _proc.best_and_median(v)

@@ -199,7 +199,7 @@ def worker(spec: dict) -> dict:
         prof.disable()
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(18)
-        out["profile"] = buf.getvalue()
+        out["profile"] = buf.getvalue().strip()
     step()  # warm-up past the agreement steps
     times = []
     for _ in range(spec["steps"]):
@@ -267,7 +267,7 @@ def main() -> None:
     print("\ncontenders (each in its own process):")
     for fw, info in infos.items():
         print(f"  {fw}: {info}")
-    peak = gemm["peak"]
+    peak = _proc.remeasure_peak(args.threads, gemm, repeats=3 if args.quick else 7)["peak"]
     print(f"\n| workload | threads | GFLOP | at peak ms ({peak:.0f} GFLOP/s) | ours ms best (median) | PyTorch ms best (median)"
           " | torch / ours best (median) | ours % of peak | PyTorch % of peak |\n|---|---|---|---|---|---|---|---|---|")
     for name, flops, (ob, om), tt in rows:
