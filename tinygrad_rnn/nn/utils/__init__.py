@@ -17,6 +17,7 @@ from typing import Iterable
 import numpy as np
 
 from ...tensor import Tensor, no_grad
+from . import rnn  # noqa: F401  (torch.nn.utils.rnn)
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "parameters_to_vector", "vector_to_parameters"]
 
