@@ -5,11 +5,13 @@
     (32, 8)
 """
 from . import functional, parallel
+from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .module import Dropout, Embedding, Linear, Module, ModuleList, Parameter, ReLU, Sequential, Sigmoid, Tanh, load, save
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __all__ = ["functional", "parallel", "Module", "Parameter", "Linear", "Embedding", "Dropout", "Sequential", "ModuleList",
-           "Tanh", "ReLU", "Sigmoid", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "save", "load"]
+           "Tanh", "ReLU", "Sigmoid", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "save", "load",
+           "CrossEntropyLoss", "NLLLoss", "MSELoss"]
 
 try:  # these land with the training-toolkit modules
     from . import diagnostics, init, utils  # noqa: F401
