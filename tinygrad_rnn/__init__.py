@@ -15,7 +15,7 @@ from .tensor import (Function, Generator, Tensor, arange, bool_, enable_grad, ey
                      rand_like, randint, randn, randn_like, tensor, zeros, zeros_like)
 from .tensor import get_rng_state, set_rng_state
 from .serialization import load, save
-from . import autograd, cuda, distributed, nn, optim  # noqa: E402
+from . import autograd, cuda, distributed, nn, optim, utils  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -24,7 +24,7 @@ __all__ = [
     "zeros_like", "ones_like", "full_like", "randn_like", "rand_like", "Generator", "manual_seed",
     "get_rng_state", "set_rng_state", "save", "load",
     "no_grad", "enable_grad", "is_grad_enabled", "cat", "stack", "split", "chunk", "where", "matmul",
-    "gradcheck", "GradcheckError", "DeviceUnavailableError", "get_backend", "cuda", "distributed", "nn", "optim",
+    "gradcheck", "GradcheckError", "DeviceUnavailableError", "get_backend", "cuda", "distributed", "nn", "optim", "utils",
     "float32", "float64", "int32", "int64", "bool_", "__version__", "autograd", "clamp", "clip", "maximum",
     "minimum", "amax", "amin", "set_num_threads", "get_num_threads",
 ]
