@@ -258,16 +258,16 @@ def default_collate(batch: Sequence[Any]) -> Any:
     if isinstance(elem, float):
         return tensor(np.asarray(batch, dtype=np.float64), dtype=float64)
     if isinstance(elem, (str, bytes)):
-        return list(batch)
+        return batch  # as given: a list, or the tuple of one field of tuples (PyTorch's exact output)
     if isinstance(elem, abc.Mapping):
         return type(elem)({k: default_collate([d[k] for d in batch]) for k in elem}) if type(elem) is not dict \
             else {k: default_collate([d[k] for d in batch]) for k in elem}
     if isinstance(elem, tuple) and hasattr(elem, "_fields"):  # namedtuple
-        return type(elem)(*(default_collate(list(s)) for s in zip(*batch)))
+        return type(elem)(*(default_collate(s) for s in zip(*batch)))
     if isinstance(elem, abc.Sequence):
         if any(len(b) != len(elem) for b in batch):
             raise RuntimeError("default_collate: each element in list of batch should be of equal size")
-        fields = [default_collate(list(s)) for s in zip(*batch)]
+        fields = [default_collate(s) for s in zip(*batch)]
         return fields if isinstance(elem, tuple) else type(elem)(fields)
     raise TypeError(_COLLATE_ERR.format(type(elem)))
 
