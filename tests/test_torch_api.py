@@ -102,6 +102,20 @@ def test_dataloader_shuffle_is_a_permutation_reproducible_by_generator():
     assert np.concatenate([yb.numpy() for _, yb in c]).tolist() == first.tolist()
 
 
+def test_dataloader_tensordataset_gather_equals_per_sample_collate():
+    """A TensorDataset's batches are gathered in one index per tensor: the same as stacking samples."""
+    ds = data.TensorDataset(tr.randn(9, 2, 3, dtype=tr.float64), tr.arange(9), tr.ones(9, dtype=tr.int32))
+    order = [4, 0, 8, 8, 1, 2, 7]
+    fast = list(data.DataLoader(ds, batch_size=3, sampler=order))
+    slow = list(data.DataLoader(data.Subset(ds, list(range(9))), batch_size=3, sampler=order))
+    assert len(fast) == len(slow) == 3
+    for f, s in zip(fast, slow):
+        assert isinstance(f, list) and isinstance(s, list)
+        for a, b in zip(f, s):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def test_dataloader_num_workers_runs_in_process():
     calls = []
     _, b = _loaders(batch_size=4, num_workers=2, worker_init_fn=calls.append)

@@ -248,7 +248,7 @@ def default_collate(batch: Sequence[Any]) -> Any:
     if isinstance(elem, Tensor):
         return stack(list(batch), 0)
     if isinstance(elem, np.ndarray) and elem.dtype.kind not in "USO":
-        return stack([tensor(np.asarray(b)) for b in batch], 0)
+        return tensor(np.stack(batch))
     if isinstance(elem, np.generic) and elem.dtype.kind not in "USO":
         return tensor(np.asarray(batch))
     if isinstance(elem, (bool, np.bool_)):
@@ -349,8 +349,13 @@ class DataLoader(Generic[T_co]):
             yield from self._iter_stream()
             return
         if self.batch_sampler is not None:
+            fast = type(self.dataset) is TensorDataset and self.collate_fn is default_collate
             for idx in self.batch_sampler:
-                yield self.collate_fn([self.dataset[i] for i in idx])
+                if fast:  # one gather per tensor: the rows default_collate would stack, without a node per sample
+                    rows = np.asarray(idx, dtype=np.int64)
+                    yield [t[rows] for t in self.dataset.tensors]  # type: ignore[attr-defined]
+                else:
+                    yield self.collate_fn([self.dataset[i] for i in idx])
         else:
             for i in self.sampler:  # type: ignore[union-attr]
                 yield self.collate_fn(self.dataset[i])
