@@ -181,7 +181,7 @@ def test_batch_of_zero(mode, path, batch_first):
 @pytest.mark.torch
 @pytest.mark.parametrize("mode", MODES)
 def test_batch_of_zero_matches_torch_shapes(mode):
-    torch = pytest.importorskip("torch")
+    import torch
     m = make_layer(mode, 3, 4)
     tm = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}.get(mode)
     tm = tm(3, 4) if tm else torch.nn.RNN(3, 4, nonlinearity=mode[4:])

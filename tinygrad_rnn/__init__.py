@@ -15,7 +15,7 @@ from .random import Generator, get_rng_state, manual_seed, set_rng_state
 from .tensor import (Function, Tensor, arange, enable_grad, eye, full, full_like, is_grad_enabled, no_grad, ones, ones_like,
                      rand, rand_like, randint, randn, randn_like, tensor, zeros, zeros_like)
 from .serialization import load, save
-from . import autograd, cuda, distributed, nn, optim  # noqa: E402
+from . import autograd, cuda, distributed, nn, optim, utils  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -24,7 +24,7 @@ __all__ = [
     "zeros_like", "ones_like", "full_like", "randn_like", "rand_like", "Generator", "manual_seed",
     "get_rng_state", "set_rng_state", "save", "load",
     "no_grad", "enable_grad", "is_grad_enabled", "cat", "stack", "split", "chunk", "where", "matmul",
-    "gradcheck", "GradcheckError", "DeviceUnavailableError", "get_backend", "cuda", "distributed", "nn", "optim",
+    "gradcheck", "GradcheckError", "DeviceUnavailableError", "get_backend", "cuda", "distributed", "nn", "optim", "utils",
     "float32", "float64", "int32", "int64", "bool_", "__version__", "autograd", "clamp", "clip", "maximum",
     "minimum", "amax", "amin", "set_num_threads", "get_num_threads",
 ]

@@ -5,9 +5,10 @@
     (32, 8)
 """
 from . import diagnostics, functional, init, parallel, utils
+from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .module import Dropout, Embedding, Linear, Module, ModuleList, Parameter, ReLU, Sequential, Sigmoid, Tanh, load, save
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __all__ = ["functional", "parallel", "diagnostics", "init", "utils", "Module", "Parameter", "Linear", "Embedding", "Dropout",
            "Sequential", "ModuleList", "Tanh", "ReLU", "Sigmoid", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
-           "save", "load"]
+           "save", "load", "CrossEntropyLoss", "NLLLoss", "MSELoss"]

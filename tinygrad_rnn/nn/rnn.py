@@ -26,6 +26,7 @@ from ..ops import cat, split, stack, where
 from ..tensor import Generator, Tensor, _as_dtype, _rng, float32, is_grad_enabled, zeros
 from . import functional as F
 from .module import Module, Parameter
+from .utils.rnn import PackedSequence, packed_forward
 
 # (FusedRecurrence, the fused path's node, lives in functions/recurrent.py; re-exported here)
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU", "FusedRecurrence",
@@ -201,6 +202,10 @@ class RNNBase(Module):
                     setattr(self, f"bias_ih_l{layer}{suffix}", _init_uniform((g,), hidden_size, dt, device, rng))
                     setattr(self, f"bias_hh_l{layer}{suffix}", _init_uniform((g,), hidden_size, dt, device, rng))
 
+    def flatten_parameters(self) -> None:
+        """A no-op, kept so PyTorch code runs: our weights are separate arrays that the fused path reads
+        in place; there is no cuDNN flat buffer to compact."""
+
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
@@ -264,6 +269,10 @@ class RNNBase(Module):
         leave the state unchanged and give zero output, so ``h_n`` is each sequence's state at
         its own last step and padding adds nothing to any gradient (PyTorch's packed semantics).
         """
+        if isinstance(input, PackedSequence):  # torch.nn.utils.rnn's packed batch: onto the lengths path below
+            if lengths is not None:
+                raise ValueError(f"{type(self).__name__}: a PackedSequence carries its own lengths; do not pass lengths=")
+            return packed_forward(self, input, hx)
         name = type(self).__name__
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")

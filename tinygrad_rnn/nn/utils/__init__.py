@@ -16,7 +16,8 @@ from typing import Iterable
 
 import numpy as np
 
-from ..tensor import Tensor, no_grad
+from ...tensor import Tensor, no_grad
+from . import rnn  # noqa: F401  (torch.nn.utils.rnn)
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "parameters_to_vector", "vector_to_parameters"]
 
@@ -105,7 +106,7 @@ def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: float) -
 
 def parameters_to_vector(parameters: Tensor | Iterable[Tensor]) -> Tensor:
     """All parameters flattened and concatenated into one 1-D tensor (differentiable)."""
-    from ..ops import cat
+    from ...ops import cat
 
     params = _as_list(parameters)
     if not params:
