@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from bisect import bisect_right
 from collections import Counter
 from typing import Any, Callable, Iterable
