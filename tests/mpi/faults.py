@@ -99,6 +99,18 @@ def case(name: str, rank: int) -> None:
         train(rank, 4 - rank)
     elif name == "uneven_with_join":
         uneven_with_join(rank)
+    elif name in ("join_one_rank_collective", "join_throw"):  # rank 0 has 3 batches, rank 1 one
+        model = TwoHeads()
+        ddp = DistributedDataParallel(model)
+        try:
+            with ddp.join(throw_on_early_termination=name == "join_throw"):
+                for step in range(1, 4 - 2 * rank):
+                    loss = ddp(batch(rank, step)).pow(2).mean()
+                    loss.backward()
+                    if name == "join_one_rank_collective":  # logging: rank 1, out of inputs, cannot match it
+                        dist.all_reduce(loss.detach())
+        except (ValueError, RuntimeError) as e:
+            caught(rank, e)
     else:
         raise SystemExit(f"unknown case {name!r}")
 
