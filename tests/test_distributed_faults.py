@@ -100,6 +100,21 @@ def test_uneven_inputs_with_join_equal_one_process():
     assert seconds < 20, f"took {seconds:.1f} s"
 
 
+def test_random_pairs_of_calls_agree_or_raise_on_both_ranks():
+    # the class of the barrier-vs-all_reduce bug: 300 random pairs of collectives (and DDP steps) from one seed
+    rc, out, seconds = job("random_pairs")
+    assert rc == 0, out
+    counts = []
+    for r in (0, 1):
+        lines = [ln for ln in out.splitlines() if ln.startswith(f"RANDOM OK rank {r} ")]
+        assert len(lines) == 1, out
+        counts.append(json.loads(lines[0][len(f"RANDOM OK rank {r} "):]))
+    assert counts[0] == counts[1], counts
+    c = counts[0]
+    assert c["agreed"] > 50 and c["refused"] > 50 and c["ddp_agreed"] > 0 and c["ddp_steps_differ"] > 0, c
+    assert seconds < 20, f"took {seconds:.1f} s"
+
+
 # -- join() in one process (a world of one): the API ---------------------------------------------------
 
 

@@ -36,8 +36,26 @@ def batch(rank: int, step: int) -> tr.Tensor:
     return tr.tensor(np.random.default_rng(100 * rank + step).standard_normal((4, 3)))
 
 
+def say(text: str) -> None:
+    """One write, starting on a new line: the other rank's output may be mid-line (mpiexec merges them)."""
+    sys.stdout.write("\n" + text + "\n")
+    sys.stdout.flush()
+
+
+REPORT: list[str] = []  # this rank's result lines, printed by rank 0 in rank order (mpiexec may split lines)
+
+
 def caught(rank: int, e: BaseException) -> None:
-    print(f"CAUGHT rank {rank}: {type(e).__name__}: {e}", flush=True)
+    REPORT.append(f"CAUGHT rank {rank}: {type(e).__name__}: {e}")
+
+
+def print_reports() -> None:
+    """Rank 0 prints every rank's REPORT lines: two ranks printing at once interleave mid-line."""
+    text = np.frombuffer("\n".join(REPORT).encode().ljust(16384), dtype=np.uint8).astype(np.int64)
+    out = [tr.zeros(text.size, dtype=tr.int64) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, tr.tensor(text))
+    if dist.get_rank() == 0:
+        say("\n".join(bytes(o.numpy().astype(np.uint8)).decode().rstrip() for o in out))
 
 
 def train(rank: int, steps: int, use_b=lambda step: True, skip_backward=lambda step: False, log_loss: bool = False,
@@ -99,6 +117,8 @@ def case(name: str, rank: int) -> None:
         train(rank, 4 - rank)
     elif name == "uneven_with_join":
         uneven_with_join(rank)
+    elif name == "random_pairs":
+        random_pairs(rank)
     elif name in ("join_one_rank_collective", "join_throw"):  # rank 0 has 3 batches, rank 1 one
         model = TwoHeads()
         ddp = DistributedDataParallel(model)
@@ -149,14 +169,63 @@ def uneven_with_join(rank: int) -> None:
             "moved": float(np.max(np.abs(expect - np.concatenate([p.numpy().ravel() for p in TwoHeads().parameters()])))),
         }
     if rank == 0:
-        print("RESULT " + json.dumps(result), flush=True)
+        say("RESULT " + json.dumps(result))
+
+
+def random_pairs(rank: int, rounds: int = 300) -> None:
+    """The class, not the example: random pairs of calls, one per rank, from the same seed on both.
+
+    Each rank knows the whole schedule, so it knows whether the pair agrees; it must then either
+    complete with the right value or raise the agreement's ValueError -- on both ranks alike."""
+    ddp = DistributedDataParallel(TwoHeads())
+    calls = {
+        "barrier": lambda: dist.barrier(),
+        "sum3": lambda: dist.all_reduce(tr.tensor(np.full(3, rank + 1.0))),
+        "max3": lambda: dist.all_reduce(tr.tensor(np.full(3, rank + 1.0)), op=dist.ReduceOp.MAX),
+        "sum2": lambda: dist.all_reduce(tr.tensor(np.full(2, rank + 1.0))),
+        "sum3_f32": lambda: dist.all_reduce(tr.tensor(np.full(3, rank + 1.0, dtype=np.float32))),
+        "bcast0": lambda: dist.broadcast(tr.tensor(np.full(3, rank + 1.0)), src=0),
+        "bcast1": lambda: dist.broadcast(tr.tensor(np.full(3, rank + 1.0)), src=1),
+        "gather": lambda: dist.all_gather([tr.zeros(3, dtype=tr.float64) for _ in range(2)], tr.tensor(np.ones(3))),
+        "ddp": lambda: ddp(batch(rank, 0)).pow(2).mean().backward(),
+    }
+    names = sorted(calls)
+    rng = np.random.default_rng(2026)
+    steps = [0, 0]  # DDP forwards per rank: the step in DDP's agreement message
+    counts = {"agreed": 0, "refused": 0, "ddp_agreed": 0, "ddp_steps_differ": 0}
+    for i in range(rounds):
+        first = names[rng.integers(len(names))]
+        pair = [first, first if rng.random() < 0.5 else names[rng.integers(len(names))]]  # half agree by construction
+        for r in (0, 1):
+            steps[r] += pair[r] == "ddp"
+        agree = pair[0] == pair[1] and (pair[0] != "ddp" or steps[0] == steps[1])
+        try:
+            calls[pair[rank]]()
+            got = True
+        except ValueError as e:
+            got = False
+            assert "rank 0:" in str(e) and "rank 1:" in str(e), e
+        assert got == agree, f"round {i}: {pair} steps {steps}: expected {'success' if agree else 'ValueError'}"
+        counts["agreed" if agree else "refused"] += 1
+        if pair == ["ddp", "ddp"]:
+            counts["ddp_agreed" if agree else "ddp_steps_differ"] += 1
+    t = tr.tensor([1.0])  # still in step after all of them
+    dist.all_reduce(t)
+    assert t.item() == 2.0
+    REPORT.append(f"RANDOM OK rank {rank} " + json.dumps(counts))
+
+
+REPORTING = {"barrier_vs_all_reduce", "unused_mid_with_logging", "skipped_backward", "all_reduce_vs_pending_ddp",
+             "join_one_rank_collective", "join_throw", "random_pairs"}
 
 
 def main() -> None:
     dist.init_process_group("mpi")
     rank = dist.get_rank()
     case(sys.argv[1], rank)
-    print(f"END rank {rank}", flush=True)
+    if sys.argv[1] in REPORTING:
+        print_reports()
+    say(f"END rank {rank}")
 
 
 if __name__ == "__main__":

@@ -179,7 +179,7 @@ def _leave_at_exit() -> None:
     """atexit: a rank that ends (normally or by sys.exit) without destroy_process_group() checks out
     with the others; pending work or a rank still calling collectives aborts the whole job."""
     group = _group
-    if group is None or group.size == 1:
+    if group is None or group.size == 1 or group.MPI.Is_finalized():  # the user finalised MPI: nothing to match
         return
     try:
         _check_pending_work(group)
@@ -201,6 +201,9 @@ def _report_and_abort(group: _Group | None, text: str, why: str) -> None:
     sys.stderr.write(f"[rank {rank}] {why}: aborting all ranks (MPI.COMM_WORLD.Abort)\n")
     sys.stderr.flush()
     if group is not None:
+        # Abort tears the job down at once: give mpiexec a moment to forward what this rank just wrote
+        # (and the other ranks theirs), or the message that explains the abort can be lost
+        time.sleep(0.3)
         group.MPI.COMM_WORLD.Abort(1)
 
 
