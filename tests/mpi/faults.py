@@ -136,13 +136,14 @@ def case(name: str, rank: int) -> None:
 
 
 def uneven_with_join(rank: int) -> None:
-    """Rank 0 has 5 batches, rank 1 has 2; with join() both end equal to one process's reference."""
+    """Rank 0 has 5 batches, rank 1 has 2; with join() both end equal to one process's reference
+    (for both divisors, and with find_unused_parameters, whose extra vote the finished rank matches)."""
     counts = [5, 2]
     world = dist.get_world_size()
     result = {}
-    for divide_by_world in (True, False):
+    for divide_by_world, find_unused in ((True, False), (False, False), (False, True)):
         model = TwoHeads()
-        ddp = DistributedDataParallel(model)
+        ddp = DistributedDataParallel(model, find_unused_parameters=find_unused)  # True: its vote is shadowed too
         opt = optim.SGD(model.parameters(), lr=0.1)
         with ddp.join(divide_by_initial_world_size=divide_by_world):
             for step in range(1, counts[rank] + 1):
@@ -163,7 +164,7 @@ def uneven_with_join(rank: int) -> None:
             (total / (world if divide_by_world else len(active))).backward()
             ropt.step()
         expect = np.concatenate([p.numpy().ravel() for p in ref.parameters()])
-        result[str(divide_by_world)] = {
+        result[f"divide={divide_by_world},find_unused={find_unused}"] = {
             "max_err": float(np.max(np.abs(mine - expect))),
             "rank_spread": max(float(np.max(np.abs(g.numpy() - mine))) for g in gathered),
             "moved": float(np.max(np.abs(expect - np.concatenate([p.numpy().ravel() for p in TwoHeads().parameters()])))),
