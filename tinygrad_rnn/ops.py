@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import _checks
 from .backend import Backend, backend_of_array, get_backend
 from .dtypes import _FLOATS, _as_dtype, float32, float64, int64
 from .functions import (Abs, Add, Cast, Cat, Clamp, Div, Exp, Expand, GetItem, Identity, Linear, Log, LogSoftmax,  # noqa: F401
@@ -39,9 +40,7 @@ def _axes(ndim: int, dim: Any, axis: Any, what: str) -> tuple[int, ...] | None:
     ds = (d,) if isinstance(d, (int, np.integer)) else tuple(d)
     out = []
     for x in ds:
-        if not isinstance(x, (int, np.integer)):
-            raise TypeError(f"{what}: dim must be an int or a tuple of ints, got {d!r}")
-        if not -max(ndim, 1) <= x < max(ndim, 1):
+        if not -max(ndim, 1) <= _checks.integer(f"{what}: dim", x) < max(ndim, 1):
             raise ValueError(f"{what}: dim {x} is out of range for a tensor with {ndim} dimensions")
         out.append(int(x) % max(ndim, 1))
     if len(set(out)) != len(out):
@@ -339,9 +338,7 @@ def split(t: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) 
     d = _dim_of([t], dim, "split")
     n = t.shape[d]
     if isinstance(split_size_or_sections, (int, np.integer)):
-        s = int(split_size_or_sections)
-        if s <= 0:
-            raise ValueError(f"split: split size must be positive, got {s}")
+        s = _checks.positive_int("split: split size", split_size_or_sections)
         sizes = [s] * (n // s) + ([n % s] if n % s else [])
     else:
         sizes = [int(x) for x in split_size_or_sections]

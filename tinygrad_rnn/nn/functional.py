@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _checks
 from ..functions import Embedding, SoftmaxCrossEntropy
 from ..functions import Linear as _LinearOp
 from ..ops import where
@@ -110,9 +111,7 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Ten
         raise ValueError(f"embedding: ids on {ids.device} but weight on {weight.device}")
     v = weight.shape[0]
     if padding_idx is not None:
-        if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
-            raise TypeError(f"embedding: padding_idx must be an int or None, got {type(padding_idx).__name__}")
-        if not -v <= padding_idx < v:
+        if not -v <= _checks.integer("embedding: padding_idx", padding_idx) < v:
             raise ValueError(f"embedding: padding_idx {padding_idx} is out of range for {v} embeddings")
     # an owned copy: the backward scatters by these ids, and the caller may reuse the buffer meanwhile
     arr = ids.data.astype(np.int64, copy=True)
@@ -141,7 +140,7 @@ def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
 def dropout(input: Tensor, p: float = 0.5, training: bool = True, generator: Generator | None = None,
             seed: int | None = None) -> Tensor:
     """Inverted dropout: zero each entry with probability p and scale the rest by 1/(1-p)."""
-    if not 0.0 <= p <= 1.0:
+    if not 0.0 <= _checks.finite_number("dropout: p", p) <= 1.0:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return input
