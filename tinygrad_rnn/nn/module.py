@@ -348,7 +348,8 @@ class Embedding(Module):
         super().__init__()
         num_embeddings = _checks.positive_int("Embedding: num_embeddings", num_embeddings)
         embedding_dim = _checks.positive_int("Embedding: embedding_dim", embedding_dim)
-        if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
+        if padding_idx is not None and \
+                not -num_embeddings <= _checks.integer("Embedding: padding_idx", padding_idx) < num_embeddings:
             raise ValueError(f"Embedding: padding_idx {padding_idx} out of range for {num_embeddings} embeddings")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.padding_idx = None if padding_idx is None else padding_idx % num_embeddings
