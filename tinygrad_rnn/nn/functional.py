@@ -58,8 +58,7 @@ def cross_entropy(input: Tensor, target: Any, ignore_index: int = -100, reductio
     ``ignore_index`` rows add nothing to the loss or the gradient and are not counted in the
     mean. Logits of shape (N, C, d1, ...) with targets (N, d1, ...) are accepted as in PyTorch.
     """
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _checks.one_of("cross_entropy: reduction", reduction, _REDUCTIONS)
     t = _check_targets(input, target, "cross_entropy", ignore_index)
     logits, tgt = _flatten_classes(input, t, "cross_entropy")
     c = logits.shape[1]
@@ -79,8 +78,7 @@ def cross_entropy(input: Tensor, target: Any, ignore_index: int = -100, reductio
 
 def nll_loss(input: Tensor, target: Any, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of log-probabilities ``input`` (N, C) at ``target`` (N,)."""
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"nll_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _checks.one_of("nll_loss: reduction", reduction, _REDUCTIONS)
     t = _check_targets(input, target, "nll_loss", ignore_index)
     logp, tgt = _flatten_classes(input, t, "nll_loss")
     tgt = tgt.astype(np.int64, copy=False)
@@ -125,8 +123,7 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Ten
 
 def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     """Mean squared error; shapes must match exactly (no silent broadcast)."""
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"mse_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _checks.one_of("mse_loss: reduction", reduction, _REDUCTIONS)
     t = target if isinstance(target, Tensor) else Tensor(np.asarray(target, dtype=input.dtype), device=input.device)
     if t.shape != input.shape:
         raise ValueError(f"mse_loss: input shape {input.shape} and target shape {t.shape} differ")
