@@ -16,8 +16,8 @@ import pytest
 import tinygrad_rnn as tr
 import tinygrad_rnn.distributed as dist
 from tinygrad_rnn import nn, optim
+from tinygrad_rnn.backend import nccl as tnccl
 from tinygrad_rnn.distributed import ReduceOp
-from tinygrad_rnn.distributed import nccl as tnccl
 from tinygrad_rnn.nn.parallel import DistributedDataParallel
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -158,3 +158,69 @@ def test_functions_package_exports_every_function():
         for cname, obj in vars(importlib.import_module(name)).items():
             if inspect.isclass(obj) and issubclass(obj, Function) and obj.__module__ == name and not cname.startswith("_"):
                 assert getattr(functions, cname, None) is obj, f"tinygrad_rnn.functions does not export {cname}"
+
+
+# -- no device branching outside backend/ ------------------------------------------------------------------
+# Outside backend/ (and the thin ``cuda.py`` facade) nothing names CuPy or compares a device name to choose
+# an array path: host/device conversion goes through the Backend's methods. Comparing two tensors' devices
+# (``a.device != b.device``, a mismatch error) is not such a choice. Allowed, each for a stated reason:
+DEVICE_NAME_ALLOWED = {
+    ("tensor.py", "__repr__"): "PyTorch prints device='cuda' for a tensor not on the CPU (display only)",
+    ("nn/utils/rnn.py", "is_cuda"): "PackedSequence.is_cuda reports the device name, as PyTorch's",
+}
+_DEVICE_NAMES = ("cpu", "cuda")
+
+
+def _device_branches(tree: ast.AST) -> list[tuple[int, str, str]]:
+    """``(line, enclosing function, what)`` for each use of CuPy's name or comparison with a device name."""
+    found: list[tuple[int, str, str]] = []
+    docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+
+    def visit(node: ast.AST, func: str) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            func = node.name
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            mods = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            if any(m.split(".")[0] == "cupy" for m in mods):
+                found.append((node.lineno, func, "imports cupy"))
+        elif isinstance(node, ast.Name) and node.id == "cupy":
+            found.append((node.lineno, func, "names cupy"))
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("cupy")
+              and id(node) not in docstrings):
+            found.append((node.lineno, func, f"the module name {node.value!r}"))
+        elif isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(isinstance(s, ast.Constant) and s.value in _DEVICE_NAMES for s in sides):
+                found.append((node.lineno, func, "compares with a device name"))
+            elif any(isinstance(s, ast.Attribute) and s.attr == "name" for s in sides) and \
+                    any(isinstance(s, ast.Constant) and isinstance(s.value, str) for s in sides):
+                found.append((node.lineno, func, "compares a backend's name"))
+        for child in ast.iter_child_nodes(node):
+            visit(child, func)
+
+    visit(tree, "<module>")
+    return found
+
+
+def test_device_branch_scanner_finds_branches():
+    src = ("import cupy\ndef f(t):\n    if t.device != 'cpu':\n        return 1\n    if be.name == 'cuda':\n"
+           "        return 2\n    return type(t).__module__.startswith('cupy')\n")
+    whats = [w for _, _, w in _device_branches(ast.parse(src))]
+    assert whats == ["imports cupy", "compares with a device name", "compares with a device name",
+                     "the module name 'cupy'"]
+    assert _device_branches(ast.parse('"""cupy in a docstring is prose."""\nok = a.device != b.device\n')) == []
+
+
+def test_no_device_branch_outside_backend():
+    bad, used = [], set()
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("backend/") or rel == "cuda.py":
+            continue
+        for line, func, what in _device_branches(ast.parse(path.read_text())):
+            if (rel, func) in DEVICE_NAME_ALLOWED:
+                used.add((rel, func))
+                continue
+            bad.append(f"{rel}:{line} ({func}): {what}")
+    assert not bad, "branches on a device outside backend/ (use the Backend's methods):\n" + "\n".join(bad)
+    assert used == set(DEVICE_NAME_ALLOWED), f"stale allowed exceptions: {set(DEVICE_NAME_ALLOWED) - used}"

@@ -16,7 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .backend import Backend, get_backend
+from . import _checks
+from .backend import Backend, backend_of_array, get_backend
 from .dtypes import _FLOATS, _as_dtype, float32, float64, int64
 from .functions import (Abs, Add, Cast, Cat, Clamp, Div, Exp, Expand, GetItem, Identity, Linear, Log, LogSoftmax,  # noqa: F401
                         MatMul, Max, MaxDim, Maximum, Mean, Minimum, Mul, Neg, Permute, Pow, PowScalar, Relu, Reshape,
@@ -39,9 +40,7 @@ def _axes(ndim: int, dim: Any, axis: Any, what: str) -> tuple[int, ...] | None:
     ds = (d,) if isinstance(d, (int, np.integer)) else tuple(d)
     out = []
     for x in ds:
-        if not isinstance(x, (int, np.integer)):
-            raise TypeError(f"{what}: dim must be an int or a tuple of ints, got {d!r}")
-        if not -max(ndim, 1) <= x < max(ndim, 1):
+        if not -max(ndim, 1) <= _checks.integer(f"{what}: dim", x) < max(ndim, 1):
             raise ValueError(f"{what}: dim {x} is out of range for a tensor with {ndim} dimensions")
         out.append(int(x) % max(ndim, 1))
     if len(set(out)) != len(out):
@@ -86,8 +85,8 @@ def _as_operand(a: Tensor, b: Any, op: str) -> Tensor:
         # a Python/NumPy scalar takes the tensor's float dtype, as in PyTorch
         dt = a.dtype if a.dtype in _FLOATS else np.result_type(a.dtype, type(b) if not isinstance(b, np.number) else b.dtype)
         return Tensor._make(a._be.xp.asarray(b, dtype=dt), a._be, False, None, 0)
-    if isinstance(b, (np.ndarray, list, tuple)) or type(b).__module__.startswith("cupy"):
-        arr = np.asarray(b) if not type(b).__module__.startswith("cupy") else b
+    if backend_of_array(b) is not None or isinstance(b, (list, tuple)):
+        arr = np.asarray(b) if isinstance(b, (list, tuple)) else b
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"{op}: unsupported array dtype {arr.dtype}")
         if isinstance(b, (list, tuple)) and arr.dtype.kind == "f" and a.dtype in _FLOATS:
@@ -192,7 +191,7 @@ def _normalize_index(t: Tensor, index: Any) -> tuple[Any, bool]:
             arr = np.array(it)  # a copy, for the same reason
             if arr.dtype.kind not in "iub":
                 raise TypeError(f"index arrays must be integer or bool, got {arr.dtype}")
-            it = t._be.asarray(arr) if t.device != "cpu" else arr
+            it = t._be.asarray(arr)
             advanced = True
         elif hasattr(it, "dtype") and hasattr(it, "shape") and getattr(it, "ndim", 0) > 0:
             it = it.copy()
@@ -202,12 +201,6 @@ def _normalize_index(t: Tensor, index: Any) -> tuple[Any, bool]:
         out.append(it)
     idx = tuple(out) if isinstance(index, tuple) else out[0]
     return idx, advanced
-
-
-def _host_index(idx: Any) -> Any:
-    items = idx if isinstance(idx, tuple) else (idx,)
-    conv = tuple(i.get() if hasattr(i, "get") and not isinstance(i, (dict,)) else i for i in items)
-    return conv if isinstance(idx, tuple) else conv[0]
 
 
 # ---------------------------------------------------------------------------------------
@@ -345,9 +338,7 @@ def split(t: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) 
     d = _dim_of([t], dim, "split")
     n = t.shape[d]
     if isinstance(split_size_or_sections, (int, np.integer)):
-        s = int(split_size_or_sections)
-        if s <= 0:
-            raise ValueError(f"split: split size must be positive, got {s}")
+        s = _checks.positive_int("split: split size", split_size_or_sections)
         sizes = [s] * (n // s) + ([n % s] if n % s else [])
     else:
         sizes = [int(x) for x in split_size_or_sections]
@@ -372,8 +363,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     tb = _as_operand(ref, b, "where") if b is not ref else b
     ta, tb = _promote(ta, tb)
     # an owned copy of the condition: the backward reads it after the caller may have changed it
-    cond = condition.data.copy() if isinstance(condition, Tensor) else ref._be.asarray(np.array(condition)) \
-        if ref.device != "cpu" else np.array(condition)
+    cond = condition.data.copy() if isinstance(condition, Tensor) else ref._be.asarray(np.array(condition))
     if cond.dtype != np.bool_:
         raise TypeError(f"where: condition must be bool, got {cond.dtype}")
     try:
@@ -515,12 +505,11 @@ class TensorOps:
             raise ValueError(f"__setitem__: value on {v.device} but the tensor on {self.device}")
         if v is None and not isinstance(value, (bool, int, float, np.number, np.ndarray, list, tuple)):
             raise TypeError(f"__setitem__: unsupported value type {type(value).__name__}")
-        if self.device != "cpu" and isinstance(src, (np.ndarray, list, tuple)):
+        if isinstance(src, (np.ndarray, list, tuple)):
             src = self._be.asarray(np.asarray(src))
         data = _writable(self, "__setitem__")
         try:
-            if self.device != "cpu":
-                np.empty(self.shape, dtype=np.bool_)[_host_index(idx)]  # CuPy would wrap bad indices
+            self._be.check_index(self.shape, idx)
             data[idx] = src
         except IndexError as e:
             raise IndexError(f"index {index!r} is invalid for a tensor of shape {self.shape}: {e}") from None
@@ -674,9 +663,7 @@ class TensorOps:
     def __getitem__(self: Tensor, index: Any) -> Tensor:
         idx, advanced = _normalize_index(self, index)
         try:
-            if self.device != "cpu":
-                # CuPy wraps out-of-bounds integer indices instead of raising: validate on a host stand-in
-                np.empty(self.shape, dtype=np.bool_)[_host_index(idx)]
+            self._be.check_index(self.shape, idx)
             return GetItem.apply(self, index=idx, advanced=advanced)
         except IndexError as e:
             raise IndexError(f"index {index!r} is invalid for a tensor of shape {self.shape}: {e}") from None

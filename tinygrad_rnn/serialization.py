@@ -26,7 +26,7 @@ from typing import IO, Any, Callable
 
 import numpy as np
 
-from .backend import get_backend, normalize_device
+from .backend import backend_of_array, get_backend, host_array, normalize_device
 from .tensor import Tensor
 
 __all__ = ["save", "load", "atomic_write", "FORMAT_VERSION"]
@@ -60,8 +60,8 @@ def _encode(obj: Any, arrays: list[np.ndarray], where: str, depth: int) -> Any:
     if isinstance(obj, np.generic):
         arrays.append(_host_array(np.asarray(obj), where))
         return {"$scalar": len(arrays) - 1}
-    if isinstance(obj, np.ndarray) or type(obj).__module__.startswith("cupy"):
-        arrays.append(_host_array(obj.get() if hasattr(obj, "get") and not isinstance(obj, np.ndarray) else obj, where))
+    if backend_of_array(obj) is not None:
+        arrays.append(_host_array(host_array(obj), where))
         return {"$array": len(arrays) - 1}
     if isinstance(obj, tuple):
         return {"$tuple": [_encode(v, arrays, f"{where}[{i}]", depth + 1) for i, v in enumerate(obj)]}

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .backend import Backend, get_backend
+from .backend import Backend, backend_of_array, get_backend
 from .dtypes import _ALLOWED, _FLOATS, _as_dtype, _default_dtype_for, bool_, float32, float64, int32, int64
 from .random import Generator, _rng, get_rng_state, manual_seed, set_rng_state
 
@@ -212,11 +212,9 @@ class Tensor:
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, device: Any = None):
         if isinstance(data, Tensor):
             data = data.data
-        be = get_backend(device) if device is not None else _backend_of(data)
-        if be.name == "cpu" and type(data).__module__.startswith("cupy"):
-            data = data.get()  # a GPU array asked for on the host: copy it over explicitly
+        be = get_backend(device) if device is not None else (backend_of_array(data) or get_backend("cpu"))
         dt = _as_dtype(dtype) or _default_dtype_for(data)
-        arr = be.asarray(data) if not isinstance(data, np.ndarray) or be.name == "cpu" else be.from_host(data)
+        arr = be.asarray(data)  # copies another backend's array over itself
         if dt is not None and arr.dtype != dt:
             arr = arr.astype(dt)
         if arr.dtype not in _ALLOWED:
@@ -433,10 +431,7 @@ class Tensor:
         arr = src.data if isinstance(src, Tensor) else src
         if tuple(np.shape(arr)) != self.shape:
             raise ValueError(f"copy_: source shape {tuple(np.shape(arr))} does not match {self.shape}")
-        if isinstance(arr, np.ndarray) and self.device != "cpu":
-            arr = self._be.from_host(arr)
-        elif not isinstance(arr, np.ndarray) and self.device == "cpu" and hasattr(arr, "get"):
-            arr = arr.get()
+        arr = self._be.asarray(arr)
         self._data_for_write("copy_")[...] = arr
         self._bump_version()
         return self
@@ -459,15 +454,6 @@ def _writable(t: Tensor, what: str) -> Any:
         raise RuntimeError(f"{what}: the tensor's memory is read-only (an expand()ed view shares one value among "
                            "several entries); clone() it first")
     return data
-
-
-def _backend_of(data: Any) -> Backend:
-    if isinstance(data, np.ndarray) or np.isscalar(data) or isinstance(data, (list, tuple)):
-        return get_backend("cpu")
-    mod = type(data).__module__
-    if mod.startswith("cupy"):
-        return get_backend("cuda")
-    return get_backend("cpu")
 
 
 class _VersionCounter:

@@ -116,6 +116,18 @@ class Backend:
                           dc_prev: Any) -> None:
         """One time step's backward gate math (writes dxw, dhw, dh_pass and dc_prev)."""
 
+    def rnn_biases(self, mode: str, b_ih: Any, b_hh: Any, hidden: int, dtype: Any) -> tuple[Any, Any]:
+        """A layer's two biases (or None, None) as ``rnn_forward``'s ``(bias, b_hn)``: summed into the
+        projection's bias, except the GRU's b_hn, which stays inside ``r * (W_hn h + b_hn)``."""
+        xp = self.xp
+        if b_ih is None:
+            return None, (xp.zeros(hidden, dtype=dtype) if mode == "gru" else None)
+        if mode != "gru":
+            return b_ih + b_hh, None
+        bias = b_ih.copy()
+        bias[: 2 * hidden] += b_hh[: 2 * hidden]
+        return bias, xp.ascontiguousarray(b_hh[2 * hidden:])
+
     @_abstract
     def rnn_forward(self, mode: str, x: Any, w_ih: Any, bias: Any, w_hh: Any, b_hn: Any, h0: Any, c0: Any,
                     mask: Any, train: bool = True) -> tuple[Any, Any, Any]:
@@ -131,11 +143,6 @@ class Backend:
     def rnn_backward(self, mode: str, w_hh: Any, store: Any, h_all: Any, c_all: Any, mask: Any, dout: Any,
                      dh_n: Any, dc_n: Any) -> tuple[Any, Any, Any, Any]:
         """Backprop through time: ``(dxw, dhw, dh0, dc0)`` (dhw is dxw except for the GRU)."""
-
-    def rnn_forward_input(self, mode: str, x: Any, w_ih: Any, bias: Any, w_hh: Any, b_hn: Any, h0: Any, c0: Any,
-                          mask: Any, train: bool = True) -> Any:
-        """Deprecated (use ``rnn_forward``): the forward where the backend fuses the projection, else None."""
-        return None
 
     # -- reductions and optimizer steps --------------------------------------------------------------
     @_abstract

@@ -161,7 +161,7 @@ class CPUBackend(Backend):
     # row-block threads: None = tr.get_num_threads()
     ROW_THREADS: int | None = None
     # Forward-only passes (and, with the _TRAIN flag, training ones): the sequence kernel makes each
-    # step's input projection itself (rnn_forward_input) -- in its loops for small layers, by BLAS
+    # step's input projection itself (_fused_input_forward) -- in its loops for small layers, by BLAS
     # per row block with oneMKL -- instead of one (T*B, D) x (D, G*H) GEMM for the whole sequence
     # before the loop: no (T, B, G*H) array (the last one that grew with T), one call less. Measured
     # 3-13% faster for inference; a wash for training, which keeps the one large GEMM.
@@ -226,10 +226,6 @@ class CPUBackend(Backend):
         if not seq:
             return recurrence_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask, train)
         return self._seq_forward(mode, xw, None, None, None, w_hh, b_hn, h0, c0, mask, train, use_blas)
-
-    def rnn_forward_input(self, mode, x, w_ih, bias, w_hh, b_hn, h0, c0, mask, train=True):
-        """Deprecated (use ``rnn_forward``): the fused-projection forward, None where not taken."""
-        return self._fused_input_forward(mode, x, w_ih, bias, w_hh, b_hn, h0, c0, mask, train)
 
     def _fused_input_forward(self, mode, x, w_ih, bias, w_hh, b_hn, h0, c0, mask, train):
         """The sequence kernel making each step's input projection (bias + x_t W_ih^T) itself, per row

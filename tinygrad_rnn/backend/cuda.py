@@ -559,12 +559,12 @@ class CUDABackend(Backend):
 
     def rnn_step_forward(self, mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_out, c_out):
         xp = self.xp
-        c = xp.ascontiguousarray
+        contig = xp.ascontiguousarray
         self._check_size(*h_prev.shape)
         for what, a in (("h_out", h_out), ("c_out", c_out), ("store", store)):
             _check_out(a, what)
-        self._step_forward(mode, c(xw), c(hw), None if b_hn is None else c(b_hn), c(h_prev),
-                           None if c_prev is None else c(c_prev), c(mask), store, h_out, c_out)
+        self._step_forward(mode, contig(xw), contig(hw), None if b_hn is None else contig(b_hn), contig(h_prev),
+                           None if c_prev is None else contig(c_prev), contig(mask), store, h_out, c_out)
 
     def _step_forward(self, mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_out, c_out):
         b_, h_ = h_prev.shape
@@ -579,14 +579,14 @@ class CUDABackend(Backend):
     def rnn_step_backward(self, mode, store, h_prev, h_t, c_prev, c_t, mask, dout, dh_carry, dc_carry,
                           dxw, dhw, dh_pass, dc_prev):
         xp = self.xp
-        c = xp.ascontiguousarray
+        contig = xp.ascontiguousarray
         for what, a in (("dxw", dxw), ("dhw", dhw if mode == "gru" else None), ("dh_pass", dh_pass),
                         ("dc_prev", dc_prev if mode == "lstm" else None)):
             _check_out(a, what)
         self._check_size(*dout.shape)
-        opt = (lambda a: None if a is None else c(a))
-        self._step_backward(mode, opt(store), opt(h_prev), opt(h_t), opt(c_prev), opt(c_t), c(mask), c(dout),
-                            c(dh_carry), opt(dc_carry), dxw, dhw, dh_pass, dc_prev)
+        opt = (lambda a: None if a is None else contig(a))
+        self._step_backward(mode, opt(store), opt(h_prev), opt(h_t), opt(c_prev), opt(c_t), contig(mask), contig(dout),
+                            contig(dh_carry), opt(dc_carry), dxw, dhw, dh_pass, dc_prev)
 
     def _step_backward(self, mode, store, h_prev, h_t, c_prev, c_t, mask, dout, dh_carry, dc_carry,
                        dxw, dhw, dh_pass, dc_prev):

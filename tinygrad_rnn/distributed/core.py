@@ -209,26 +209,11 @@ def _report_and_abort(group: _Group | None, text: str, why: str) -> None:
 
 def _pick_gpu(group: _Group) -> None:
     """One GPU per rank: the i-th rank on a node takes GPU i (mod the count), before any GPU use."""
-    import importlib.util
+    from ..backend.cuda import gpu_count, use_gpu
 
-    if importlib.util.find_spec("cupy") is None:
-        return
-    local_rank = group.local_rank
-    try:
-        import cupy
-
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception:  # noqa: BLE001 - CuPy without a driver/GPU: the CPU path needs nothing here
-        return
-    if n == 0:
-        return
-    from ..backend import _BACKENDS
-
-    target, current = local_rank % n, cupy.cuda.runtime.getDevice()
-    if "cuda" in _BACKENDS and current != target:  # GPU memory already lives on the wrong device
-        raise RuntimeError(f"init_process_group() must come before the first GPU tensor: this rank (local rank "
-                           f"{local_rank}) should use GPU {target} but GPU {current} is already in use")
-    cupy.cuda.runtime.setDevice(target)
+    n = gpu_count()
+    if n:  # without a GPU the CPU path needs nothing here
+        use_gpu(group.local_rank % n, f"this rank (local rank {group.local_rank})")
 
 
 def get_rank() -> int:
@@ -406,8 +391,8 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, a
     g = _get_group()
     _before_collective(g)
     _same_on_all_ranks(g, "all_reduce", _describe("all_reduce", t, op.name))
-    if t.device != "cpu":
-        from .nccl import nccl_all_reduce
+    if t._be.is_device:
+        from ..backend.nccl import nccl_all_reduce
 
         nccl_all_reduce(g, t.data, op)
         if op is ReduceOp.AVG:
@@ -449,8 +434,8 @@ def broadcast(tensor: Tensor, src: int, group: Any = None, async_op: bool = Fals
     src = _check_src(src, g)
     _before_collective(g)
     _same_on_all_ranks(g, "broadcast", _describe("broadcast", t, src))
-    if t.device != "cpu":
-        from .nccl import nccl_broadcast
+    if t._be.is_device:
+        from ..backend.nccl import nccl_broadcast
 
         nccl_broadcast(g, t.data, src)
         t._bump_version()
@@ -487,8 +472,8 @@ def all_gather(tensor_list: list[Tensor], tensor: Tensor, group: Any = None, asy
                              f"{t.shape} {t.dtype} on {t.device}; every entry must match it")
     _before_collective(g)
     _same_on_all_ranks(g, "all_gather", _describe("all_gather", t, None))
-    if t.device != "cpu":
-        from .nccl import nccl_all_gather
+    if t._be.is_device:
+        from ..backend.nccl import nccl_all_gather
 
         gathered = nccl_all_gather(g, t.data)
         for i, o in enumerate(tensor_list):

@@ -287,12 +287,11 @@ class ToDevice(Function):
         ctx = cls()
         ctx.src, ctx.dst = t._be, backend
         host = t._be.to_host(t.data)
-        arr = backend.from_host(host) if backend.name != "cpu" else np.array(host, copy=True)
+        arr = backend.from_host(host, copy=True)
         if not (is_grad_enabled() and t.requires_grad):
             return Tensor._make(arr, backend, False, None, 0)
         ctx.be, ctx.xp, ctx.needs, ctx.parents = t._be, t._be.xp, (True,), (t,)
         return Tensor._make(arr, backend, True, ctx, 0)
 
     def backward(self, g):
-        host = self.dst.to_host(g)
-        return self.src.from_host(host) if self.src.name != "cpu" else np.array(host, copy=True)
+        return self.src.from_host(self.dst.to_host(g), copy=True)

@@ -38,18 +38,7 @@ class FusedRecurrence(Function):
             # padding may hold anything (even NaN): keep it out of the products, as packed sequences do
             x = xp.where(mask[:, :, None] != 0, x, xp.zeros((), dtype=x.dtype))
         x2 = xp.ascontiguousarray(x).reshape(t_ * b_, d_)
-        if has_bias:
-            if mode == "gru":
-                # b_hn stays inside r * (W_hn h + b_hn); b_hr, b_hz fold into the projection
-                bias = b_ih.copy()
-                bias[: 2 * h_] += b_hh[: 2 * h_]
-                b_hn = xp.ascontiguousarray(b_hh[2 * h_:])
-            else:
-                bias = b_ih + b_hh
-                b_hn = None
-        else:
-            bias = None
-            b_hn = xp.zeros(h_, dtype=x.dtype) if mode == "gru" else None
+        bias, b_hn = self.be.rnn_biases(mode, b_ih, b_hh, h_, x.dtype)
         mask = xp.ascontiguousarray(mask)
         h0, c0 = xp.ascontiguousarray(h0), None if c0 is None else xp.ascontiguousarray(c0)
         # the backend projects the input (x W_ih^T + bias) itself: per step inside its loop, or at once

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _checks
 from ..functions import Embedding, SoftmaxCrossEntropy
 from ..functions import Linear as _LinearOp
 from ..ops import where
@@ -57,8 +58,7 @@ def cross_entropy(input: Tensor, target: Any, ignore_index: int = -100, reductio
     ``ignore_index`` rows add nothing to the loss or the gradient and are not counted in the
     mean. Logits of shape (N, C, d1, ...) with targets (N, d1, ...) are accepted as in PyTorch.
     """
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _checks.one_of("cross_entropy: reduction", reduction, _REDUCTIONS)
     t = _check_targets(input, target, "cross_entropy", ignore_index)
     logits, tgt = _flatten_classes(input, t, "cross_entropy")
     c = logits.shape[1]
@@ -78,8 +78,7 @@ def cross_entropy(input: Tensor, target: Any, ignore_index: int = -100, reductio
 
 def nll_loss(input: Tensor, target: Any, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of log-probabilities ``input`` (N, C) at ``target`` (N,)."""
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"nll_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _checks.one_of("nll_loss: reduction", reduction, _REDUCTIONS)
     t = _check_targets(input, target, "nll_loss", ignore_index)
     logp, tgt = _flatten_classes(input, t, "nll_loss")
     tgt = tgt.astype(np.int64, copy=False)
@@ -110,9 +109,7 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Ten
         raise ValueError(f"embedding: ids on {ids.device} but weight on {weight.device}")
     v = weight.shape[0]
     if padding_idx is not None:
-        if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
-            raise TypeError(f"embedding: padding_idx must be an int or None, got {type(padding_idx).__name__}")
-        if not -v <= padding_idx < v:
+        if not -v <= _checks.integer("embedding: padding_idx", padding_idx) < v:
             raise ValueError(f"embedding: padding_idx {padding_idx} is out of range for {v} embeddings")
     # an owned copy: the backward scatters by these ids, and the caller may reuse the buffer meanwhile
     arr = ids.data.astype(np.int64, copy=True)
@@ -126,8 +123,7 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Ten
 
 def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     """Mean squared error; shapes must match exactly (no silent broadcast)."""
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"mse_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _checks.one_of("mse_loss: reduction", reduction, _REDUCTIONS)
     t = target if isinstance(target, Tensor) else Tensor(np.asarray(target, dtype=input.dtype), device=input.device)
     if t.shape != input.shape:
         raise ValueError(f"mse_loss: input shape {input.shape} and target shape {t.shape} differ")
@@ -141,7 +137,7 @@ def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
 def dropout(input: Tensor, p: float = 0.5, training: bool = True, generator: Generator | None = None,
             seed: int | None = None) -> Tensor:
     """Inverted dropout: zero each entry with probability p and scale the rest by 1/(1-p)."""
-    if not 0.0 <= p <= 1.0:
+    if not 0.0 <= _checks.finite_number("dropout: p", p) <= 1.0:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return input

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import _checks
 from ..tensor import Tensor
 from . import functional as F
 from .module import Module
@@ -18,9 +19,7 @@ __all__ = ["CrossEntropyLoss", "NLLLoss", "MSELoss"]
 def _reduction(name: str, size_average: bool | None, reduce: bool | None, reduction: str) -> str:
     """PyTorch's legacy ``size_average``/``reduce`` flags, when given, decide the reduction (as there)."""
     if size_average is None and reduce is None:
-        if reduction not in F._REDUCTIONS:
-            raise ValueError(f"{name}: reduction must be one of {F._REDUCTIONS}, got {reduction!r}")
-        return reduction
+        return _checks.one_of(f"{name}: reduction", reduction, F._REDUCTIONS)
     size_average = True if size_average is None else size_average
     reduce = True if reduce is None else reduce
     return "none" if not reduce else ("mean" if size_average else "sum")

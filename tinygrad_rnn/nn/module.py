@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import _checks
 from .. import serialization as _serialization
+from ..backend import backend_of_array, host_array
 from ..tensor import _FLOATS, Generator, Tensor, _as_dtype, _rng, float32, float64, no_grad
 from . import functional as F
 
@@ -31,7 +32,7 @@ class Parameter(Tensor):
         if isinstance(data, Tensor):
             super().__init__(data.data, requires_grad=requires_grad, dtype=dtype, device=data.device)
         else:
-            super().__init__(np.asarray(data) if not hasattr(data, "__cuda_array_interface__") else data,
+            super().__init__(data if backend_of_array(data) is not None else np.asarray(data),
                              requires_grad=requires_grad, dtype=dtype)
 
     def __repr__(self) -> str:
@@ -210,8 +211,8 @@ class Module:
                 arr = v.numpy()
             elif hasattr(v, "detach"):  # a torch tensor
                 arr = v.detach().cpu().numpy()
-            else:  # a NumPy array, or a CuPy one (``.get()`` copies it to the host)
-                arr = v.get() if type(v).__module__.startswith("cupy") else np.asarray(v)
+            else:  # a NumPy array, or a device one (copied to the host)
+                arr = host_array(v)
             if tuple(arr.shape) != p.shape:
                 problems.append(f"shape mismatch for {k}: checkpoint {tuple(arr.shape)} vs model {p.shape}")
                 continue
@@ -269,7 +270,7 @@ def save(state: dict[str, Any], path: str | os.PathLike, **extra: Any) -> None:
     for k, v in state.items():
         if not isinstance(k, str):
             raise TypeError(f"nn.save: state dict keys must be str, got {type(k).__name__} {k!r}")
-        arr = v.numpy() if isinstance(v, Tensor) else np.asarray(v.get() if type(v).__module__.startswith("cupy") else v)
+        arr = v.numpy() if isinstance(v, Tensor) else host_array(v)
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"nn.save: {k!r} is not a numeric array ({type(v).__name__}); nn.save writes a model's state "
                             "dict — save other state (an optimizer's, a scheduler's) with tinygrad_rnn.save")
@@ -347,7 +348,8 @@ class Embedding(Module):
         super().__init__()
         num_embeddings = _checks.positive_int("Embedding: num_embeddings", num_embeddings)
         embedding_dim = _checks.positive_int("Embedding: embedding_dim", embedding_dim)
-        if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
+        if padding_idx is not None and \
+                not -num_embeddings <= _checks.integer("Embedding: padding_idx", padding_idx) < num_embeddings:
             raise ValueError(f"Embedding: padding_idx {padding_idx} out of range for {num_embeddings} embeddings")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.padding_idx = None if padding_idx is None else padding_idx % num_embeddings

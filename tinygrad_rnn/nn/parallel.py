@@ -68,7 +68,7 @@ class _Bucket:
             n += p.numel()
         self.numel = n
         self.nbytes = n * params[0].dtype.itemsize
-        self.device = params[0].device
+        self.be = params[0]._be
         self.flat = params[0]._be.xp.empty(n, dtype=params[0].dtype)
         self.ready: set[int] = set()  # indices of the parameters whose slot holds this pass's gradient
         self.request: Any = None
@@ -150,7 +150,7 @@ class DistributedDataParallel(Module):
         size = 0
         for name, p in reversed(trainable):  # reverse order: the last layers' gradients are final first
             nbytes = p.numel() * p.dtype.itemsize
-            if cur and (size + nbytes > cap_bytes or p.dtype != cur[0][1].dtype or p.device != cur[0][1].device):
+            if cur and (size + nbytes > cap_bytes or p.dtype != cur[0][1].dtype or p._be is not cur[0][1]._be):
                 buckets.append(_Bucket(len(buckets), [q for _, q in cur], [n for n, _ in cur]))
                 cur, size = [], 0
             cur.append((name, p))
@@ -274,7 +274,7 @@ class DistributedDataParallel(Module):
         b.ready.add(i)
         if b.full:
             self._launch_ready_buckets()
-        elif self._group.size > 1 and b.device == "cpu":
+        elif self._group.size > 1 and not b.be.is_device:
             self._progress()
 
     def _progress(self) -> None:
@@ -293,8 +293,8 @@ class DistributedDataParallel(Module):
                 self._agree(self._bucket_desc(b.index, []))
             if self.events is not None:
                 self.events.append(("launch", b.index))
-            if b.device != "cpu":
-                from ..distributed.nccl import nccl_all_reduce
+            if b.be.is_device:
+                from ..backend.nccl import nccl_all_reduce
 
                 nccl_all_reduce(g, b.flat, dist.ReduceOp.SUM)  # queued on the stream: already asynchronous
                 b.request = None

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _checks
 from ..backend.recurrence import GATES
 from ..functions.recurrent import FusedRecurrence
 from ..ops import cat, split, stack, where
@@ -85,7 +86,8 @@ class _CellBase(Module):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, dtype: Any = None, device: Any = None,
                  generator: Generator | None = None, seed: int | None = None):
         super().__init__()
-        if input_size <= 0 or hidden_size <= 0:
+        if _checks.integer(f"{type(self).__name__}: input_size", input_size) <= 0 or \
+                _checks.integer(f"{type(self).__name__}: hidden_size", hidden_size) <= 0:
             raise ValueError(f"{type(self).__name__}: sizes must be positive, got input_size={input_size}, "
                              f"hidden_size={hidden_size}")
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
@@ -179,11 +181,11 @@ class RNNBase(Module):
                  device: Any = None, generator: Generator | None = None, seed: int | None = None):
         super().__init__()
         name = type(self).__name__
-        if input_size <= 0 or hidden_size <= 0 or num_layers <= 0:
+        sizes = {"input_size": input_size, "hidden_size": hidden_size, "num_layers": num_layers}
+        if any(_checks.integer(f"{name}: {k}", v) <= 0 for k, v in sizes.items()):
             raise ValueError(f"{name}: input_size, hidden_size and num_layers must be positive, got "
                              f"{input_size}, {hidden_size}, {num_layers}")
-        if not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"{name}: dropout must be in [0, 1], got {dropout}")
+        _checks.unit_interval(f"{name}: dropout", dropout)
         self.mode = mode
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, float(dropout), bidirectional

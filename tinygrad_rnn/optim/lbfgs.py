@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from .. import _checks
 from ..tensor import Tensor, enable_grad, no_grad
 from .optimizers import Optimizer, ParamsT
 
@@ -124,12 +125,10 @@ class LBFGS(Optimizer):
                  line_search_fn: str | None = None):
         if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"LBFGS: max_iter must be a positive integer, got {max_iter!r}")
+        _checks.positive_int("LBFGS: max_iter", max_iter)
         if max_eval is None:
             max_eval = max_iter * 5 // 4
-        if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:
-            raise ValueError(f"LBFGS: history_size must be a positive integer, got {history_size!r}")
+        _checks.positive_int("LBFGS: history_size", history_size)
         if line_search_fn not in (None, "strong_wolfe"):
             raise ValueError(f"LBFGS: line_search_fn must be None or 'strong_wolfe', got {line_search_fn!r}")
         defaults = {"lr": lr, "max_iter": max_iter, "max_eval": max_eval, "tolerance_grad": tolerance_grad,

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from .. import _checks
-from ..backend import Backend
+from ..backend import Backend, backend_of_array, host_array
 from ..tensor import _FLOATS, Tensor, enable_grad
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
@@ -266,8 +266,8 @@ class Optimizer:
                 except TypeError as e:  # a bad file is a bad value, whatever the entry's type
                     raise ValueError(str(e)) from None
                 continue
-            if type(v).__module__.startswith("cupy"):
-                v = v.get()
+            if backend_of_array(v) is not None:
+                v = host_array(v)
             if not isinstance(v, np.ndarray):
                 raise ValueError(f"{where}: state[{i}][{k!r}] must be an array, got {type(v).__name__}")
             host = v

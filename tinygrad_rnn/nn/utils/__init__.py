@@ -58,14 +58,7 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
     per_device: dict[int, list] = {}
     for g in grads:
         per_device.setdefault(id(g._be), []).append(g)
-    norms: list[float] = []
-    for gs in per_device.values():
-        be, xp = gs[0]._be, gs[0]._be.xp
-        if p == 2.0 and hasattr(be, "sum_squares"):  # the CPU: one pass per gradient, no float64 copy
-            norms.extend(math.sqrt(be.sum_squares(g.data)) for g in gs)
-            continue
-        parts = [_vector_norm(xp, g.data.reshape(-1).astype(np.float64), p) for g in gs]
-        norms.extend(float(v) for v in be.to_host(xp.stack(parts)))
+    norms = [n for gs in per_device.values() for n in gs[0]._be.vector_norms([g.data for g in gs], p)]
     total = max(norms) if p == math.inf else float(np.linalg.norm(np.asarray(norms), p))
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(
@@ -79,19 +72,6 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
                 g._bump_version()  # a graph that saved this gradient (create_graph) must see it changed
     first = grads[0]
     return Tensor(np.asarray(total, dtype=first.dtype), device=first.device)
-
-
-def _vector_norm(xp, v, p: float):
-    if p == 2.0:  # one BLAS dot instead of abs, square and sum passes (the LM's 4.6M gradients)
-        return xp.sqrt(xp.dot(v, v))
-    a = xp.abs(v)
-    if p == math.inf:
-        return a.max() if a.size else xp.zeros((), dtype=a.dtype)
-    if p == 1.0:
-        return a.sum()
-    if p == 2.0:
-        return xp.sqrt((a * a).sum())
-    return (a ** p).sum() ** (1.0 / p)
 
 
 def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: float) -> None:
