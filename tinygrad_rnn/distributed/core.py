@@ -1,4 +1,4 @@
-"""The process group and the collectives: MPI for host arrays, NCCL (``nccl.py``) for GPU arrays.
+"""The process group and the collectives: MPI for host arrays, NCCL (``backend/nccl.py``) for GPU arrays.
 
 One process group, the MPI world (``MPI.COMM_WORLD``, duplicated so that our messages never mix
 with a user's own MPI traffic). Every collective on it -- the public ones, ``barrier`` included,

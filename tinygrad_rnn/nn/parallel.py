@@ -406,8 +406,8 @@ class DistributedDataParallel(Module):
             for b in self._buckets:
                 _core._same_on_all_ranks(g, _core._DDP_KIND, self._bucket_desc(b.index, [], step))
                 b.flat[...] = 0
-                if b.params[0]._be.is_device:
-                    from ..distributed.nccl import nccl_all_reduce
+                if b.be.is_device:
+                    from ..backend.nccl import nccl_all_reduce
 
                     nccl_all_reduce(g, b.flat, dist.ReduceOp.SUM)
                 else:
