@@ -90,7 +90,10 @@ class DistributedDataParallel(Module):
     are accepted and unused (the GPU is chosen per rank by ``init_process_group``; there are no
     buffers). Call ``tr.distributed.init_process_group()`` first. ``forward`` delegates to
     the module; ``no_sync()`` accumulates gradients locally (e.g. over micro-batches) and the next
-    synchronised backward averages the sum.
+    synchronised backward averages the sum; ``join()`` lets ranks run different numbers of steps.
+    A rank that skipped a backward, or whose backward left a parameter without gradient, makes every
+    rank raise a ValueError naming each rank's step and parameters (forwards with grad enabled count
+    as steps: evaluate under ``tr.no_grad()`` or through ``ddp.module``).
 
         >>> ddp = DistributedDataParallel(tr.nn.LSTM(8, 16), bucket_cap_mb=25)
         >>> out, _ = ddp(tr.randn(5, 2, 8)); out.sum().backward()
