@@ -69,9 +69,9 @@ def _promote(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     if fa and fb:
         return (a.to(np.float64), b) if b.dtype == np.float64 else (a, b.to(np.float64))
     if fa:
-        return a, Tensor._make(b.data.astype(a.dtype), b._be, False, None, 0)
+        return a, Tensor._make(b._data.astype(a.dtype), b._be, False, None, 0)
     if fb:
-        return Tensor._make(a.data.astype(b.dtype), a._be, False, None, 0), b
+        return Tensor._make(a._data.astype(b.dtype), a._be, False, None, 0), b
     return a, b
 
 
@@ -116,8 +116,8 @@ def _float_only(fn: type[Function], self: Tensor, name: str) -> Tensor:
 
 
 def _compare(self: Tensor, other: Any, ufunc: str) -> Tensor:
-    o = other.data if isinstance(other, Tensor) else other
-    return Tensor._make(getattr(self._be.xp, ufunc)(self.data, o), self._be, False, None, 0)
+    o = other._data if isinstance(other, Tensor) else other
+    return Tensor._make(getattr(self._be.xp, ufunc)(self._data, o), self._be, False, None, 0)
 
 
 def _reduce(fn: type[Function], self: Tensor, dim: Any, keepdim: bool | None, axis: Any, keepdims: bool | None,
@@ -158,7 +158,7 @@ def _extreme(self: Tensor, dim: Any, keepdim: bool | None, axis: Any, keepdims: 
         zero = Tensor._make(self._be.xp.zeros((), dtype=np.int64), self._be, False, None, 0)
         return MaxResult(MaxDim.apply(self.reshape(1), axis=0, keepdims=False, pick=pick), zero)
     values = MaxDim.apply(self, axis=ax[0], keepdims=kd, pick=pick)
-    idx = pick(self.data, axis=ax[0])
+    idx = pick(self._data, axis=ax[0])
     if kd:
         idx = self._be.xp.expand_dims(idx, ax[0])
     return MaxResult(values, Tensor._make(idx.astype(np.int64), self._be, False, None, 0))
@@ -185,7 +185,7 @@ def _normalize_index(t: Tensor, index: Any) -> tuple[Any, bool]:
             if it.dtype.kind not in "iub":
                 raise TypeError(f"index tensors must be integer or bool, got {it.dtype}")
             # an owned copy: the backward scatters by this index, which the caller may change meanwhile
-            it = it.data.copy()
+            it = it._data.copy()
             advanced = True
         elif isinstance(it, (list, np.ndarray)):
             arr = np.array(it)  # a copy, for the same reason
@@ -363,7 +363,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     tb = _as_operand(ref, b, "where") if b is not ref else b
     ta, tb = _promote(ta, tb)
     # an owned copy of the condition: the backward reads it after the caller may have changed it
-    cond = condition.data.copy() if isinstance(condition, Tensor) else ref._be.asarray(np.array(condition))
+    cond = condition._data.copy() if isinstance(condition, Tensor) else ref._be.asarray(np.array(condition))
     if cond.dtype != np.bool_:
         raise TypeError(f"where: condition must be bool, got {cond.dtype}")
     try:
@@ -405,7 +405,7 @@ def _iop(self: Tensor, other: Any, fn: type[Function], what: str) -> Tensor:
     graph = (self.requires_grad or o.requires_grad) and is_grad_enabled()
     if not graph:
         data = _writable(self, what)
-        getattr(self._be.xp, _INPLACE_UFUNC[fn])(data, o.data.astype(data.dtype, copy=False), out=data)
+        getattr(self._be.xp, _INPLACE_UFUNC[fn])(data, o._data.astype(data.dtype, copy=False), out=data)
         self._bump_version()
         return self
     if self._ctx is None and self.requires_grad:
@@ -423,7 +423,7 @@ def _iop(self: Tensor, other: Any, fn: type[Function], what: str) -> Tensor:
     res = fn.apply(*_promote(old, o))
     if res.dtype != self.dtype:
         res = res.to(self.dtype)
-    data[...] = res.data
+    data[...] = res._data
     self._ctx, self._idx, self.requires_grad = res._ctx, res._idx, True
     self._bump_version()
     return self
@@ -500,7 +500,7 @@ class TensorOps:
                                "change values a backward pass reads); do it under tr.no_grad(), or build the result "
                                "out of place with tr.where or tr.cat")
         idx, _ = _normalize_index(self, index)
-        src = v.data if v is not None else value
+        src = v._data if v is not None else value
         if v is not None and v._be is not self._be:
             raise ValueError(f"__setitem__: value on {v.device} but the tensor on {self.device}")
         if v is None and not isinstance(value, (bool, int, float, np.number, np.ndarray, list, tuple)):
@@ -564,12 +564,12 @@ class TensorOps:
         if self.numel() == 0:
             raise ValueError(f"argmax() of an empty tensor (shape {self.shape})")
         if dim is None:
-            idx = xp.asarray(xp.argmax(self.data)).astype(np.int64)
+            idx = xp.asarray(xp.argmax(self._data)).astype(np.int64)
             return Tensor._make(idx.reshape((1,) * self.ndim if keepdim else ()), self._be, False, None, 0)
         ax = _one_axis(self.ndim, dim, "argmax")
         if self.ndim == 0:  # PyTorch: a 0-d tensor's argmax over its only "dim" is a 0-d 0
             return Tensor._make(xp.zeros((), dtype=np.int64), self._be, False, None, 0)
-        idx = xp.argmax(self.data, axis=ax)
+        idx = xp.argmax(self._data, axis=ax)
         if keepdim:
             idx = xp.expand_dims(idx, ax)
         return Tensor._make(xp.asarray(idx).astype(np.int64), self._be, False, None, 0)

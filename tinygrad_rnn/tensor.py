@@ -168,7 +168,7 @@ class Function:
         if record and cls.saves_inputs:
             # the versions of what backward will read; checked before it runs
             ctx._saved_versions = [0 if t._vc is None else t._vc.v for t in inputs]
-        out = ctx.forward(*[t.data for t in inputs], **kwargs)
+        out = ctx.forward(*[t._data for t in inputs], **kwargs)
         multi = isinstance(out, tuple)
         if _anomaly.enabled:
             _anomaly_forward(ctx, out if multi else (out,), record)
@@ -206,12 +206,12 @@ class Tensor:
     (2, 3)
     """
 
-    __slots__ = ("data", "_be", "requires_grad", "grad", "_ctx", "_idx", "_retain", "_vc", "_hooks", "__weakref__")
+    __slots__ = ("_data", "_be", "requires_grad", "grad", "_ctx", "_idx", "_retain", "_vc", "_hooks", "__weakref__")
     __array_ufunc__ = None  # so ``ndarray * Tensor`` defers to Tensor.__rmul__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, device: Any = None):
         if isinstance(data, Tensor):
-            data = data.data
+            data = data._data
         be = get_backend(device) if device is not None else (backend_of_array(data) or get_backend("cpu"))
         dt = _as_dtype(dtype) or _default_dtype_for(data)
         arr = be.asarray(data)  # copies another backend's array over itself
@@ -224,7 +224,7 @@ class Tensor:
                 arr = arr.astype(int64)
             else:
                 raise TypeError(f"cannot make a tensor from an array of dtype {arr.dtype}")
-        self.data = arr
+        self._data = arr
         self._be = be
         self.grad: Tensor | None = None
         self._ctx = None
@@ -239,7 +239,7 @@ class Tensor:
     @classmethod
     def _make(cls, data: Any, be: Backend, requires_grad: bool, ctx: Function | None, idx: int) -> Tensor:
         t = cls.__new__(cls)
-        t.data = data
+        t._data = data
         t._be = be
         t.requires_grad = requires_grad
         t.grad = None
@@ -252,16 +252,40 @@ class Tensor:
 
     # -- properties -----------------------------------------------------------------------
     @property
+    def data(self) -> Tensor:
+        """PyTorch's ``.data``: a tensor over the same memory, outside autograd (no graph, no grad) and
+        with a version counter of its own, so a change through it is not seen by a saved-tensor check
+        (as in PyTorch; ``detach()`` is the checked form). ``p.data = t`` makes ``p`` use ``t``'s memory."""
+        return Tensor._make(self._data, self._be, False, None, 0)
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        if isinstance(value, Tensor):
+            self._data, self._be = value._data, value._be
+            return
+        be = backend_of_array(value)
+        if be is None:
+            raise TypeError(f"data: expected a Tensor, got {type(value).__name__}")
+        self._data, self._be = value, be
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """The values as a host array (``np.asarray(t)``); shares memory on the CPU unless ``copy=True``."""
+        arr = self._be.to_host(self._data)
+        if dtype is not None and arr.dtype != np.dtype(dtype):
+            return arr.astype(dtype)
+        return arr.copy() if copy else arr
+
+    @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
+        return tuple(self._data.shape)
 
     @property
     def dtype(self) -> np.dtype:
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     @property
     def device(self) -> str:
@@ -276,7 +300,7 @@ class Tensor:
         return self._ctx
 
     def size(self, dim: int | None = None) -> Any: return self.shape if dim is None else self.shape[dim]
-    def numel(self) -> int: return int(self.data.size)
+    def numel(self) -> int: return int(self._data.size)
     def dim(self) -> int: return self.ndim
 
     def __len__(self) -> int:
@@ -307,7 +331,7 @@ class Tensor:
     # -- conversion -----------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """The values as a NumPy array (a host copy for GPU tensors; shared memory on the CPU)."""
-        return self._be.to_host(self.data)
+        return self._be.to_host(self._data)
 
     def item(self) -> float | int | bool:
         if self.numel() != 1:
@@ -318,7 +342,7 @@ class Tensor:
 
     def detach(self) -> Tensor:
         """The same values cut from the graph (shares memory): the carried state of truncated BPTT."""
-        t = Tensor._make(self.data, self._be, False, None, 0)
+        t = Tensor._make(self._data, self._be, False, None, 0)
         t._vc = vc = self._version_counter()  # same memory, same version: an in-place change to either is seen
         vc.shared = True
         return t
@@ -329,8 +353,8 @@ class Tensor:
         return self
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
-        if requires_grad and self.data.dtype not in _FLOATS:
-            raise TypeError(f"only float32/float64 tensors can require grad, got dtype {self.data.dtype}")
+        if requires_grad and self._data.dtype not in _FLOATS:
+            raise TypeError(f"only float32/float64 tensors can require grad, got dtype {self._data.dtype}")
         if not requires_grad and self._ctx is not None:
             raise ValueError("requires_grad_(False) on a non-leaf tensor: use .detach() instead")
         self.requires_grad = bool(requires_grad)
@@ -357,9 +381,9 @@ class Tensor:
                 raise ValueError(
                     f"backward() without a gradient needs a scalar output, got shape {self.shape}; "
                     "pass gradient= of the same shape, or reduce with .sum()/.mean() first")
-            g = self._be.xp.ones(self.data.shape, dtype=self.dtype)
+            g = self._be.xp.ones(self._data.shape, dtype=self.dtype)
         else:
-            g = gradient.data if isinstance(gradient, Tensor) else self._be.asarray(gradient)
+            g = gradient._data if isinstance(gradient, Tensor) else self._be.asarray(gradient)
             if tuple(g.shape) != self.shape:
                 raise ValueError(f"backward(): gradient shape {tuple(g.shape)} does not match output shape {self.shape}")
             g = g.astype(self.dtype, copy=False)
@@ -379,7 +403,7 @@ class Tensor:
         return 0 if vc is None else vc.v
 
     def _bump_version(self) -> None:
-        """Record an in-place change of ``self.data``; call it from every op that writes in place."""
+        """Record an in-place change of ``self._data``; call it from every op that writes in place."""
         self._version_counter().v += 1
 
     # -- hooks ------------------------------------------------------------------------------------
@@ -428,7 +452,7 @@ class Tensor:
         return self
 
     def copy_(self, src: Any) -> Tensor:
-        arr = src.data if isinstance(src, Tensor) else src
+        arr = src._data if isinstance(src, Tensor) else src
         if tuple(np.shape(arr)) != self.shape:
             raise ValueError(f"copy_: source shape {tuple(np.shape(arr))} does not match {self.shape}")
         arr = self._be.asarray(arr)
@@ -445,11 +469,11 @@ class Tensor:
 
 
 def _writable(t: Tensor, what: str) -> Any:
-    """``t.data`` ready to be written in place (a 0-d reduction result may be a read-only NumPy scalar)."""
-    data = t.data
+    """``t._data`` ready to be written in place (a 0-d reduction result may be a read-only NumPy scalar)."""
+    data = t._data
     flags = getattr(data, "flags", None)
     if flags is None or isinstance(data, np.generic):
-        data = t.data = t._be.xp.array(data)
+        data = t._data = t._be.xp.array(data)
     elif not getattr(flags, "writeable", True):  # CuPy's flags have no writeable (its arrays always are)
         raise RuntimeError(f"{what}: the tensor's memory is read-only (an expand()ed view shares one value among "
                            "several entries); clone() it first")
@@ -510,7 +534,7 @@ def _run_pre_hooks(hooks: _Hooks | None, g: Any, be: Backend) -> Any:
     for fn in list(hooks.pre.values()):
         out = fn(Tensor._make(g, be, False, None, 0))
         if out is not None:
-            new = out.data if isinstance(out, Tensor) else be.asarray(out)
+            new = out._data if isinstance(out, Tensor) else be.asarray(out)
             if tuple(new.shape) != tuple(g.shape):
                 raise RuntimeError(f"hook {getattr(fn, '__name__', fn)!r} returned a gradient of shape "
                                    f"{tuple(new.shape)} for a tensor of shape {tuple(g.shape)}")
@@ -577,7 +601,7 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
             for i, ref in retained.items():
                 t = ref()
                 if t is not None and gouts[i] is not None:
-                    t.grad = Tensor._make(gouts[i] if t.grad is None else t.grad.data + gouts[i], t._be, False, None, 0)
+                    t.grad = Tensor._make(gouts[i] if t.grad is None else t.grad._data + gouts[i], t._be, False, None, 0)
         if any(g is None for g in gouts):
             outs_shape = ctx.__dict__.get("out_shapes")
             gouts = [g if g is not None else xp.zeros(outs_shape[i][0], dtype=outs_shape[i][1]) for i, g in enumerate(gouts)]
@@ -591,7 +615,7 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
         for parent, need, g in zip(ctx.parents, ctx.needs, gins):
             if not need:
                 continue
-            if g is not None and g.shape != parent.data.shape:
+            if g is not None and g.shape != parent._data.shape:
                 raise RuntimeError(
                     f"internal error: {type(ctx).__name__}.backward returned a gradient of shape "
                     f"{tuple(g.shape)} for an input of shape {parent.shape}")
@@ -644,7 +668,7 @@ def _share_counter(src: Tensor, outs: tuple) -> None:
     """Outputs of a view op that really share ``src``'s memory share its version counter."""
     may_share = getattr(src._be.xp, "may_share_memory", None)
     for o in outs:
-        if may_share is None or may_share(o.data, src.data):
+        if may_share is None or may_share(o._data, src._data):
             o._vc = vc = src._version_counter()
             vc.shared = True
 
@@ -723,26 +747,26 @@ def _accumulate_leaf(t: Tensor, g: Any, fresh: bool = False) -> None:
         g0 = g
         g = _run_pre_hooks(hooks, g, t._be)
         fresh = fresh and g is g0
-    if g.dtype != t.data.dtype:
-        g, fresh = g.astype(t.data.dtype), True
+    if g.dtype != t._data.dtype:
+        g, fresh = g.astype(t._data.dtype), True
     xp = t._be.xp
     with _accumulate_lock:
         cur = t.grad
-        flags = getattr(cur.data, "flags", None) if cur is not None else None
-        if (cur is None or tuple(cur.data.shape) != tuple(g.shape) or cur.data.dtype != g.dtype
+        flags = getattr(cur._data, "flags", None) if cur is not None else None
+        if (cur is None or tuple(cur._data.shape) != tuple(g.shape) or cur._data.dtype != g.dtype
                 or (flags is not None and not getattr(flags, "writeable", True))):
             # copy: the same array may be handed to several inputs (e.g. by Add), and
             # optimizers and clipping scale .grad in place; xp.array also turns the NumPy
             # scalar a 0-d op returns into a writable 0-d array
             if cur is not None:
-                new = xp.asarray(cur.data + g)
+                new = xp.asarray(cur._data + g)
             elif fresh and getattr(g, "ndim", 0) > 0 and getattr(getattr(g, "flags", None), "writeable", True):
                 new = g
             else:
                 new = xp.array(g, copy=True)
             t.grad = Tensor._make(new, t._be, False, None, 0)
         else:
-            cur.data += g
+            cur._data += g
             cur._bump_version()
     if hooks is not None and hooks.post:
         for fn in list(hooks.post.values()):

@@ -237,7 +237,7 @@ def _describe(kind: str, t: Tensor, extra: Any) -> tuple:
 
 def _host_buffer(t: Tensor) -> tuple[np.ndarray, bool]:
     """A C-contiguous array over the tensor's values and whether it must be copied back."""
-    a = t.data
+    a = t._data
     if a.flags.c_contiguous and a.flags.writeable:
         return a, False
     return np.ascontiguousarray(a), True
@@ -275,9 +275,9 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, a
     if t._be.is_device:
         from ..backend.nccl import nccl_all_reduce
 
-        nccl_all_reduce(g, t.data, op)
+        nccl_all_reduce(g, t._data, op)
         if op is ReduceOp.AVG:
-            t.data /= g.size
+            t._data /= g.size
         t._bump_version()
         return Work() if async_op else None
     buf, copy_back = _host_buffer(t)
@@ -286,7 +286,7 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, a
         if op is ReduceOp.AVG:
             np.divide(buf, g.size, out=buf)
         if copy_back:
-            t.data[...] = buf
+            t._data[...] = buf
         t._bump_version()
 
     mop = _mpi_op(g, op, t.dtype)
@@ -317,14 +317,14 @@ def broadcast(tensor: Tensor, src: int, group: Any = None, async_op: bool = Fals
     if t._be.is_device:
         from ..backend.nccl import nccl_broadcast
 
-        nccl_broadcast(g, t.data, src)
+        nccl_broadcast(g, t._data, src)
         t._bump_version()
         return Work() if async_op else None
     buf, copy_back = _host_buffer(t)
 
     def finish() -> None:
         if copy_back:
-            t.data[...] = buf
+            t._data[...] = buf
         t._bump_version()
 
     if async_op:
@@ -354,17 +354,17 @@ def all_gather(tensor_list: list[Tensor], tensor: Tensor, group: Any = None, asy
     if t._be.is_device:
         from ..backend.nccl import nccl_all_gather
 
-        gathered = nccl_all_gather(g, t.data)
+        gathered = nccl_all_gather(g, t._data)
         for i, o in enumerate(tensor_list):
-            o.data[...] = gathered[i]
+            o._data[...] = gathered[i]
             o._bump_version()
         return Work() if async_op else None
-    send = np.ascontiguousarray(t.data)
+    send = np.ascontiguousarray(t._data)
     recv = np.empty((g.size, *t.shape), dtype=t.dtype)
 
     def finish() -> None:
         for i, o in enumerate(tensor_list):
-            o.data[...] = recv[i]
+            o._data[...] = recv[i]
             o._bump_version()
 
     if async_op:

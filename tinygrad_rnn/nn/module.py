@@ -30,7 +30,7 @@ class Parameter(Tensor):
 
     def __init__(self, data: Any, requires_grad: bool = True, dtype: Any = None):
         if isinstance(data, Tensor):
-            super().__init__(data.data, requires_grad=requires_grad, dtype=dtype, device=data.device)
+            super().__init__(data._data, requires_grad=requires_grad, dtype=dtype, device=data.device)
         else:
             super().__init__(data if backend_of_array(data) is not None else np.asarray(data),
                              requires_grad=requires_grad, dtype=dtype)
@@ -147,10 +147,10 @@ class Module:
                 if p is None:
                     continue
                 new = fn(p)
-                p.data, p._be = new.data, new._be
+                p._data, p._be = new._data, new._be
                 if p.grad is not None:
                     g = fn(p.grad)
-                    p.grad = Tensor._make(g.data, g._be, False, None, 0)
+                    p.grad = Tensor._make(g._data, g._be, False, None, 0)
         return self
 
     def to(self, *args: Any, dtype: Any = None, device: Any = None) -> Module:
