@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .backend import Backend, backend_of_array, get_backend
+from .backend import Backend, backend_of_array, get_backend, normalize_device
 from .dtypes import _ALLOWED, _FLOATS, _as_dtype, _default_dtype_for, bool_, float32, float64, int32, int64
 from .random import Generator, _rng, get_rng_state, manual_seed, set_rng_state
 
@@ -35,7 +35,7 @@ __all__ = [
     "get_rng_state", "set_rng_state",
     "tensor", "zeros", "ones", "full", "randn", "rand", "randint", "arange", "eye", "zeros_like",
     "ones_like", "full_like", "randn_like", "rand_like", "float32", "float64", "int64", "int32", "bool_",
-    "RemovableHandle",
+    "RemovableHandle", "from_numpy", "as_tensor", "device",
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -210,17 +210,22 @@ class Tensor:
     __array_ufunc__ = None  # so ``ndarray * Tensor`` defers to Tensor.__rmul__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, device: Any = None):
-        if isinstance(data, Tensor):
+        src = data if isinstance(data, Tensor) else None
+        if src is not None:
             data = data._data
         be = get_backend(device) if device is not None else (backend_of_array(data) or get_backend("cpu"))
         dt = _as_dtype(dtype) or _default_dtype_for(data)
+        if isinstance(data, (list, tuple)) and dt is not None and dt.kind in "iub":
+            data = _int_sequence(data)
         arr = be.asarray(data)  # copies another backend's array over itself
         if dt is not None and arr.dtype != dt:
+            _check_int_range(arr, dt)
             arr = arr.astype(dt)
         if arr.dtype not in _ALLOWED:
             if arr.dtype.kind == "f":
                 raise TypeError(f"unsupported dtype {arr.dtype}: use float32 or float64")
             if arr.dtype.kind in "iu":
+                _check_int_range(arr, int64)
                 arr = arr.astype(int64)
             else:
                 raise TypeError(f"cannot make a tensor from an array of dtype {arr.dtype}")
@@ -233,6 +238,11 @@ class Tensor:
         self._vc = None
         self._hooks = None
         self.requires_grad = False
+        if src is not None and arr is src._data:
+            # over the same memory as ``src``: one version counter, so an in-place change through either
+            # is seen by a backward that saved the other (PyTorch's rule)
+            self._vc = vc = src._version_counter()
+            vc.shared = True
         if requires_grad:
             self.requires_grad_(True)
 
@@ -446,14 +456,22 @@ class Tensor:
     # -- in-place helpers used by optimizers and init (no graph) ------------------------------
     def zero_(self) -> Tensor: return self.fill_(0)
 
-    def fill_(self, value: float) -> Tensor:
+    def fill_(self, value: Any) -> Tensor:
+        if isinstance(value, Tensor):  # PyTorch accepts a one-element (0-d) tensor as the value
+            if value.numel() != 1:
+                raise ValueError(f"fill_ only supports a 0-dimension value tensor, got shape {value.shape}")
+            value = value.item()
         self._data_for_write("fill_")[...] = value
         self._bump_version()
         return self
 
     def copy_(self, src: Any) -> Tensor:
         arr = src._data if isinstance(src, Tensor) else src
-        if tuple(np.shape(arr)) != self.shape:
+        try:  # the source broadcasts to this tensor's shape, as in PyTorch
+            ok = np.broadcast_shapes(tuple(np.shape(arr)), self.shape) == self.shape
+        except ValueError:
+            ok = False
+        if not ok:
             raise ValueError(f"copy_: source shape {tuple(np.shape(arr))} does not match {self.shape}")
         arr = self._be.asarray(arr)
         self._data_for_write("copy_")[...] = arr
@@ -478,6 +496,36 @@ def _writable(t: Tensor, what: str) -> Any:
         raise RuntimeError(f"{what}: the tensor's memory is read-only (an expand()ed view shares one value among "
                            "several entries); clone() it first")
     return data
+
+
+class device(str):
+    """PyTorch's ``torch.device``: ``tr.device("cpu")`` (or ``"cuda"``, ``"cuda:0"``); a ``str``, so it is
+    accepted wherever a device string is, and prints as PyTorch's does (``device(type='cpu')``)."""
+
+    def __new__(cls, type: Any, index: int | None = None) -> device:  # noqa: A002 - PyTorch's argument name
+        if isinstance(type, device) and index is None:
+            return type
+        if not isinstance(type, str):
+            raise TypeError(f"device(): expected a string such as 'cpu' or 'cuda', got {builtins_type(type).__name__}")
+        name = f"{type}:{index}" if index is not None else type
+        normalize_device(name)  # a clear error for an unknown device, here rather than at first use
+        return super().__new__(cls, name.strip().lower())
+
+    @property
+    def type(self) -> str:
+        return str.split(self, ":")[0]
+
+    @property
+    def index(self) -> int | None:
+        parts = str.split(self, ":")
+        return int(parts[1]) if len(parts) > 1 else None
+
+    def __repr__(self) -> str:
+        idx = self.index
+        return f"device(type='{self.type}')" if idx is None else f"device(type='{self.type}', index={idx})"
+
+
+builtins_type = type
 
 
 class _VersionCounter:
@@ -814,13 +862,79 @@ def _topological_order(root: Function) -> tuple[list[Function], dict[int, int]]:
 # factories
 
 
+def _int_sequence(data: Any) -> Any:
+    """A nested list of Python ints as an array, refusing values outside int64 (NumPy would make them
+    uint64 or objects, and the cast to int64 would wrap silently)."""
+    try:
+        arr = np.asarray(data)
+    except OverflowError:
+        arr = np.asarray(data, dtype=object)
+    if arr.dtype == object:
+        flat = [v for v in arr.reshape(-1).tolist() if isinstance(v, (int, np.integer))]
+        bad = next((v for v in flat if not -2**63 <= int(v) < 2**63), None)
+        if bad is not None:
+            raise ValueError(f"value {bad} is out of range for int64")
+    return arr
+
+
+def _check_int_range(arr: Any, dt: np.dtype) -> None:
+    """Refuse a cast to an integer dtype that would wrap (uint64 2**64-100 -> int64 -100) or is undefined
+    (float inf/nan, 1e30); PyTorch raises or is undefined here, and a wrapped index is a silent wrong answer."""
+    if dt.kind not in "iu" or arr.dtype.kind not in "iuf" or arr.size == 0:
+        return
+    info = np.iinfo(dt)
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr < info.min) | (arr >= 2.0 ** (info.bits - (dt.kind == "i")))
+        if bool(bad.any()):
+            raise ValueError(f"cannot convert {arr.reshape(-1)[bad.reshape(-1)][0]!r} to {dt}: out of range or not finite")
+        return
+    lo, hi = arr.min(), arr.max()
+    if int(lo) < info.min or int(hi) > info.max:
+        raise ValueError(f"value {int(hi) if int(hi) > info.max else int(lo)} is out of range for {dt}")
+
+
 def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
-    """Make a tensor: lists of floats become float32, NumPy arrays keep their dtype.
+    """Make a tensor holding a **copy** of ``data`` (as ``torch.tensor``): lists of floats become
+    float32, NumPy arrays keep their dtype. ``from_numpy``/``as_tensor`` share memory instead.
 
     >>> tensor([[1.0, 2.0]]).dtype
     dtype('float32')
     """
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+    t = Tensor(data, dtype=dtype, device=device)
+    src = data._data if isinstance(data, Tensor) else data
+    if t._data is src or _may_share(t, src):
+        t = Tensor._make(t._be.xp.array(t._data, copy=True), t._be, False, None, 0)
+    return t.requires_grad_(requires_grad) if requires_grad else t
+
+
+def _may_share(t: Tensor, src: Any) -> bool:
+    if backend_of_array(src) is None:
+        return False
+    may_share = getattr(t._be.xp, "may_share_memory", None)
+    return may_share is None or bool(may_share(t._data, src))
+
+
+def from_numpy(ndarray: np.ndarray) -> Tensor:
+    """A CPU tensor over the NumPy array's memory (as ``torch.from_numpy``): a change to either is seen
+    by the other. Only ``np.ndarray`` is accepted; ``tr.tensor`` copies."""
+    if not isinstance(ndarray, np.ndarray):
+        raise TypeError(f"from_numpy: expected np.ndarray (got {type(ndarray).__name__})")
+    if ndarray.dtype not in _ALLOWED:
+        raise TypeError(f"from_numpy: can't convert an array of dtype {ndarray.dtype}; the supported dtypes are "
+                        "float32, float64, int32, int64 and bool")
+    return Tensor(ndarray, device="cpu")
+
+
+def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
+    """``data`` as a tensor, sharing its memory when it can (same dtype and device; a tensor comes back
+    as it is), else a copy: ``torch.as_tensor``'s rule."""
+    if isinstance(data, Tensor):
+        dt = _as_dtype(dtype)
+        if (dt is None or dt == data.dtype) and (device is None or get_backend(device) is data._be):
+            return data
+        return data.to(*[a for a in (dt, device) if a is not None]).detach() if not data.requires_grad else \
+            data.to(*[a for a in (dt, device) if a is not None])
+    return Tensor(data, dtype=dtype, device=device)
 
 
 def _shape_arg(shape: Sequence[Any]) -> tuple[int, ...]:
@@ -869,8 +983,17 @@ def rand(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool
     return _host_factory(arr, dtype, device, requires_grad)
 
 
-def randint(low: int, high: int, size: Sequence[int], dtype: Any = None, device: Any = None,
+def randint(low: int, high: Any = None, size: Sequence[int] | None = None, dtype: Any = None, device: Any = None,
             seed: int | None = None, generator: Generator | None = None) -> Tensor:
+    """Integers uniform in [low, high): ``tr.randint(0, 9, (2, 3))`` or, as PyTorch, ``tr.randint(9, (2, 3))``."""
+    if size is None:
+        if not isinstance(high, (tuple, list)):
+            raise TypeError("randint: expected randint(high, size) or randint(low, high, size) with size a tuple")
+        low, high, size = 0, low, high
+    elif high is None:
+        low, high = 0, low
+    if high <= low:
+        raise ValueError(f"randint: expected low < high, got low={low}, high={high}")
     arr = _rng(seed, generator).integers(low, high, size=_shape_arg((size,)))
     return Tensor(arr.astype(_as_dtype(dtype) or int64), device=device)
 

@@ -69,3 +69,27 @@ class MaxDim(Function):
             g = xp.expand_dims(g, self.axis)
         pos = xp.arange(self.shape[self.axis]).reshape((-1,) + (1,) * (len(self.shape) - 1 - self.axis))
         return xp.where(pos == self.idx, g, xp.zeros((), dtype=g.dtype))
+
+
+class TopK(Function):
+    """``topk`` values along ``axis``: each output takes its gradient back to the entry it came from
+    (the k indices along a row are distinct, so a plain scatter is exact)."""
+
+    saves_inputs = False  # keeps the indices
+
+    def forward(self, a, k, axis, largest, sorted_):
+        xp = self.xp
+        self.shape, self.axis = a.shape, axis
+        # a stable sort of -a (largest) keeps the first of tied entries first, as NumPy's argmax does
+        order = xp.argsort(-a if largest else a, axis=axis, kind="stable")
+        idx = xp.take(order, xp.arange(k), axis=axis)
+        if not sorted_:  # PyTorch leaves the order unspecified; ascending index order is one valid choice
+            idx = xp.sort(idx, axis=axis)
+        self.idx = idx
+        return xp.take_along_axis(a, idx, axis=axis)
+
+    def backward(self, g):
+        xp = self.xp
+        out = xp.zeros(self.shape, dtype=g.dtype)
+        xp.put_along_axis(out, self.idx, g, axis=self.axis)
+        return out
