@@ -192,6 +192,13 @@ def test_topk_matches_torch_with_gradients(dim, largest):
     assert x.topk(2).indices.dtype == np.int64
 
 
+def test_topk_k_zero_and_3d_gradients():
+    x = tr.randn(2, 3, 4, dtype=tr.float64, requires_grad=True)
+    assert tr.gradcheck(lambda t: t.topk(2, dim=1).values, [x])
+    assert tr.gradcheck(lambda t: t.topk(0, dim=1).values.sum() + t.sum(), [x])
+    assert tr.topk(tr.tensor(5.0), 1).values.item() == 5.0
+
+
 def test_topk_errors_and_unsorted():
     x = tr.tensor([3.0, 1.0, 2.0])
     with pytest.raises(ValueError, match="out of range"):

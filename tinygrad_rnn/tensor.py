@@ -932,8 +932,7 @@ def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
         dt = _as_dtype(dtype)
         if (dt is None or dt == data.dtype) and (device is None or get_backend(device) is data._be):
             return data
-        return data.to(*[a for a in (dt, device) if a is not None]).detach() if not data.requires_grad else \
-            data.to(*[a for a in (dt, device) if a is not None])
+        return data.to(*[a for a in (dt, device) if a is not None])  # a copy that keeps the graph, as torch
     return Tensor(data, dtype=dtype, device=device)
 
 

@@ -90,6 +90,12 @@ class TopK(Function):
 
     def backward(self, g):
         xp = self.xp
-        out = xp.zeros(self.shape, dtype=g.dtype)
-        xp.put_along_axis(out, self.idx, g, axis=self.axis)
-        return out
+        # scatter along the last axis of a contiguous buffer (plain fancy assignment: NumPy and CuPy alike)
+        idx, gl = xp.moveaxis(self.idx, self.axis, -1), xp.moveaxis(g, self.axis, -1)
+        n, k = self.shape[self.axis], idx.shape[-1]
+        out = xp.zeros(idx.shape[:-1] + (n,), dtype=g.dtype)
+        if k == 0 or out.size == 0:
+            return xp.moveaxis(out, -1, self.axis)
+        rows = xp.arange(out.size // max(n, 1))[:, None]
+        out.reshape(-1, n)[rows, idx.reshape(-1, k)] = gl.reshape(-1, k)
+        return xp.moveaxis(out, -1, self.axis)
