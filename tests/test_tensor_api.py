@@ -343,6 +343,7 @@ TENSOR_BUILDERS = {
     "t().t()": lambda t: t.t().t(),
     "contiguous": lambda t: t.contiguous(),
     "new_tensor": lambda t: t.new_tensor(t),
+    "nn.Parameter(t)": lambda t: nn.Parameter(t),
 }
 
 MUTATIONS = {

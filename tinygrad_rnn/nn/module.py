@@ -30,7 +30,8 @@ class Parameter(Tensor):
 
     def __init__(self, data: Any, requires_grad: bool = True, dtype: Any = None):
         if isinstance(data, Tensor):
-            super().__init__(data._data, requires_grad=requires_grad, dtype=dtype, device=data.device)
+            # over ``data``'s memory and with its version counter, as torch's Parameter(t)
+            super().__init__(data, requires_grad=requires_grad, dtype=dtype, device=data.device)
         else:
             super().__init__(data if backend_of_array(data) is not None else np.asarray(data),
                              requires_grad=requires_grad, dtype=dtype)
