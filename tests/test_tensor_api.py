@@ -147,6 +147,9 @@ def test_device_object_and_dtype_aliases():
     assert tr.zeros(2, device=d).to(d).device == "cpu" and nn.Linear(2, 2).to(d) is not None
     with pytest.raises(ValueError, match="unknown device"):
         tr.device("tpu")
+    x = tr.zeros(2)
+    assert x.device.type == torch.zeros(2).device.type == "cpu" and repr(x.device) == repr(torch.zeros(2).device)
+    assert x.device == "cpu" and tr.zeros(1, device=x.device).device == x.device
     assert (tr.float, tr.double, tr.long, tr.int, tr.bool) == (tr.float32, tr.float64, tr.int64, tr.int32, tr.bool_)
     assert tr.zeros(1, dtype=tr.double).dtype == np.float64 and tr.tensor([1], dtype=tr.int).dtype == np.int32
     with pytest.raises(TypeError, match="float16"):

@@ -307,7 +307,7 @@ def _same_dtype_device(tensors: Sequence[Tensor], what: str) -> None:
         raise TypeError(f"{what}: tensors must share a dtype, got {sorted(dts)}")
     devs = {t.device for t in tensors}
     if len(devs) > 1:
-        raise ValueError(f"{what}: tensors must be on one device, got {sorted(devs)}")
+        raise ValueError(f"{what}: tensors must be on one device, got {sorted(map(str, devs))}")
 
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:

@@ -298,8 +298,12 @@ class Tensor:
         return self._data.ndim
 
     @property
-    def device(self) -> str:
-        return self._be.name
+    def device(self) -> device:
+        """The device as a ``tr.device`` (a ``str``: ``t.device == "cpu"`` holds; ``t.device.type`` as torch)."""
+        d = _DEVICES.get(self._be.name)
+        if d is None:
+            d = _DEVICES[self._be.name] = device(self._be.name)
+        return d
 
     @property
     def is_leaf(self) -> bool:
@@ -526,6 +530,7 @@ class device(str):
 
 
 builtins_type = type
+_DEVICES: dict[str, device] = {}  # one object per backend name: Tensor.device is read on hot paths
 
 
 class _VersionCounter:
