@@ -5,8 +5,10 @@ the same losses, to float32 or float64 tolerance.
 
 The programs use only what PyTorch RNN code uses every day: ``torch.utils.data``, ``nn.LSTM`` /
 ``nn.GRU`` / ``nn.LSTMCell``, ``nn.utils.rnn``'s packing, the loss modules, ``optim`` (Adam, SGD,
-L-BFGS with and without the strong-Wolfe line search) and ``ReduceLROnPlateau``. Programs that need
-APIs not built yet are in ``tests/_compat_pending.py`` (not collected).
+L-BFGS with and without the strong-Wolfe line search) and ``ReduceLROnPlateau``, and three classic
+programs as written (a word LM with manual SGD through ``p.data``, text generation with ``multinomial``
+and ``topk``, pytorch/examples' time-sequence prediction). Programs that need APIs not built yet are in
+``tests/_compat_pending.py`` (not collected).
 """
 from __future__ import annotations
 
