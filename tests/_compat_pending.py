@@ -90,91 +90,12 @@ def word_lm_program(torch, init, corpus_ids, steps=6):
     return losses, init
 
 
-# ------------------------------------------------------------------------------------------------
-# B. text generation from that kind of model: multinomial sampling, fill_, a top-level exp
-
-def generate_program(torch, init, n_words=12):
-    nn = torch.nn
-    torch.manual_seed(0)
-    model = nn.LSTM(6, 6)
-    decoder = nn.Linear(6, 9)
-    emb = nn.Embedding(9, 6)
-    hidden = (torch.zeros(1, 1, 6), torch.zeros(1, 1, 6))
-    input = torch.randint(9, (1, 1), dtype=torch.long)
-    words, probs = [], []
-    with torch.no_grad():
-        for _ in range(n_words):
-            output, hidden = model(emb(input), hidden)
-            word_weights = decoder(output).squeeze().div(0.8).exp()
-            probs.append(torch.exp(torch.log(word_weights)).sum().item())
-            word_idx = torch.multinomial(word_weights, 1)[0]
-            input.fill_(word_idx)
-            top = torch.topk(word_weights, 3)
-            words.append(int(top.indices[0]))
-    return words + probs, None
-
-
-# ------------------------------------------------------------------------------------------------
-# C. pytorch/examples' time_sequence_prediction as written there: from_numpy, .double(), torch.double
-
-def time_sequence_program(torch, init, wave):
-    nn = torch.nn
-
-    class Sequence(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lstm1 = nn.LSTMCell(1, 10)
-            self.lstm2 = nn.LSTMCell(10, 10)
-            self.linear = nn.Linear(10, 1)
-
-        def forward(self, input, future=0):
-            outputs = []
-            h_t = torch.zeros(input.size(0), 10, dtype=torch.double)
-            c_t = torch.zeros(input.size(0), 10, dtype=torch.double)
-            h_t2 = torch.zeros(input.size(0), 10, dtype=torch.double)
-            c_t2 = torch.zeros(input.size(0), 10, dtype=torch.double)
-            for input_t in input.split(1, dim=1):
-                h_t, c_t = self.lstm1(input_t, (h_t, c_t))
-                h_t2, c_t2 = self.lstm2(h_t, (h_t2, c_t2))
-                output = self.linear(h_t2)
-                outputs += [output]
-            for _ in range(future):
-                h_t, c_t = self.lstm1(output, (h_t, c_t))
-                h_t2, c_t2 = self.lstm2(h_t, (h_t2, c_t2))
-                output = self.linear(h_t2)
-                outputs += [output]
-            return torch.cat(outputs, dim=1)
-
-    inp = torch.from_numpy(wave[3:, :-1])
-    target = torch.from_numpy(wave[3:, 1:])
-    seq = Sequence()
-    seq.double()
-    if init is None:
-        init = {k: v.detach().numpy().copy() for k, v in seq.state_dict().items()}
-    else:
-        seq.load_state_dict({k: torch.from_numpy(v) for k, v in init.items()})
-    criterion = nn.MSELoss()
-    optimizer = torch.optim.LBFGS(seq.parameters(), lr=0.8)
-    losses = []
-    for _ in range(2):
-        def closure():
-            optimizer.zero_grad()
-            loss = criterion(seq(inp), target)
-            losses.append(loss.item())
-            loss.backward()
-            return loss
-        optimizer.step(closure)
-    with torch.no_grad():
-        pred = seq(inp[:1], future=4)
-        losses.extend(pred.detach().numpy()[0, -4:].tolist())
-    return losses, init
+# (B, text generation with multinomial/topk, and C, time_sequence_prediction, run now: they are
+#  tests 6 and 7 of tests/test_torch_compat.py)
 
 
 PROGRAMS = {
     "word_lm": (word_lm_program, lambda: (np.random.default_rng(0).integers(0, 20, size=200),)),
-    "generate": (generate_program, lambda: ()),
-    "time_sequence": (time_sequence_program,
-                      lambda: (np.sin(np.arange(30)[None, :] * 0.2 + np.arange(6)[:, None]).astype(np.float64),)),
 }
 
 # every API the programs above use that the first step did not build, probed one by one

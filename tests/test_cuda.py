@@ -554,7 +554,7 @@ def test_gpu_module_to_cuda_and_back_moves_grads_and_optimizer_state():
     opt.step()
     model.to("cuda")
     assert {p.device for p in model.parameters()} == {"cuda"}
-    assert all(isinstance(p.data, cupy.ndarray) and p.grad.device == "cuda" for p in model.parameters())
+    assert all(isinstance(p._data, cupy.ndarray) and p.grad.device == "cuda" for p in model.parameters())
     opt.zero_grad()
     (model(x.to("cuda")) ** 2).sum().backward()
     opt.step()  # the state follows its parameter to the GPU
@@ -578,11 +578,11 @@ def test_gpu_tensor_basics_and_device_mixing():
     import cupy
 
     a = tr.tensor([[1.0, -2.0], [3.0, 4.0]], device="cuda", requires_grad=True)
-    assert a.device == "cuda" and isinstance(a.data, cupy.ndarray) and "device='cuda'" in repr(a)
+    assert a.device == "cuda" and isinstance(a._data, cupy.ndarray) and "device='cuda'" in repr(a)
     assert a.sum().item() == 6.0 and a.tolist() == [[1.0, -2.0], [3.0, 4.0]] and type(a.numpy()) is np.ndarray
     for factory in (tr.zeros(2, 3, device="cuda"), tr.ones(2, device="cuda"), tr.randn(3, device="cuda", seed=0),
                     tr.arange(4, device="cuda"), tr.eye(3, device="cuda"), tr.full((2,), 1.5, device="cuda")):
-        assert factory.device == "cuda" and isinstance(factory.data, cupy.ndarray)
+        assert factory.device == "cuda" and isinstance(factory._data, cupy.ndarray)
     np.testing.assert_array_equal(tr.randn(3, device="cuda", seed=0).numpy(), tr.randn(3, seed=0).numpy())
     b = tr.tensor(np.ones((2, 2), np.float32))
     for mix in (lambda: a + b, lambda: a @ b, lambda: tr.cat([a, b]), lambda: tr.where(a > 0, a, b)):
@@ -591,7 +591,7 @@ def test_gpu_tensor_basics_and_device_mixing():
     lstm = nn.LSTM(2, 3)
     with pytest.raises(ValueError, match="cuda|cpu"):
         lstm(tr.randn(4, 1, 2, device="cuda"))
-    back = tr.Tensor(a.data, device="cpu")  # a CuPy array asked for on the host is copied over
+    back = tr.Tensor(a._data, device="cpu")  # a CuPy array asked for on the host is copied over
     assert back.device == "cpu" and back.tolist() == a.tolist()
     (a.to("cpu") * 2).sum().backward()  # the gradient moves back to the GPU
     assert a.grad.device == "cuda" and a.grad.tolist() == [[2.0, 2.0], [2.0, 2.0]]

@@ -361,7 +361,7 @@ def test_invalid_hyper_parameters_name_the_value(make, value):
 def test_strided_and_0d_params(rng):
     base = rng.standard_normal((4, 3))
     w = tr.Tensor(np.asfortranarray(base), requires_grad=True)
-    assert not w.data.flags.c_contiguous
+    assert not w.numpy().flags.c_contiguous
     s = _param(np.array(2.0))
     opt = optim.Adam([w, s], lr=0.1, amsgrad=True)
     ref_w, ref_s = RefAdam(lr=0.1, amsgrad=True), RefAdam(lr=0.1, amsgrad=True)

@@ -5,8 +5,10 @@ the same losses, to float32 or float64 tolerance.
 
 The programs use only what PyTorch RNN code uses every day: ``torch.utils.data``, ``nn.LSTM`` /
 ``nn.GRU`` / ``nn.LSTMCell``, ``nn.utils.rnn``'s packing, the loss modules, ``optim`` (Adam, SGD,
-L-BFGS with and without the strong-Wolfe line search) and ``ReduceLROnPlateau``. Programs that need
-APIs not built yet are in ``tests/_compat_pending.py`` (not collected).
+L-BFGS with and without the strong-Wolfe line search) and ``ReduceLROnPlateau``, and three classic
+programs as written (a word LM with manual SGD through ``p.data``, text generation with ``multinomial``
+and ``topk``, pytorch/examples' time-sequence prediction). Programs that need APIs not built yet are in
+``tests/_compat_pending.py`` (not collected).
 """
 from __future__ import annotations
 
@@ -303,3 +305,178 @@ def test_reduce_lr_on_plateau_program():
     np.testing.assert_allclose(ours, ref, **F32)
     lrs = ref[2::5]
     assert lrs[-1] < lrs[0]  # the schedule did reduce (the comparison covers a reduction)
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. a word-level LSTM language model, as pytorch/examples' word_language_model: init_hidden with
+#    new_zeros, manual SGD through p.data.add_(p.grad, alpha=-lr), narrow/view/contiguous batching,
+#    NLLLoss, flatten_parameters, a state_dict checkpoint to a file and back
+#    (the whole-module torch.save/safe_globals form is in tests/_compat_pending.py)
+
+def word_lm_program(torch, init, corpus_ids, ckpt, steps=6):
+    nn = torch.nn
+    device = torch.device("cpu")
+
+    class RNNModel(nn.Module):
+        def __init__(self, ntoken, ninp, nhid, nlayers):
+            super().__init__()
+            self.encoder = nn.Embedding(ntoken, ninp)
+            self.rnn = nn.LSTM(ninp, nhid, nlayers)
+            self.decoder = nn.Linear(nhid, ntoken)
+            self.nhid, self.nlayers = nhid, nlayers
+
+        def forward(self, input, hidden):
+            emb = self.encoder(input)
+            output, hidden = self.rnn(emb, hidden)
+            decoded = self.decoder(output).view(-1, self.decoder.out_features)
+            return nn.functional.log_softmax(decoded, dim=1), hidden
+
+        def init_hidden(self, bsz):
+            weight = next(self.parameters())
+            return (weight.new_zeros(self.nlayers, bsz, self.nhid), weight.new_zeros(self.nlayers, bsz, self.nhid))
+
+    def batchify(data, bsz):
+        nbatch = data.size(0) // bsz
+        data = data.narrow(0, 0, nbatch * bsz)
+        return data.view(bsz, -1).t().contiguous().to(device)
+
+    def get_batch(source, i, bptt=5):
+        seq_len = min(bptt, len(source) - 1 - i)
+        return source[i:i + seq_len], source[i + 1:i + 1 + seq_len].reshape(-1)
+
+    def repackage_hidden(h):
+        return h.detach() if isinstance(h, torch.Tensor) else tuple(repackage_hidden(v) for v in h)
+
+    model = RNNModel(20, 8, 12, 2).to(device)
+    init = _weights(model, init, torch)
+    train = batchify(torch.tensor(corpus_ids, dtype=torch.long), 4)
+    criterion = nn.NLLLoss()
+    lr, losses = 2.0, []
+    hidden = model.init_hidden(4)
+    model.rnn.flatten_parameters()
+    for i in range(0, min(train.size(0) - 1, steps * 5), 5):
+        data, targets = get_batch(train, i)
+        model.zero_grad()
+        hidden = repackage_hidden(hidden)
+        output, hidden = model(data, hidden)
+        loss = criterion(output, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        for p in model.parameters():
+            p.data.add_(p.grad, alpha=-lr)
+        losses.append(loss.item())
+    torch.save(model.state_dict(), ckpt)
+    model = RNNModel(20, 8, 12, 2)
+    model.load_state_dict(torch.load(ckpt))
+    model.rnn.flatten_parameters()
+    model.eval()
+    with torch.no_grad():
+        output, _ = model(train[:5], model.init_hidden(4))
+        losses.append(criterion(output, train[1:6].reshape(-1)).item())
+    return losses, init
+
+
+def test_word_lm_manual_sgd_through_data(tmp_path):
+    ids = np.random.default_rng(0).integers(0, 20, size=200)
+    torch.manual_seed(0)
+    ref, init = word_lm_program(torch, None, ids, str(tmp_path / "torch.pt"))
+    ours, _ = word_lm_program(tinygrad_rnn, init, ids, str(tmp_path / "ours.pt"))
+    assert len(ref) == len(ours) == 7  # six training steps and the reloaded model's evaluation
+    np.testing.assert_allclose(ours, ref, **F32)
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. text generation: multinomial sampling, topk, fill_, a top-level exp/log, no_grad. The sampled
+#    word is made deterministic (all weight on the top-1 word, found by topk) so both runs can agree.
+
+def generate_program(torch, init, n_words=12):
+    nn = torch.nn
+    rnn, decoder, emb = nn.LSTM(6, 6), nn.Linear(6, 9), nn.Embedding(9, 6)
+    holder = nn.ModuleList([rnn, decoder, emb])
+    init = _weights(holder, init, torch)
+    hidden = (torch.zeros(1, 1, 6), torch.zeros(1, 1, 6))
+    input = torch.zeros(1, 1, dtype=torch.long)
+    words, probs = [], []
+    with torch.no_grad():
+        for _ in range(n_words):
+            output, hidden = rnn(emb(input), hidden)
+            word_weights = decoder(output).squeeze().div(0.8).exp()
+            probs.append(torch.exp(torch.log(word_weights)).sum().item())
+            top = torch.topk(word_weights, 3)
+            probs.extend(top.values.tolist())
+            only_top = torch.zeros_like(word_weights)
+            only_top[top.indices[0]] = 1.0
+            word_idx = torch.multinomial(word_weights * only_top, 1)[0]
+            input.fill_(word_idx)
+            words.append(int(word_idx))
+    return words + probs, init
+
+
+def test_generate_with_multinomial_and_topk():
+    ref, ours = _run_both(generate_program)
+    np.testing.assert_allclose(ours, ref, **F32)
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. pytorch/examples' time_sequence_prediction as written there: from_numpy, .double(), torch.double,
+#    input.split(1, dim=1), LSTMCells trained by L-BFGS
+
+def time_sequence_program(torch, init, wave):
+    nn = torch.nn
+
+    class Sequence(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm1 = nn.LSTMCell(1, 10)
+            self.lstm2 = nn.LSTMCell(10, 10)
+            self.linear = nn.Linear(10, 1)
+
+        def forward(self, input, future=0):
+            outputs = []
+            h_t = torch.zeros(input.size(0), 10, dtype=torch.double)
+            c_t = torch.zeros(input.size(0), 10, dtype=torch.double)
+            h_t2 = torch.zeros(input.size(0), 10, dtype=torch.double)
+            c_t2 = torch.zeros(input.size(0), 10, dtype=torch.double)
+            for input_t in input.split(1, dim=1):
+                h_t, c_t = self.lstm1(input_t, (h_t, c_t))
+                h_t2, c_t2 = self.lstm2(h_t, (h_t2, c_t2))
+                output = self.linear(h_t2)
+                outputs += [output]
+            for _ in range(future):
+                h_t, c_t = self.lstm1(output, (h_t, c_t))
+                h_t2, c_t2 = self.lstm2(h_t, (h_t2, c_t2))
+                output = self.linear(h_t2)
+                outputs += [output]
+            return torch.cat(outputs, dim=1)
+
+    inp = torch.from_numpy(wave[3:, :-1])
+    target = torch.from_numpy(wave[3:, 1:])
+    seq = Sequence()
+    seq.double()
+    if init is None:
+        init = {k: v.detach().numpy().copy() for k, v in seq.state_dict().items()}
+    else:
+        seq.load_state_dict({k: torch.from_numpy(v) for k, v in init.items()})
+    criterion = nn.MSELoss()
+    optimizer = torch.optim.LBFGS(seq.parameters(), lr=0.8)
+    losses = []
+    for _ in range(2):
+        def closure():
+            optimizer.zero_grad()
+            loss = criterion(seq(inp), target)
+            losses.append(loss.item())
+            loss.backward()
+            return loss
+        optimizer.step(closure)
+    with torch.no_grad():
+        pred = seq(inp[:1], future=4)
+        losses.extend(pred.detach().numpy()[0, -4:].tolist())
+    return losses, init
+
+
+def test_time_sequence_prediction_as_written():
+    wave = np.sin(np.arange(30)[None, :] * 0.2 + np.arange(6)[:, None]).astype(np.float64)
+    ref, ours = _run_both(time_sequence_program, wave)
+    assert len(ref) == len(ours) > 10
+    np.testing.assert_allclose(ours, ref, **F64)
+    assert min(ref[:-4]) < ref[0]

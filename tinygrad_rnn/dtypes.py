@@ -12,6 +12,7 @@ float64 = np.dtype(np.float64)
 int32 = np.dtype(np.int32)
 int64 = np.dtype(np.int64)
 bool_ = np.dtype(np.bool_)
+half = float16 = np.dtype(np.float16)  # PyTorch's name; refused with a clear error by every factory
 _FLOATS = (float32, float64)
 _ALLOWED = (float32, float64, int32, int64, bool_)
 
@@ -31,6 +32,8 @@ def _as_dtype(dtype: Any) -> np.dtype | None:
         d = np.dtype(dtype)
     except TypeError as e:
         raise TypeError(f"unknown dtype {dtype!r}") from e
+    if d == np.float16:
+        raise TypeError("float16 (tr.half) is not supported: tensors are float32 or float64 (use tr.float32)")
     if d not in _ALLOWED:
         raise TypeError(f"unsupported dtype {d}: use float32, float64, int32, int64 or bool")
     return d
@@ -54,6 +57,9 @@ def _default_dtype_for(data: Any) -> np.dtype | None:
             return int64
         if arr.dtype.kind == "b":
             return bool_
+        if arr.dtype == object and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                       for v in arr.reshape(-1).tolist()):
+            return int64  # ints beyond 64 bits: the range check in Tensor names the value
         raise TypeError(f"cannot make a tensor from a sequence of {arr.dtype}")
     return None
 

@@ -21,11 +21,11 @@ from .backend import Backend, backend_of_array, get_backend
 from .dtypes import _FLOATS, _as_dtype, float32, float64, int64
 from .functions import (Abs, Add, Cast, Cat, Clamp, Div, Exp, Expand, GetItem, Identity, Linear, Log, LogSoftmax,  # noqa: F401
                         MatMul, Max, MaxDim, Maximum, Mean, Minimum, Mul, Neg, Permute, Pow, PowScalar, Relu, Reshape,
-                        Sigmoid, Softmax, Split, Sqrt, Stack, Sub, Sum, Tanh, ToDevice, Where, sum_to_shape)
+                        Sigmoid, Softmax, Split, Sqrt, Stack, Sub, Sum, Tanh, ToDevice, TopK, Where, sum_to_shape)
 from .tensor import Function, Tensor, _writable, is_grad_enabled
 
 __all__ = ["cat", "stack", "split", "chunk", "where", "sum_to_shape", "matmul", "clamp", "clip", "maximum", "minimum",
-           "amax", "amin", "TensorOps"]
+           "amax", "amin", "topk", "multinomial", "narrow", "TensorOps"]
 
 # ---------------------------------------------------------------------------------------
 # argument helpers
@@ -69,9 +69,9 @@ def _promote(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     if fa and fb:
         return (a.to(np.float64), b) if b.dtype == np.float64 else (a, b.to(np.float64))
     if fa:
-        return a, Tensor._make(b.data.astype(a.dtype), b._be, False, None, 0)
+        return a, Tensor._make(b._data.astype(a.dtype), b._be, False, None, 0)
     if fb:
-        return Tensor._make(a.data.astype(b.dtype), a._be, False, None, 0), b
+        return Tensor._make(a._data.astype(b.dtype), a._be, False, None, 0), b
     return a, b
 
 
@@ -116,8 +116,8 @@ def _float_only(fn: type[Function], self: Tensor, name: str) -> Tensor:
 
 
 def _compare(self: Tensor, other: Any, ufunc: str) -> Tensor:
-    o = other.data if isinstance(other, Tensor) else other
-    return Tensor._make(getattr(self._be.xp, ufunc)(self.data, o), self._be, False, None, 0)
+    o = other._data if isinstance(other, Tensor) else other
+    return Tensor._make(getattr(self._be.xp, ufunc)(self._data, o), self._be, False, None, 0)
 
 
 def _reduce(fn: type[Function], self: Tensor, dim: Any, keepdim: bool | None, axis: Any, keepdims: bool | None,
@@ -158,7 +158,7 @@ def _extreme(self: Tensor, dim: Any, keepdim: bool | None, axis: Any, keepdims: 
         zero = Tensor._make(self._be.xp.zeros((), dtype=np.int64), self._be, False, None, 0)
         return MaxResult(MaxDim.apply(self.reshape(1), axis=0, keepdims=False, pick=pick), zero)
     values = MaxDim.apply(self, axis=ax[0], keepdims=kd, pick=pick)
-    idx = pick(self.data, axis=ax[0])
+    idx = pick(self._data, axis=ax[0])
     if kd:
         idx = self._be.xp.expand_dims(idx, ax[0])
     return MaxResult(values, Tensor._make(idx.astype(np.int64), self._be, False, None, 0))
@@ -185,7 +185,7 @@ def _normalize_index(t: Tensor, index: Any) -> tuple[Any, bool]:
             if it.dtype.kind not in "iub":
                 raise TypeError(f"index tensors must be integer or bool, got {it.dtype}")
             # an owned copy: the backward scatters by this index, which the caller may change meanwhile
-            it = it.data.copy()
+            it = it._data.copy()
             advanced = True
         elif isinstance(it, (list, np.ndarray)):
             arr = np.array(it)  # a copy, for the same reason
@@ -307,7 +307,7 @@ def _same_dtype_device(tensors: Sequence[Tensor], what: str) -> None:
         raise TypeError(f"{what}: tensors must share a dtype, got {sorted(dts)}")
     devs = {t.device for t in tensors}
     if len(devs) > 1:
-        raise ValueError(f"{what}: tensors must be on one device, got {sorted(devs)}")
+        raise ValueError(f"{what}: tensors must be on one device, got {sorted(map(str, devs))}")
 
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
@@ -363,7 +363,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     tb = _as_operand(ref, b, "where") if b is not ref else b
     ta, tb = _promote(ta, tb)
     # an owned copy of the condition: the backward reads it after the caller may have changed it
-    cond = condition.data.copy() if isinstance(condition, Tensor) else ref._be.asarray(np.array(condition))
+    cond = condition._data.copy() if isinstance(condition, Tensor) else ref._be.asarray(np.array(condition))
     if cond.dtype != np.bool_:
         raise TypeError(f"where: condition must be bool, got {cond.dtype}")
     try:
@@ -405,7 +405,7 @@ def _iop(self: Tensor, other: Any, fn: type[Function], what: str) -> Tensor:
     graph = (self.requires_grad or o.requires_grad) and is_grad_enabled()
     if not graph:
         data = _writable(self, what)
-        getattr(self._be.xp, _INPLACE_UFUNC[fn])(data, o.data.astype(data.dtype, copy=False), out=data)
+        getattr(self._be.xp, _INPLACE_UFUNC[fn])(data, o._data.astype(data.dtype, copy=False), out=data)
         self._bump_version()
         return self
     if self._ctx is None and self.requires_grad:
@@ -423,7 +423,7 @@ def _iop(self: Tensor, other: Any, fn: type[Function], what: str) -> Tensor:
     res = fn.apply(*_promote(old, o))
     if res.dtype != self.dtype:
         res = res.to(self.dtype)
-    data[...] = res.data
+    data[...] = res._data
     self._ctx, self._idx, self.requires_grad = res._ctx, res._idx, True
     self._bump_version()
     return self
@@ -442,6 +442,82 @@ def _named_inplace(self: Tensor, other: Any, fn: type[Function], what: str) -> T
     return _iop(self, other, fn, what)
 
 
+def _scaled(other: Any, alpha: Any, what: str) -> Any:
+    """``other * alpha`` for ``add``/``sub``'s ``alpha=`` (PyTorch's argument)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)):
+        raise TypeError(f"{what}: alpha must be a number, got {type(alpha).__name__}")
+    if alpha == 1:
+        return other
+    return other * alpha if isinstance(other, Tensor) else np.asarray(other) * alpha
+
+
+def _named_inplace_check(self: Tensor, value: Tensor, what: str) -> Tensor:
+    if is_grad_enabled() and self.requires_grad:
+        raise RuntimeError(f"{what}: in-place methods are not recorded for gradients; do it under tr.no_grad() "
+                           "or use the out-of-place form")
+    return value
+
+
+_TYPE_NAMES = {np.dtype(np.float32): "FloatTensor", np.dtype(np.float64): "DoubleTensor", np.dtype(np.int64): "LongTensor",
+               np.dtype(np.int32): "IntTensor", np.dtype(np.bool_): "BoolTensor"}
+
+TopKResult = namedtuple("TopKResult", ["values", "indices"])
+
+
+def topk(input: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:
+    """``(values, indices)`` of the ``k`` largest (``largest=False``: smallest) entries along ``dim``:
+    ``tr.topk(x, 3).indices``."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"topk: expected a Tensor, got {type(input).__name__}")
+    if input.ndim == 0:
+        x = input.reshape(1)
+        v, i = topk(x, k, 0, largest, sorted)
+        return TopKResult(v.reshape(()), i.reshape(()))
+    d = _one_axis(input.ndim, dim, "topk")
+    k = _checks.integer("topk: k", k)
+    if not 0 <= k <= input.shape[d]:
+        raise ValueError(f"topk: k ({k}) out of range for dim {d} of size {input.shape[d]}")
+    values = TopK.apply(input, k=k, axis=d, largest=bool(largest), sorted_=bool(sorted))
+    idx = values._ctx.idx if values._ctx is not None else None
+    if idx is None:  # not recorded: recompute the indices (cheap next to the sort)
+        xp = input._be.xp
+        order = xp.argsort(-input._data if largest else input._data, axis=d, kind="stable")
+        idx = xp.take(order, xp.arange(k), axis=d)
+        if not sorted:
+            idx = xp.sort(idx, axis=d)
+    return TopKResult(values, Tensor._make(idx.astype(np.int64), input._be, False, None, 0))
+
+
+def multinomial(input: Tensor, num_samples: int, replacement: bool = False, *, generator: Any = None) -> Tensor:
+    """Indices sampled from the rows of ``input`` (non-negative weights, not necessarily normalised),
+    as ``torch.multinomial``; a 1-D input gives ``(num_samples,)``, a 2-D one ``(rows, num_samples)``."""
+    from .random import _rng
+    if not isinstance(input, Tensor):
+        raise TypeError(f"multinomial: expected a Tensor, got {type(input).__name__}")
+    if input.ndim not in (1, 2):
+        raise ValueError(f"multinomial: prob_dist must be 1 or 2 dim, got shape {input.shape}")
+    n = _checks.positive_int("multinomial: num_samples", num_samples)
+    w = np.asarray(input.numpy(), dtype=np.float64).reshape(-1, input.shape[-1])
+    if not np.all(np.isfinite(w)) or (w < 0).any():
+        raise ValueError("multinomial: probability tensor contains either inf, nan or element < 0")
+    rng = _rng(None, generator)
+    out = np.empty((w.shape[0], n), dtype=np.int64)
+    for r, row in enumerate(w):
+        total = row.sum()
+        if total <= 0:
+            raise ValueError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
+        if not replacement and n > np.count_nonzero(row):
+            raise ValueError(f"multinomial: cannot sample n_sample ({n}) > prob_dist.size(-1) non-zero entries "
+                             f"({np.count_nonzero(row)}) without replacement")
+        out[r] = rng.choice(row.size, size=n, replace=bool(replacement), p=row / total)
+    return Tensor(out.reshape(input.shape[:-1] + (n,)), device=input.device)
+
+
+def narrow(input: Tensor, dim: int, start: int, length: int) -> Tensor:
+    """``input.narrow(dim, start, length)``."""
+    return input.narrow(dim, start, length)
+
+
 # ---------------------------------------------------------------------------------------
 # the Tensor methods
 
@@ -452,15 +528,17 @@ class TensorOps:
     importable without its ops, and a class with ``__slots__`` cannot take a base after the fact."""
 
     # -- arithmetic (NumPy broadcasting; float32 with float64 computes in float64) ----------------
-    def add(self, other: Any) -> Tensor: return _binary(Add, self, other, "add")
+    def add(self, other: Any, *, alpha: Any = 1) -> Tensor: return _binary(Add, self, _scaled(other, alpha, "add"), "add")
     def __radd__(self, other: Any) -> Tensor: return _binary(Add, self, other, "add", reverse=True)
-    def sub(self, other: Any) -> Tensor: return _binary(Sub, self, other, "sub")
+    def sub(self, other: Any, *, alpha: Any = 1) -> Tensor: return _binary(Sub, self, _scaled(other, alpha, "sub"), "sub")
     def __rsub__(self, other: Any) -> Tensor: return _binary(Sub, self, other, "sub", reverse=True)
     def mul(self, other: Any) -> Tensor: return _binary(Mul, self, other, "mul")
     def __rmul__(self, other: Any) -> Tensor: return _binary(Mul, self, other, "mul", reverse=True)
     def div(self, other: Any) -> Tensor: return _binary(Div, self, other, "div")
     def __rtruediv__(self, other: Any) -> Tensor: return _binary(Div, self, other, "div", reverse=True)
-    __add__, __sub__, __mul__, __truediv__ = add, sub, mul, div
+    def __add__(self, other: Any) -> Tensor: return _binary(Add, self, other, "add")
+    def __sub__(self, other: Any) -> Tensor: return _binary(Sub, self, other, "sub")
+    __mul__, __truediv__ = mul, div
 
     def pow(self, p: Any) -> Tensor:
         if isinstance(p, (int, float, np.number)) and not isinstance(p, bool):
@@ -486,8 +564,27 @@ class TensorOps:
     def __isub__(self, other: Any) -> Tensor: return _iop(self, other, Sub, "sub_")
     def __imul__(self, other: Any) -> Tensor: return _iop(self, other, Mul, "mul_")
     def __itruediv__(self, other: Any) -> Tensor: return _iop(self, other, Div, "div_")
-    def add_(self, other: Any) -> Tensor: return _named_inplace(self, other, Add, "add_")
-    def sub_(self, other: Any) -> Tensor: return _named_inplace(self, other, Sub, "sub_")
+    def add_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        return _named_inplace(self, _scaled(other, alpha, "add_"), Add, "add_")
+
+    def sub_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        return _named_inplace(self, _scaled(other, alpha, "sub_"), Sub, "sub_")
+
+    def clamp_(self, min: Any = None, max: Any = None) -> Tensor:
+        """In place ``clamp``, outside a graph (as the other named in-place methods)."""
+        return self.copy_(_named_inplace_check(self, clamp(self.detach(), min, max), "clamp_"))
+
+    clip_ = clamp_
+
+    def normal_(self, mean: float = 0.0, std: float = 1.0, *, generator: Any = None) -> Tensor:
+        """Fill with normal samples in place (``generator=`` a ``tr.Generator``), as ``torch.Tensor.normal_``."""
+        from .random import _rng
+        return self.copy_(_rng(None, generator).normal(mean, std, size=self.shape).astype(self.dtype))
+
+    def uniform_(self, a: float = 0.0, b: float = 1.0, *, generator: Any = None) -> Tensor:
+        """Fill with uniform samples from [a, b) in place, as ``torch.Tensor.uniform_``."""
+        from .random import _rng
+        return self.copy_(_rng(None, generator).uniform(a, b, size=self.shape).astype(self.dtype))
     def mul_(self, other: Any) -> Tensor: return _named_inplace(self, other, Mul, "mul_")
     def div_(self, other: Any) -> Tensor: return _named_inplace(self, other, Div, "div_")
 
@@ -500,7 +597,7 @@ class TensorOps:
                                "change values a backward pass reads); do it under tr.no_grad(), or build the result "
                                "out of place with tr.where or tr.cat")
         idx, _ = _normalize_index(self, index)
-        src = v.data if v is not None else value
+        src = v._data if v is not None else value
         if v is not None and v._be is not self._be:
             raise ValueError(f"__setitem__: value on {v.device} but the tensor on {self.device}")
         if v is None and not isinstance(value, (bool, int, float, np.number, np.ndarray, list, tuple)):
@@ -564,12 +661,12 @@ class TensorOps:
         if self.numel() == 0:
             raise ValueError(f"argmax() of an empty tensor (shape {self.shape})")
         if dim is None:
-            idx = xp.asarray(xp.argmax(self.data)).astype(np.int64)
+            idx = xp.asarray(xp.argmax(self._data)).astype(np.int64)
             return Tensor._make(idx.reshape((1,) * self.ndim if keepdim else ()), self._be, False, None, 0)
         ax = _one_axis(self.ndim, dim, "argmax")
         if self.ndim == 0:  # PyTorch: a 0-d tensor's argmax over its only "dim" is a 0-d 0
             return Tensor._make(xp.zeros((), dtype=np.int64), self._be, False, None, 0)
-        idx = xp.argmax(self.data, axis=ax)
+        idx = xp.argmax(self._data, axis=ax)
         if keepdim:
             idx = xp.expand_dims(idx, ax)
         return Tensor._make(xp.asarray(idx).astype(np.int64), self._be, False, None, 0)
@@ -674,8 +771,75 @@ class TensorOps:
     split = split
     chunk = chunk
 
+    def narrow(self: Tensor, dim: int, start: int, length: int) -> Tensor:
+        """The slice ``start:start+length`` of ``dim`` (a view, as PyTorch's): ``t.narrow(0, 1, 2)``."""
+        d = _one_axis(self.ndim, dim, "narrow")
+        n = self.shape[d]
+        start = _checks.integer("narrow: start", start)
+        length = _checks.integer("narrow: length", length)
+        if not -n <= start <= n:
+            raise IndexError(f"narrow: start {start} out of range for dim {d} of size {n}")
+        if start < 0:
+            start += n
+        if length < 0 or start + length > n:
+            raise ValueError(f"narrow: start ({start}) + length ({length}) exceeds dimension size ({n})")
+        return self[(slice(None),) * d + (slice(start, start + length),)]
+
+    def topk(self: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:
+        """The ``k`` largest (or smallest) entries along ``dim`` and their indices, as PyTorch's
+        ``topk``; the values carry gradients back to where they came from."""
+        return topk(self, k, dim, largest, sorted)
+
     # -- dtype and device -------------------------------------------------------------------------
     def clone(self) -> Tensor: return Identity.apply(self)
+
+    def contiguous(self) -> Tensor:
+        """``self`` when its memory is in row-major order, else a row-major copy (differentiable)."""
+        return self if self.is_contiguous() else Identity.apply(self)
+
+    def is_contiguous(self) -> bool:
+        flags = getattr(self._data, "flags", None)
+        return True if flags is None else bool(flags.c_contiguous)
+
+    def type(self, dtype: Any = None) -> Any:
+        """``t.type()`` is PyTorch's type name (``'torch.FloatTensor'``); ``t.type(dtype)`` casts."""
+        if dtype is None:
+            name = _TYPE_NAMES.get(self.dtype, "Tensor")
+            return f"torch.cuda.{name}" if self._be.is_device else f"torch.{name}"
+        if isinstance(dtype, str) and dtype.endswith("Tensor"):
+            inv = {v: k for k, v in _TYPE_NAMES.items()}
+            if dtype.rsplit(".", 1)[-1] not in inv:
+                raise TypeError(f"type: unknown tensor type {dtype!r}")
+            dtype = inv[dtype.rsplit(".", 1)[-1]]
+        return self.to(dtype)
+
+    def _new(self, arr: Any, dtype: Any, device: Any, requires_grad: bool) -> Tensor:
+        from .tensor import tensor as _tensor
+        return _tensor(arr, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad)
+
+    def new_zeros(self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+        """Zeros of ``size`` with this tensor's dtype and device (the ``init_hidden`` idiom)."""
+        from .tensor import _shape_arg
+        return TensorOps._new(self, np.zeros(_shape_arg(size)), dtype, device, requires_grad)
+
+    def new_ones(self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+        from .tensor import _shape_arg
+        return TensorOps._new(self, np.ones(_shape_arg(size)), dtype, device, requires_grad)
+
+    def new_empty(self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+        """As ``new_zeros`` (the values of an ``empty`` tensor are unspecified; here they are zeros)."""
+        from .tensor import _shape_arg
+        return TensorOps._new(self, np.zeros(_shape_arg(size)), dtype, device, requires_grad)
+
+    def new_full(self, size: Sequence[int], fill_value: Any, *, dtype: Any = None, device: Any = None,
+                 requires_grad: bool = False) -> Tensor:
+        from .tensor import _shape_arg
+        return TensorOps._new(self, np.full(_shape_arg((size,)), fill_value), dtype, device, requires_grad)
+
+    def new_tensor(self, data: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+        """A copy of ``data`` with this tensor's dtype and device unless given."""
+        src = data.numpy() if isinstance(data, Tensor) else data
+        return TensorOps._new(self, np.array(src, copy=True), dtype, device, requires_grad)
 
     def to(self, *args: Any, dtype: Any = None, device: Any = None) -> Tensor:
         """``t.to("cuda")``, ``t.to(tr.float64)`` or both; differentiable, a no-op when nothing changes."""
@@ -719,3 +883,27 @@ def _install() -> None:
 
 
 _install()
+
+
+# ---------------------------------------------------------------------------------------
+# PyTorch's top-level forms of the methods: ``tr.exp(x)`` is ``x.exp()``
+
+
+def _function_form(name: str) -> Any:
+    method = getattr(Tensor, name)
+
+    def fn(input: Tensor, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}(): argument 'input' must be a Tensor, not {type(input).__name__}")
+        return method(input, *args, **kwargs)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"``tr.{name}(x, ...)`` is ``x.{name}(...)``."
+    return fn
+
+
+FUNCTION_FORMS = ("exp", "log", "tanh", "sigmoid", "relu", "abs", "sqrt", "sum", "mean", "max", "min", "softmax",
+                  "log_softmax", "argmax", "add", "sub", "mul", "div", "pow", "neg", "reshape", "transpose", "permute",
+                  "squeeze", "unsqueeze", "flatten", "t", "numel", "clone", "detach")
+# installed on the package by ``__init__`` (not here: ``max``, ``sum`` ... would shadow the builtins this module uses)
+function_forms = {name: _function_form(name) for name in FUNCTION_FORMS}

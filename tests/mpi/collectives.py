@@ -54,7 +54,7 @@ def check_reductions(rank: int, world: int) -> None:
     # a non-contiguous view is reduced in place through a contiguous copy
     base = np.arange(6, dtype=np.float64).reshape(2, 3) * (rank + 1)
     t = tr.tensor(base.T)
-    assert not t.data.flags.c_contiguous
+    assert not t.numpy().flags.c_contiguous
     dist.all_reduce(t)
     assert np.array_equal(t.numpy(), (np.arange(6).reshape(2, 3) * vals.sum()).T)
     work = dist.all_reduce(tr.tensor([1.0]), async_op=True)

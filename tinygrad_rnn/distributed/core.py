@@ -346,7 +346,7 @@ def _describe(kind: str, t: Tensor, extra: Any) -> tuple:
 
 def _host_buffer(t: Tensor) -> tuple[np.ndarray, bool]:
     """A C-contiguous array over the tensor's values and whether it must be copied back."""
-    a = t.data
+    a = t._data
     if not isinstance(a, np.ndarray):  # a 0-d result held as a NumPy scalar (a reduction's loss): immutable
         return np.array(a), True
     if a.flags.c_contiguous and a.flags.writeable:
@@ -355,10 +355,10 @@ def _host_buffer(t: Tensor) -> tuple[np.ndarray, bool]:
 
 
 def _write_back(t: Tensor, buf: np.ndarray) -> None:
-    if isinstance(t.data, np.ndarray):
-        t.data[...] = buf
+    if isinstance(t._data, np.ndarray):
+        t._data[...] = buf
     else:
-        t.data = buf.reshape(())
+        t._data = buf.reshape(())
 
 
 def _mpi_op(g: _Group, op: ReduceOp, dtype: np.dtype) -> Any:
@@ -394,9 +394,9 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group: Any = None, a
     if t._be.is_device:
         from ..backend.nccl import nccl_all_reduce
 
-        nccl_all_reduce(g, t.data, op)
+        nccl_all_reduce(g, t._data, op)
         if op is ReduceOp.AVG:
-            t.data /= g.size
+            t._data /= g.size
         t._bump_version()
         return Work() if async_op else None
     buf, copy_back = _host_buffer(t)
@@ -437,7 +437,7 @@ def broadcast(tensor: Tensor, src: int, group: Any = None, async_op: bool = Fals
     if t._be.is_device:
         from ..backend.nccl import nccl_broadcast
 
-        nccl_broadcast(g, t.data, src)
+        nccl_broadcast(g, t._data, src)
         t._bump_version()
         return Work() if async_op else None
     buf, copy_back = _host_buffer(t)
@@ -475,17 +475,17 @@ def all_gather(tensor_list: list[Tensor], tensor: Tensor, group: Any = None, asy
     if t._be.is_device:
         from ..backend.nccl import nccl_all_gather
 
-        gathered = nccl_all_gather(g, t.data)
+        gathered = nccl_all_gather(g, t._data)
         for i, o in enumerate(tensor_list):
-            o.data[...] = gathered[i]
+            o._data[...] = gathered[i]
             o._bump_version()
         return Work() if async_op else None
-    send = np.ascontiguousarray(t.data)
+    send = np.ascontiguousarray(t._data)
     recv = np.empty((g.size, *t.shape), dtype=t.dtype)
 
     def finish() -> None:
         for i, o in enumerate(tensor_list):
-            o.data[...] = recv[i]
+            o._data[...] = recv[i]
             o._bump_version()
 
     if async_op:

@@ -286,7 +286,7 @@ class ToDevice(Function):
     def apply(cls, t: Tensor, backend: Backend) -> Tensor:  # type: ignore[override]
         ctx = cls()
         ctx.src, ctx.dst = t._be, backend
-        host = t._be.to_host(t.data)
+        host = t._be.to_host(t._data)
         arr = backend.from_host(host, copy=True)
         if not (is_grad_enabled() and t.requires_grad):
             return Tensor._make(arr, backend, False, None, 0)

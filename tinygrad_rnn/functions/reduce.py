@@ -69,3 +69,33 @@ class MaxDim(Function):
             g = xp.expand_dims(g, self.axis)
         pos = xp.arange(self.shape[self.axis]).reshape((-1,) + (1,) * (len(self.shape) - 1 - self.axis))
         return xp.where(pos == self.idx, g, xp.zeros((), dtype=g.dtype))
+
+
+class TopK(Function):
+    """``topk`` values along ``axis``: each output takes its gradient back to the entry it came from
+    (the k indices along a row are distinct, so a plain scatter is exact)."""
+
+    saves_inputs = False  # keeps the indices
+
+    def forward(self, a, k, axis, largest, sorted_):
+        xp = self.xp
+        self.shape, self.axis = a.shape, axis
+        # a stable sort of -a (largest) keeps the first of tied entries first, as NumPy's argmax does
+        order = xp.argsort(-a if largest else a, axis=axis, kind="stable")
+        idx = xp.take(order, xp.arange(k), axis=axis)
+        if not sorted_:  # PyTorch leaves the order unspecified; ascending index order is one valid choice
+            idx = xp.sort(idx, axis=axis)
+        self.idx = idx
+        return xp.take_along_axis(a, idx, axis=axis)
+
+    def backward(self, g):
+        xp = self.xp
+        # scatter along the last axis of a contiguous buffer (plain fancy assignment: NumPy and CuPy alike)
+        idx, gl = xp.moveaxis(self.idx, self.axis, -1), xp.moveaxis(g, self.axis, -1)
+        n, k = self.shape[self.axis], idx.shape[-1]
+        out = xp.zeros(idx.shape[:-1] + (n,), dtype=g.dtype)
+        if k == 0 or out.size == 0:
+            return xp.moveaxis(out, -1, self.axis)
+        rows = xp.arange(out.size // max(n, 1))[:, None]
+        out.reshape(-1, n)[rows, idx.reshape(-1, k)] = gl.reshape(-1, k)
+        return xp.moveaxis(out, -1, self.axis)

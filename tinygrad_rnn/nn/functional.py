@@ -40,16 +40,16 @@ def _flatten_classes(input: Tensor, t: Tensor, what: str) -> tuple[Tensor, Any]:
     if input.ndim == 1:
         if t.ndim != 0:
             raise ValueError(f"{what}: 1-D input of shape {input.shape} needs a 0-d target, got {t.shape}")
-        return input.reshape(1, -1), t.data.reshape(1)
+        return input.reshape(1, -1), t._data.reshape(1)
     if input.ndim == 2:
         if t.shape != input.shape[:1]:
             raise ValueError(f"{what}: input of shape {input.shape} needs target of shape {input.shape[:1]}, got {t.shape}")
-        return input, t.data
+        return input, t._data
     expect = (input.shape[0],) + input.shape[2:]
     if t.shape != expect:
         raise ValueError(f"{what}: input of shape {input.shape} (N, C, ...) needs target of shape {expect}, got {t.shape}")
     perm = (0,) + tuple(range(2, input.ndim)) + (1,)
-    return input.permute(perm).reshape(-1, input.shape[1]), t.data.reshape(-1)
+    return input.permute(perm).reshape(-1, input.shape[1]), t._data.reshape(-1)
 
 
 def cross_entropy(input: Tensor, target: Any, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
@@ -112,7 +112,7 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Ten
         if not -v <= _checks.integer("embedding: padding_idx", padding_idx) < v:
             raise ValueError(f"embedding: padding_idx {padding_idx} is out of range for {v} embeddings")
     # an owned copy: the backward scatters by these ids, and the caller may reuse the buffer meanwhile
-    arr = ids.data.astype(np.int64, copy=True)
+    arr = ids._data.astype(np.int64, copy=True)
     lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)  # one read each, also from a GPU
     if arr.size and (lo < 0 or hi >= v):
         raise ValueError(f"embedding: id {lo if lo < 0 else hi} is out of range for {v} embeddings")

@@ -273,7 +273,7 @@ class DistributedDataParallel(Module):
         if grad is None:
             slot[...] = 0
         else:
-            slot[...] = grad.data.reshape(-1)
+            slot[...] = grad._data.reshape(-1)
         b.ready.add(i)
         if b.full:
             self._launch_ready_buckets()
@@ -335,7 +335,7 @@ class DistributedDataParallel(Module):
                     p.grad = Tensor._make(b.slot(i).reshape(p.shape).copy(), p._be, False, None, 0)
                     continue
                 if g.size > 1:
-                    p.grad.data[...] = b.slot(i).reshape(p.shape)
+                    p.grad._data[...] = b.slot(i).reshape(p.shape)
                     p.grad._bump_version()
         # the buckets stay full until the next forward: another backward through this forward's graph
         # would add gradients nobody averages, so its first hook raises instead

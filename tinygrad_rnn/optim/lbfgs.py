@@ -153,23 +153,23 @@ class LBFGS(Optimizer):
     # -- the flat vector ----------------------------------------------------------------------------
     def _gather_flat_grad(self) -> Any:
         xp = self._xp
-        views = [xp.zeros(p.numel(), dtype=p.dtype) if p.grad is None else p.grad.data.reshape(-1) for p in self._params]
+        views = [xp.zeros(p.numel(), dtype=p.dtype) if p.grad is None else p.grad._data.reshape(-1) for p in self._params]
         return xp.concatenate(views)
 
     def _add_grad(self, step_size: Any, update: Any) -> None:
         offset = 0
         for p in self._params:
             n = p.numel()
-            p.data += (update[offset:offset + n] * step_size).reshape(p.shape).astype(p.dtype, copy=False)
+            p._data += (update[offset:offset + n] * step_size).reshape(p.shape).astype(p.dtype, copy=False)
             p._bump_version()
             offset += n
 
     def _clone_param(self) -> list[Any]:
-        return [p.data.copy() for p in self._params]
+        return [p._data.copy() for p in self._params]
 
     def _set_param(self, params_data: list[Any]) -> None:
         for p, data in zip(self._params, params_data):
-            p.data[...] = data
+            p._data[...] = data
             p._bump_version()
 
     def _directional_evaluate(self, closure: Callable[[], Any], x: list[Any], t: Any, d: Any) -> tuple[float, Any]:

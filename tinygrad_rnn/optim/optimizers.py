@@ -102,7 +102,7 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 else:
-                    p.grad.data[...] = 0
+                    p.grad._data[...] = 0
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; returns ``closure()`` when one is given."""
@@ -114,7 +114,7 @@ class Optimizer:
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad.data
+                grad = p.grad._data
                 if tuple(grad.shape) != p.shape:
                     raise ValueError(f"gradient of shape {tuple(grad.shape)} for a parameter of shape {p.shape}")
                 self._update(p, grad, self._state_of(p), group)
@@ -345,7 +345,7 @@ class SGD(Optimizer):
         first = buf is None
         if momentum != 0 and first:
             buf = state["momentum_buffer"] = self._zeros(p)
-        p._be.sgd_step(p.data, grad, buf if momentum != 0 else None, lr=group["lr"], momentum=momentum,
+        p._be.sgd_step(p._data, grad, buf if momentum != 0 else None, lr=group["lr"], momentum=momentum,
                        dampening=group["dampening"], weight_decay=group["weight_decay"],
                        nesterov=group["nesterov"], first_step=first)
 
@@ -385,7 +385,7 @@ class Adam(Optimizer):
         # bias corrections as float64 host scalars: 1 - 0.999**t loses everything in float32 for small t
         step_size = lr / (1.0 - float(beta1) ** t)
         bc2_sqrt = math.sqrt(1.0 - float(beta2) ** t)
-        p._be.adam_step(p.data, grad, state["exp_avg"], state["exp_avg_sq"],
+        p._be.adam_step(p._data, grad, state["exp_avg"], state["exp_avg_sq"],
                         state["max_exp_avg_sq"] if group["amsgrad"] else None,
                         beta1=beta1, beta2=beta2, eps=group["eps"],
                         weight_decay=0.0 if self._decoupled else wd,
@@ -430,7 +430,7 @@ class RMSprop(Optimizer):
         if group["centered"] and "grad_avg" not in state:
             state["grad_avg"] = self._zeros(p)
         state["step"] += 1
-        p._be.rmsprop_step(p.data, grad, state["square_avg"],
+        p._be.rmsprop_step(p._data, grad, state["square_avg"],
                            state["grad_avg"] if group["centered"] else None,
                            state["momentum_buffer"] if group["momentum"] > 0 else None,
                            lr=group["lr"], alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
@@ -460,4 +460,4 @@ class Adagrad(Optimizer):
             state["sum"] = self._zeros(p, float(group["initial_accumulator_value"]))
         state["step"] += 1
         clr = float(group["lr"]) / (1.0 + (state["step"] - 1) * float(group["lr_decay"]))
-        p._be.adagrad_step(p.data, grad, state["sum"], clr=clr, eps=group["eps"], weight_decay=group["weight_decay"])
+        p._be.adagrad_step(p._data, grad, state["sum"], clr=clr, eps=group["eps"], weight_decay=group["weight_decay"])

@@ -58,7 +58,7 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
     per_device: dict[int, list] = {}
     for g in grads:
         per_device.setdefault(id(g._be), []).append(g)
-    norms = [n for gs in per_device.values() for n in gs[0]._be.vector_norms([g.data for g in gs], p)]
+    norms = [n for gs in per_device.values() for n in gs[0]._be.vector_norms([g._data for g in gs], p)]
     total = max(norms) if p == math.inf else float(np.linalg.norm(np.asarray(norms), p))
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(
@@ -68,7 +68,7 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
     if not coef >= 1.0:  # also true for a nan total, which then spreads to the grads, as PyTorch
         with no_grad(), np.errstate(invalid="ignore"):  # inf * 0 -> nan is the documented outcome
             for g in grads:
-                g.data *= coef
+                g._data *= coef
                 g._bump_version()  # a graph that saved this gradient (create_graph) must see it changed
     first = grads[0]
     return Tensor(np.asarray(total, dtype=first.dtype), device=first.device)
@@ -80,7 +80,7 @@ def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: float) -
     for t in _as_list(parameters):
         if t.grad is not None:
             xp = t.grad._be.xp
-            xp.clip(t.grad.data, -clip_value, clip_value, out=t.grad.data)
+            xp.clip(t.grad._data, -clip_value, clip_value, out=t.grad._data)
             t.grad._bump_version()
 
 
@@ -102,7 +102,7 @@ def vector_to_parameters(vec: Tensor, parameters: Tensor | Iterable[Tensor]) -> 
     total = sum(t.numel() for t in params)
     if vec.ndim != 1 or vec.numel() != total:
         raise ValueError(f"vector_to_parameters: vec of shape {vec.shape} for parameters with {total} elements in all")
-    data = vec.data
+    data = vec._data
     start = 0
     with no_grad():
         for t in params:
