@@ -112,7 +112,7 @@ class CPUBackend(Backend):
     def _split(self, fn: Any, n: int, per_item: int = 1) -> None:
         """``fn(a, b)`` over ``range(n)``: in one call, or in contiguous parts on parallel threads."""
         parts = 1
-        if blas.row_parallel() and n > 1:
+        if n > 1 and blas.row_parallel(self.STEP_PROVIDER):
             parts = max(1, min(threads.get_num_threads(), n * per_item // self.PARALLEL_MIN_ELEMENTS, n))
         threads.run_ranges(fn, n, parts)
 
@@ -160,6 +160,9 @@ class CPUBackend(Backend):
     SPLIT_MIN_MACS = 1 << 22
     # row-block threads: None = tr.get_num_threads()
     ROW_THREADS: int | None = None
+    # The recurrent step's BLAS ("mkl" or "numpy"): None = the one calibration measured faster at this
+    # thread count (blas.step_provider), which also decides row blocks, packing and _split's threads.
+    STEP_PROVIDER: str | None = None
     # Forward-only passes (and, with the _TRAIN flag, training ones): the sequence kernel makes each
     # step's input projection itself (rnn_forward_input) -- in its loops for small layers, by BLAS
     # per row block with oneMKL -- instead of one (T*B, D) x (D, G*H) GEMM for the whole sequence
@@ -240,7 +243,7 @@ class CPUBackend(Backend):
         t_, b_, _ = x.shape
         h_ = h0.shape[1]
         seq, use_blas = self._seq_kernel(mode, x.dtype, b_, h_)
-        if not seq or (use_blas and not blas.row_parallel()):
+        if not seq or (use_blas and not blas.row_parallel(self.STEP_PROVIDER)):
             return None
         bias = np.zeros(w_ih.shape[0], dtype=x.dtype) if bias is None else np.ascontiguousarray(bias)
         return self._seq_forward(mode, None, np.ascontiguousarray(x), w_ih, bias, w_hh, b_hn, h0, c0, mask, train,
@@ -309,7 +312,7 @@ class CPUBackend(Backend):
 
     def _row_blocks(self, mode: str, t: int, b: int, h: int, use_blas: bool) -> int:
         """How many row blocks the sequence kernel runs on (1: the whole batch in this thread)."""
-        if (not use_blas or not blas.row_parallel() or b < 2 * self.SPLIT_MIN_ROWS
+        if (not use_blas or not blas.row_parallel(self.STEP_PROVIDER) or b < 2 * self.SPLIT_MIN_ROWS
                 or t * b * GATES[mode] * h * h < self.SPLIT_MIN_MACS):
             return 1
         n = threads.get_num_threads() if self.ROW_THREADS is None else self.ROW_THREADS
@@ -317,13 +320,15 @@ class CPUBackend(Backend):
 
     def _packing(self, use_blas: bool) -> bool:
         """Whether the sequence kernels get W_hh (and W_ih) packed by oneMKL (see PACK_WEIGHTS)."""
-        return use_blas and self.PACK_WEIGHTS and blas.can_pack()
+        return use_blas and self.PACK_WEIGHTS and blas.can_pack(self.STEP_PROVIDER)
 
     def _over_rows(self, fn: Any, mode: str, t: int, b: int, h: int, use_blas: bool,
                    weights: list[tuple[np.ndarray, bool]]) -> None:
         """``fn(b0, b1, *packed_weights)`` over the batch: once, or on row blocks in parallel threads
         (see SPLIT_MIN_ROWS). ``weights`` are (W, transposed) pairs, packed by MKL for each block's row
         count (NOT_PACKED when not packing)."""
+        if use_blas:
+            blas.step_provider(self.STEP_PROVIDER)  # the kernels' GEMM entry points go to the step's provider
         pack = self._packing(use_blas)
         n = self._row_blocks(mode, t, b, h, use_blas)
         bounds = threads.even_bounds(b, n)
