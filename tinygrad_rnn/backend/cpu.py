@@ -63,11 +63,11 @@ class CPUBackend(Backend):
         step = max(1, self.XENT_BLOCK // max(c, 1))
 
         def rows(r0: int, r1: int) -> None:  # rows are independent: threads take disjoint ranges
-            if numpy_max and r1 > r0:
-                row_max[r0:r1] = logits[r0:r1].max(axis=1)
             buf = np.empty((min(step, r1 - r0), c))
             for a in range(r0, r1, step):
                 block = buf[: min(step, r1 - a)]
+                if numpy_max:  # per block: the shift below reads these rows again from cache, not memory
+                    row_max[a: a + len(block)] = logits[a: a + len(block)].max(axis=1)
                 cpu_kernels.xent_shift_rows(logits, a, not numpy_max, row_max, block)
                 np.exp(block, out=block)
                 cpu_kernels.xent_finish_rows(block, a, logits, targets, ignore_index, row_max, log_sum, loss)
