@@ -4,9 +4,10 @@ machine and thread count, and cached on disk.
 With both oneMKL and NumPy's OpenBLAS bound (``TINYGRAD_RNN_BLAS=auto``), neither wins everywhere: MKL's
 small-batch GEMMs were 1.3-1.7x faster on an Intel Xeon, and slower on an AMD EPYC at the same shapes.
 So at first use per thread count, each shape class (``blas.SHAPE_CLASSES``) times both providers on one
-representative product the way the backend calls them -- the recurrent step through the kernels'
-GEMM entry points (MKL with packed weights on row blocks over our threads, OpenBLAS one threaded call),
-matmul's classes through ``blas.matmul`` itself -- interleaved, best of a few, a few ms per class. The
+representative product the way the backend makes it -- the recurrent step as a few steps of an LSTM
+layer through the backend's sequence kernels (MKL: packed weights, batch rows on our threads; OpenBLAS:
+one threaded GEMM per step), matmul's classes through ``blas.matmul`` itself -- interleaved, best of a
+few, a few ms per class. The
 picks are stored under a key naming the CPU (model and flags), the libraries' versions and the thread
 count, in ``$TINYGRAD_RNN_CACHE_DIR`` (default ``~/.cache/tinygrad_rnn``) ``/blas_calibration.json``;
 an unreadable or corrupt file is ignored (calibrate again, rewrite it).
@@ -28,19 +29,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import blas, threads
+from . import blas
 
 __all__ = ["cache_path", "choose", "machine_key"]
 
 _FORMAT = 1
-# representative (M, K, N) per shape class: the recurrent step (32 x 256 -> 4 x 256 gates), a
+# representative (M, K, N) per shape class: the recurrent step (an LSTM, batch 32, hidden 256), a
 # char-LM output projection over 64 classes, a whole-sequence projection
 SHAPES = {"step": (32, 256, 1024), "skinny": (2048, 256, 64), "large": (512, 256, 512)}
-STEPS = 8  # the step class: products per timed run (a layer's thread hand-off is once per pass, not per step)
+STEPS = 8  # the step class: time steps per timed run (a layer's thread hand-off is once per pass, not per step)
 REPEATS = 5
 
 _CHOSEN: dict[tuple[str, int], str] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
 CALIBRATIONS = 0  # calibrations run in this process (one per thread count, none where the cache answers)
 
 
@@ -132,31 +133,32 @@ def choose(cls: str, n_threads: int) -> str:
 
 
 def _runner(cls: str, provider: str, n_threads: int, a: np.ndarray, w: np.ndarray) -> Callable[[], None]:
-    """One timed run of class ``cls`` by ``provider``, as the backend would make it. ``w`` is (N, K), a
-    layer's weight as stored."""
-    m, n = a.shape[0], w.shape[0]
-    c = np.empty((m, n), dtype=a.dtype)
+    """One timed run of class ``cls`` by ``provider``, as the backend makes it. ``w`` is (N, K), a layer's
+    weight as stored. The step class runs STEPS steps of an LSTM layer (forward and backward) through the
+    CPU backend's own sequence kernels, on a private backend instance told to use ``provider``: the
+    provider decides more than the GEMM (with MKL the batch rows, gate math included, run on parallel
+    threads; with OpenBLAS only its GEMM is threaded), so the whole step is what is compared."""
     if cls != "step":
         wt = w.T
         return lambda: blas.matmul(a, wt, provider=provider)
-    if provider == "mkl" and blas._MKL is not None:  # the sequence kernels' MKL path: packed W on row blocks, one per thread
-        parts = max(1, min(n_threads, m // 8))
-        bounds = threads.even_bounds(m, parts)
-        packs = {hi - lo: blas.pack_b(w, hi - lo, True) for lo, hi in zip(bounds, bounds[1:])}
+    from .cpu import CPUBackend
 
-        def rows(lo: int, hi: int) -> None:
-            for _ in range(STEPS):
-                blas.gemm_packed_f(a[lo:hi], packs[hi - lo], c[lo:hi], 0.0)
+    be = CPUBackend()
+    be.STEP_PROVIDER = provider
+    b_, h_ = a.shape[0], w.shape[1]
+    rng = np.random.default_rng(1)
+    dt = a.dtype
+    xw = (rng.standard_normal((STEPS, b_, w.shape[0])) * 0.5).astype(dt)
+    w_hh = np.ascontiguousarray(w[:, :h_] * (1.0 / h_))
+    h0, c0 = np.zeros((b_, h_), dt), np.zeros((b_, h_), dt)
+    mask = np.ones((STEPS, b_), dt)
+    dout = rng.standard_normal((STEPS, b_, h_)).astype(dt)
 
-        return lambda: threads.run_ranges(rows, m, parts)
-    w_t = np.ascontiguousarray(w.T)  # the kernels' plain path: W^T, one (threaded) BLAS call per step
+    def run() -> None:
+        h_all, c_all, store = be.rnn_forward_projected("lstm", xw, w_hh, None, h0, c0, mask, True)
+        be.rnn_backward("lstm", w_hh, store, h_all, c_all, mask, dout, h0, c0)
 
-    def whole() -> None:
-        blas._point(provider)
-        for _ in range(STEPS):
-            blas.gemm_f(a, w_t, c, False, False, 0.0)
-
-    return whole
+    return run
 
 
 def measure(cls: str, n_threads: int) -> dict[str, float]:
