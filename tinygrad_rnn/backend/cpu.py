@@ -49,8 +49,8 @@ class CPUBackend(Backend):
         sum is the log-sum-exp): backward rebuilds softmax from them exactly even where adding
         them would round (|logits| >= 1e14). Both are exact to float64 rounding for float32
         logits too (the shift and the exp run in float64); loss has the logits' dtype and is 0
-        on ignored rows. Per block of rows: max and shift (Numba), exp (NumPy, SIMD), row sums,
-        log and gather (Numba).
+        on ignored rows. Per block of rows: max (NumPy's SIMD max on long rows) and shift (Numba),
+        exp (NumPy, SIMD), row sums, log and gather (Numba).
         """
         logits = np.ascontiguousarray(logits)
         n, c = logits.shape
@@ -78,15 +78,16 @@ class CPUBackend(Backend):
     def softmax_xent_backward(self, logits, row_max, log_sum, targets, ignore_index, grad_rows):
         """(softmax(logits) - onehot(targets)) * grad_rows[:, None], zero on ignored rows.
 
-        Per block of rows: exp(logits - row_max) in the logits' dtype (NumPy, SIMD; the row
-        max is one of the logits, so it is exact in their dtype), then the row scaling by
-        grad_rows * exp(-log_sum) (float64) and the target and ignored-row fix-ups in one
-        Numba pass while the block is in cache.
+        exp(logits - row_max) in the logits' dtype (the row max is one of the logits, so it is
+        exact in their dtype), then the row scaling by grad_rows * exp(-log_sum) (float64) and
+        the target and ignored-row fix-ups: float32, all in one Numba pass per row; float64, per
+        block of rows NumPy's exp then one Numba pass while the block is in cache.
         """
         logits = np.ascontiguousarray(logits)
         n, c = logits.shape
         out = np.empty_like(logits)
-        shift = np.asarray(row_max).astype(logits.dtype, copy=False)
+        row_max = np.ascontiguousarray(row_max, dtype=np.float64)
+        shift = row_max.astype(logits.dtype, copy=False)
         log_sum = np.ascontiguousarray(log_sum, dtype=np.float64)
         g = np.ascontiguousarray(np.broadcast_to(grad_rows, (n,)), dtype=np.float64)
         targets = np.ascontiguousarray(targets, dtype=np.int64)
@@ -94,6 +95,9 @@ class CPUBackend(Backend):
         step = max(1, self.XENT_BLOCK // max(c, 1))
 
         def rows(r0: int, r1: int) -> None:
+            if logits.dtype == np.float32:  # one pass: float32 exp, scaling and fix-ups per row
+                cpu_kernels.xent_grad_rows_f32(logits, r0, r1, row_max, log_sum, targets, ignore_index, g, out)
+                return
             for a in range(r0, r1, step):
                 b = min(a + step, r1)
                 block = out[a:b]
