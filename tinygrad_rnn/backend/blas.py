@@ -4,27 +4,30 @@ The recurrent layers' time loop runs in one Numba kernel per layer and direction
 recurrent product goes to BLAS called directly from the compiled loop rather than through one
 Python-level ``np.matmul`` and one kernel dispatch per step.
 
-How: we look up an ILP64 CBLAS ``sgemm``/``dgemm`` in an already loaded library and register its
-address under a name of our own with LLVM (``llvmlite.binding.add_symbol``). The kernels declare
-that name as an external function, so their machine code references it by name and stays
-cacheable (``cache=True``): each process binds the name again before any kernel loads, and a
-different provider needs no recompilation.
+How: we look up an ILP64 CBLAS ``sgemm``/``dgemm`` in an already loaded library. The kernels declare
+names of our own as external functions, so their machine code references them by name and stays
+cacheable (``cache=True``); each process binds the names (``llvmlite.binding.add_symbol``) before
+any kernel loads, to two tiny functions that jump through a pointer -- so the provider of a
+kernel's GEMM can change between passes (``step_provider``) with no recompilation.
 
-Providers, chosen once at import by ``TINYGRAD_RNN_BLAS``:
+Providers, allowed by ``TINYGRAD_RNN_BLAS`` at import:
 
-- ``auto`` (default): ``mkl`` when Intel oneMKL's runtime library is installed (the optional
-  ``mkl`` extra: ``pip install tinygrad_rnn[mkl]``), else ``numpy``.
-- ``mkl``: oneMKL's ``libmkl_rt`` (``cblas_sgemm_64``), run sequential. Its small-batch GEMMs --
-  the recurrent product of every step -- ran 1.3-1.7x faster than OpenBLAS's where measured, and
-  packed once per pass (``pack_b``) faster still. The CPU backend then sends its other float GEMMs
-  (Linear, matmul, the layers' projections and weight gradients) to MKL too (``matmul`` below),
-  and spreads all of it over cores on our own thread pool (threads.py).
-- ``numpy``: the BLAS NumPy itself uses (OpenBLAS in NumPy's wheels, ``scipy_cblas_sgemm64_``).
+- ``auto`` (default): both that are installed -- NumPy's, and oneMKL's when the optional ``mkl``
+  extra is (``pip install tinygrad_rnn[mkl]``) -- and for each shape class (``shape_class``: the
+  recurrent step, tall-skinny products, large ones) the one a short calibration measured faster
+  at this thread count (calibration.py; cached per machine). Neither wins everywhere: MKL's
+  small-batch GEMMs ran 1.3-1.7x faster than OpenBLAS's on an Intel Xeon, and slower on an AMD EPYC.
+- ``mkl``: oneMKL's ``libmkl_rt`` (``cblas_sgemm_64``) only, run sequential: the recurrent weight is
+  packed once per pass (``pack_b``), a layer's batch rows run on our own thread pool (threads.py),
+  and the CPU backend's other float GEMMs (Linear, matmul, the layers' projections and weight
+  gradients) are split into blocks over it (``matmul`` below).
+- ``numpy``: only the BLAS NumPy itself uses (OpenBLAS in NumPy's wheels, ``scipy_cblas_sgemm64_``),
+  its own threads doing the GEMMs.
 - ``none``: never call BLAS from kernels: layers above the small-layer size run the time loop per
   step in Python (recurrence.py), one NumPy matmul and one pointwise kernel per step.
 
-When no ILP64 CBLAS is found (a NumPy built against another BLAS), ``PROVIDER`` is None, the
-per-step fallback is used, and the names are bound to a stub that raises if ever called.
+When no ILP64 CBLAS is found (a NumPy built against another BLAS), ``PROVIDERS`` is empty and
+``PROVIDER`` None, the per-step fallback is used, and the names lead to a stub that raises if ever called.
 """
 from __future__ import annotations
 
