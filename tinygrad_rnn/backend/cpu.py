@@ -49,8 +49,8 @@ class CPUBackend(Backend):
         sum is the log-sum-exp): backward rebuilds softmax from them exactly even where adding
         them would round (|logits| >= 1e14). Both are exact to float64 rounding for float32
         logits too (the shift and the exp run in float64); loss has the logits' dtype and is 0
-        on ignored rows. Per block of rows: max and shift (Numba), exp (NumPy, SIMD), row sums,
-        log and gather (Numba).
+        on ignored rows. Per block of rows: max (NumPy's SIMD max on long rows) and shift (Numba),
+        exp (NumPy, SIMD), row sums, log and gather (Numba).
         """
         logits = np.ascontiguousarray(logits)
         n, c = logits.shape
@@ -63,11 +63,11 @@ class CPUBackend(Backend):
         step = max(1, self.XENT_BLOCK // max(c, 1))
 
         def rows(r0: int, r1: int) -> None:  # rows are independent: threads take disjoint ranges
-            if numpy_max and r1 > r0:
-                row_max[r0:r1] = logits[r0:r1].max(axis=1)
             buf = np.empty((min(step, r1 - r0), c))
             for a in range(r0, r1, step):
                 block = buf[: min(step, r1 - a)]
+                if numpy_max:  # per block: the shift below reads these rows again from cache, not memory
+                    row_max[a: a + len(block)] = logits[a: a + len(block)].max(axis=1)
                 cpu_kernels.xent_shift_rows(logits, a, not numpy_max, row_max, block)
                 np.exp(block, out=block)
                 cpu_kernels.xent_finish_rows(block, a, logits, targets, ignore_index, row_max, log_sum, loss)
@@ -78,15 +78,16 @@ class CPUBackend(Backend):
     def softmax_xent_backward(self, logits, row_max, log_sum, targets, ignore_index, grad_rows):
         """(softmax(logits) - onehot(targets)) * grad_rows[:, None], zero on ignored rows.
 
-        Per block of rows: exp(logits - row_max) in the logits' dtype (NumPy, SIMD; the row
-        max is one of the logits, so it is exact in their dtype), then the row scaling by
-        grad_rows * exp(-log_sum) (float64) and the target and ignored-row fix-ups in one
-        Numba pass while the block is in cache.
+        exp(logits - row_max) in the logits' dtype (the row max is one of the logits, so it is
+        exact in their dtype), then the row scaling by grad_rows * exp(-log_sum) (float64) and
+        the target and ignored-row fix-ups: float32, all in one Numba pass per row; float64, per
+        block of rows NumPy's exp then one Numba pass while the block is in cache.
         """
         logits = np.ascontiguousarray(logits)
         n, c = logits.shape
         out = np.empty_like(logits)
-        shift = np.asarray(row_max).astype(logits.dtype, copy=False)
+        row_max = np.ascontiguousarray(row_max, dtype=np.float64)
+        shift = row_max.astype(logits.dtype, copy=False)
         log_sum = np.ascontiguousarray(log_sum, dtype=np.float64)
         g = np.ascontiguousarray(np.broadcast_to(grad_rows, (n,)), dtype=np.float64)
         targets = np.ascontiguousarray(targets, dtype=np.int64)
@@ -94,6 +95,9 @@ class CPUBackend(Backend):
         step = max(1, self.XENT_BLOCK // max(c, 1))
 
         def rows(r0: int, r1: int) -> None:
+            if logits.dtype == np.float32:  # one pass: float32 exp, scaling and fix-ups per row
+                cpu_kernels.xent_grad_rows_f32(logits, r0, r1, row_max, log_sum, targets, ignore_index, g, out)
+                return
             for a in range(r0, r1, step):
                 b = min(a + step, r1)
                 block = out[a:b]
@@ -112,7 +116,7 @@ class CPUBackend(Backend):
     def _split(self, fn: Any, n: int, per_item: int = 1) -> None:
         """``fn(a, b)`` over ``range(n)``: in one call, or in contiguous parts on parallel threads."""
         parts = 1
-        if blas.row_parallel() and n > 1:
+        if n > 1 and blas.row_parallel(self.STEP_PROVIDER):
             parts = max(1, min(threads.get_num_threads(), n * per_item // self.PARALLEL_MIN_ELEMENTS, n))
         threads.run_ranges(fn, n, parts)
 
@@ -160,6 +164,9 @@ class CPUBackend(Backend):
     SPLIT_MIN_MACS = 1 << 22
     # row-block threads: None = tr.get_num_threads()
     ROW_THREADS: int | None = None
+    # The recurrent step's BLAS ("mkl" or "numpy"): None = the one calibration measured faster at this
+    # thread count (blas.step_provider), which also decides row blocks, packing and _split's threads.
+    STEP_PROVIDER: str | None = None
     # Forward-only passes (and, with the _TRAIN flag, training ones): the sequence kernel makes each
     # step's input projection itself (_fused_input_forward) -- in its loops for small layers, by BLAS
     # per row block with oneMKL -- instead of one (T*B, D) x (D, G*H) GEMM for the whole sequence
@@ -236,7 +243,7 @@ class CPUBackend(Backend):
         t_, b_, _ = x.shape
         h_ = h0.shape[1]
         seq, use_blas = self._seq_kernel(mode, x.dtype, b_, h_)
-        if not seq or (use_blas and not blas.row_parallel()):
+        if not seq or (use_blas and not blas.row_parallel(self.STEP_PROVIDER)):
             return None
         bias = np.zeros(w_ih.shape[0], dtype=x.dtype) if bias is None else np.ascontiguousarray(bias)
         return self._seq_forward(mode, None, np.ascontiguousarray(x), w_ih, bias, w_hh, b_hn, h0, c0, mask, train,
@@ -305,7 +312,7 @@ class CPUBackend(Backend):
 
     def _row_blocks(self, mode: str, t: int, b: int, h: int, use_blas: bool) -> int:
         """How many row blocks the sequence kernel runs on (1: the whole batch in this thread)."""
-        if (not use_blas or not blas.row_parallel() or b < 2 * self.SPLIT_MIN_ROWS
+        if (not use_blas or not blas.row_parallel(self.STEP_PROVIDER) or b < 2 * self.SPLIT_MIN_ROWS
                 or t * b * GATES[mode] * h * h < self.SPLIT_MIN_MACS):
             return 1
         n = threads.get_num_threads() if self.ROW_THREADS is None else self.ROW_THREADS
@@ -313,13 +320,15 @@ class CPUBackend(Backend):
 
     def _packing(self, use_blas: bool) -> bool:
         """Whether the sequence kernels get W_hh (and W_ih) packed by oneMKL (see PACK_WEIGHTS)."""
-        return use_blas and self.PACK_WEIGHTS and blas.can_pack()
+        return use_blas and self.PACK_WEIGHTS and blas.can_pack(self.STEP_PROVIDER)
 
     def _over_rows(self, fn: Any, mode: str, t: int, b: int, h: int, use_blas: bool,
                    weights: list[tuple[np.ndarray, bool]]) -> None:
         """``fn(b0, b1, *packed_weights)`` over the batch: once, or on row blocks in parallel threads
         (see SPLIT_MIN_ROWS). ``weights`` are (W, transposed) pairs, packed by MKL for each block's row
         count (NOT_PACKED when not packing)."""
+        if use_blas:
+            blas.step_provider(self.STEP_PROVIDER)  # the kernels' GEMM entry points go to the step's provider
         pack = self._packing(use_blas)
         n = self._row_blocks(mode, t, b, h, use_blas)
         bounds = threads.even_bounds(b, n)
