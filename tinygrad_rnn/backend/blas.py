@@ -281,8 +281,20 @@ def provider_for(cls: str) -> str | None:
     or -- both bound, ``TINYGRAD_RNN_BLAS=auto`` -- the faster one as calibration measured it."""
     if len(PROVIDERS) <= 1:
         return PROVIDERS[0] if PROVIDERS else None
-    from . import calibration
-    return calibration.choose(cls, threads.get_num_threads())
+    if _CHOOSER[0] is None:
+        from . import get_backend
+
+        get_backend("cpu")  # the CPU backend's module installs calibration.choose (set_chooser)
+    return _CHOOSER[0](cls, threads.get_num_threads())
+
+
+# calibration.choose, installed by cpu.py: this module does not import calibration, which times through it
+_CHOOSER: list[Any] = [None]
+
+
+def set_chooser(choose: Any) -> None:
+    """Install the function ``(shape_class, n_threads) -> provider`` that ``provider_for`` asks."""
+    _CHOOSER[0] = choose
 
 
 def step_provider(forced: str | None = None) -> str | None:

@@ -49,6 +49,11 @@ _LOCK = threading.RLock()
 CALIBRATIONS = 0  # calibrations run in this process (one per thread count, none where the cache answers)
 
 
+# the backend class whose sequence kernels time the step class: the CPU backend sets it (cpu.py), so that
+# this module needs nothing from it and blas -> calibration -> cpu -> blas is no import cycle
+STEP_BACKEND: Any = None
+
+
 def cache_path() -> str:
     root = os.environ.get("TINYGRAD_RNN_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "tinygrad_rnn")
@@ -145,9 +150,7 @@ def _runner(cls: str, provider: str, n_threads: int, a: np.ndarray, w: np.ndarra
     if cls != "step":
         wt = w.T
         return lambda: blas.matmul(a, wt, provider=provider)
-    from .cpu import CPUBackend
-
-    be = CPUBackend()
+    be = STEP_BACKEND()
     be.STEP_PROVIDER = provider
     b_, h_ = a.shape[0], w.shape[1]
     rng = np.random.default_rng(1)

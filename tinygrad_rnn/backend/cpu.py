@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from . import Backend, blas, cpu_kernels, optim_kernels, rnn_kernels, threads
+from . import Backend, blas, calibration, cpu_kernels, optim_kernels, rnn_kernels, threads
 from .recurrence import GATES, alloc_forward, last_state, recurrence_backward, recurrence_forward
 
 __all__ = ["CPUBackend"]
@@ -445,3 +445,8 @@ def _step_forward_vectorised(mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_
             np.tanh(h_out, out=h_out)
     if masked:
         np.copyto(h_out, h_prev, where=~keep)
+
+
+# calibration times the recurrent step through this backend's kernels; blas asks calibration for its picks
+calibration.STEP_BACKEND = CPUBackend
+blas.set_chooser(calibration.choose)
