@@ -61,7 +61,8 @@ class _Encoder:
     def __init__(self) -> None:
         self.arrays: list[np.ndarray] = []
         self.seen: dict[int, Any] = {}
-        self.keep: list[Any] = []  # the objects behind ``seen``'s ids stay alive until the save ends
+        self.modules: dict[int, int] = {}  # id(module) -> its number, in the order met
+        self.keep: list[Any] = []  # the objects behind ``seen``'s and ``modules``' ids stay alive until the save ends
         self.version = 1
 
     def add(self, a: np.ndarray) -> int:
@@ -118,6 +119,10 @@ class _Encoder:
             return {"$dict": items}
         if isinstance(obj, Module):
             self.version = 2
+            if id(obj) in self.modules:  # a module used twice (shared layers) comes back as one module
+                return {"$moduleref": self.modules[id(obj)]}
+            self.modules[id(obj)] = len(self.modules)
+            self.keep.append(obj)
             return self._module(obj, where, depth)
         raise TypeError(f"tr.save: cannot save {where} of type {type(obj).__name__}: only tensors, NumPy arrays, "
                         "modules, dicts, lists, tuples, int, float, str, bool and None are saved (nothing is pickled)")
@@ -143,7 +148,8 @@ class _Encoder:
                                 "numbers, strings, bools, None, tensors or lists/tuples/dicts of them. Save its "
                                 "state_dict() instead, or set the attribute to None first")
             attrs.append([k, self(v, f"{where}.{k}", depth + 1)])
-        return {"$module": f"{cls.__module__}.{cls.__qualname__}", "training": bool(d.get("training", True)),
+        return {"$module": f"{cls.__module__}.{cls.__qualname__}", "ref": self.modules[id(m)],
+                "training": bool(d.get("training", True)),
                 "registered": registered, "none_params": sorted(d.get("_none_params", ())), "attrs": attrs}
 
 
@@ -437,6 +443,7 @@ class _Decoder:
         # one tensor per array, however often the manifest refers to it: memory stays the file's size
         # (150 references to one array once made 150 widened copies), and tied weights come back tied
         self.tensors: dict[int, tuple[Any, Tensor]] = {}
+        self.modules: dict[int, Any] = {}
 
     def array(self, index: Any) -> np.ndarray:
         if isinstance(index, bool) or not isinstance(index, int) or f"a{index}" not in self.arrays:
@@ -478,8 +485,13 @@ class _Decoder:
             return a[()]
         if tag == "$tensor" and set(node) - {"parameter"} == {"$tensor", "requires_grad", "device"}:
             return self.tensor(node)
-        if tag == "$module" and set(node) == {"$module", "training", "registered", "none_params", "attrs"}:
+        if tag == "$module" and set(node) == {"$module", "ref", "training", "registered", "none_params", "attrs"}:
             return self.module(node, depth)
+        if tag == "$moduleref" and len(node) == 1:
+            ref = node[tag]
+            if isinstance(ref, bool) or not isinstance(ref, int) or ref not in self.modules:
+                raise _Refused(f"the manifest refers to module {str(ref)[:20]}, which it does not hold before")
+            return self.modules[ref]
         raise _Refused(f"the manifest holds an unknown entry {str(node)[:80]}")
 
     def tensor(self, node: dict[str, Any]) -> Tensor:
@@ -520,7 +532,11 @@ class _Decoder:
                 or not isinstance(node["training"], bool) or not isinstance(attrs, list)
                 or not isinstance(none_params, list) or not all(isinstance(n, str) for n in none_params)):
             raise _Refused(f"the manifest holds a malformed module entry for {name}")
+        ref = node["ref"]
+        if isinstance(ref, bool) or not isinstance(ref, int) or ref in self.modules:
+            raise _Refused(f"the manifest holds a malformed module entry for {name}")
         m = object.__new__(cls)  # no __init__: the saved attributes are the whole state, as unpickling does
+        self.modules[ref] = m
         d = m.__dict__
         d["_parameters"], d["_modules"], d["training"] = {}, {}, node["training"]
         if none_params:
