@@ -94,8 +94,7 @@ class _Encoder:
         return node
 
     def _new(self, obj: Any, where: str, depth: int) -> Any:
-        from .nn.module import Module, Parameter  # nn imports this module
-
+        Module, Parameter = _module_types()
         if isinstance(obj, Tensor):
             node = {"$tensor": self.add(_host_array(obj.numpy(), where)), "requires_grad": bool(obj.requires_grad),
                     "device": obj.device}
@@ -151,6 +150,20 @@ class _Encoder:
         return {"$module": f"{cls.__module__}.{cls.__qualname__}", "ref": self.modules[id(m)],
                 "training": bool(d.get("training", True)),
                 "registered": registered, "none_params": sorted(d.get("_none_params", ())), "attrs": attrs}
+
+
+_MODULE_TYPES: list[type] = []  # [Module, Parameter], registered by nn.module: data flows nn -> serialization
+
+
+def register_module_types(module: type, parameter: type) -> None:
+    """Called once by ``nn.module``: the classes a whole-module save walks and a load rebuilds."""
+    _MODULE_TYPES[:] = [module, parameter]
+
+
+def _module_types() -> tuple[type, type]:
+    if not _MODULE_TYPES:  # pragma: no cover - tinygrad_rnn/__init__ imports nn
+        raise RuntimeError("tinygrad_rnn.nn was not imported")
+    return _MODULE_TYPES[0], _MODULE_TYPES[1]
 
 
 # the registries a Module keeps in its __dict__ (buffers where the module has them)
@@ -438,8 +451,9 @@ def _read_npy(fh: Any, span: tuple[int, int], info: zipfile.ZipInfo, name: str) 
 
 
 class _Decoder:
-    def __init__(self, arrays: dict[str, np.ndarray], map_device: Callable[[str], str], classes: dict[str, type]):
-        self.arrays, self.map_device, self.classes = arrays, map_device, classes
+    def __init__(self, arrays: dict[str, np.ndarray], map_device: Callable[[str], str]):
+        self.arrays, self.map_device = arrays, map_device
+        self.classes: dict[str, type] | None = None  # the allowed classes, looked up at the first module
         # one tensor per array, however often the manifest refers to it: memory stays the file's size
         # (150 references to one array once made 150 widened copies), and tied weights come back tied
         self.tensors: dict[int, tuple[Any, Tensor]] = {}
@@ -495,7 +509,7 @@ class _Decoder:
         raise _Refused(f"the manifest holds an unknown entry {str(node)[:80]}")
 
     def tensor(self, node: dict[str, Any]) -> Tensor:
-        from .nn.module import Parameter
+        Parameter = _module_types()[1]
 
         index, grad, saved_device, param = node["$tensor"], node["requires_grad"], node["device"], node.get("parameter")
         if not isinstance(grad, bool) or not isinstance(saved_device, str) or param not in (None, True):
@@ -521,9 +535,11 @@ class _Decoder:
         return t
 
     def module(self, node: dict[str, Any], depth: int) -> Any:
-        from .nn.module import Module, Parameter
+        Module, Parameter = _module_types()
 
         name = node["$module"]
+        if self.classes is None:
+            self.classes = _allowed_classes()
         cls = _resolve_class(name, self.classes)
         if not (isinstance(cls, type) and issubclass(cls, Module)):
             raise _Refused(f"the manifest's module class {name} is allow-listed but is not an nn.Module subclass")
@@ -627,8 +643,7 @@ def safe_globals(safe_globals: list[Any]) -> Iterator[None]:
 
 
 def _allowed_classes() -> dict[str, type]:
-    from .nn.module import Module
-
+    Module = _module_types()[0]
     out: dict[str, type] = {}
     todo = [Module]
     while todo:  # the library's own modules, wherever they are defined in tinygrad_rnn
@@ -831,7 +846,7 @@ def _decode_manifest(members: dict[str, np.ndarray], map_device: Callable[[str],
     if version > FORMAT_VERSION:
         raise _Refused(f"it was written in format version {version}, newer than this tinygrad_rnn reads "
                        f"({FORMAT_VERSION}); upgrade tinygrad_rnn")
-    return _Decoder(members, map_device, _allowed_classes())(manifest["root"])
+    return _Decoder(members, map_device)(manifest["root"])
 
 
 def _decode_legacy(members: dict[str, np.ndarray]) -> dict[str, Any]:

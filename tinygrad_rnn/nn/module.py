@@ -257,6 +257,9 @@ class Module:
         return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
 
 
+_serialization.register_module_types(Module, Parameter)  # tr.save/tr.load of whole modules, without importing nn
+
+
 def save(state: dict[str, Any], path: str | os.PathLike, **extra: Any) -> None:
     """Atomically write a dict of arrays plus metadata (``extra``) with :func:`tinygrad_rnn.save`, creating
     the folder if it is missing (``tr.save`` raises there, as ``torch.save``).
