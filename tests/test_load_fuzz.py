@@ -329,3 +329,10 @@ def test_a_fifo_is_refused_at_once_instead_of_blocking(tmp_path):
     with pytest.raises(ValueError, match=r"pipe\.npz.*not a regular file"):
         tr.load(path)
     assert time.monotonic() - started < 5
+    import socket
+
+    sock_path = str(tmp_path / "s.npz")
+    with socket.socket(socket.AF_UNIX) as sock:  # a socket file can't be opened at all: still a clean refusal
+        sock.bind(sock_path)
+        with pytest.raises(ValueError, match=r"s\.npz.*not a regular file"):
+            tr.load(sock_path)

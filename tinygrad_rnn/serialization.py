@@ -765,7 +765,9 @@ def load(f: str | os.PathLike | IO[bytes], map_location: Any = None, weights_onl
         raise FileNotFoundError(f"tr.load: no file at {path}")
     if os.path.isdir(path):
         raise IsADirectoryError(f"tr.load: {path} is a directory")
-    # O_NONBLOCK: opening a FIFO for reading would wait for a writer; the fstat below then refuses it at once
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a socket can't even be opened; a FIFO would wait for a writer
+        raise ValueError(f"tr.load: refusing {path}: it is not a regular file (a FIFO, device or socket)")
+    # O_NONBLOCK: if a FIFO replaced the file since the stat, opening it does not wait; the fstat refuses it
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fd)
