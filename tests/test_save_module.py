@@ -198,3 +198,20 @@ def test_saving_into_a_missing_folder_raises_as_torch_save(tmp_path):
     with pytest.raises(FileNotFoundError):  # what open() would raise, for the other habit
         tr.save({"n": 1}, path)
     assert not os.path.exists(tmp_path / "missing")
+
+
+class LSTM(nn.Module):  # a user's own class that happens to share a library class's name
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+
+
+def test_a_user_class_named_like_a_library_class_is_not_rebuilt_as_the_library_one(tmp_path):
+    tr.save(LSTM(), tmp_path / "x.npz")
+    with pytest.raises(ValueError, match=r"class test_save_module\.LSTM, which is not allow-listed"):
+        tr.load(tmp_path / "x.npz")
+    with tr.serialization.safe_globals([LSTM]):
+        assert type(tr.load(tmp_path / "x.npz")) is LSTM
+    # saved from a script (__main__) and loaded where the class lives in a module: the allowed class's name matches
+    with tr.serialization.safe_globals([(LSTM, "elsewhere.LSTM")]):
+        assert type(tr.load(tmp_path / "x.npz")) is LSTM

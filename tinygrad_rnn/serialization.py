@@ -653,10 +653,9 @@ def _allowed_classes() -> dict[str, type]:
         todo.extend(c.__subclasses__())
     for items in [_SAFE_GLOBALS, *getattr(_SCOPED, "stack", [])]:
         for item in items:
-            if isinstance(item, tuple):
-                out[item[1]] = item[0]
-            else:
-                out[_class_path(item)] = item
+            cls, path = item if isinstance(item, tuple) else (item, _class_path(item))
+            out[path] = cls
+            out["\0" + path] = cls  # marked as the caller's: only these may match by class name alone
     return out
 
 
@@ -668,7 +667,8 @@ def _resolve_class(name: Any, classes: dict[str, type]) -> type:
     # saved from a script (``__main__.Model``) and loaded from a module, or the reverse: the same class name,
     # allowed by the caller, is that class
     short = name.rsplit(".", 1)[-1] if "<locals>" not in name else name.split(".", 1)[-1]
-    same = {c for path, c in classes.items() if path.rsplit(".", 1)[-1] == short or path.endswith("." + short)}
+    # only among the caller's classes: a user's own class named LSTM must not become the library's LSTM
+    same = {c for path, c in classes.items() if path.startswith("\0") and path.endswith("." + short)}
     if len(same) == 1:
         return same.pop()
     shown = name.rsplit(".", 1)[-1]
