@@ -102,7 +102,7 @@ def test_cycles_and_bad_paths_are_refused(tmp_path):
     with pytest.raises(ValueError, match="nested more than"):
         tr.save(loop, tmp_path / "x.npz")
     with pytest.raises(TypeError, match="must be a path"):
-        tr.save({}, io.BytesIO())
+        tr.save({}, 3)  # a file object is fine (issue 20), a number is not
     with pytest.raises(IsADirectoryError):
         tr.save({}, tmp_path)
     with pytest.raises(FileNotFoundError, match="no file"):

@@ -600,6 +600,16 @@ def _run_pre_hooks(hooks: _Hooks | None, g: Any, be: Backend) -> Any:
 _accumulate_lock = threading.Lock()
 
 
+def _new_accumulate_lock() -> None:
+    # a fork while another thread accumulates copies the lock held into a child with no thread to release it
+    global _accumulate_lock
+    _accumulate_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_accumulate_lock)
+
+
 class _LeafGrad:
     """A leaf's gradient summed over one backward pass, until its last consumer (``uses_left``) has run.
     ``fresh``: ``grad`` is a new array nobody else holds (the leaf's first ``.grad`` may take it uncopied)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import threading
 from typing import Any
 
@@ -232,6 +233,16 @@ def _foreign(be: Backend, a: Any) -> bool:
 _BACKENDS: dict[str, Backend] = {}
 # an RLock: creating the CUDA backend may itself ask for the CPU one
 _BACKENDS_LOCK = threading.RLock()
+
+
+def _new_backends_lock() -> None:
+    # held by another thread at a fork, the parent's lock would stay held forever in the child
+    global _BACKENDS_LOCK
+    _BACKENDS_LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_backends_lock)
 
 
 def normalize_device(device: Any) -> str:

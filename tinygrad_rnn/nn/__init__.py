@@ -4,11 +4,12 @@
     >>> tr.nn.LSTM(4, 8, num_layers=2).weight_hh_l1.shape
     (32, 8)
 """
-from . import diagnostics, functional, init, parallel, utils
+from . import diagnostics, functional, init, modules, parallel, utils  # modules: PyTorch's paths (nn.modules.rnn.LSTM)
 from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .module import Dropout, Embedding, Linear, Module, ModuleList, Parameter, ReLU, Sequential, Sigmoid, Tanh, load, save
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
-__all__ = ["functional", "parallel", "diagnostics", "init", "utils", "Module", "Parameter", "Linear", "Embedding", "Dropout",
+__all__ = ["functional", "modules", "parallel",
+           "diagnostics", "init", "utils", "Module", "Parameter", "Linear", "Embedding", "Dropout",
            "Sequential", "ModuleList", "Tanh", "ReLU", "Sigmoid", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
            "save", "load", "CrossEntropyLoss", "NLLLoss", "MSELoss"]

@@ -316,8 +316,12 @@ def _set_buffer(m: Module, name: str, value: Any) -> None:
     m.__dict__["_buffers"][name] = value
 
 
+_serialization.register_module_types(Module, Parameter)  # tr.save/tr.load of whole modules, without importing nn
+
+
 def save(state: dict[str, Any], path: str | os.PathLike, **extra: Any) -> None:
-    """Atomically write a dict of arrays plus metadata (``extra``) with :func:`tinygrad_rnn.save`.
+    """Atomically write a dict of arrays plus metadata (``extra``) with :func:`tinygrad_rnn.save`, creating
+    the folder if it is missing (``tr.save`` raises there, as ``torch.save``).
 
     >>> # nn.save(model.state_dict(), "model.npz", epoch=3)
     """
@@ -336,6 +340,8 @@ def save(state: dict[str, Any], path: str | os.PathLike, **extra: Any) -> None:
         arrays[k] = arr
     # metadata is JSON, as it always was: NumPy numbers become Python ones, paths and other objects strings
     meta = json.loads(json.dumps(dict(extra), default=_json_default))
+    # nn.save (ours, no PyTorch counterpart) has always created its folder; tr.save raises, as torch.save
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
     _serialization.save({"state_dict": arrays, "meta": meta}, path)
 
 
