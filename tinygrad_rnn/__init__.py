@@ -16,6 +16,7 @@ from .tensor import (Function, Generator, Tensor, arange, bool_, enable_grad, ey
 from .tensor import get_rng_state, set_rng_state
 from .serialization import load, save
 from . import autograd, cuda, distributed, nn, optim  # noqa: E402
+from .nn.recurrent import scan  # noqa: E402 - tr.scan: JAX's lax.scan for recurrences (compiled)
 
 __version__ = "0.1.0"
 
@@ -26,5 +27,5 @@ __all__ = [
     "no_grad", "enable_grad", "is_grad_enabled", "cat", "stack", "split", "chunk", "where", "matmul",
     "gradcheck", "GradcheckError", "DeviceUnavailableError", "get_backend", "cuda", "distributed", "nn", "optim",
     "float32", "float64", "int32", "int64", "bool_", "__version__", "autograd", "clamp", "clip", "maximum",
-    "minimum", "amax", "amin", "set_num_threads", "get_num_threads",
+    "minimum", "amax", "amin", "set_num_threads", "get_num_threads", "scan",
 ]

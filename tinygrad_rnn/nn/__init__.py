@@ -7,9 +7,11 @@
 from . import functional, parallel
 from .module import Dropout, Embedding, Linear, Module, ModuleList, Parameter, ReLU, Sequential, Sigmoid, Tanh, load, save
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from .recurrent import Recurrent, scan  # noqa: E402 - compiled user cells (issue 19)
 
 __all__ = ["functional", "parallel", "Module", "Parameter", "Linear", "Embedding", "Dropout", "Sequential", "ModuleList",
-           "Tanh", "ReLU", "Sigmoid", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "save", "load"]
+           "Tanh", "ReLU", "Sigmoid", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "save", "load",
+           "Recurrent", "scan"]
 
 try:  # these land with the training-toolkit modules
     from . import diagnostics, init, utils  # noqa: F401

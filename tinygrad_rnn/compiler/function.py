@@ -1,0 +1,237 @@
+"""A compiled cell over a whole sequence as ONE graph node, ``CompiledRecurrence``.
+
+Inputs: the sequence ``x`` (T, B, D, time-major), the initial states, and the step's boundary
+tensors (parameters, or tensors made from them); outputs: the stacked per-step outputs and the
+final states. Forward: the input products as whole-sequence GEMMs, then the generated kernel's
+time loop. Backward: the generated kernel in reverse, then every weight's gradient as one GEMM
+over all steps. Being one ``Function``, the node gets version-counter checks and anomaly mode
+from the engine like any other.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..backend import blas
+from ..tensor import Function, Tensor, is_grad_enabled
+from . import cache
+from .codegen import Plan, make_plan
+from .loop import emit_module
+from .trace import CompileError, StepGraph, trace_step
+
+__all__ = ["CompiledCell", "CompiledRecurrence", "compile_graph", "run_compiled", "compile_stats"]
+
+_cells: dict[tuple, CompiledCell] = {}
+_stats: list[dict] = []
+
+
+def compile_stats() -> list[dict]:
+    """One entry per compiled cell in this process: ``source`` (its file), ``compile_s`` (the first
+    forward + backward call: Numba's compile, or its disk-cache load), ``cache_hits``/``cache_misses``."""
+    out = []
+    for cc in _cells.values():
+        d = dict(cc.info)
+        for fn in ("forward", "backward"):
+            st = getattr(cc.module, fn).stats
+            d[f"{fn}_cache_hits"] = sum(st.cache_hits.values())
+            d[f"{fn}_cache_misses"] = sum(st.cache_misses.values())
+        out.append(d)
+    return out
+
+
+class CompiledCell:
+    """A plan and its imported module (one per cell graph and dtype)."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.source = emit_module(plan)
+        t0 = time.perf_counter()
+        self.module = cache.load_source(self.source)
+        self.info = {"source": self.module.__file__, "import_s": time.perf_counter() - t0, "compile_s": {}}
+
+    def timed(self, which: str, fn: Callable, *args: Any) -> None:
+        first = which not in self.info["compile_s"]
+        t0 = time.perf_counter()
+        fn(*args)
+        if first:
+            self.info["compile_s"][which] = time.perf_counter() - t0
+
+
+def compile_graph(g: StepGraph, dtype: Any) -> CompiledCell:
+    key = (g.signature(), np.dtype(dtype).name)
+    cc = _cells.get(key)
+    if cc is None:
+        cc = _cells[key] = CompiledCell(make_plan(g, dtype))
+    return cc
+
+
+def _param_array(p: Any) -> Any:
+    return p.array if p.tensor is None else p.tensor.data
+
+
+def _prep_use(u: Any, arr: Any, b: int, dtype: Any) -> np.ndarray:
+    if u.kind == "ew":
+        rows = b if u.rows == "B" else 1
+        return np.ascontiguousarray(np.asarray(arr, dtype=dtype).reshape(rows, u.width))
+    return np.ascontiguousarray(np.asarray(arr, dtype=dtype))
+
+
+class CompiledRecurrence(Function):
+    """The whole sequence of a compiled cell (see the module docstring)."""
+
+    def forward(self, x, *arrays, cc, consts, n_states, mask, masked, reverse):
+        plan: Plan = cc.plan
+        g = plan.graph
+        dt = plan.dtype
+        t_, b_, d_ = x.shape
+        states0 = arrays[:n_states]
+        tensors = list(arrays[n_states:])
+        params, ci = [], 0
+        for p in g.params:  # boundary tensors arrive as inputs, constant arrays as ``consts``
+            if p.tensor is None:
+                params.append(consts[ci])
+                ci += 1
+            else:
+                params.append(tensors.pop(0))
+        if reverse:
+            x, mask = x[::-1], mask[::-1]
+        if masked:
+            x = np.where(mask[:, :, None] != 0, x, np.zeros((), dtype=x.dtype))
+        X = np.ascontiguousarray(x, dtype=dt)
+        X2 = X.reshape(t_ * b_, d_)
+        M = np.ascontiguousarray(mask, dtype=dt)
+        P = [_prep_use(u, params[u.param], b_, dt) for u in plan.uses]
+        arrays_: dict[str, Any] = {"T": t_, "b0": 0, "b1": b_, "use_blas": blas.available(), "M": M, "X": X, "Y": None}
+        for u, a in zip(plan.uses, P):
+            arrays_[u.name] = a
+        for gm in plan.hoisted():
+            w = arrays_[gm.w.name]
+            bias = None if gm.bias is None else arrays_[gm.bias.name]
+            xw = self.be.mm(X2, w.T, bias) if gm.trans else self.be.mm(X2, w)  # as Linear / MatMul do
+            arrays_[gm.node_name] = np.ascontiguousarray(xw).reshape(t_, b_, gm.node.outs[0].width)
+        train = is_grad_enabled() and any(self.needs)
+        S = []
+        for i, s in enumerate(g.states):
+            a = np.empty((t_ + 1, b_, s.width), dtype=dt)
+            a[0] = states0[i].reshape(b_, s.width)
+            S.append(a)
+            arrays_[f"S{i}"] = a
+        Y = np.empty((t_, b_, g.out.width), dtype=dt)
+        arrays_["Y"] = Y
+        for st in plan.stores:
+            if st.kind == "V":
+                arrays_[st.name] = np.empty(((t_ if train else 1), b_, st.width) if st.saved else (b_, st.width), dtype=dt)
+        arrays_["train"] = train
+        cc.timed("forward", cc.module.forward, *[arrays_[n] for n in plan.fwd_args()])
+        out = Y[::-1] if reverse else Y
+        out = np.ascontiguousarray(out).reshape((t_,) + tuple(g.out.shape))
+        finals = tuple(S[i][t_].reshape(s.shape).copy() for i, s in enumerate(g.states))
+        if train:
+            self.cc, self.arrays, self.shape, self.reverse, self.n_states = cc, arrays_, (t_, b_, d_), reverse, n_states
+            self.params, self.X2 = params, X2
+        return (out,) + finals
+
+    def backward(self, dout, *dstates):
+        cc, a = self.cc, self.arrays
+        plan = cc.plan
+        g = plan.graph
+        dt = plan.dtype
+        t_, b_, d_ = self.shape
+        ns = self.n_states
+        dY = dout.reshape(t_, b_, g.out.width)
+        if self.reverse:
+            dY = dY[::-1]
+        a["dY"] = np.ascontiguousarray(dY, dtype=dt)
+        for i, s in enumerate(g.states):
+            a[f"dS{i}"] = np.array(dstates[i], dtype=dt).reshape(b_, s.width)
+            a[f"dSp{i}"] = np.empty((b_, s.width), dtype=dt)
+        a["dX"] = np.zeros((t_, b_, d_), dtype=dt)
+        for gm in plan.hoisted():
+            a[f"d{gm.node_name}"] = np.zeros((t_, b_, gm.node.outs[0].width), dtype=dt)
+        for u in plan.uses:
+            if u.grad:
+                a[f"d{u.name}"] = np.zeros_like(a[u.name])
+        for st in plan.stores:
+            if st.kind == "V":
+                a[f"d{st.name}"] = np.zeros((t_, b_, st.width) if st.gsaved else (b_, st.width), dtype=dt)
+        cc.timed("backward", cc.module.backward, *[a[n] for n in plan.bwd_args()])
+        # the products' weights: one GEMM over every step (and the input's gradient through them)
+        dX2 = a["dX"].reshape(t_ * b_, d_)
+        wgrad: dict[str, Any] = {}
+        for gm in plan.gemms:
+            go = a[f"d{gm.node_name}"].reshape(t_ * b_, -1)
+            if gm.hoisted:
+                a2 = self.X2
+            else:
+                st, _ = plan.store_of(gm.node.ins[0])
+                src = a[st.name]
+                a2 = (src[:t_] if st.kind == "S" else src).reshape(t_ * b_, -1)
+            w = a[gm.w.name]
+            if gm.trans:
+                wgrad[gm.w.name] = self.be.mm(go.T, a2)
+                if gm.hoisted:
+                    dX2 += self.be.mm(go, w)
+            else:
+                wgrad[gm.w.name] = self.be.mm(a2.T, go)
+                if gm.hoisted:
+                    dX2 += self.be.mm(go, w.T)
+            if gm.bias is not None:
+                wgrad[gm.bias.name] = go.sum(axis=0)
+        grads: list[Any] = []
+        dx = a["dX"][::-1] if self.reverse else a["dX"]
+        grads.append(np.ascontiguousarray(dx) if self.needs[0] else None)
+        for i, s in enumerate(g.states):
+            grads.append(a[f"dS{i}"].reshape(s.shape).copy() if self.needs[1 + i] else None)
+        per_param: dict[int, Any] = {}
+        for u in plan.uses:
+            if not u.grad:
+                continue
+            gu = wgrad[u.name] if u.kind in ("w", "bias") else a[f"d{u.name}"]
+            shape = g.params[u.param].shape
+            gu = np.asarray(gu).reshape(shape)
+            per_param[u.param] = gu if u.param not in per_param else per_param[u.param] + gu
+        k = 1 + ns
+        for j, p in enumerate(g.params):
+            if p.tensor is None:
+                continue
+            if self.needs[k]:
+                gp = per_param.get(j)
+                grads.append(np.zeros(p.shape, dtype=p.tensor.dtype) if gp is None else gp.astype(p.tensor.dtype, copy=False))
+            else:
+                grads.append(None)
+            k += 1
+        return tuple(grads)
+
+
+def run_compiled(fn: Callable, x: Tensor, states: Sequence[Tensor], as_tuple: bool, mask: Any, masked: bool,
+                 reverse: bool) -> tuple[Tensor, list[Tensor]]:
+    """Trace ``fn`` (twice: the graph and its constants must not change from step to step), compile
+    (or reuse) its kernels and run the whole sequence as one ``CompiledRecurrence`` node."""
+    t_ = x.shape[0]
+    if x.device != "cpu":
+        raise CompileError(f"compiled cells run on the CPU backend; the input is on {x.device}")
+    if x.dtype not in (np.float32, np.float64):
+        raise CompileError(f"compiled cells need float32 or float64 input, got {x.dtype}")
+    first = Tensor._make(x.data[t_ - 1 if reverse else 0], x._be, False, None, 0)
+    g = trace_step(fn, first, states, as_tuple)
+    other = Tensor._make(x.data[min(1, t_ - 1) if not reverse else max(t_ - 2, 0)], x._be, False, None, 0)
+    g2 = trace_step(fn, other, states, as_tuple)
+    if g.signature() != g2.signature():
+        raise CompileError("cannot compile the cell: its op graph differs between two steps (Python control flow that "
+                           "depends on something other than tensors, e.g. a counter). Run it with compile=False.")
+    for c1, c2 in zip(g.constants(), g2.constants()):
+        if np.shape(c1) != np.shape(c2) or not np.array_equal(c1, c2, equal_nan=True):
+            raise CompileError("cannot compile the cell: it makes a tensor that differs between two steps but is not "
+                               "computed from the step's input or state by tensor ops (random numbers such as dropout, "
+                               "or values taken out of the graph). Run it with compile=False.")
+    cc = compile_graph(g, x.dtype)
+    tensors = [p.tensor for p in g.params if p.tensor is not None]
+    consts = [np.asarray(p.array) for p in g.params if p.tensor is None]
+    for t in list(states) + tensors:
+        if t.dtype != x.dtype and t.dtype.kind == "f":
+            raise CompileError(f"cannot compile the cell: a tensor of dtype {t.dtype} with a {x.dtype} input")
+    res = CompiledRecurrence.apply(x, *states, *tensors, cc=cc, consts=consts, n_states=len(states), mask=mask,
+                                   masked=masked, reverse=reverse)
+    return res[0], list(res[1:])
