@@ -126,8 +126,8 @@ class CompiledRecurrence(Function):
         arrays_["train"] = train
         cc.timed("forward", cc.module.forward, *[arrays_[n] for n in plan.fwd_args()])
         out = Y[::-1] if reverse else Y
-        out = np.ascontiguousarray(out).reshape((t_,) + tuple(g.out.shape))
-        finals = tuple(S[i][t_].reshape(s.shape).copy() for i, s in enumerate(g.states))
+        out = np.ascontiguousarray(out).reshape((t_, b_) + tuple(g.out.shape[1:]))
+        finals = tuple(S[i][t_].reshape((b_,) + s.shape[1:]).copy() for i, s in enumerate(g.states))
         if train:
             self.cc, self.arrays, self.shape, self.reverse, self.n_states = cc, arrays_, (t_, b_, d_), reverse, n_states
             self.params, self.X2 = params, X2
@@ -183,7 +183,7 @@ class CompiledRecurrence(Function):
         dx = a["dX"][::-1] if self.reverse else a["dX"]
         grads.append(np.ascontiguousarray(dx) if self.needs[0] else None)
         for i, s in enumerate(g.states):
-            grads.append(a[f"dS{i}"].reshape(s.shape).copy() if self.needs[1 + i] else None)
+            grads.append(a[f"dS{i}"].reshape((b_,) + s.shape[1:]).copy() if self.needs[1 + i] else None)
         per_param: dict[int, Any] = {}
         for u in plan.uses:
             if not u.grad:

@@ -475,8 +475,7 @@ def trace_step(fn: Callable, x_t: Tensor, states: Sequence[Tensor], as_tuple: bo
     g = StepGraph(gx, svals, rec.nodes, rec.params, batch=b)
     g.out = rec.vals.get(id(out))
     g.new_states = [rec.vals.get(id(s)) for s in new_list]
-    for what, v, t in [("output", g.out, out)] + [(f"new state {i}", v, s) for i, (v, s) in
-                                                   enumerate(zip(g.new_states, new_list))]:
+    for what, v in [("output", g.out)] + [(f"new state {i}", v) for i, v in enumerate(g.new_states)]:
         if v is None or not v.dep:
             raise CompileError(f"cannot compile the cell: its {what} does not depend on the step's input or state")
     for i, (v, s) in enumerate(zip(g.new_states, states)):
