@@ -464,3 +464,26 @@ def test_op_by_op_reference_is_what_recurrent_runs_uncompiled():
     a, _ = nn.Recurrent(cell, compile=False)(x, s)
     b, _ = run_op_by_op(cell, x, list(s), True, None, False)
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_row_blocks_on_threads_sum_parameter_gradients(monkeypatch):
+    """A batch large enough for row blocks in parallel threads (each with its own accumulators of the
+    parameters' gradients, summed after) gives the op-by-op answer; and one block does too."""
+    from tinygrad_rnn.backend import blas
+    from tinygrad_rnn.compiler import function as CF
+
+    cell = PeepholeLSTM(8, 64, dtype=tr.float64, seed=3)
+    rng = np.random.default_rng(4)
+    x = tr.tensor(rng.standard_normal((16, 32, 8)))
+    s = (tr.tensor(rng.standard_normal((32, 64))), tr.tensor(rng.standard_normal((32, 64))))
+    if blas.row_parallel() and blas.get_num_threads() > 1:
+        assert CF._row_blocks(CF.compile_graph(*_graph_of(cell, x, s)).plan, 16, 32) > 1
+    _compare(cell, x, s)
+    monkeypatch.setattr(CF, "SPLIT_MIN_MACS", 1 << 62)
+    _compare(cell, x, s)
+
+
+def _graph_of(cell, x, s):
+    from tinygrad_rnn.compiler.trace import trace_step
+
+    return trace_step(cell, tr.Tensor(x.numpy()[0]), list(s), True), x.dtype

@@ -75,7 +75,7 @@ class Plan:
     def fwd_args(self) -> list[str]:
         return (["T", "b0", "b1", "train", "use_blas", "M", "X"] + [f"S{i}" for i in range(len(self.graph.states))]
                 + ["Y"] + [g.node_name for g in self.hoisted()] + [u.name for u in self.uses]
-                + [s.name for s in self.stores if s.kind == "V"])
+                + [s.name for s in self.stores if s.kind == "V"] + [f"PK{g.k}" for g in self.step_gemms()])
 
     def bwd_args(self) -> list[str]:
         ns = len(self.graph.states)
@@ -84,13 +84,13 @@ class Plan:
                 + [s.name for s in self.stores if s.kind == "V" and s.saved]
                 + ["dY"] + [f"dS{i}" for i in range(ns)] + [f"dSp{i}" for i in range(ns)] + ["dX"]
                 + [f"d{g.node_name}" for g in self.hoisted()] + [f"d{u.name}" for u in self.uses if u.grad]
-                + [f"d{s.name}" for s in self.stores if s.kind == "V"])
+                + [f"d{s.name}" for s in self.stores if s.kind == "V"] + [f"PKB{g.k}" for g in self.step_gemms()])
 
     def hoisted(self) -> list:
         return [g for g in self.gemms if g.hoisted]
 
-    def step_gemms(self, level: int) -> list:
-        return [g for g in self.gemms if not g.hoisted and g.level == level]
+    def step_gemms(self, level: int | None = None) -> list:
+        return [g for g in self.gemms if not g.hoisted and (level is None or g.level == level)]
 
     # -- access to rows ---------------------------------------------------------------------------
     def store_of(self, v: Val) -> tuple[Store, int]:

@@ -78,6 +78,49 @@ def _prep_use(u: Any, arr: Any, b: int, dtype: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(arr, dtype=dtype))
 
 
+# Batch rows are independent sequences: with oneMKL's one-thread GEMMs (blas.row_parallel) the kernel runs
+# on row blocks of at least SPLIT_MIN_ROWS rows in parallel threads, as the built-in layers do, for passes
+# of at least SPLIT_MIN_MACS multiply-adds in the per-step products
+SPLIT_MIN_ROWS = 8
+SPLIT_MIN_MACS = 1 << 22
+
+
+def _row_blocks(plan: Plan, t: int, b: int) -> int:
+    if not (blas.available() and blas.row_parallel()) or b < 2 * SPLIT_MIN_ROWS:
+        return 1
+    macs = t * b * sum(int(np.prod(gm.w.width)) for gm in plan.step_gemms())
+    if macs < SPLIT_MIN_MACS:
+        return 1
+    return max(1, min(blas.get_num_threads(), b // SPLIT_MIN_ROWS))
+
+
+def _over_rows(kernel: Callable, names: list[str], arrays: dict, plan: Plan, t: int, b: int, backward: bool,
+               private: list[str]) -> None:
+    """``kernel`` over the batch: once, or on row blocks in parallel threads. Each block gets the
+    per-step weights packed for its row count, and its own copy of the ``private`` accumulators
+    (the gradients of parameters every row adds into), summed afterwards."""
+    parts = _row_blocks(plan, t, b)
+    edges = blas.even_bounds(b, parts)
+    pack = arrays["use_blas"] and blas.can_pack()
+    packs = {}
+    for m in {edges[i + 1] - edges[i] for i in range(parts)}:
+        packs[m] = {f"{'PKB' if backward else 'PK'}{gm.k}": blas.pack_b(arrays[gm.w.name], m, gm.trans != backward)
+                    if pack else blas.NOT_PACKED for gm in plan.step_gemms()}
+    own = [{k: np.zeros_like(arrays[k]) for k in private} if i and private else {} for i in range(parts)]
+
+    def block(i: int) -> None:
+        args = {**arrays, **packs[edges[i + 1] - edges[i]], **own[i], "b0": edges[i], "b1": edges[i + 1]}
+        kernel(*[args[n] for n in names])
+
+    if parts == 1:
+        block(0)
+    else:
+        blas.run_parallel([lambda i=i: block(i) for i in range(parts)])
+        for extra in own[1:]:
+            for k, v in extra.items():
+                arrays[k] += v
+
+
 class CompiledRecurrence(Function):
     """The whole sequence of a compiled cell (see the module docstring)."""
 
@@ -124,7 +167,7 @@ class CompiledRecurrence(Function):
             if st.kind == "V":
                 arrays_[st.name] = np.empty(((t_ if train else 1), b_, st.width) if st.saved else (b_, st.width), dtype=dt)
         arrays_["train"] = train
-        cc.timed("forward", cc.module.forward, *[arrays_[n] for n in plan.fwd_args()])
+        cc.timed("forward", _over_rows, cc.module.forward, plan.fwd_args(), arrays_, plan, t_, b_, False, [])
         out = Y[::-1] if reverse else Y
         out = np.ascontiguousarray(out).reshape((t_, b_) + tuple(g.out.shape[1:]))
         finals = tuple(S[i][t_].reshape((b_,) + s.shape[1:]).copy() for i, s in enumerate(g.states))
@@ -156,7 +199,8 @@ class CompiledRecurrence(Function):
         for st in plan.stores:
             if st.kind == "V":
                 a[f"d{st.name}"] = np.zeros((t_, b_, st.width) if st.gsaved else (b_, st.width), dtype=dt)
-        cc.timed("backward", cc.module.backward, *[a[n] for n in plan.bwd_args()])
+        cc.timed("backward", _over_rows, cc.module.backward, plan.bwd_args(), a, plan, t_, b_, True,
+                 [f"d{u.name}" for u in plan.uses if u.grad])
         # the products' weights: one GEMM over every step (and the input's gradient through them)
         dX2 = a["dX"].reshape(t_ * b_, d_)
         wgrad: dict[str, Any] = {}

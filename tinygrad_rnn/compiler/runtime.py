@@ -10,10 +10,10 @@ import math
 
 import numba
 
-from ..backend.blas import gemm
+from ..backend.blas import gemm, gemm_packed
 from ..backend.rnn_kernels import _select, _sigmoid, _tanh
 
-__all__ = ["mm", "_select", "_sigmoid", "_tanh", "_relu", "_sign", "_maximum", "_minimum", "math"]
+__all__ = ["mm", "mmp", "_select", "_sigmoid", "_tanh", "_relu", "_sign", "_maximum", "_minimum", "math"]
 
 _FAST = {"contract", "nsz"}
 
@@ -62,3 +62,13 @@ def mm(a, w, c, trans, beta, use_blas):  # pragma: no cover - jit
     else:
         _plain_mm(a, w, c, trans, beta)
 
+
+
+@numba.njit(cache=True, inline="always")
+def mmp(a, w, packed, c, trans, beta, use_blas):  # pragma: no cover - jit
+    """``mm`` with op(w) packed once per pass by oneMKL (``blas.pack_b``) when ``packed`` is not empty:
+    the weight is the same at every step, so it is not packed again inside every step's GEMM."""
+    if use_blas and packed.size:
+        gemm_packed(a, packed, c, beta)
+    else:
+        mm(a, w, c, trans, beta, use_blas)
