@@ -1,8 +1,9 @@
-"""Cells for the compiler's tests, examples and benchmarks: the textbook ones written as modules,
-and a generator of random cells from the compilable ops (the property test's subject)."""
+"""Cells for the compiler's tests: the example's cell zoo (examples/custom_cell.py), the built-in layers
+written as cells, and a generator of random cells from the compilable ops (the property test's subject)."""
 from __future__ import annotations
 
-import math
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,12 @@ import tinygrad_rnn as tr
 from tinygrad_rnn import nn
 from tinygrad_rnn.nn import functional as F
 from tinygrad_rnn.nn.rnn import gru_cell, lstm_cell, rnn_cell
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from custom_cell import CELLS, CoupledLSTM, IndRNN, LayerNormLSTM, PeepholeLSTM  # noqa: E402  (the example's cells)
+
+__all__ = ["CELLS", "CoupledLSTM", "IndRNN", "LayerNormLSTM", "PeepholeLSTM", "LayerCell", "RandomCell", "UNARY",
+           "BINARY"]
 
 
 def _param(rng: np.random.Generator, shape: tuple, dtype: Any, scale: float) -> nn.Parameter:
@@ -37,108 +44,6 @@ class LayerCell(nn.Module):
         else:
             h = rnn_cell(x, state, self.w_ih, self.w_hh, self.b_ih, self.b_hh, self.mode[4:])
         return h, h
-
-
-class PeepholeLSTM(nn.Module):
-    """Gers & Schmidhuber: i, f peek at c_{t-1}, o at c_t (diagonal peephole weights)."""
-
-    def __init__(self, input_size: int, hidden_size: int, dtype: Any = None, seed: int = 0):
-        super().__init__()
-        rng = np.random.default_rng(seed)
-        k = 1 / math.sqrt(hidden_size)
-        self.ih = nn.Linear(input_size, 4 * hidden_size, dtype=dtype, seed=seed)
-        self.hh = nn.Linear(hidden_size, 4 * hidden_size, bias=False, dtype=dtype, seed=seed + 1)
-        self.peep = _param(rng, (3, hidden_size), dtype or tr.float32, k)
-        self.state_size = (hidden_size, hidden_size)
-
-    def forward(self, x: tr.Tensor, state: tuple) -> tuple:
-        h, c = state
-        i, f, g, o = (self.ih(x) + self.hh(h)).chunk(4, -1)
-        i = (i + self.peep[0] * c).sigmoid()
-        f = (f + self.peep[1] * c).sigmoid()
-        c = f * c + i * g.tanh()
-        o = (o + self.peep[2] * c).sigmoid()
-        h = o * c.tanh()
-        return h, (h, c)
-
-
-class CoupledLSTM(nn.Module):
-    """Coupled input and forget gates (f = 1 - i; Greff et al.'s CIFG)."""
-
-    def __init__(self, input_size: int, hidden_size: int, dtype: Any = None, seed: int = 0):
-        super().__init__()
-        self.ih = nn.Linear(input_size, 3 * hidden_size, dtype=dtype, seed=seed)
-        self.hh = nn.Linear(hidden_size, 3 * hidden_size, bias=False, dtype=dtype, seed=seed + 1)
-        self.state_size = (hidden_size, hidden_size)
-
-    def forward(self, x: tr.Tensor, state: tuple) -> tuple:
-        h, c = state
-        i, g, o = (self.ih(x) + self.hh(h)).chunk(3, -1)
-        i = i.sigmoid()
-        c = (1 - i) * c + i * g.tanh()
-        h = o.sigmoid() * c.tanh()
-        return h, (h, c)
-
-
-class LayerNormLSTM(nn.Module):
-    """LSTM with layer normalisation of the gate pre-activations and of c (Ba et al. 2016)."""
-
-    def __init__(self, input_size: int, hidden_size: int, dtype: Any = None, seed: int = 0, eps: float = 1e-5):
-        super().__init__()
-        dt = dtype or tr.float32
-        self.ih = nn.Linear(input_size, 4 * hidden_size, dtype=dtype, seed=seed)
-        self.hh = nn.Linear(hidden_size, 4 * hidden_size, bias=False, dtype=dtype, seed=seed + 1)
-        self.g_gates = nn.Parameter(tr.ones(4 * hidden_size, dtype=dt))
-        self.b_gates = nn.Parameter(tr.zeros(4 * hidden_size, dtype=dt))
-        self.g_c, self.b_c = nn.Parameter(tr.ones(hidden_size, dtype=dt)), nn.Parameter(tr.zeros(hidden_size, dtype=dt))
-        self.eps = eps
-        self.state_size = (hidden_size, hidden_size)
-
-    def norm(self, v: tr.Tensor, g: tr.Tensor, b: tr.Tensor) -> tr.Tensor:
-        m = v.mean(-1, keepdim=True)
-        d = v - m
-        return d / ((d * d).mean(-1, keepdim=True) + self.eps).sqrt() * g + b
-
-    def forward(self, x: tr.Tensor, state: tuple) -> tuple:
-        h, c = state
-        gates = self.norm(self.ih(x) + self.hh(h), self.g_gates, self.b_gates)
-        i, f, g, o = gates.chunk(4, -1)
-        c = f.sigmoid() * c + i.sigmoid() * g.tanh()
-        h = o.sigmoid() * self.norm(c, self.g_c, self.b_c).tanh()
-        return h, (h, c)
-
-
-class IndRNN(nn.Module):
-    """Independently recurrent: h = relu(W x + u * h + b), a diagonal recurrence (Li et al. 2018)."""
-
-    def __init__(self, input_size: int, hidden_size: int, dtype: Any = None, seed: int = 0):
-        super().__init__()
-        rng = np.random.default_rng(seed)
-        self.ih = nn.Linear(input_size, hidden_size, dtype=dtype, seed=seed)
-        self.u = nn.Parameter(tr.tensor(rng.uniform(0, 1, size=hidden_size), dtype=dtype or tr.float32))
-        self.state_size = hidden_size
-
-    def forward(self, x: tr.Tensor, h: tr.Tensor) -> tuple:
-        h = (self.ih(x) + self.u * h).relu()
-        return h, h
-
-
-class LSTMCellModule(nn.Module):
-    """The built-in LSTM's cell (PyTorch's gate order) as a user cell: ``lstm_cell`` over own weights."""
-
-    def __init__(self, input_size: int, hidden_size: int, dtype: Any = None, seed: int = 0):
-        super().__init__()
-        self.cell = nn.LSTMCell(input_size, hidden_size, dtype=dtype, seed=seed)
-        self.state_size = (hidden_size, hidden_size)
-
-    def forward(self, x: tr.Tensor, state: tuple) -> tuple:
-        c = self.cell
-        h, c2 = lstm_cell(x, state[0], state[1], c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh)
-        return h, (h, c2)
-
-
-CELLS = {"peephole": PeepholeLSTM, "coupled": CoupledLSTM, "layernorm": LayerNormLSTM, "indrnn": IndRNN,
-         "lstm": LSTMCellModule}
 
 
 # ------------------------------------------------------------------------------------------------
