@@ -59,8 +59,8 @@ class CompiledCell:
             self.info["compile_s"][which] = time.perf_counter() - t0
 
 
-def compile_graph(g: StepGraph, dtype: Any) -> CompiledCell:
-    key = (g.signature(), np.dtype(dtype).name)
+def compile_graph(g: StepGraph, dtype: Any, sig: tuple | None = None) -> CompiledCell:
+    key = (g.signature() if sig is None else sig, np.dtype(dtype).name)
     cc = _cells.get(key)
     if cc is None:
         cc = _cells[key] = CompiledCell(make_plan(g, dtype))
@@ -250,27 +250,40 @@ class CompiledRecurrence(Function):
 
 
 def run_compiled(fn: Callable, x: Tensor, states: Sequence[Tensor], as_tuple: bool, mask: Any, masked: bool,
-                 reverse: bool) -> tuple[Tensor, list[Tensor]]:
-    """Trace ``fn`` (twice: the graph and its constants must not change from step to step), compile
-    (or reuse) its kernels and run the whole sequence as one ``CompiledRecurrence`` node."""
+                 reverse: bool, owner: Any = None) -> tuple[Tensor, list[Tensor]]:
+    """Trace ``fn``, compile (or reuse) its kernels and run the whole sequence as one ``CompiledRecurrence``
+    node. The first call of a graph for an ``owner`` (the layer) traces twice, on two different steps:
+    the graph and its constants must not change from step to step (Python control flow on a counter,
+    random numbers); later calls trace once, for the boundary tensors of this call."""
     t_ = x.shape[0]
     if x.device != "cpu":
-        raise CompileError(f"compiled cells run on the CPU backend; the input is on {x.device}")
+        raise CompileError(f"compiled cells run on the CPU backend; the input is on {x.device} (it runs op by op there)")
     if x.dtype not in (np.float32, np.float64):
         raise CompileError(f"compiled cells need float32 or float64 input, got {x.dtype}")
     first = Tensor._make(x.data[t_ - 1 if reverse else 0], x._be, False, None, 0)
     g = trace_step(fn, first, states, as_tuple)
-    other = Tensor._make(x.data[min(1, t_ - 1) if not reverse else max(t_ - 2, 0)], x._be, False, None, 0)
-    g2 = trace_step(fn, other, states, as_tuple)
-    if g.signature() != g2.signature():
-        raise CompileError("cannot compile the cell: its op graph differs between two steps (Python control flow that "
-                           "depends on something other than tensors, e.g. a counter). Run it with compile=False.")
-    for c1, c2 in zip(g.constants(), g2.constants()):
-        if np.shape(c1) != np.shape(c2) or not np.array_equal(c1, c2, equal_nan=True):
-            raise CompileError("cannot compile the cell: it makes a tensor that differs between two steps but is not "
-                               "computed from the step's input or state by tensor ops (random numbers such as dropout, "
-                               "or values taken out of the graph). Run it with compile=False.")
-    cc = compile_graph(g, x.dtype)
+    sig = g.signature()
+    verified = getattr(owner, "_compiled_signatures", None)
+    if verified is None or sig not in verified:
+        other = Tensor._make(x.data[min(1, t_ - 1) if not reverse else max(t_ - 2, 0)], x._be, False, None, 0)
+        g2 = trace_step(fn, other, states, as_tuple)
+        if sig != g2.signature():
+            raise CompileError("cannot compile the cell: its op graph differs between two steps (Python control flow "
+                               "that depends on something other than tensors, e.g. a counter). Run it with "
+                               "compile=False.")
+        for c1, c2 in zip(g.constants(), g2.constants()):
+            if np.shape(c1) != np.shape(c2) or not np.array_equal(c1, c2, equal_nan=True):
+                raise CompileError("cannot compile the cell: it makes a tensor that differs between two steps but is "
+                                   "not computed from the step's input or state by tensor ops (random numbers such as "
+                                   "dropout, or values taken out of the graph). Run it with compile=False.")
+        if owner is not None:
+            try:
+                if verified is None:
+                    verified = owner._compiled_signatures = set()
+                verified.add(sig)
+            except AttributeError:  # an object that takes no attributes: verify every call
+                pass
+    cc = compile_graph(g, x.dtype, sig)
     tensors = [p.tensor for p in g.params if p.tensor is not None]
     consts = [np.asarray(p.array) for p in g.params if p.tensor is None]
     for t in list(states) + tensors:

@@ -6,8 +6,8 @@
 """
 from . import functional, parallel
 from .module import Dropout, Embedding, Linear, Module, ModuleList, Parameter, ReLU, Sequential, Sigmoid, Tanh, load, save
+from .recurrent import Recurrent, scan  # compiled user cells (issue 19)
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
-from .recurrent import Recurrent, scan  # noqa: E402 - compiled user cells (issue 19)
 
 __all__ = ["functional", "parallel", "Module", "Parameter", "Linear", "Embedding", "Dropout", "Sequential", "ModuleList",
            "Tanh", "ReLU", "Sigmoid", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "save", "load",

@@ -92,7 +92,7 @@ def _run(fn: Callable, x: Tensor, states: list[Tensor], as_tuple: bool, mask: np
     if mode is not False:
         try:
             m = mask if mask is not None else np.ones(x.shape[:2], dtype=x.dtype)
-            y, s = run_compiled(fn, x, states, as_tuple, m, mask is not None, reverse)
+            y, s = run_compiled(fn, x, states, as_tuple, m, mask is not None, reverse, getattr(fn, "scan_fn", fn))
             return y, s, "compiled"
         except CompileError as e:
             if mode is True:
@@ -229,6 +229,7 @@ def scan(fn: Callable, init: Any, xs: Tensor, reverse: bool = False, lengths: An
             raise TypeError(f"scan: fn must return (carry, y), got {type(res).__name__}")
         return res[1], res[0]
 
+    cell.scan_fn = fn  # the graph checks (two traces) are done once per user function, not per call
     mask = _mask(lengths, xs.shape[0], xs.shape[1], xs.dtype, "scan")
     ys, sn, _ = _run(cell, xs, flat, as_tuple, mask, reverse, compile, fn)
     return (tuple(sn) if as_tuple else sn[0]), ys
