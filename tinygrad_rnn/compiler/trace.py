@@ -13,9 +13,9 @@ naming the op and the line of the user's cell that made it:
   * in-place changes (``h += 1``, ``copy_``): anything that bumps a version counter.
 
     >>> import tinygrad_rnn as tr
-    >>> g = trace_step(lambda x, s: ((x * s).tanh(), (x * s).tanh()), tr.ones(2, 3), (tr.ones(2, 3),))
+    >>> g = trace_step(lambda x, h: ((x * h).tanh(),) * 2, tr.ones(2, 3), [tr.ones(2, 3)], as_tuple=False)
     >>> [n.op_name for n in g.nodes]
-    ['Mul', 'Tanh', 'Mul', 'Tanh']
+    ['Mul', 'Tanh']
 """
 from __future__ import annotations
 
