@@ -290,7 +290,7 @@ class Counting(nn.Module):
 
 
 class Noisy(nn.Module):
-    state_size = 3
+    state_size = 64  # two dropout masks of 2 x 64 entries do not coincide by chance
 
     def forward(self, x, h):
         h = (h + x.mean(-1, keepdim=True)).tanh()

@@ -18,7 +18,7 @@ __all__ = ["cache_dir", "load_source"]
 
 _loaded: dict[str, ModuleType] = {}
 _lock = threading.Lock()
-_VERSION = "2"  # bump when the generated code's conventions change
+_VERSION = "3"  # bump when the generated code's conventions change
 
 
 def cache_dir() -> str:

@@ -54,7 +54,9 @@ def _plain_mm(a, w, c, trans, beta):  # pragma: no cover - jit
             c[i, j] = acc
 
 
-@numba.njit(cache=True, inline="always")
+# mm/mmp are called, not inlined: an inlined branch trips Numba's SSA check (as in rnn_kernels.py), and a
+# call per product per step costs nothing next to the product
+@numba.njit(cache=True, nogil=True)
 def mm(a, w, c, trans, beta, use_blas):  # pragma: no cover - jit
     """c = a @ op(w) + beta * c, op(w) = w.T when ``trans``; all 2-D C-contiguous."""
     if use_blas:
@@ -64,7 +66,7 @@ def mm(a, w, c, trans, beta, use_blas):  # pragma: no cover - jit
 
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def mmp(a, w, packed, c, trans, beta, use_blas):  # pragma: no cover - jit
     """``mm`` with op(w) packed once per pass by oneMKL (``blas.pack_b``) when ``packed`` is not empty:
     the weight is the same at every step, so it is not packed again inside every step's GEMM."""
