@@ -6,6 +6,7 @@ of compiling. The folder is ``$TINYGRAD_RNN_CACHE/cells`` or ``~/.cache/tinygrad
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -21,6 +22,18 @@ _lock = threading.Lock()
 _VERSION = "3"  # bump when the generated code's conventions change
 
 
+@functools.lru_cache(maxsize=None)
+def _deps_digest() -> str:
+    """A digest of the code the generated kernels call into (Numba inlines it into their cached machine
+    code, and its cache checks only the generated file's own time stamp): a change there is a new file."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for rel in ("runtime.py", os.path.join("..", "backend", "blas.py"), os.path.join("..", "backend", "rnn_kernels.py")):
+        with open(os.path.join(here, rel), "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
 def cache_dir() -> str:
     root = os.environ.get("TINYGRAD_RNN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tinygrad_rnn")
     return os.path.join(root, "cells")
@@ -28,7 +41,7 @@ def cache_dir() -> str:
 
 def load_source(source: str) -> ModuleType:
     """Import the module with this source (written to the cache folder once, atomically)."""
-    digest = hashlib.sha256((_VERSION + source).encode()).hexdigest()[:24]
+    digest = hashlib.sha256((_VERSION + _deps_digest() + source).encode()).hexdigest()[:24]
     name = f"tinygrad_rnn_cell_{digest}"
     with _lock:
         mod = _loaded.get(name)
