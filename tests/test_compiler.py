@@ -487,3 +487,19 @@ def _graph_of(cell, x, s):
     from tinygrad_rnn.compiler.trace import trace_step
 
     return trace_step(cell, tr.Tensor(x.numpy()[0]), list(s), True), x.dtype
+
+
+def test_gpu_tensors_run_op_by_op_with_a_note():
+    """The compiled kernels are CPU-only: a tensor of another backend (here the emulated CUDA backend)
+    is refused with a note, which compile="auto" turns into the op-by-op path."""
+    from tinygrad_rnn.backend.cuda import CUDABackend
+    from tinygrad_rnn.compiler.function import run_compiled
+
+    emu = CUDABackend(xp=np)
+    x = tr.Tensor._make(np.ones((2, 1, 3)), emu, False, None, 0)
+    h = tr.Tensor._make(np.zeros((1, 3)), emu, False, None, 0)
+    with pytest.raises(CompileError, match="CPU backend.*op by op"):
+        run_compiled(lambda x, h: (x + h,) * 2, x, [h], False, np.ones((2, 1)), False, False)
+    with pytest.warns(RuntimeWarning, match="CPU backend"):
+        out, hn = nn.Recurrent(lambda x, h: ((x + h).tanh(),) * 2)(x, h)
+    assert out.device == "cuda" and np.allclose(hn.numpy(), np.tanh(np.tanh(1.0) + 1.0))

@@ -64,6 +64,7 @@ def compile_graph(g: StepGraph, dtype: Any, sig: tuple | None = None) -> Compile
     cc = _cells.get(key)
     if cc is None:
         cc = _cells[key] = CompiledCell(make_plan(g, dtype))
+        g._keep = None  # noqa: SLF001 - the plan needs the graph's structure, not the traced step's arrays
     return cc
 
 

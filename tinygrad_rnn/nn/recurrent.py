@@ -27,7 +27,7 @@ import numpy as np
 from ..compiler.function import run_compiled
 from ..compiler.trace import CompileError
 from ..ops import cat, stack, where
-from ..tensor import Tensor, zeros
+from ..tensor import Tensor
 from .module import Module, ModuleList
 
 __all__ = ["Recurrent", "scan", "run_op_by_op"]
@@ -61,12 +61,13 @@ def run_op_by_op(fn: Callable, x: Tensor, states: Sequence[Tensor], as_tuple: bo
     """The reference: ``fn(x_t, state)`` step by step, one graph node per op. Padded steps
     (``mask`` 0) see a zero input, keep their state and output zeros."""
     t_ = x.shape[0]
-    zero = Tensor(np.zeros((), dtype=x.dtype), device=x.device)
+    be = x._be  # the input's own backend object (an emulated one has no device name to look up)
+    zero = Tensor._make(be.xp.zeros((), dtype=x.dtype), be, False, None, 0)
     keep = None if mask is None else [mask[t] > 0 for t in range(t_)]
 
     def kept(t: int, new: Tensor, old: Tensor) -> Tensor:
         k = keep[t] if new.ndim == 1 else keep[t][:, None]
-        return where(Tensor(k, device=x.device), new, old)
+        return where(Tensor._make(be.asarray(k), be, False, None, 0), new, old)
 
     outs: list[Any] = [None] * t_
     st = list(states)
@@ -94,11 +95,12 @@ def _run(fn: Callable, x: Tensor, states: list[Tensor], as_tuple: bool, mask: np
             m = mask if mask is not None else np.ones(x.shape[:2], dtype=x.dtype)
             y, s = run_compiled(fn, x, states, as_tuple, m, mask is not None, reverse, getattr(fn, "scan_fn", fn))
             return y, s, "compiled"
-        except CompileError as e:
+        except Exception as e:  # noqa: BLE001 - auto mode: anything the compiler cannot do runs op by op
             if mode is True:
                 raise
+            why = str(e) if isinstance(e, CompileError) else f"internal compiler error ({type(e).__name__}: {e})"
             if not getattr(owner, "_warned", False):
-                warnings.warn(f"running the cell op by op: {e}", RuntimeWarning, stacklevel=4)
+                warnings.warn(f"running the cell op by op: {why}", RuntimeWarning, stacklevel=4)
                 try:
                     owner._warned = True
                 except AttributeError:  # pragma: no cover - a function without attributes
@@ -112,9 +114,10 @@ def _zeros_state(cell: Any, b: int, x: Tensor, what: str) -> Any:
     if size is None:
         raise ValueError(f"{what}: no initial state given and the cell {type(cell).__name__} has no `state_size` "
                          "(an int, or a tuple of ints for a tuple state): pass the state explicitly")
-    if isinstance(size, (tuple, list)):
-        return tuple(zeros(b, int(n), dtype=x.dtype, device=x.device) for n in size)
-    return zeros(b, int(size), dtype=x.dtype, device=x.device)
+    def z(n: Any) -> Tensor:
+        return Tensor._make(x._be.xp.zeros((b, int(n)), dtype=x.dtype), x._be, False, None, 0)
+
+    return tuple(z(n) for n in size) if isinstance(size, (tuple, list)) else z(size)
 
 
 class Recurrent(Module):
