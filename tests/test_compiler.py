@@ -503,3 +503,29 @@ def test_gpu_tensors_run_op_by_op_with_a_note():
     with pytest.warns(RuntimeWarning, match="CPU backend"):
         out, hn = nn.Recurrent(lambda x, h: ((x + h).tanh(),) * 2)(x, h)
     assert out.device == "cuda" and np.allclose(hn.numpy(), np.tanh(np.tanh(1.0) + 1.0))
+
+
+class OddState(nn.Module):
+    """A state passed through unchanged, a (batch,) state kept by a reduction without keepdim, and an
+    output that depends on the input only."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 4, dtype=tr.float64, seed=0)
+        self.u = nn.Parameter(tr.randn(4, dtype=tr.float64, seed=1))
+
+    def forward(self, x, state):
+        h, c, n = state
+        a = self.lin(x)
+        h2 = (a + self.u * h * n.unsqueeze(-1)).tanh()
+        n2 = (h2 * h2).mean(-1) + n * 0.5
+        return a.sigmoid(), (h2, c, n2)
+
+
+def test_passthrough_and_row_scalar_states():
+    rng = np.random.default_rng(7)
+    x = tr.tensor(rng.standard_normal((4, 3, 3)))
+    state = (tr.tensor(rng.standard_normal((3, 4))), tr.tensor(rng.standard_normal((3, 2))),
+             tr.tensor(rng.standard_normal(3)))
+    ref = _compare(OddState(), x, state, lengths=[4, 1, 3])
+    np.testing.assert_array_equal(ref["state1"], state[1].numpy())  # passed through unchanged
