@@ -529,3 +529,16 @@ def test_passthrough_and_row_scalar_states():
              tr.tensor(rng.standard_normal(3)))
     ref = _compare(OddState(), x, state, lengths=[4, 1, 3])
     np.testing.assert_array_equal(ref["state1"], state[1].numpy())  # passed through unchanged
+
+
+def test_every_generated_op_in_one_cell():
+    """One cell using every op the random cells draw from (so each is compared on every run, whatever
+    Hypothesis draws), with hoisted, per-step and second-stage products, padding and reversal."""
+    ops = UNARY + BINARY
+    recipe = {"seed": 11, "D": 3, "H": 3, "G": 4, "B": 2, "T": 3, "two_states": True, "hh": "linear", "brow": True,
+              "second_gemm": True, "steps": [(op, 2 * i + 1, i + 3, i) for i, op in enumerate(ops)], "out": 5,
+              "masked": True, "reverse": True}
+    rng = np.random.default_rng(0)
+    x = tr.tensor(rng.standard_normal((3, 2, 3)))
+    state = (tr.tensor(rng.uniform(-0.9, 0.9, (2, 3))), tr.tensor(rng.uniform(-0.9, 0.9, (2, 3))))
+    _compare(RandomCell(recipe), x, state, lengths=[3, 2], reverse=True)
