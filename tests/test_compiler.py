@@ -79,7 +79,7 @@ recipes = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=int(os.environ.get("COMPILER_EXAMPLES", "8")), deadline=None, derandomize=False)
+@settings(max_examples=int(os.environ.get("COMPILER_EXAMPLES", "8")), deadline=None)
 @given(recipes)
 def test_random_cells_compiled_equal_op_by_op(recipe):
     cell = RandomCell(recipe)
