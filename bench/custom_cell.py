@@ -243,8 +243,9 @@ def main() -> None:
     flops = 2 * a.seq * a.batch * (a.input + a.hidden) * 4 * a.hidden * (1 if a.inference else 3)
     res = {}
     for name in names:
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", name] + \
-            [arg for arg in sys.argv[1:] if not arg.startswith("--only")]
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--cell", a.cell, "--batch", str(a.batch),
+               "--seq", str(a.seq), "--input", str(a.input), "--hidden", str(a.hidden), "--threads", str(a.threads),
+               "--reps", str(a.reps)] + (["--inference"] if a.inference else [])
         env = {**os.environ, **_thread_env(a.threads), "PYTHONPATH": ROOT}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
