@@ -542,3 +542,16 @@ def test_every_generated_op_in_one_cell():
     x = tr.tensor(rng.standard_normal((3, 2, 3)))
     state = (tr.tensor(rng.uniform(-0.9, 0.9, (2, 3))), tr.tensor(rng.uniform(-0.9, 0.9, (2, 3))))
     _compare(RandomCell(recipe), x, state, lengths=[3, 2], reverse=True)
+
+
+def test_dropout_between_layers_draws_the_same_masks_on_both_paths():
+    cells = [PeepholeLSTM(3, 4, dtype=tr.float64, seed=1), PeepholeLSTM(4, 4, dtype=tr.float64, seed=2)]
+    x = tr.randn(5, 2, 3, dtype=tr.float64, seed=0)
+    outs = []
+    for mode in (False, True):
+        layer = nn.Recurrent(cells, dropout=0.5, compile=mode, generator=tr.Generator(7))
+        outs.append(layer(x)[0].numpy())
+        assert layer.last_path == ("compiled" if mode else "op_by_op")
+    _close(outs[1], outs[0])
+    with pytest.raises(ValueError, match="dropout"):
+        nn.Recurrent(cells, dropout=1.5)

@@ -27,7 +27,8 @@ import numpy as np
 from ..compiler.function import run_compiled
 from ..compiler.trace import CompileError
 from ..ops import cat, stack, where
-from ..tensor import Tensor
+from ..tensor import Generator, Tensor
+from . import functional as F
 from .module import Module, ModuleList
 
 __all__ = ["Recurrent", "scan", "run_op_by_op"]
@@ -121,14 +122,14 @@ def _zeros_state(cell: Any, b: int, x: Tensor, what: str) -> Any:
 
 
 class Recurrent(Module):
-    """``nn.Recurrent(cell, batch_first=False, reverse=False, bidirectional=False, compile="auto")``.
+    """``nn.Recurrent(cell, batch_first=False, reverse=False, bidirectional=False, dropout=0, compile="auto")``.
 
     ``out, state = layer(x, state0=None, lengths=None)``: ``x`` (T, B, D) (``batch_first``: (B, T, D));
     ``state0`` has the cell's state structure (zeros from ``cell.state_size`` when None); ``out``
     stacks the per-step outputs along time. Several layers (and directions): pass a list of cells,
     one per layer and direction in PyTorch's order (layer 0, layer 0 reverse, layer 1, ...); the
     state is then a list with one entry per cell, and each layer's input is the previous layer's
-    output (directions concatenated along the last dim).
+    output (directions concatenated along the last dim), with ``dropout`` between layers in training.
 
     ``compile``: ``"auto"`` compiles the cell and runs it op by op, with one warning, when it
     cannot (a data-dependent branch, an op with no compiled form, an in-place change, a GPU
@@ -136,10 +137,13 @@ class Recurrent(Module):
     """
 
     def __init__(self, cell: Any, batch_first: bool = False, reverse: bool = False, bidirectional: bool = False,
-                 compile: Any = "auto"):
+                 dropout: float = 0.0, compile: Any = "auto", generator: Generator | None = None):
         super().__init__()
         if compile not in _MODES:
             raise ValueError(f"Recurrent: compile must be 'auto', True or False, got {compile!r}")
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"Recurrent: dropout must be in [0, 1], got {dropout}")
+        self.dropout, self.dropout_generator = float(dropout), generator
         cells = list(cell) if isinstance(cell, (list, tuple, ModuleList)) else [cell]
         for c in cells:
             if not callable(c):
@@ -194,6 +198,8 @@ class Recurrent(Module):
                 outs.append(y)
                 finals.append(tuple(sn) if as_tuple else sn[0])
             inp = outs[0] if ndir == 1 else cat(outs, dim=-1)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:  # between layers, as nn.LSTM
+                inp = F.dropout(inp, self.dropout, True, generator=self.dropout_generator)
         self.last_path = paths.pop() if len(paths) == 1 else "mixed"
         out = inp.transpose(0, 1) if self.batch_first else inp
         return out, (finals[0] if self.single else finals)
