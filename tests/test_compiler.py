@@ -555,3 +555,29 @@ def test_dropout_between_layers_draws_the_same_masks_on_both_paths():
     _close(outs[1], outs[0])
     with pytest.raises(ValueError, match="dropout"):
         nn.Recurrent(cells, dropout=1.5)
+
+
+class RowConstant(nn.Module):
+    """A constant with one value per batch row (made from x.shape[0]): traced on one row it would be
+    wrong, so the layer keeps tracing on the whole batch for this cell."""
+
+    state_size = 3
+
+    def forward(self, x, h):
+        rows = tr.tensor(np.arange(x.shape[0], dtype=np.float64)[:, None] * 0.1 + 1.0)
+        h = (h + x.mean(-1, keepdim=True) * rows).tanh()
+        return h, h
+
+
+def test_one_row_traces_only_where_the_graph_does_not_depend_on_the_batch():
+    x = tr.randn(4, 3, 2, dtype=tr.float64, seed=0)
+    for cell, rows in ((RowConstant(), "full"), (PeepholeLSTM(2, 3, dtype=tr.float64), "one")):
+        for _ in range(2):  # the second call takes the checked path
+            _compare(cell, x, _zeros_state(cell, 3))
+        assert cell._compiled_graphs["rows"] == rows
+
+
+def _zeros_state(cell, b):
+    size = cell.state_size
+    z = [tr.zeros(b, n, dtype=tr.float64) for n in (size if isinstance(size, tuple) else (size,))]
+    return tuple(z) if isinstance(size, tuple) else z[0]

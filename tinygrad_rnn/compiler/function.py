@@ -250,40 +250,74 @@ class CompiledRecurrence(Function):
         return tuple(grads)
 
 
+def _trace_at(fn: Callable, x: Tensor, t: int, states: Sequence[Tensor], as_tuple: bool, rows: int | None) -> StepGraph:
+    """The step graph at step ``t``, on all batch rows or on the first ``rows`` of them."""
+    cut = (lambda a: a) if rows is None else (lambda a: a[:rows])
+    xt = Tensor._make(cut(x.data[t]), x._be, False, None, 0)
+    sts = [s if rows is None else Tensor._make(cut(s.data), s._be, False, None, 0) for s in states]
+    return trace_step(fn, xt, sts, as_tuple)
+
+
+def _same_constants(g1: StepGraph, g2: StepGraph) -> bool:
+    return all(np.shape(c1) == np.shape(c2) and np.array_equal(c1, c2, equal_nan=True)
+               for c1, c2 in zip(g1.constants(), g2.constants()))
+
+
+def _verify(fn: Callable, x: Tensor, steps: tuple[int, int], states: Sequence[Tensor], as_tuple: bool,
+            g: StepGraph, sig: tuple) -> str:
+    """Check a new graph once: it must not change between two steps (a second trace at another step),
+    and say whether a one-row trace gives the same graph ("one": later calls trace one row, cheaply) or
+    the cell depends on the batch size (``x.shape[0]``, batch-shaped constants: "full")."""
+    g2 = _trace_at(fn, x, steps[1], states, as_tuple, None)
+    if sig != g2.signature():
+        raise CompileError("cannot compile the cell: its op graph differs between two steps (Python control flow that "
+                           "depends on something other than tensors, e.g. a counter). Run it with compile=False.")
+    if not _same_constants(g, g2):
+        raise CompileError("cannot compile the cell: it makes a tensor that differs between two steps but is not "
+                           "computed from the step's input or state by tensor ops (random numbers such as dropout, "
+                           "or values taken out of the graph). Run it with compile=False.")
+    if x.shape[1] > 1:
+        try:
+            g1 = _trace_at(fn, x, steps[1], states, as_tuple, 1)
+            if g1.signature() == sig and _same_constants(g1, g2):
+                return "one"
+        except CompileError:
+            pass
+    return "full"
+
+
 def run_compiled(fn: Callable, x: Tensor, states: Sequence[Tensor], as_tuple: bool, mask: Any, masked: bool,
                  reverse: bool, owner: Any = None) -> tuple[Tensor, list[Tensor]]:
     """Trace ``fn``, compile (or reuse) its kernels and run the whole sequence as one ``CompiledRecurrence``
-    node. The first call of a graph for an ``owner`` (the layer) traces twice, on two different steps:
-    the graph and its constants must not change from step to step (Python control flow on a counter,
-    random numbers); later calls trace once, for the boundary tensors of this call."""
+    node. A graph new to ``owner`` (the cell) is checked once (``_verify``); later calls trace one step,
+    on one batch row where that was found to give the same graph, for this call's boundary tensors."""
     t_ = x.shape[0]
     if x.device != "cpu":
         raise CompileError(f"compiled cells run on the CPU backend; the input is on {x.device} (it runs op by op there)")
     if x.dtype not in (np.float32, np.float64):
         raise CompileError(f"compiled cells need float32 or float64 input, got {x.dtype}")
-    first = Tensor._make(x.data[t_ - 1 if reverse else 0], x._be, False, None, 0)
-    g = trace_step(fn, first, states, as_tuple)
-    sig = g.signature()
-    verified = getattr(owner, "_compiled_signatures", None)
-    if verified is None or sig not in verified:
-        other = Tensor._make(x.data[min(1, t_ - 1) if not reverse else max(t_ - 2, 0)], x._be, False, None, 0)
-        g2 = trace_step(fn, other, states, as_tuple)
-        if sig != g2.signature():
-            raise CompileError("cannot compile the cell: its op graph differs between two steps (Python control flow "
-                               "that depends on something other than tensors, e.g. a counter). Run it with "
-                               "compile=False.")
-        for c1, c2 in zip(g.constants(), g2.constants()):
-            if np.shape(c1) != np.shape(c2) or not np.array_equal(c1, c2, equal_nan=True):
-                raise CompileError("cannot compile the cell: it makes a tensor that differs between two steps but is "
-                                   "not computed from the step's input or state by tensor ops (random numbers such as "
-                                   "dropout, or values taken out of the graph). Run it with compile=False.")
-        if owner is not None:
-            try:
-                if verified is None:
-                    verified = owner._compiled_signatures = set()
-                verified.add(sig)
-            except AttributeError:  # an object that takes no attributes: verify every call
-                pass
+    steps = (t_ - 1, max(t_ - 2, 0)) if reverse else (0, min(1, t_ - 1))
+    checked = getattr(owner, "_compiled_graphs", None)
+    if checked is None:
+        checked = {}
+        try:
+            owner._compiled_graphs = checked
+        except AttributeError:  # an object that takes no attributes: every call is checked
+            pass
+    g = sig = None
+    if checked.get("rows") == "one" and x.shape[1] > 1:
+        try:
+            g = _trace_at(fn, x, steps[0], states, as_tuple, 1)
+            sig = g.signature()
+        except CompileError:
+            g = None
+        if g is not None and checked.get(sig) != "one":
+            g = None
+    if g is None:
+        g = _trace_at(fn, x, steps[0], states, as_tuple, None)
+        sig = g.signature()
+        if sig not in checked:
+            checked[sig] = checked["rows"] = _verify(fn, x, steps, states, as_tuple, g, sig)
     cc = compile_graph(g, x.dtype, sig)
     tensors = [p.tensor for p in g.params if p.tensor is not None]
     consts = [np.asarray(p.array) for p in g.params if p.tensor is None]
