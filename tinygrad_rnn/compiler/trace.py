@@ -75,7 +75,6 @@ class Node:
     outs: list
     kw: dict = field(default_factory=dict)
     uses: list = field(default_factory=list)  # per input: (rows, width) of its 2-D view
-    line: str = ""
 
     @property
     def op_name(self) -> str:
@@ -232,7 +231,7 @@ class _Recorder:
         if rule.kind == "refuse":
             raise _refuse(f"{name}: {rule.reason}")
         outs_t = outs if isinstance(outs, tuple) else (outs,)
-        node = Node(cls, vins, [], line="")
+        node = Node(cls, vins, [])
         kind = rule.kind
         if kind == "ew":
             if cond is not None:
@@ -283,7 +282,6 @@ class _Recorder:
         for t, o in zip(outs_t, node.outs):
             self.add(t, o)
             o.node = node
-        node.line = ""
         self.nodes.append(node)
 
     def alias(self, cls: Any, a: Val, kw: dict, outs: tuple, name: str) -> tuple[list, dict]:
