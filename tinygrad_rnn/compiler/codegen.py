@@ -16,6 +16,7 @@ and gradients alike (``dX``, ``dXW{k}``, ``dSp{i}`` for the state entering the s
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -356,6 +357,25 @@ def stage_forward(plan: Plan, level: int) -> tuple[dict, list[str]]:
     return rows.binds, lines
 
 
+_OFFSET = re.compile(r"\[(\d+) \+ j\]")
+
+
+def _shared_offsets(body: list[str]) -> tuple[list[str], list[int]]:
+    """Index ``[k + j]`` as ``[jk]`` with ``jk = k + j`` computed once per iteration: far fewer
+    additions for Numba to type and lower (its compile time grows with the statements)."""
+    offs: list[int] = []
+
+    def sub(m: re.Match) -> str:
+        k = int(m.group(1))
+        if k == 0:
+            return "[j]"
+        if k not in offs:
+            offs.append(k)
+        return f"[j{k}]"
+
+    return [_OFFSET.sub(sub, x) for x in body], offs
+
+
 class _Run:
     """Consecutive elementwise ops of one width share one loop over j: fewer loops to compile, and values
     stay in registers between the ops of a row. ``after`` holds statements to emit when the loop closes
@@ -373,7 +393,8 @@ class _Run:
 
     def close(self) -> None:
         if self.body:
-            self.lines += [f"for j in range({self.width}):"] + ["    " + x for x in self.body]
+            body, offs = _shared_offsets(self.body)
+            self.lines += [f"for j in range({self.width}):"] + [f"    j{o} = {o} + j" for o in offs] + ["    " + x for x in body]
         self.lines += self.after
         self.width, self.body, self.after = None, [], []
 
