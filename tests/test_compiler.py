@@ -581,3 +581,14 @@ def _zeros_state(cell, b):
     size = cell.state_size
     z = [tr.zeros(b, n, dtype=tr.float64) for n in (size if isinstance(size, tuple) else (size,))]
     return tuple(z) if isinstance(size, tuple) else z[0]
+
+
+@pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_builtin_cell_modules_run_as_cells(kind):
+    cell = getattr(nn, kind)(3, 4, dtype=tr.float64, seed=0)
+    rng = np.random.default_rng(1)
+    x = tr.tensor(rng.standard_normal((5, 2, 3)))
+    state = (tr.tensor(rng.standard_normal((2, 4))),) * 2 if kind == "LSTMCell" else tr.tensor(rng.standard_normal((2, 4)))
+    _compare(cell, x, state)
+    out, _ = nn.Recurrent(cell)(x)  # zeros from the cell's hidden_size
+    assert out.shape == (5, 2, 4)

@@ -121,6 +121,25 @@ def _zeros_state(cell: Any, b: int, x: Tensor, what: str) -> Any:
     return tuple(z(n) for n in size) if isinstance(size, (tuple, list)) else z(size)
 
 
+class _BuiltinCell:
+    """``nn.RNNCell``/``GRUCell``/``LSTMCell`` in the cell protocol: they return the new state only."""
+
+    def __init__(self, cell: Module):
+        self.cell = cell
+        self.lstm = type(cell).__name__ == "LSTMCell"
+        self.state_size = (cell.hidden_size,) * 2 if self.lstm else cell.hidden_size
+
+    def __call__(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
+        new = self.cell(x, state)
+        return (new[0], tuple(new)) if self.lstm else (new, new)
+
+
+def _as_step(cell: Any) -> Any:
+    from .rnn import GRUCell, LSTMCell, RNNCell
+
+    return _BuiltinCell(cell) if isinstance(cell, (RNNCell, GRUCell, LSTMCell)) else cell
+
+
 class Recurrent(Module):
     """``nn.Recurrent(cell, batch_first=False, reverse=False, bidirectional=False, dropout=0, compile="auto")``.
 
@@ -154,6 +173,7 @@ class Recurrent(Module):
         if bidirectional and reverse:
             raise ValueError("Recurrent: reverse=True and bidirectional=True together are ambiguous")
         self.cells = ModuleList(cells) if all(isinstance(c, Module) for c in cells) else cells
+        self._steps = [_as_step(c) for c in cells]  # the built-in cells return the new state only: adapted
         self.single = not isinstance(cell, (list, tuple, ModuleList))
         self.batch_first, self.reverse, self.bidirectional, self.compile = batch_first, reverse, bidirectional, compile
         self.num_layers = len(cells) // ndir
@@ -174,7 +194,7 @@ class Recurrent(Module):
         t_, b_ = x.shape[0], x.shape[1]
         if t_ == 0:
             raise ValueError(f"{name}: the sequence is empty (input shape {input.shape})")
-        cells = list(self.cells)
+        cells = self._steps
         if self.single:
             states = [state]
         else:
