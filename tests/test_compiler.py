@@ -592,3 +592,26 @@ def test_builtin_cell_modules_run_as_cells(kind):
     _compare(cell, x, state)
     out, _ = nn.Recurrent(cell)(x)  # zeros from the cell's hidden_size
     assert out.shape == (5, 2, 4)
+
+
+def test_backward_twice_with_retain_graph_accumulates():
+    cell = PeepholeLSTM(2, 3, dtype=tr.float64)
+    x = tr.randn(4, 2, 2, dtype=tr.float64, seed=2, requires_grad=True)
+    out, (h, c) = nn.Recurrent(cell, compile=True)(x)
+    loss = (out * out).sum() + c.sum()
+    loss.backward(retain_graph=True)
+    g1 = [x.grad.numpy().copy()] + [p.grad.numpy().copy() for p in cell.parameters()]
+    loss.backward()
+    g2 = [x.grad.numpy()] + [p.grad.numpy() for p in cell.parameters()]
+    for a, b in zip(g1, g2):
+        _close(b, 2 * a)
+
+
+def test_unwritable_cache_folder_falls_back_to_the_temp_folder(tmp_path, monkeypatch):
+    from tinygrad_rnn.compiler import cache
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TINYGRAD_RNN_CACHE", str(blocker))  # cells/ cannot be made under a file
+    folder = cache._writable(cache.cache_dir())
+    assert os.path.isdir(folder) and not folder.startswith(str(blocker))

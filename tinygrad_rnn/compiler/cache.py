@@ -39,6 +39,19 @@ def cache_dir() -> str:
     return os.path.join(root, "cells")
 
 
+def _writable(folder: str) -> str:
+    """``folder``, created; or, where it cannot be written (a read-only home), one under the temp folder."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if os.access(folder, os.W_OK):
+            return folder
+    except OSError:
+        pass
+    alt = os.path.join(tempfile.gettempdir(), f"tinygrad_rnn-{os.getuid() if hasattr(os, 'getuid') else 0}", "cells")
+    os.makedirs(alt, exist_ok=True)
+    return alt
+
+
 def load_source(source: str) -> ModuleType:
     """Import the module with this source (written to the cache folder once, atomically)."""
     digest = hashlib.sha256((_VERSION + _deps_digest() + source).encode()).hexdigest()[:24]
@@ -47,8 +60,7 @@ def load_source(source: str) -> ModuleType:
         mod = _loaded.get(name)
         if mod is not None:
             return mod
-        folder = cache_dir()
-        os.makedirs(folder, exist_ok=True)
+        folder = _writable(cache_dir())
         path = os.path.join(folder, name + ".py")
         if not os.path.exists(path):
             # never rewrite an existing file: a new mtime would invalidate Numba's cache of it
