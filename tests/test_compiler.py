@@ -267,6 +267,14 @@ class Unsupported(nn.Module):
         return a, a
 
 
+class Mixer(nn.Module):
+    state_size = 3
+
+    def forward(self, x, h):
+        a = (h @ h.t()).tanh()  # REFUSE-MIX
+        return a, h
+
+
 class InPlace(nn.Module):
     state_size = 3
 
@@ -309,6 +317,7 @@ def _line(marker: str) -> int:
     (Branchy(), "REFUSE-BRANCH", "__bool__"),
     (Unsupported(), "REFUSE-OP", "Softmax"),
     (InPlace(), "REFUSE-INPLACE", "in-place"),
+    (Mixer(), "REFUSE-MIX", "Permute"),
 ])
 def test_refusals_name_the_op_and_line(cell, marker, words):
     x = tr.randn(4, 1, 2, dtype=tr.float64)
