@@ -24,7 +24,6 @@ from .trace import CompileError, StepGraph, trace_step
 __all__ = ["CompiledCell", "CompiledRecurrence", "compile_graph", "run_compiled", "compile_stats"]
 
 _cells: dict[tuple, CompiledCell] = {}
-_stats: list[dict] = []
 
 
 def compile_stats() -> list[dict]:
