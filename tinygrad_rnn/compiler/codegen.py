@@ -376,6 +376,28 @@ def _shared_offsets(body: list[str]) -> tuple[list[str], list[int]]:
     return [_OFFSET.sub(sub, x) for x in body], offs
 
 
+def share_offsets(lines: list[str]) -> list[str]:
+    """``_shared_offsets`` for every ``for j`` loop in a block of code (the loop's indented body)."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        out.append(line)
+        i += 1
+        head = line.lstrip()
+        if not head.startswith("for j in range("):
+            continue
+        indent = len(line) - len(head)
+        body = []
+        while i < len(lines) and len(lines[i]) - len(lines[i].lstrip()) > indent:
+            body.append(lines[i])
+            i += 1
+        body, offs = _shared_offsets(body)
+        pad = " " * (indent + 4)
+        out += [f"{pad}j{o} = {o} + j" for o in offs] + body
+    return out
+
+
 class _Run:
     """Consecutive elementwise ops of one width share one loop over j: fewer loops to compile, and values
     stay in registers between the ops of a row. ``after`` holds statements to emit when the loop closes

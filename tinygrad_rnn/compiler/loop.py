@@ -137,7 +137,7 @@ def emit_module(plan: Plan) -> str:
         fwd += _indent(_row_block(binds, lines, skip_masked=False), 4)
     fwd += _indent(_finish_forward(plan), 4)
     src.append("\n@_jit\ndef forward(" + ", ".join(plan.fwd_args()) + "):  # pragma: no cover - jit")
-    src += _indent(fwd, 4)
+    src += _indent(C.share_offsets(fwd), 4)
     bwd = ["for t in range(T - 1, -1, -1):", "    ts = t"]
     bwd += _indent(_start_backward(plan), 4)
     for level in reversed(range(plan.n_levels)):
@@ -147,5 +147,5 @@ def emit_module(plan: Plan) -> str:
     for i, s in enumerate(plan.graph.states):
         bwd += _indent(["for b in range(b0, b1):", f"    for j in range({s.width}):", f"        dS{i}[b, j] = dSp{i}[b, j]"], 4)
     src.append("\n\n@_jit\ndef backward(" + ", ".join(plan.bwd_args()) + "):  # pragma: no cover - jit")
-    src += _indent(bwd, 4)
+    src += _indent(C.share_offsets(bwd), 4)
     return "\n".join(src) + "\n"
