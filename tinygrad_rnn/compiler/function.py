@@ -249,10 +249,15 @@ class CompiledRecurrence(Function):
         return tuple(grads)
 
 
-def _trace_at(fn: Callable, x: Tensor, t: int, states: Sequence[Tensor], as_tuple: bool, rows: int | None) -> StepGraph:
-    """The step graph at step ``t``, on all batch rows or on the first ``rows`` of them."""
+def _trace_at(fn: Callable, x: Tensor, t: int, states: Sequence[Tensor], as_tuple: bool, rows: int | None,
+              keep: Any = None) -> StepGraph:
+    """The step graph at step ``t``, on all batch rows or on the first ``rows`` of them (padding, which
+    may hold anything, is traced as zeros: the cell sees zeros there, and anomaly mode sees no NaN)."""
     cut = (lambda a: a) if rows is None else (lambda a: a[:rows])
-    xt = Tensor._make(cut(x.data[t]), x._be, False, None, 0)
+    xt_arr = x.data[t]
+    if keep is not None:
+        xt_arr = np.where(keep[t][:, None] != 0, xt_arr, np.zeros((), dtype=xt_arr.dtype))
+    xt = Tensor._make(cut(xt_arr), x._be, False, None, 0)
     sts = [s if rows is None else Tensor._make(cut(s.data), s._be, False, None, 0) for s in states]
     return trace_step(fn, xt, sts, as_tuple)
 
@@ -263,11 +268,11 @@ def _same_constants(g1: StepGraph, g2: StepGraph) -> bool:
 
 
 def _verify(fn: Callable, x: Tensor, steps: tuple[int, int], states: Sequence[Tensor], as_tuple: bool,
-            g: StepGraph, sig: tuple) -> str:
+            g: StepGraph, sig: tuple, keep: Any) -> str:
     """Check a new graph once: it must not change between two steps (a second trace at another step),
     and say whether a one-row trace gives the same graph ("one": later calls trace one row, cheaply) or
     the cell depends on the batch size (``x.shape[0]``, batch-shaped constants: "full")."""
-    g2 = _trace_at(fn, x, steps[1], states, as_tuple, None)
+    g2 = _trace_at(fn, x, steps[1], states, as_tuple, None, keep)
     if sig != g2.signature():
         raise CompileError("cannot compile the cell: its op graph differs between two steps (Python control flow that "
                            "depends on something other than tensors, e.g. a counter). Run it with compile=False.")
@@ -277,7 +282,7 @@ def _verify(fn: Callable, x: Tensor, steps: tuple[int, int], states: Sequence[Te
                            "or values taken out of the graph). Run it with compile=False.")
     if x.shape[1] > 1:
         try:
-            g1 = _trace_at(fn, x, steps[1], states, as_tuple, 1)
+            g1 = _trace_at(fn, x, steps[1], states, as_tuple, 1, keep)
             if g1.signature() == sig and _same_constants(g1, g2):
                 return "one"
         except CompileError:
@@ -296,6 +301,7 @@ def run_compiled(fn: Callable, x: Tensor, states: Sequence[Tensor], as_tuple: bo
     if x.dtype not in (np.float32, np.float64):
         raise CompileError(f"compiled cells need float32 or float64 input, got {x.dtype}")
     steps = (t_ - 1, max(t_ - 2, 0)) if reverse else (0, min(1, t_ - 1))
+    keep = mask if masked else None
     checked = getattr(owner, "_compiled_graphs", None)
     if checked is None:
         checked = {}
@@ -306,17 +312,17 @@ def run_compiled(fn: Callable, x: Tensor, states: Sequence[Tensor], as_tuple: bo
     g = sig = None
     if checked.get("rows") == "one" and x.shape[1] > 1:
         try:
-            g = _trace_at(fn, x, steps[0], states, as_tuple, 1)
+            g = _trace_at(fn, x, steps[0], states, as_tuple, 1, keep)
             sig = g.signature()
         except CompileError:
             g = None
         if g is not None and checked.get(sig) != "one":
             g = None
     if g is None:
-        g = _trace_at(fn, x, steps[0], states, as_tuple, None)
+        g = _trace_at(fn, x, steps[0], states, as_tuple, None, keep)
         sig = g.signature()
         if sig not in checked:
-            checked[sig] = checked["rows"] = _verify(fn, x, steps, states, as_tuple, g, sig)
+            checked[sig] = checked["rows"] = _verify(fn, x, steps, states, as_tuple, g, sig, keep)
     cc = compile_graph(g, x.dtype, sig)
     tensors = [p.tensor for p in g.params if p.tensor is not None]
     consts = [np.asarray(p.array) for p in g.params if p.tensor is None]
