@@ -8,33 +8,34 @@ clip_grad_norm_ -> optimizer step, with the recurrent state carried (detached) b
 - PTB LM:  Embedding(10000, 200) -> 2-layer LSTM(200, 200) -> Linear(200, 10000), B=20, T=20,
   time-major, cross-entropy summed over time and averaged over the batch (Zaremba et al.), clip 5, SGD(lr=1).
 
-Both frameworks start from the same weights (ours copied into torch) and see the same batches;
-the first few steps' losses must agree to float32 tolerance or the run stops (an honest
-comparison trains the same model). Repeats interleave ours and torch; medians are quoted.
+Each framework runs in its own fresh process, as a user runs it (bench/_proc.py), alternating ours,
+torch, ours, torch, ... over ``--repeats`` rounds; each child runs 3 untimed steps from the shared
+init, one more warm-up step, then ``--steps`` timed steps. Both frameworks start from the same weights
+(ours saved by the first child, loaded by torch's) and see the same batches; their first three losses
+must agree to float32 tolerance or the run stops (an honest comparison trains the same model). The
+table quotes the best and the median step, the GEMM FLOPs of the step (3x the forward GEMMs of the
+LSTM layers and the output projection), the float32 GEMM peak measured in its own process with the
+same thread count, the time a step would take at that peak, and the share of peak each reaches.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/train_step.py               # 2 threads
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/train_step.py --threads 1
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/train_step.py --quick       # 2 rounds x 2 steps
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/train_step.py --profile     # cProfile, ours
 """
 from __future__ import annotations
 
 import argparse
-import cProfile
+import importlib.util
+import json
 import os
-import platform
-import pstats
-import statistics
 import sys
-import time
+import tempfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import tinygrad_rnn as tr  # noqa: E402
-import tinygrad_rnn.nn.functional as F  # noqa: E402
-from tinygrad_rnn import nn, optim  # noqa: E402
-from tinygrad_rnn.nn.utils import clip_grad_norm_  # noqa: E402
+import _proc  # noqa: E402
 
 WORKLOADS = {
     # name: vocab, emb, hidden, layers, batch, seq, batch_first, optimizer, lr, loss
@@ -44,18 +45,22 @@ WORKLOADS = {
                    loss="sum/batch"),
 }
 CLIP = 5.0
+AGREE_STEPS = 3
 
 
-class LM(nn.Module):
-    def __init__(self, w: dict):
-        super().__init__()
-        self.embed = nn.Embedding(w["vocab"], w["emb"], seed=0)
-        self.rnn = nn.LSTM(w["emb"], w["hidden"], num_layers=w["layers"], batch_first=w["batch_first"], seed=1)
-        self.head = nn.Linear(w["hidden"], w["vocab"], seed=2)
+def step_flops(w: dict) -> int:
+    """GEMM FLOPs of one training step: forward of every LSTM layer and of the output projection, x3
+    for backward (input and weight gradients). Embedding, loss, clipping and optimizer are not GEMMs."""
+    rows = w["batch"] * w["seq"]
+    fwd = sum(2 * rows * 4 * w["hidden"] * ((w["emb"] if layer == 0 else w["hidden"]) + w["hidden"])
+              for layer in range(w["layers"]))
+    fwd += 2 * rows * w["hidden"] * w["vocab"]
+    return 3 * fwd
 
-    def forward(self, x, state):
-        out, state = self.rnn(self.embed(x), state)
-        return self.head(out), state
+
+def gemm_shapes(w: dict) -> list[tuple[int, int, int]]:
+    """(M, K, N) of the recurrent step's GEMM and of the output projection."""
+    return [(w["batch"], w["hidden"], 4 * w["hidden"]), (w["batch"] * w["seq"], w["hidden"], w["vocab"])]
 
 
 def batches(w: dict, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -70,7 +75,26 @@ def _loss_scale(w: dict) -> tuple[str, float]:
     return ("mean", 1.0) if w["loss"] == "mean" else ("sum", 1.0 / w["batch"])
 
 
-def ours_stepper(w: dict, model: LM, data):
+def ours_stepper(w: dict, data, save_init: str | None = None):
+    import tinygrad_rnn as tr
+    import tinygrad_rnn.nn.functional as F
+    from tinygrad_rnn import nn, optim
+    from tinygrad_rnn.nn.utils import clip_grad_norm_
+
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(w["vocab"], w["emb"], seed=0)
+            self.rnn = nn.LSTM(w["emb"], w["hidden"], num_layers=w["layers"], batch_first=w["batch_first"], seed=1)
+            self.head = nn.Linear(w["hidden"], w["vocab"], seed=2)
+
+        def forward(self, x, state):
+            out, state = self.rnn(self.embed(x), state)
+            return self.head(out), state
+
+    model = LM()
+    if save_init:
+        np.savez(save_init, **{k: np.array(p.numpy()) for k, p in model.named_parameters()})
     params = list(model.parameters())
     opt = optim.Adam(params, lr=w["lr"]) if w["opt"] == "adam" else optim.SGD(params, lr=w["lr"])
     reduction, scale = _loss_scale(w)
@@ -94,7 +118,7 @@ def ours_stepper(w: dict, model: LM, data):
     return step
 
 
-def torch_stepper(w: dict, model: LM, data):
+def torch_stepper(w: dict, data, init: str):
     import torch
 
     class TLM(torch.nn.Module):
@@ -109,10 +133,9 @@ def torch_stepper(w: dict, model: LM, data):
             return self.head(out), state
 
     tm = TLM()
-    ours = dict(model.named_parameters())
-    with torch.no_grad():
+    with np.load(init) as ours, torch.no_grad():
         for name, p in tm.named_parameters():
-            p.copy_(torch.from_numpy(np.array(ours[name].numpy())))
+            p.copy_(torch.from_numpy(ours[name]))
     params = list(tm.parameters())
     opt = torch.optim.Adam(params, lr=w["lr"]) if w["opt"] == "adam" else torch.optim.SGD(params, lr=w["lr"])
     reduction, scale = _loss_scale(w)
@@ -137,115 +160,124 @@ def torch_stepper(w: dict, model: LM, data):
     return step
 
 
-def check_agreement(name: str, ours, theirs, steps: int = 3) -> None:
+# ---------------------------------------------------------------------------------------------
+# the child: one framework, one workload; imports only that framework
+
+
+def worker(spec: dict) -> dict:
+    """Build one framework's model (spec['fw']), run the agreement steps, a warm-up and the timed steps."""
+    import time
+
+    threads, w = _proc.child_threads(), WORKLOADS[spec["workload"]]
+    data = batches(w, 8)
+    if spec["fw"] == "ours":
+        import tinygrad_rnn as tr
+        from tinygrad_rnn.backend import blas as kblas
+
+        tr.get_backend("cpu")  # loads the kernels' BLAS, so the limits below reach it
+        tr.set_num_threads(threads)
+        _proc.limit_blas(threads)
+        step = ours_stepper(w, data, spec.get("save_init"))
+        info = (f"tinygrad_rnn {tr.get_num_threads()} thr; our GEMMs (TINYGRAD_RNN_BLAS="
+                f"{os.environ.get('TINYGRAD_RNN_BLAS', 'auto')}): {kblas.PROVIDER or 'NumPy matmul'}")
+    else:
+        import torch
+
+        torch.set_num_threads(threads)
+        step = torch_stepper(w, data, spec["init"])
+        info = f"torch {torch.__version__} {torch.get_num_threads()} thr"
+    out = {"losses": [step() for _ in range(AGREE_STEPS)], "info": info + "; " + _proc.blas_info()}
+    if spec.get("profile"):
+        import cProfile
+        import io
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(8):
+            step()
+        prof.disable()
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(18)
+        out["profile"] = buf.getvalue().strip()
+    step()  # warm-up past the agreement steps
+    times = []
+    for _ in range(spec["steps"]):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    out["times"] = times
+    return out
+
+
+def _child(spec: dict, threads: int) -> dict:
+    return _proc.run_fresh(f"import json, train_step; emit(train_step.worker(json.loads({json.dumps(spec)!r})))", threads)
+
+
+def check_agreement(name: str, ours: list[float], theirs: list[float]) -> None:
     """The first steps' losses agree to float32 tolerance (same model, same data, same updates)."""
-    for k in range(steps):
-        a, b = ours(), theirs()
+    for k, (a, b) in enumerate(zip(ours, theirs)):
         if not abs(a - b) <= 1e-4 * max(1.0, abs(b)):
             raise SystemExit(f"{name}: step {k + 1} losses differ, ours {a!r} vs torch {b!r}: not the same computation")
         print(f"  {name}: step {k + 1} loss ours {a:.6f}  torch {b:.6f}")
 
 
-def timed(step, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        step()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def header(threads: int) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        cpu = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-        flags = next(line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags"))
-        isa = "+".join(f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags)
-    except (OSError, StopIteration):
-        isa = "unknown"
-    try:
-        from threadpoolctl import threadpool_info
-
-        blas = "; ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
-                         for i in threadpool_info() if i.get("user_api") == "blas") or "unknown"
-    except ImportError:
-        blas = "threadpoolctl not installed"
-    from tinygrad_rnn.backend import blas as kblas
-
-    blas += f"; our GEMMs (TINYGRAD_RNN_BLAS={os.environ.get('TINYGRAD_RNN_BLAS', 'auto')}): {kblas.PROVIDER or 'NumPy matmul'}"
-    try:
-        import torch
-
-        tv = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    except ImportError:
-        tv = "torch not installed"
-    return (f"CPU: {cpu} [{isa}], {os.cpu_count()} logical cores; threads {threads}\n"
-            f"numpy {np.__version__}, BLAS: {blas}; {tv}; python {platform.python_version()}\n"
-            f"load average {os.getloadavg()[0]:.2f} at start")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2, help="BLAS and torch threads (default 2)")
-    ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default 5)")
-    ap.add_argument("--steps", type=int, default=4, help="timed steps per round per framework (default 4)")
+    ap.add_argument("--threads", type=int, default=2, help="threads per framework, set in each child before import (default 2)")
+    ap.add_argument("--repeats", type=int, default=None, help="alternating rounds of fresh processes (default 5, quick 2)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per child (default 6, quick 2)")
+    ap.add_argument("--quick", action="store_true", help="2 rounds x 2 steps: a smoke run")
     ap.add_argument("--workload", choices=list(WORKLOADS), action="append", help="only these (repeatable)")
-    ap.add_argument("--profile", action="store_true", help="cProfile our steps and print the top entries")
+    ap.add_argument("--profile", action="store_true", help="cProfile 8 of our steps (own process); print the top entries")
     ap.add_argument("--no-torch", action="store_true", help="ours only (no comparison, no agreement check)")
     args = ap.parse_args()
+    rounds = args.repeats or (2 if args.quick else 5)
+    steps = args.steps or (2 if args.quick else 6)
     use_torch = not args.no_torch
-    if use_torch:  # before our CPU backend loads MKL (mkl extra): torch's own MKL could otherwise bind to it (README)
-        try:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        except ImportError:
-            print("torch not installed: ours only")
-            use_torch = False
-    tr.get_backend("cpu")  # loads the kernels' BLAS, so the limits below reach it
-    tr.set_num_threads(args.threads)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=args.threads, user_api="blas")
-    except ImportError:
-        print("WARNING: threadpoolctl is not installed: NumPy's BLAS threads are not limited")
-    print(header(args.threads))
-    rows = []
-    for name in args.workload or list(WORKLOADS):
-        w = WORKLOADS[name]
-        data = batches(w, 8)
-        model = LM(w)
-        ours = ours_stepper(w, model, data)
-        theirs = torch_stepper(w, model, data) if use_torch else None
-        if theirs is not None:
-            check_agreement(name, ours, theirs)
-        else:
-            ours()
-        if args.profile:
-            prof = cProfile.Profile()
-            prof.enable()
-            for _ in range(8):
-                ours()
-            prof.disable()
-            print(f"\n--- cProfile, ours, {name}, 8 steps (tottime) ---")
-            pstats.Stats(prof).sort_stats("tottime").print_stats(18)
-        t_ours, t_torch = [], []
-        for _ in range(args.repeats):
-            t_ours += timed(ours, args.steps)
-            if theirs is not None:
-                t_torch += timed(theirs, args.steps)
-        mo = statistics.median(t_ours) * 1e3
-        mt = statistics.median(t_torch) * 1e3 if t_torch else float("nan")
-        rows.append((name, args.threads, mo, mt, mt / mo))
-    print("\n| workload | threads | ours ms/step | PyTorch ms/step | torch / ours |\n|---|---|---|---|---|")
-    for name, th, mo, mt, r in rows:
-        if t_torch:
-            print(f"| {name} | {th} | {mo:.1f} | {mt:.1f} | {r:.2f} |")
-        else:  # --no-torch: no peer was measured, so there is no ratio to print
-            print(f"| {name} | {th} | {mo:.1f} | — | — |")
+    if use_torch and importlib.util.find_spec("torch") is None:
+        print("torch not installed: ours only")
+        use_torch = False
+    names = args.workload or list(WORKLOADS)
+    gemm = _proc.gemm_peak(args.threads, shapes=sorted({s for n in names for s in gemm_shapes(WORKLOADS[n])}),
+                           repeats=3 if args.quick else 7)
+    _proc.print_machine(args.threads, gemm)
+    print(f"{rounds} rounds x {steps} timed steps per child, frameworks alternating, each in its own process")
+    rows, infos = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            w = WORKLOADS[name]
+            init = os.path.join(tmp, f"init_{name.replace(' ', '_')}.npz")
+            t_ours, t_torch = [], []
+            for rnd in range(rounds):
+                o = _child({"fw": "ours", "workload": name, "steps": steps, "save_init": init if rnd == 0 else None,
+                            "profile": args.profile and rnd == 0}, args.threads)
+                infos.setdefault("ours", o["info"])
+                t_ours += o["times"]
+                if "profile" in o:
+                    print(f"\n--- cProfile, ours, {name}, 8 steps (tottime) ---\n{o['profile']}")
+                if use_torch:
+                    t = _child({"fw": "torch", "workload": name, "steps": steps, "init": init}, args.threads)
+                    infos.setdefault("torch", t["info"])
+                    t_torch += t["times"]
+                    if rnd == 0:
+                        check_agreement(name, o["losses"], t["losses"])
+            rows.append((name, step_flops(w), _proc.best_and_median(t_ours),
+                         _proc.best_and_median(t_torch) if t_torch else None))
+    print("\ncontenders (each in its own process):")
+    for fw, info in infos.items():
+        print(f"  {fw}: {info}")
+    peak = _proc.remeasure_peak(args.threads, gemm, repeats=3 if args.quick else 7)["peak"]
+    print(f"\n| workload | threads | GFLOP | at peak ms ({peak:.0f} GFLOP/s) | ours ms best (median) | PyTorch ms best (median)"
+          " | torch / ours best (median) | ours % of peak | PyTorch % of peak |\n|---|---|---|---|---|---|---|---|---|")
+    for name, flops, (ob, om), tt in rows:
+        at_peak = flops / peak / 1e9
+        torch_ms, ratio, torch_pct = "—", "—", "—"  # --no-torch: no peer, no ratio
+        if tt:
+            torch_ms, ratio = f"{tt[0] * 1e3:.1f} ({tt[1] * 1e3:.1f})", f"{tt[0] / ob:.2f} ({tt[1] / om:.2f})"
+            torch_pct = f"{100 * at_peak / tt[0]:.0f}%"
+        print(f"| {name} | {args.threads} | {flops / 1e9:.2f} | {at_peak * 1e3:.1f} | {ob * 1e3:.1f} ({om * 1e3:.1f}) | "
+              f"{torch_ms} | {ratio} | {100 * at_peak / ob:.0f}% | {torch_pct} |")
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 
 

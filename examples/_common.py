@@ -31,6 +31,9 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
 import tinygrad_rnn as tr  # noqa: E402
+import tinygrad_rnn.distributed as dist  # noqa: E402
+from tinygrad_rnn.backend.jit_cache import kernels_cached  # noqa: E402
+from tinygrad_rnn.serialization import atomic_write  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------
 # argument types: each raises ArgumentTypeError, which argparse turns into one "error:" line + exit 2
@@ -157,84 +160,12 @@ def make_parser(name: str, description: str, epochs: int | None = 1,
 
 
 # ------------------------------------------------------------------------------------------------
-# files: atomic, with the user's umask
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where Linux allows."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def file_mode() -> int:
-    """What ``open(path, "w")`` would give a new file: 0666 minus the umask."""
-    return 0o666 & ~current_umask()
-
-
-def atomic_write(path: str, data: bytes | str) -> str:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
-
-    A crash leaves either the old file or the new one, never half of one; the file gets the
-    mode a plain ``open()`` would give it (``mkstemp``'s 0600 would hide results from a group).
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-# ------------------------------------------------------------------------------------------------
-# the Numba cache: say so when the first run compiles
+# library work the harness uses (atomic files, the Numba cache) lives in the library
 
 
 def kernel_cache_cold(families: Iterable[str]) -> bool:
-    """True when some kernel family (a name prefix: "lstm", "adam", "xent") has nothing in Numba's cache.
-
-    Numba keeps one index file ``<module>.<function>-<line>.py<ver>.nbi`` per cached function,
-    in ``__pycache__`` next to the source (or in NUMBA_CACHE_DIR). A family counts as cached
-    when any of its functions has an index file; a family that matches no kernel is ignored.
-    """
-    import numba
-
-    from tinygrad_rnn.backend import cpu_kernels, optim_kernels, rnn_kernels
-
-    found: dict[str, bool] = {}
-    for mod in (cpu_kernels, rnn_kernels, optim_kernels):
-        for fname, obj in vars(mod).items():
-            if not isinstance(obj, numba.core.registry.CPUDispatcher):
-                continue
-            for fam in families:
-                if fname.startswith(fam):
-                    found[fam] = found.get(fam, False) or _index_exists(obj, mod.__file__, fname)
-    return not all(found.values()) if found else False
-
-
-def _index_exists(dispatcher: Any, source: str, fname: str) -> bool:
-    try:  # numba's own record of where it keeps this function's index
-        return os.path.exists(dispatcher._cache._cache_file._index_path)
-    except AttributeError:  # another numba version: look for the file by its naming scheme
-        folder = os.path.join(os.path.dirname(source), "__pycache__")
-        stem = os.path.splitext(os.path.basename(source))[0]
-        return os.path.isdir(folder) and any(f.startswith(f"{stem}.{fname}-") and f.endswith(".nbi")
-                                             for f in os.listdir(folder))
+    """True when some kernel family (a name prefix: "lstm", "adam", "xent") has nothing in Numba's cache."""
+    return not kernels_cached(families)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -448,8 +379,6 @@ class Run:
 
         Forward the training batches through what this returns; evaluate and save ``model``.
         """
-        import tinygrad_rnn.distributed as dist
-
         if not dist.is_initialized():
             return model
         from tinygrad_rnn.nn.parallel import DistributedDataParallel
@@ -460,8 +389,6 @@ class Run:
         """True on every rank when ``flag`` is True on some rank (a collective: every rank must call it)."""
         if self.world == 1:
             return bool(flag)
-        import tinygrad_rnn.distributed as dist
-
         t = tr.tensor(np.array([1.0 if flag else 0.0]))
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
@@ -470,40 +397,9 @@ class Run:
         """Each value summed over the ranks (a collective; the values themselves in one process)."""
         if self.world == 1:
             return [float(v) for v in values]
-        import tinygrad_rnn.distributed as dist
-
         t = tr.tensor(np.array(values, dtype=np.float64))
         dist.all_reduce(t)
         return [float(v) for v in t.numpy()]
-
-    def gather_rows(self, state: Any, dim: int) -> Any:
-        """Concatenate every rank's ``state`` (a tensor or tuple of tensors) along its batch ``dim``, rank order.
-
-        So a checkpoint holds the carried hidden state of all N*B streams, whatever the rank count.
-        """
-        if state is None or self.world == 1:
-            return state
-        import tinygrad_rnn.distributed as dist
-
-        def gather(t: tr.Tensor) -> tr.Tensor:
-            parts = [tr.zeros(*t.shape, dtype=t.dtype) for _ in range(self.world)]
-            dist.all_gather(parts, t.detach().to("cpu"))
-            return tr.tensor(np.concatenate([p.numpy() for p in parts], axis=dim))
-
-        return tuple(gather(t) for t in state) if isinstance(state, tuple) else gather(state)
-
-    def local_rows(self, state: Any, dim: int, device: str = "cpu") -> Any:
-        """This rank's share of a state saved by :meth:`gather_rows` (the inverse), on ``device``."""
-        if state is None:
-            return None
-
-        def mine(t: tr.Tensor) -> tr.Tensor:
-            a = t.numpy()
-            n = a.shape[dim] // self.world
-            return tr.tensor(np.ascontiguousarray(np.take(a, range(self.rank * n, (self.rank + 1) * n), axis=dim)),
-                             device=device)
-
-        return tuple(mine(t) for t in state) if isinstance(state, tuple) else mine(state)
 
     # -- checkpoints of the whole training state, Ctrl-C, --stop-after
     def state_path(self) -> str:
@@ -541,14 +437,23 @@ class Run:
         flags = np.array([loss, float(stop), float(self._interrupted),
                           float(bool(stop_after) and self.steps_here >= stop_after)])
         if self.world > 1:
-            import tinygrad_rnn.distributed as dist
-
             t = tr.tensor(flags)
             dist.all_reduce(t)
             flags = t.numpy()
             flags[0] /= self.world
         reason = "interrupted" if flags[2] else "stop-after" if flags[3] else "limit" if flags[1] else None
         return float(flags[0]), reason
+
+    def after_step(self, reason: str | None, step: int, state: Callable[[], dict[str, Any]], last: bool = False) -> None:
+        """The tail of every training step, after :meth:`step_done`: on Ctrl-C or --stop-after save ``state()``
+        and exit (not when this was the run's ``last`` step anyway); otherwise save it when --save-every is due.
+
+        ``step`` counts the steps of the whole run (what --save-every and the resume message refer to).
+        """
+        if reason in ("interrupted", "stop-after") and not last:
+            self.pause(reason, step, state())
+        if self.save_due(step):
+            self.save_state(state())
 
     def save_due(self, step: int) -> bool:
         every = getattr(self.args, "save_every", 0)
@@ -655,7 +560,7 @@ def start(parser: argparse.ArgumentParser, argv: list[str] | None = None, is_mai
         run.resume_state = _load_state(run, same)
     threads = args.threads
     if world > 1 and threads == 0:  # ranks sharing a machine: split its cores, never oversubscribe them
-        threads = max(1, (os.cpu_count() or 1) // _ranks_on_this_node())
+        threads = max(1, (os.cpu_count() or 1) // dist.get_local_world_size())
     run.blas_limit = limit_blas_threads(threads)
     np.random.seed(args.seed)
     tr.manual_seed(args.seed)
@@ -687,22 +592,11 @@ def _env_size() -> int:
 
 
 def _join_mpi(parser: argparse.ArgumentParser) -> tuple[int, int]:
-    import tinygrad_rnn.distributed as dist
-
     if not dist.is_available():
         parser.error("argument --distributed: needs mpi4py and an MPI library: pip install -e '.[distributed]'")
     if not dist.is_initialized():
         dist.init_process_group("mpi")
     return dist.get_rank(), dist.get_world_size()
-
-
-def _ranks_on_this_node() -> int:
-    from mpi4py import MPI
-
-    local = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED)
-    n = local.Get_size()
-    local.Free()
-    return n
 
 
 def _flag(name: str) -> str:

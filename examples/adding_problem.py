@@ -135,10 +135,7 @@ def train_one(kind: str, length: int, run: Run, test: tuple[np.ndarray, np.ndarr
         if step % args.eval_every == 0 or step == args.steps:
             with bar.paused():
                 curve.append((step, test_mse()))
-        if reason is not None and not (last and step == args.steps):
-            run.pause(reason, steps_before + step, state(step))
-        if run.save_due(steps_before + step):
-            run.save_state(state(step))
+        run.after_step(reason, steps_before + step, lambda step=step: state(step), last=last and step == args.steps)
     final = curve[-1][1]
     ckpt = run.save_checkpoint(model, f"{kind}_T{length}.npz", model=kind, T=length, hidden=args.hidden, lr=lr,
                                steps=args.steps, test_mse=final)

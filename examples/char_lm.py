@@ -41,6 +41,7 @@ from _common import (
 )
 
 import tinygrad_rnn as tr
+import tinygrad_rnn.distributed as dist
 from tinygrad_rnn import nn, optim
 from tinygrad_rnn.data import Vocab, batchify, bptt_batches, distributed_batchify, load_tinyshakespeare, split_text
 from tinygrad_rnn.nn import functional as F
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
         """What --resume needs (a collective under MPI: every rank calls it, rank 0 writes)."""
         return {"model": model.state_dict(), "optim": opt.state_dict(),
                 "np_rng": rng.bit_generator.state, "data": batches.state_dict(), "offset": offset, "epoch": epoch,
-                "hidden": run.gather_rows(state, dim=1), "step": step, "history": history, "best": best,
+                "hidden": dist.gather_along(state, dim=1), "step": step, "history": history, "best": best,
                 "best_step": best_step, "best_model": best_weights, "window_losses": window_losses,
                 "train_curve": train_curve, "losses": losses}
 
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
             state = None
             if saved is not None:
                 batches.load_state_dict(saved["data"])
-                state = run.local_rows(saved["hidden"], dim=1, device=args.device)
+                state = dist.shard_along(saved["hidden"], dim=1, device=args.device)
                 rng.bit_generator.state = saved["np_rng"]
                 run.restore_rng(saved)  # dropout draws what it would have drawn
                 saved = None
@@ -310,10 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
                 bar.update(bpc=train_curve[-1], gnorm=norm, lr=lr)
                 if step % args.eval_every == 0 or step == total_steps:
                     validate()
-                if reason in ("interrupted", "stop-after") and step < total_steps:
-                    run.pause(reason, step, training_state())
-                if run.save_due(step):
-                    run.save_state(training_state())
+                run.after_step(reason, step, training_state, last=step >= total_steps)
                 if step >= total_steps or reason is not None:
                     stop = True
                     break

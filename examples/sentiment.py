@@ -248,10 +248,7 @@ def main(argv=None) -> dict:
                     last = epoch == args.epochs and n == steps_per_epoch
                     if run.any_rank(since_best >= args.patience and not last):
                         stop = True
-                if reason in ("interrupted", "stop-after") and not stop and not (epoch == args.epochs and n == steps_per_epoch):
-                    run.pause(reason, step, training_state())
-                if run.save_due(step):
-                    run.save_state(training_state())
+                run.after_step(reason, step, training_state, last=stop or (epoch == args.epochs and n == steps_per_epoch))
                 if stop:
                     break
             bar.close()

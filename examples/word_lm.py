@@ -37,6 +37,7 @@ import numpy as np
 from _common import Run, make_parser, nonneg_float, nonneg_int, positive_float, positive_int, print_table, probability, start
 
 import tinygrad_rnn as tr
+import tinygrad_rnn.distributed as dist
 import tinygrad_rnn.nn.functional as F
 from tinygrad_rnn import nn, optim
 from tinygrad_rnn.classic import KneserNeyLM
@@ -242,7 +243,7 @@ def train_recurrent(name: str, model: RecurrentLM, data: dict, eos_id: int, run:
     def training_state() -> dict:
         return {**outer(), "current": {
             "model": model.state_dict(), "optim": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
-            "data": batches.state_dict(), "hidden": run.gather_rows(state, dim=1), "totals": list(totals),
+            "data": batches.state_dict(), "hidden": dist.gather_along(state, dim=1), "totals": list(totals),
             "track": track.state(), "elapsed": budget.elapsed(), "losses": losses}}
 
     for epoch in range(first_epoch, epochs + 1):
@@ -251,7 +252,7 @@ def train_recurrent(name: str, model: RecurrentLM, data: dict, eos_id: int, run:
         state, totals = None, [0.0, 0]
         if cur is not None:
             batches.load_state_dict(cur["data"])
-            state = run.local_rows(cur["hidden"], dim=1, device=device)
+            state = dist.shard_along(cur["hidden"], dim=1, device=device)
             totals = list(cur["totals"])
             run.restore_rng(saved)
             cur = None
@@ -279,10 +280,7 @@ def train_recurrent(name: str, model: RecurrentLM, data: dict, eos_id: int, run:
                     track.check(epoch, done, lr, math.exp(totals[0] / totals[1]))
             if stopped:
                 break
-            if reason is not None and not (epoch == epochs and done == steps):
-                run.pause(reason, (epoch - 1) * steps + done, training_state())
-            if run.save_due((epoch - 1) * steps + done):
-                run.save_state(training_state())
+            run.after_step(reason, (epoch - 1) * steps + done, training_state, last=epoch == epochs and done == steps)
         bar.close()
         sched.step()
         if stopped:
@@ -353,10 +351,7 @@ def train_window(model: WindowLM, data: dict, eos_id: int, run: Run, epochs: int
                     track.check(epoch, done, args.window_lr, math.exp(totals[0] / totals[1]))
             if stopped:
                 break
-            if reason is not None and not (epoch == epochs and done == steps):
-                run.pause(reason, (epoch - 1) * steps + done, training_state())
-            if run.save_due((epoch - 1) * steps + done):
-                run.save_state(training_state())
+            run.after_step(reason, (epoch - 1) * steps + done, training_state, last=epoch == epochs and done == steps)
         bar.close()
         if stopped:
             run.log(f"window: --max-minutes {args.max_minutes:g} reached after {budget.elapsed() / 60:.1f} min")

@@ -19,22 +19,20 @@ BRANCHES = {
     # small-layer kernel, the input projection made in its loops per step (training passes too)
     "sequence_kernel": {"SMALL_STEP_MACS": 1 << 62, "FUSE_INPUT_PROJECTION_TRAIN": True},
     "sequence_kernel_blas": {"SMALL_STEP_MACS": 0, "SEQ_KERNEL_BLAS": True, "VECTOR_STEP_ELEMENTS": 1 << 62,
-                             "VECTOR_STEP_ELEMENTS_F32": 1 << 62, "FUSE_INPUT_PROJECTION": False,
+                             "FUSE_INPUT_PROJECTION": False,
                              "FUSE_INPUT_PROJECTION_TRAIN": False},
     # BLAS kernel on row blocks in parallel threads (oneMKL only), forced down to one row per block,
     # each block making its own input projection per step
     "sequence_kernel_rows": {"SMALL_STEP_MACS": 0, "SEQ_KERNEL_BLAS": True, "VECTOR_STEP_ELEMENTS": 1 << 62,
-                             "VECTOR_STEP_ELEMENTS_F32": 1 << 62, "SPLIT_MIN_ROWS": 1, "SPLIT_MIN_MACS": 0,
+                             "SPLIT_MIN_ROWS": 1, "SPLIT_MIN_MACS": 0,
                              "ROW_THREADS": 2, "FUSE_INPUT_PROJECTION": True,
-                             "FUSE_INPUT_PROJECTION_TRAIN": True},
-    "per_step": {"SMALL_STEP_MACS": 0, "SEQ_KERNEL_BLAS": False, "VECTOR_STEP_ELEMENTS": 1 << 62,
-                 "VECTOR_STEP_ELEMENTS_F32": 1 << 62},
-    "per_step_vectorised": {"SMALL_STEP_MACS": 0, "SEQ_KERNEL_BLAS": False, "VECTOR_STEP_ELEMENTS": 0,
-                            "VECTOR_STEP_ELEMENTS_F32": 0},
+                             "FUSE_INPUT_PROJECTION_TRAIN": True, "STEP_PROVIDER": "mkl"},
+    "per_step": {"SMALL_STEP_MACS": 0, "SEQ_KERNEL_BLAS": False, "VECTOR_STEP_ELEMENTS": 1 << 62},
+    "per_step_vectorised": {"SMALL_STEP_MACS": 0, "SEQ_KERNEL_BLAS": False, "VECTOR_STEP_ELEMENTS": 0},
 }
 if not blas.available():  # TINYGRAD_RNN_BLAS=none, or a NumPy whose BLAS Numba cannot reach
     del BRANCHES["sequence_kernel_blas"]
-if blas.PROVIDER != "mkl":  # row blocks need per-thread BLAS thread counts (blas.set_local_threads)
+if "mkl" not in blas.PROVIDERS:  # row blocks need one-thread GEMMs (oneMKL run sequential)
     del BRANCHES["sequence_kernel_rows"]
 PATHS = tuple(f"fused-{b}" for b in BRANCHES) + ("composite",)
 

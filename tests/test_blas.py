@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tinygrad_rnn as tr
-from tinygrad_rnn.backend import blas
+from tinygrad_rnn.backend import blas, threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,11 +26,22 @@ def test_a_real_blas_is_bound_on_this_install():
     # unless the suite itself runs with TINYGRAD_RNN_BLAS=none
     choice = os.environ.get("TINYGRAD_RNN_BLAS", "auto") or "auto"
     if choice == "none":
-        assert blas.PROVIDER is None and not blas.available()
+        assert blas.PROVIDER is None and not blas.available() and blas.PROVIDERS == ()
         return
-    assert blas.PROVIDER in ("mkl", "numpy") and blas.available()
-    if choice == "auto":
-        assert blas.PROVIDER == ("mkl" if _mkl_installed() else "numpy")
+    assert blas.available()
+    if choice == "auto":  # both where MKL is installed, calibration picking per shape class
+        assert blas.PROVIDERS == (("numpy", "mkl") if _mkl_installed() else ("numpy",))
+        assert blas.PROVIDER == ("auto" if _mkl_installed() else "numpy")
+    else:
+        assert blas.PROVIDERS == (choice,) and blas.PROVIDER == choice
+    for cls in blas.SHAPE_CLASSES:
+        assert blas.provider_for(cls) in blas.PROVIDERS
+
+
+def test_shape_classes():
+    assert blas.shape_class(32, 1024) == "step" and blas.shape_class(64, 10_000) == "step"
+    assert blas.shape_class(2048, 65) == "skinny" and blas.shape_class(65, 2048) == "skinny"
+    assert blas.shape_class(400, 10_000) == "large" and blas.shape_class(2048, 1024) == "large"
 
 
 # the GEMM tests call BLAS directly: not when the suite runs with TINYGRAD_RNN_BLAS=none
@@ -60,6 +71,26 @@ def test_gemm_matches_numpy(dtype, trans_a, trans_b, shape):
 
 
 @needs_blas
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_entry_points_follow_the_step_provider(dtype):
+    """The kernels' GEMM names jump through a pointer: each bound provider, pointed at, gives the product."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((32, 96)).astype(dtype)
+    b = rng.standard_normal((96, 384)).astype(dtype)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    try:
+        for p in blas.PROVIDERS:
+            assert blas.step_provider(p) == p and blas._POINTED[0] == p
+            c = np.full((32, 384), np.nan, dtype)
+            blas.gemm_f(a, b, c, False, False, 0.0)
+            np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=tol, atol=tol * 96)
+        with pytest.raises(ValueError, match="not a bound BLAS provider"):
+            blas.step_provider("openblas-please")
+    finally:
+        blas.step_provider()
+
+
+@needs_blas
 def test_gemm_on_empty_output_is_a_no_op():
     a = np.ones((0, 4), np.float32)
     b = np.ones((4, 3), np.float32)
@@ -85,7 +116,7 @@ def test_backend_matmul_matches_numpy_for_every_layout(dtype):
     # mixed dtypes and small products keep NumPy's own rules
     assert be.mm(a, b.astype(np.float32 if dtype == np.float64 else np.float64)).dtype == np.float64
     np.testing.assert_array_equal(be.mm(a[:2, :3], b[:3, :2]), a[:2, :3] @ b[:3, :2])
-    if blas.PROVIDER == "mkl":
+    if blas.provider_for(blas.shape_class(64, 200)) == "mkl":
         with pytest.raises(ValueError, match=r"matmul: shapes \(64, 300\) and \(200, 300\)"):
             be.mm(a, np.ascontiguousarray(b.T))
     else:
@@ -96,7 +127,8 @@ def test_backend_matmul_matches_numpy_for_every_layout(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(600, 300, 40), (40, 300, 600)])  # split along rows / along columns
 @pytest.mark.parametrize("layouts", ["nn", "tn", "nt", "tt"])
-def test_split_gemm_blocks_match_numpy(dtype, shape, layouts):
+@pytest.mark.parametrize("provider", blas.PROVIDERS or (None,))
+def test_split_gemm_blocks_match_numpy(dtype, shape, layouts, provider):
     """Large products split into row or column blocks over threads (MKL) give NumPy's product."""
     m, k, n = shape
     rng = np.random.default_rng(m + n)
@@ -108,7 +140,7 @@ def test_split_gemm_blocks_match_numpy(dtype, shape, layouts):
     try:
         tr.set_num_threads(3)
         blas.PARALLEL_MIN_MACS = 1 << 12  # three blocks even on one core
-        out = tr.get_backend("cpu").mm(a_arg, b_arg)
+        out = blas.matmul(a_arg, b_arg, provider=provider)
     finally:
         tr.set_num_threads(saved)
         blas.PARALLEL_MIN_MACS = min_macs
@@ -118,7 +150,8 @@ def test_split_gemm_blocks_match_numpy(dtype, shape, layouts):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(2, 3, 4), (600, 300, 40), (40, 300, 600)])
-def test_backend_matmul_with_bias_starts_from_the_bias(dtype, shape):
+@pytest.mark.parametrize("provider", blas.PROVIDERS or (None,))
+def test_backend_matmul_with_bias_starts_from_the_bias(dtype, shape, provider):
     m, k, n = shape
     rng = np.random.default_rng(k)
     a = rng.standard_normal((m, k)).astype(dtype)
@@ -127,7 +160,7 @@ def test_backend_matmul_with_bias_starts_from_the_bias(dtype, shape):
     saved = tr.get_num_threads()
     try:
         tr.set_num_threads(2)
-        out = tr.get_backend("cpu").mm(a, w.T, bias)
+        out = blas.matmul(a, w.T, bias, provider=provider)
     finally:
         tr.set_num_threads(saved)
     tol = 1e-12 if dtype == np.float64 else 2e-5
@@ -165,7 +198,7 @@ def test_run_parallel_runs_every_task_and_reraises():
         raise KeyError("task 2 failed")
 
     with pytest.raises(KeyError, match="task 2 failed"):
-        blas.run_parallel([lambda: done.append(0), boom, lambda: done.append(2)])
+        threads.run_parallel([lambda: done.append(0), boom, lambda: done.append(2)])
     assert sorted(done) == [0, 2]  # the others still ran to the end before the error came back
 
 
@@ -260,3 +293,92 @@ def test_recurrent_layers_agree_under_every_provider():
                 continue
             rtol = 1e-11 if "float64" in key else 2e-4
             np.testing.assert_allclose(res[key], vals, rtol=rtol, err_msg=f"{p}: {key}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the provider per shape class: calibrated once per process and thread count, cached on disk
+
+_CALIBRATE = """
+    import json, os
+    from tinygrad_rnn.backend import blas, calibration
+    fake = os.environ.get("FAKE_TIMES")
+    if fake:  # two providers as if both were bound, with given timings (no MKL needed, nothing run)
+        blas.PROVIDERS = ("numpy", "mkl")
+        times = json.loads(fake)
+        def measure(cls, n):
+            if times == "must not run":
+                raise AssertionError("calibrated although the cache or the override should answer")
+            return times[cls]
+        calibration.measure = measure
+    picks = [{c: blas.provider_for(c) for c in blas.SHAPE_CLASSES} for _ in range(3)]
+    assert picks[0] == picks[1] == picks[2]
+    print(json.dumps({"picks": picks[0], "calibrations": calibration.CALIBRATIONS,
+                      "providers": list(blas.PROVIDERS)}))
+"""
+
+_TIMES = {"step": {"numpy": 2.0, "mkl": 1.0}, "skinny": {"numpy": 1.0, "mkl": 3.0}, "large": {"numpy": 5.0, "mkl": 4.0}}
+
+
+def _calibrate(tmp_path, times, provider: str | None = "auto") -> dict:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TINYGRAD_RNN_CACHE_DIR=str(tmp_path))
+    env.pop("TINYGRAD_RNN_BLAS", None)
+    env.pop("FAKE_TIMES", None)
+    if provider is not None:
+        env["TINYGRAD_RNN_BLAS"] = provider
+    if times is not None:
+        env["FAKE_TIMES"] = json.dumps(times)
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(_CALIBRATE)], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_calibration_is_cached_per_machine_and_read_back(tmp_path):
+    first = _calibrate(tmp_path, _TIMES)
+    assert first["calibrations"] == 1  # once per process, however often asked
+    assert first["picks"] == {"step": "mkl", "skinny": "numpy", "large": "mkl"}  # the faster of each class
+    cache = tmp_path / "blas_calibration.json"
+    entries = json.loads(cache.read_text())["entries"]
+    assert list(entries.values()) == [first["picks"]]
+    key = next(iter(entries))
+    assert key.endswith(f"-t{threads.get_num_threads()}")
+    again = _calibrate(tmp_path, "must not run")  # a second process reads the cache: no calibration
+    assert again["calibrations"] == 0 and again["picks"] == first["picks"]
+
+
+@pytest.mark.parametrize("corrupt", ["{not json", '{"format": 1, "entries": []}', "null",
+                                     '{"format": 1, "entries": {"KEY": {"step": "cuda", "skinny": 1}}}'])
+def test_a_corrupt_cache_is_ignored_and_rewritten(tmp_path, corrupt):
+    _calibrate(tmp_path, _TIMES)
+    cache = tmp_path / "blas_calibration.json"
+    key = next(iter(json.loads(cache.read_text())["entries"]))
+    cache.write_text(corrupt.replace("KEY", key))
+    res = _calibrate(tmp_path, _TIMES)
+    assert res["calibrations"] == 1 and res["picks"] == {"step": "mkl", "skinny": "numpy", "large": "mkl"}
+    assert json.loads(cache.read_text())["entries"][key] == res["picks"]  # rewritten, valid again
+
+
+def test_the_override_wins_over_calibration_and_cache(tmp_path):
+    _calibrate(tmp_path, _TIMES)  # a cache that says mkl for two classes
+    res = _calibrate(tmp_path, None, "numpy")
+    assert res["providers"] == ["numpy"] and res["calibrations"] == 0
+    assert set(res["picks"].values()) == {"numpy"}
+    if _mkl_installed():
+        res = _calibrate(tmp_path, None, "mkl")
+        assert res["providers"] == ["mkl"] and res["calibrations"] == 0 and set(res["picks"].values()) == {"mkl"}
+
+
+def test_real_calibration_on_this_install(tmp_path):
+    """Unfaked: with both providers bound each class is timed (finite, positive) and one is picked; with one
+    bound nothing is timed."""
+    res = _calibrate(tmp_path, None)
+    assert set(res["picks"].values()) <= set(res["providers"])
+    if len(res["providers"]) > 1:
+        assert res["calibrations"] == 1 and (tmp_path / "blas_calibration.json").exists()
+        from tinygrad_rnn.backend import calibration
+        for cls in blas.SHAPE_CLASSES:
+            times = calibration.measure(cls, threads.get_num_threads())
+            assert set(times) == set(blas.PROVIDERS) and all(0 < t < 1 for t in times.values())
+    else:
+        assert res["calibrations"] == 0 and not (tmp_path / "blas_calibration.json").exists()

@@ -231,8 +231,8 @@ def test_emulated_time_loops_match_cpu_backend(mode, dtype, t_):
     lengths = np.array([t_, max(1, t_ - 1), 1, 0])  # the last row is all padding
     mask = (np.arange(t_)[:, None] < lengths[None, :]).astype(dtype)
     emu = CUDABackend(xp=np)
-    fwd = emu.rnn_forward(mode, xw, w, b_hn, h0, c0, mask)
-    fwd0 = CPU.rnn_forward(mode, xw, w, b_hn, h0, c0, mask)
+    fwd = emu.rnn_forward_projected(mode, xw, w, b_hn, h0, c0, mask)
+    fwd0 = CPU.rnn_forward_projected(mode, xw, w, b_hn, h0, c0, mask)
     for got, want in zip(fwd, fwd0):
         assert (got is None) == (want is None)
         if got is not None:
@@ -247,6 +247,73 @@ def test_emulated_time_loops_match_cpu_backend(mode, dtype, t_):
         if got is not None:
             _close(got, want, dtype, f"backward output {k}")
     assert (bwd[0] is bwd[1]) == (mode != "gru")
+
+
+class _RecordingNumpy:
+    """NumPy with every ``empty`` shape recorded: what the emulated backend's loops allocate."""
+
+    def __init__(self):
+        self.shapes: list[tuple] = []
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    def empty(self, shape, *a, **k):
+        self.shapes.append(tuple(shape))
+        return np.empty(shape, *a, **k)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("t_", [1, 2, 7])
+def test_emulated_forward_only_keeps_no_store(mode, t_):
+    """train=False on the GPU path: the same h and final c as training, no store returned and none
+    allocated that grows with T (the loop is recurrence.py's, shared with the CPU), and every step
+    goes through CUDABackend.rnn_step_forward and its GEMM."""
+    rng = np.random.default_rng([t_, len(mode), 9])
+    b, d, h, g = 3, 4, 5, MODES[mode]
+    x, w_ih, w_hh = rng.standard_normal((t_, b, d)), rng.standard_normal((g * h, d)), 0.5 * rng.standard_normal((g * h, h))
+    bias = rng.standard_normal(g * h)
+    b_hn = rng.standard_normal(h) if mode == "gru" else None
+    h0, c0 = rng.standard_normal((b, h)), (rng.standard_normal((b, h)) if mode == "lstm" else None)
+    mask = (np.arange(t_)[:, None] < np.array([t_, 1, 0])[None, :]).astype(np.float64)
+    emu = CUDABackend(xp=np, runner=NumpyRunner())
+    h_all, c_all, store = emu.rnn_forward(mode, x, w_ih, bias, w_hh, b_hn, h0, c0, mask, train=True)
+    rec = _RecordingNumpy()
+    emu.xp = rec
+    steps = []
+    real_step, real_gemm = emu.rnn_step_forward, emu.gemm
+    emu.rnn_step_forward = lambda *a: (steps.append("step"), real_step(*a))[1]
+    emu.gemm = lambda *a: (steps.append("gemm"), real_gemm(*a))[1]
+    h1, c1, s1 = emu.rnn_forward(mode, x, w_ih, bias, w_hh, b_hn, h0, c0, mask, train=False)
+    assert s1 is None
+    assert steps == ["gemm", "step"] * t_
+    np.testing.assert_allclose(h1, h_all, rtol=1e-12, atol=1e-12)
+    if mode == "lstm":
+        assert c1.shape[0] <= 2 and store.shape == (t_, b, 4 * h)
+        np.testing.assert_allclose(c1[-1], c_all[-1], rtol=1e-12, atol=1e-12)
+    # only h_all grows with T: the store is one scratch row, c a ping-pong pair
+    per_time = [s for s in rec.shapes if len(s) == 3 and s != (t_ + 1, b, h)]
+    assert all(s[0] <= 2 for s in per_time), rec.shapes
+    if mode in ("lstm", "gru"):
+        assert (1, b, 4 * h) in rec.shapes  # the kernels' one scratch row
+
+
+def test_emulated_backward_loop_reaches_step_kernel():
+    """rnn_backward runs recurrence.py's loop through CUDABackend.rnn_step_backward (no copy of the loop)."""
+    rng = np.random.default_rng(4)
+    t_, b, h = 3, 2, 4
+    emu = CUDABackend(xp=np)
+    w = 0.5 * rng.standard_normal((4 * h, h))
+    mask = np.ones((t_, b))
+    h_all, c_all, store = emu.rnn_forward_projected("lstm", rng.standard_normal((t_, b, 4 * h)), w, None,
+                                                    np.zeros((b, h)), np.zeros((b, h)), mask)
+    calls = []
+    real = emu.rnn_step_backward
+    emu.rnn_step_backward = lambda *a: (calls.append(1), real(*a))[1]
+    emu.rnn_backward("lstm", w, store, h_all, c_all, mask, rng.standard_normal((t_, b, h)), np.zeros((b, h)),
+                     np.zeros((b, h)))
+    assert len(calls) == t_
+    assert not hasattr(CUDABackend, "_forward_loop") and not hasattr(CUDABackend, "_backward_loop")
 
 
 def test_emulated_scatter_and_index_add_match_cpu_backend():
@@ -381,6 +448,33 @@ def test_gpu_recurrent_layers_match_cpu(kind, config, dtype, graphs):
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("mode", list(MODES))
+def test_gpu_forward_only_keeps_no_store(mode):
+    """train=False on the GPU (graphs on: runs 2 and 3 replay a captured forward-only loop): no store,
+    the same h_all and c_n as training."""
+    import cupy
+
+    be = tr.get_backend("cuda")
+    rng = np.random.default_rng(11)
+    t_, b, d, h, g = 50, 8, 16, 32, MODES[mode]
+    up = lambda a: None if a is None else cupy.asarray(a)  # noqa: E731
+    x, w_ih = up(rng.standard_normal((t_, b, d))), up(rng.standard_normal((g * h, d)))
+    w_hh = up(0.3 * rng.standard_normal((g * h, h)))
+    bias, b_hn = up(rng.standard_normal(g * h)), up(rng.standard_normal(h) if mode == "gru" else None)
+    h0, c0 = up(rng.standard_normal((b, h))), up(rng.standard_normal((b, h)) if mode == "lstm" else None)
+    mask = cupy.ones((t_, b))
+    ref = be.rnn_forward(mode, x, w_ih, bias, w_hh, b_hn, h0, c0, mask, train=True)
+    for _ in range(3):
+        h_all, c_all, store = be.rnn_forward(mode, x, w_ih, bias, w_hh, b_hn, h0, c0, mask, train=False)
+        assert store is None
+        _gpu_close(h_all.get(), ref[0].get(), np.float64)
+        if mode == "lstm":
+            assert c_all.shape[0] <= 2
+            _gpu_close(c_all[-1].get(), ref[1][-1].get(), np.float64)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gpu_step_kernels_and_loops_match_cpu_backend(mode, dtype):
     import cupy
@@ -406,12 +500,12 @@ def test_gpu_step_kernels_and_loops_match_cpu_backend(mode, dtype):
     mask = (rng.random((t_, b)) > 0.2).astype(dtype)
     hh = rng.standard_normal((b, h)).astype(dtype)
     cc = hh[::-1].copy() if mode == "lstm" else None
-    ref = CPU.rnn_forward(mode, xw, w, x["b_hn"], hh, cc, mask)
+    ref = CPU.rnn_forward_projected(mode, xw, w, x["b_hn"], hh, cc, mask)
     dout = rng.standard_normal((t_, b, h)).astype(dtype)
     refb = CPU.rnn_backward(mode, w, ref[2], ref[0], ref[1], mask, dout, hh, cc)
     up = lambda a: None if a is None else cupy.asarray(a)  # noqa: E731
     for _ in range(3):
-        out = be.rnn_forward(mode, up(xw), up(w), up(x["b_hn"]), up(hh), up(cc), up(mask))
+        out = be.rnn_forward_projected(mode, up(xw), up(w), up(x["b_hn"]), up(hh), up(cc), up(mask))
         for got, want in zip(out, ref):
             if want is not None:
                 _gpu_close(got.get(), want, dtype)
@@ -460,7 +554,7 @@ def test_gpu_module_to_cuda_and_back_moves_grads_and_optimizer_state():
     opt.step()
     model.to("cuda")
     assert {p.device for p in model.parameters()} == {"cuda"}
-    assert all(isinstance(p.data, cupy.ndarray) and p.grad.device == "cuda" for p in model.parameters())
+    assert all(isinstance(p._data, cupy.ndarray) and p.grad.device == "cuda" for p in model.parameters())
     opt.zero_grad()
     (model(x.to("cuda")) ** 2).sum().backward()
     opt.step()  # the state follows its parameter to the GPU
@@ -484,11 +578,11 @@ def test_gpu_tensor_basics_and_device_mixing():
     import cupy
 
     a = tr.tensor([[1.0, -2.0], [3.0, 4.0]], device="cuda", requires_grad=True)
-    assert a.device == "cuda" and isinstance(a.data, cupy.ndarray) and "device='cuda'" in repr(a)
+    assert a.device == "cuda" and isinstance(a._data, cupy.ndarray) and "device='cuda'" in repr(a)
     assert a.sum().item() == 6.0 and a.tolist() == [[1.0, -2.0], [3.0, 4.0]] and type(a.numpy()) is np.ndarray
     for factory in (tr.zeros(2, 3, device="cuda"), tr.ones(2, device="cuda"), tr.randn(3, device="cuda", seed=0),
                     tr.arange(4, device="cuda"), tr.eye(3, device="cuda"), tr.full((2,), 1.5, device="cuda")):
-        assert factory.device == "cuda" and isinstance(factory.data, cupy.ndarray)
+        assert factory.device == "cuda" and isinstance(factory._data, cupy.ndarray)
     np.testing.assert_array_equal(tr.randn(3, device="cuda", seed=0).numpy(), tr.randn(3, seed=0).numpy())
     b = tr.tensor(np.ones((2, 2), np.float32))
     for mix in (lambda: a + b, lambda: a @ b, lambda: tr.cat([a, b]), lambda: tr.where(a > 0, a, b)):
@@ -497,7 +591,7 @@ def test_gpu_tensor_basics_and_device_mixing():
     lstm = nn.LSTM(2, 3)
     with pytest.raises(ValueError, match="cuda|cpu"):
         lstm(tr.randn(4, 1, 2, device="cuda"))
-    back = tr.Tensor(a.data, device="cpu")  # a CuPy array asked for on the host is copied over
+    back = tr.Tensor(a._data, device="cpu")  # a CuPy array asked for on the host is copied over
     assert back.device == "cpu" and back.tolist() == a.tolist()
     (a.to("cpu") * 2).sum().backward()  # the gradient moves back to the GPU
     assert a.grad.device == "cuda" and a.grad.tolist() == [[2.0, 2.0], [2.0, 2.0]]

@@ -16,8 +16,8 @@ import pytest
 import tinygrad_rnn as tr
 import tinygrad_rnn.distributed as dist
 from tinygrad_rnn import nn, optim
+from tinygrad_rnn.backend import nccl as tnccl
 from tinygrad_rnn.distributed import ReduceOp
-from tinygrad_rnn.distributed import nccl as tnccl
 from tinygrad_rnn.nn.parallel import DistributedDataParallel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +50,20 @@ except ImportError as e:
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert "ERR" in out.stdout and "pip install -e '.[distributed]'" in out.stdout, out.stdout
+
+
+def test_local_rank_and_shards_in_one_process(group):
+    assert dist.get_local_rank() == 0 and dist.get_local_world_size() == 1
+    h, c = tr.randn(1, 4, 3), tr.randn(1, 4, 3)
+    assert dist.gather_along((h, c), dim=1) == (h, c)  # nothing to gather: the state itself
+    mh, mc = dist.shard_along((h, c), dim=1)
+    assert mh is not h and np.array_equal(mh.numpy(), h.numpy()) and np.array_equal(mc.numpy(), c.numpy())
+
+
+def test_shard_along_without_a_process_group_is_the_whole_state():
+    assert not dist.is_initialized()
+    s = tr.arange(6).reshape(2, 3)
+    assert dist.shard_along(s, dim=0).tolist() == s.tolist() and dist.shard_along(None, dim=0) is None
 
 
 def test_calls_before_init_raise_clearly():

@@ -217,7 +217,7 @@ def test_backward_frees_saved_arrays():
     x = tr.tensor(np.random.default_rng(0).standard_normal(1000), requires_grad=True)
     mid = x.exp()
     out = (mid * mid).sum()
-    ref = weakref.ref(mid.data)  # saved by Exp (as its output) and twice by Mul
+    ref = weakref.ref(mid.numpy())  # saved by Exp (as its output) and twice by Mul
     del mid
     gc.collect()
     assert ref() is not None, "the graph must keep what backward needs"

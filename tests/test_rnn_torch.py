@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch  # the parity extra installs it: these comparisons never skip
 
 import tinygrad_rnn as tr
-
-torch = pytest.importorskip("torch")
 
 pytestmark = pytest.mark.torch
 

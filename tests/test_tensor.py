@@ -46,7 +46,8 @@ def test_dtype_spellings(spelling, dtype):
 def test_tensor_from_tensor_and_ndarray_memory():
     a = np.arange(4.0)
     t = tr.tensor(a)
-    assert np.shares_memory(t.numpy(), a)  # the CPU backend wraps, like torch.from_numpy
+    assert not np.shares_memory(t.numpy(), a)  # tr.tensor copies, as torch.tensor (issue 18)
+    assert np.shares_memory(tr.from_numpy(a).numpy(), a)  # from_numpy shares, as torch's
     u = tr.Tensor(t, requires_grad=True)
     assert u.requires_grad and u.shape == (4,)
 

@@ -131,7 +131,7 @@ def test_cross_entropy_huge_near_ties_match_float64_reference():
 
 
 def test_cross_entropy_huge_ties_match_torch():
-    torch = pytest.importorskip("torch")
+    import torch
     z = np.full((3, 4), 1e15)
     t = np.array([0, 1, 3])
     x = tr.tensor(z, requires_grad=True)

@@ -18,10 +18,7 @@ Off, it costs one flag check per op.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any
-
-from .tensor import _anomaly
+from .tensor import _anomaly, _StateSwitch
 
 __all__ = ["detect_anomaly", "set_detect_anomaly", "is_anomaly_enabled", "is_anomaly_check_nan_enabled"]
 
@@ -36,29 +33,19 @@ def is_anomaly_check_nan_enabled() -> bool:
     return _anomaly.enabled and _anomaly.check_nan
 
 
-class _AnomalyState(contextlib.ContextDecorator):
-    """Sets anomaly mode for a ``with`` block (or a decorated function) and restores it after."""
+class _AnomalyState(_StateSwitch):
+    """Anomaly mode's three flags, ``(enabled, check_nan, check_forward)``, set for a ``with`` block
+    (or a decorated function) and restored after."""
 
-    def __init__(self, mode: bool, check_nan: bool = True, check_forward: bool = False):
-        self.mode, self.check_nan, self.check_forward = bool(mode), bool(check_nan), bool(check_forward)
-        self.prev = (_anomaly.enabled, _anomaly.check_nan, _anomaly.check_forward)
-        _set(self.mode, self.check_nan, self.check_forward)  # PyTorch's set_detect_anomaly acts at once
+    def _get(self) -> tuple[bool, bool, bool]:
+        return _anomaly.enabled, _anomaly.check_nan, _anomaly.check_forward
 
-    def __enter__(self) -> _AnomalyState:
-        return self
-
-    def __exit__(self, *exc: Any) -> bool:
-        _set(*self.prev)
-        return False
+    def _put(self, value: tuple[bool, bool, bool]) -> None:
+        enabled, _anomaly.check_nan, _anomaly.check_forward = value
+        _anomaly.enabled = enabled  # last: an op checking the flag then sees the other two already set
 
 
-def _set(mode: bool, check_nan: bool, check_forward: bool) -> None:
-    _anomaly.check_nan = check_nan
-    _anomaly.check_forward = check_forward
-    _anomaly.enabled = mode
-
-
-class detect_anomaly(contextlib.ContextDecorator):  # noqa: N801 - PyTorch's name
+class detect_anomaly(_AnomalyState):  # noqa: N801 - PyTorch's name
     """Context manager / decorator that turns anomaly mode on (and restores the old state after).
 
     ``check_nan`` (default True): a backward producing NaN/Inf raises, naming the op and where it
@@ -70,18 +57,7 @@ class detect_anomaly(contextlib.ContextDecorator):  # noqa: N801 - PyTorch's nam
 
     def __init__(self, check_nan: bool = True, check_forward: bool = False):
         self.check_nan, self.check_forward = bool(check_nan), bool(check_forward)
-
-    def _recreate_cm(self) -> detect_anomaly:
-        return type(self)(self.check_nan, self.check_forward)
-
-    def __enter__(self) -> detect_anomaly:
-        self.prev = (_anomaly.enabled, _anomaly.check_nan, _anomaly.check_forward)
-        _set(True, self.check_nan, self.check_forward)
-        return self
-
-    def __exit__(self, *exc: Any) -> bool:
-        _set(*self.prev)
-        return False
+        super().__init__((True, self.check_nan, self.check_forward))
 
 
 def set_detect_anomaly(mode: bool, check_nan: bool = True, check_forward: bool = False) -> _AnomalyState:
@@ -89,4 +65,4 @@ def set_detect_anomaly(mode: bool, check_nan: bool = True, check_forward: bool =
     as a context manager, which restores the previous state on exit (as in PyTorch)."""
     if not isinstance(mode, bool):
         raise TypeError(f"set_detect_anomaly: mode must be a bool, got {type(mode).__name__}")
-    return _AnomalyState(mode, check_nan, check_forward)
+    return _AnomalyState((mode, bool(check_nan), bool(check_forward))).apply_now()  # PyTorch's acts at once

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import _checks
+
 
 def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
     m = a.max(axis=axis, keepdims=True)
@@ -37,8 +39,7 @@ class MultinomialNB:
     def __init__(self, alpha: float = 1.0, *, ngram: int = 1, binary: bool = False) -> None:
         if not alpha > 0:
             raise ValueError(f"alpha must be > 0, got {alpha!r}")
-        if isinstance(ngram, bool) or not isinstance(ngram, int) or ngram < 1:
-            raise ValueError(f"ngram must be an int >= 1, got {ngram!r}")
+        _checks.positive_int("ngram", ngram)
         self.alpha = float(alpha)
         self.ngram = ngram
         self.binary = binary
@@ -196,8 +197,7 @@ class KneserNeyLM:
     """
 
     def __init__(self, order: int = 5, discount: float | None = None, *, modified: bool = True, unk: str = "<unk>") -> None:
-        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-            raise ValueError(f"order must be an int >= 1, got {order!r}")
+        _checks.positive_int("order", order)
         if discount is not None and not 0.0 < discount < 1.0:
             raise ValueError(f"a fixed discount must be in (0, 1), got {discount!r}")
         self.order = order

@@ -79,7 +79,7 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any], eps: float = 1e-6, 
     if mode == "full":
         for i, t in checked:
             host = t.numpy()
-            flat = t.data.reshape(-1) if t.device == "cpu" else None
+            flat = None if t._be.is_device else t._data.reshape(-1)
             for k in range(t.numel()):
                 idx = np.unravel_index(k, t.shape)
                 orig = float(host.reshape(-1)[k])
@@ -119,8 +119,8 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any], eps: float = 1e-6, 
 
 
 def _set(t: Tensor, flat: Any, k: int, value: float) -> None:
-    if flat is not None and np.shares_memory(flat, t.data):
+    if flat is not None and np.shares_memory(flat, t._data):
         flat[k] = value
     else:
         idx = np.unravel_index(k, t.shape)
-        t.data[idx] = value
+        t._data[idx] = value

@@ -1,14 +1,14 @@
-"""The primitive ops: each a ``Function`` with its forward and its local derivative side by side.
+"""The ``Tensor`` surface: argument handling (dims, dtypes, broadcasting, devices), then ``Function.apply``.
 
-Arrays come from the inputs' backend (``self.xp`` is numpy or cupy), so each body is written
-once. Broadcasting follows NumPy; every broadcasting op's backward reduces its gradient to
-the input's shape with ``sum_to_shape``. The ``Tensor`` operators and methods that use these
-ops are attached at the bottom of this file.
+The ops themselves are in ``functions/``. The methods are written in :class:`TensorOps`'s body and
+installed on ``Tensor`` by :func:`_install` at import (``tensor.py`` imports nothing from here, so the
+engine does not depend on its ops); the module-level functions (``tr.cat``, ``tr.where`` ...) are here too.
 
     >>> import tinygrad_rnn as tr
     >>> (tr.tensor([[1.0, 2.0]]) @ tr.tensor([[3.0], [4.0]])).item()
     11.0
 """
+# ruff: noqa: I001  (the functions on three lines; ``Linear`` is imported so that ``tr.ops.Linear`` stays reachable)
 from __future__ import annotations
 
 from collections import namedtuple
@@ -16,591 +16,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .backend import Backend
-from .tensor import _FLOATS, Function, Tensor, _as_dtype, is_grad_enabled
+from . import _checks
+from .backend import Backend, backend_of_array, get_backend
+from .dtypes import _FLOATS, _as_dtype, float32, float64, int64
+from .functions import (Abs, Add, Cast, Cat, Clamp, Div, Exp, Expand, GetItem, Identity, Linear, Log, LogSoftmax,  # noqa: F401
+                        MatMul, Max, MaxDim, Maximum, Mean, Minimum, Mul, Neg, Permute, Pow, PowScalar, Relu, Reshape,
+                        Sigmoid, Softmax, Split, Sqrt, Stack, Sub, Sum, Tanh, ToDevice, TopK, Where, sum_to_shape)
+from .tensor import Function, Tensor, _writable, is_grad_enabled
 
 __all__ = ["cat", "stack", "split", "chunk", "where", "sum_to_shape", "matmul", "clamp", "clip", "maximum", "minimum",
-           "amax", "amin"]
-
-
-def sum_to_shape(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
-    """Reduce a broadcast gradient ``g`` back to ``shape`` (the one unbroadcast step of every op)."""
-    if tuple(g.shape) == tuple(shape):
-        return g
-    lead = g.ndim - len(shape)
-    if lead > 0:
-        g = g.sum(axis=tuple(range(lead)))
-    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
-    if axes:
-        g = g.sum(axis=axes, keepdims=True)
-    return g.reshape(shape)
-
+           "amax", "amin", "topk", "multinomial", "narrow", "TensorOps"]
 
 # ---------------------------------------------------------------------------------------
-# elementwise, binary (broadcasting)
-
-
-class Add(Function):
-    saves_inputs = False
-
-    def forward(self, a, b):
-        self.sa, self.sb = a.shape, b.shape
-        return a + b
-
-    def backward(self, g):
-        return (sum_to_shape(self.xp, g, self.sa) if self.needs[0] else None,
-                sum_to_shape(self.xp, g, self.sb) if self.needs[1] else None)
-
-
-class Sub(Function):
-    saves_inputs = False
-
-    def forward(self, a, b):
-        self.sa, self.sb = a.shape, b.shape
-        return a - b
-
-    def backward(self, g):
-        return (sum_to_shape(self.xp, g, self.sa) if self.needs[0] else None,
-                sum_to_shape(self.xp, -g, self.sb) if self.needs[1] else None)
-
-
-class Mul(Function):
-    def forward(self, a, b):
-        self.a, self.b = a, b
-        return a * b
-
-    def backward(self, g):
-        return (sum_to_shape(self.xp, g * self.b, self.a.shape) if self.needs[0] else None,
-                sum_to_shape(self.xp, g * self.a, self.b.shape) if self.needs[1] else None)
-
-
-class Div(Function):
-    def forward(self, a, b):
-        self.a, self.b = a, b
-        return a / b
-
-    def backward(self, g):
-        gb = g / self.b
-        return (sum_to_shape(self.xp, gb, self.a.shape) if self.needs[0] else None,
-                sum_to_shape(self.xp, -gb * self.a / self.b, self.b.shape) if self.needs[1] else None)
-
-
-class Pow(Function):
-    """a ** b with both differentiable; d/db = a**b * log(a). PyTorch's conventions where the
-    formulas are 0 * inf: the gradient for ``a`` is 0 where b == 0, the one for ``b`` is 0 where
-    a == 0 and b >= 0."""
-
-    saves_outputs = True
-
-    def forward(self, a, b):
-        self.a, self.b = a, b
-        self.out = a ** b
-        return self.out
-
-    def backward(self, g):
-        xp, a, b = self.xp, self.a, self.b
-        zero = xp.zeros((), dtype=g.dtype)
-        ga = gb = None
-        with np.errstate(divide="ignore", invalid="ignore"):  # the masked entries may be 0 * inf
-            if self.needs[0]:
-                ga = sum_to_shape(xp, xp.where(b == 0, zero, g * b * a ** (b - 1)), a.shape)
-            if self.needs[1]:
-                gb = sum_to_shape(xp, g * xp.where((a == 0) & (b >= 0), zero, self.out * xp.log(a)), b.shape)
-        return ga, gb
-
-
-class PowScalar(Function):
-    """a ** p for a number p; the gradient is 0 for p == 0 (PyTorch's rule, also at a == 0)."""
-
-    def forward(self, a, p):
-        self.a, self.p = a, p
-        return a ** p
-
-    def backward(self, g):
-        if self.p == 0:
-            return self.xp.zeros_like(g)
-        return g * (self.p * self.a ** (self.p - 1))
-
-
-class Sqrt(Function):
-    saves_inputs, saves_outputs = False, True
-
-    def forward(self, a):
-        self.out = self.xp.sqrt(a)
-        return self.out
-
-    def backward(self, g):
-        return g / (2 * self.out)
-
-
-class _Extremum(Function):
-    """Elementwise maximum/minimum with PyTorch's gradient: a tie sends half to each side, NaN
-    (which both propagate) sends the whole gradient to both."""
-
-    saves_inputs = False  # keeps comparison masks of its own
-    pick: Any = None
-
-    def forward(self, a, b):
-        self.sa, self.sb = a.shape, b.shape
-        self.tie = a == b
-        # "a loses" / "b loses": where the other side is strictly better
-        self.a_loses, self.b_loses = (a < b, b < a) if self.pick is np.maximum else (a > b, b > a)
-        return type(self).pick(a, b)
-
-    def backward(self, g):
-        xp = self.xp
-        zero = xp.zeros((), dtype=g.dtype)
-        half = xp.where(self.tie, g / 2, g)
-        return (sum_to_shape(xp, xp.where(self.a_loses, zero, half), self.sa) if self.needs[0] else None,
-                sum_to_shape(xp, xp.where(self.b_loses, zero, half), self.sb) if self.needs[1] else None)
-
-
-class Maximum(_Extremum):
-    pick = np.maximum
-
-
-class Minimum(_Extremum):
-    pick = np.minimum
-
-
-class Clamp(Function):
-    """Clip to [lo, hi] (either may be None); the gradient passes where lo <= a <= hi (PyTorch's
-    rule: a value at a bound keeps its gradient; with lo > hi every entry is hi and gets none)."""
-
-    saves_inputs = False
-
-    def forward(self, a, lo, hi):
-        xp = self.xp
-        out = a
-        keep = None
-        if lo is not None:
-            keep = a >= lo
-            out = xp.maximum(out, xp.asarray(lo, dtype=a.dtype))
-        if hi is not None:
-            keep = (a <= hi) if keep is None else keep & (a <= hi)
-            out = xp.minimum(out, xp.asarray(hi, dtype=a.dtype))
-        self.keep = keep
-        return out.copy() if out is a else out
-
-    def backward(self, g):
-        return g * self.keep
-
-
-# ---------------------------------------------------------------------------------------
-# elementwise, unary
-
-
-class Neg(Function):
-    saves_inputs = False
-
-    def forward(self, a):
-        return -a
-
-    def backward(self, g):
-        return -g
-
-
-class Identity(Function):
-    saves_inputs = False
-
-    def forward(self, a):
-        return a.copy()
-
-    def backward(self, g):
-        return g
-
-
-class Exp(Function):
-    saves_inputs, saves_outputs = False, True
-
-    def forward(self, a):
-        self.out = self.xp.exp(a)
-        return self.out
-
-    def backward(self, g):
-        return g * self.out
-
-
-class Log(Function):
-    def forward(self, a):
-        self.a = a
-        return self.xp.log(a)
-
-    def backward(self, g):
-        return g / self.a
-
-
-class Tanh(Function):
-    saves_inputs, saves_outputs = False, True
-
-    def forward(self, a):
-        self.out = self.xp.tanh(a)
-        return self.out
-
-    def backward(self, g):
-        return g * (1 - self.out * self.out)
-
-
-class Sigmoid(Function):
-    saves_inputs, saves_outputs = False, True
-
-    def forward(self, a):
-        xp = self.xp
-        # exp of a negative number only: 1/(1+exp(-a)) overflows for very negative a
-        e = xp.exp(-xp.abs(a))
-        self.out = xp.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
-        return self.out
-
-    def backward(self, g):
-        return g * self.out * (1 - self.out)
-
-
-class Relu(Function):
-    saves_inputs = False  # keeps a mask of its own
-
-    def forward(self, a):
-        # PyTorch's masks: the gradient is dropped where a <= 0, so it passes through a NaN
-        self.mask = ~(a <= 0)
-        # maximum, not a * mask: relu(-inf) is 0 and relu(nan) is nan, as in PyTorch
-        return self.xp.maximum(a, self.xp.zeros((), dtype=a.dtype))
-
-    def backward(self, g):
-        return g * self.mask
-
-
-class Abs(Function):
-    saves_inputs = False  # keeps the signs
-
-    def forward(self, a):
-        # sign with 0 at NaN (PyTorch's gradient of abs there), not NumPy's sign(nan) = nan
-        self.sign = (a > 0).astype(a.dtype) - (a < 0).astype(a.dtype) if a.dtype.kind == "f" else self.xp.sign(a)
-        return self.xp.abs(a)
-
-    def backward(self, g):
-        return g * self.sign
-
-
-class Cast(Function):
-    saves_inputs = False
-
-    def forward(self, a, dtype):
-        self.src = a.dtype
-        return a.astype(dtype)
-
-    def backward(self, g):
-        return g.astype(self.src) if self.src in _FLOATS else None
-
-
-class ToDevice(Function):
-    """Move values between backends; the gradient moves back the other way."""
-
-    @classmethod
-    def apply(cls, t: Tensor, backend: Backend) -> Tensor:  # type: ignore[override]
-        from .tensor import is_grad_enabled
-
-        ctx = cls()
-        ctx.src, ctx.dst = t._be, backend
-        host = t._be.to_host(t.data)
-        arr = backend.from_host(host) if backend.name != "cpu" else np.array(host, copy=True)
-        if not (is_grad_enabled() and t.requires_grad):
-            return Tensor._make(arr, backend, False, None, 0)
-        ctx.be, ctx.xp, ctx.needs, ctx.parents = t._be, t._be.xp, (True,), (t,)
-        return Tensor._make(arr, backend, True, ctx, 0)
-
-    def backward(self, g):
-        host = self.dst.to_host(g)
-        return self.src.from_host(host) if self.src.name != "cpu" else np.array(host, copy=True)
-
-
-# ---------------------------------------------------------------------------------------
-# matrix product
-
-
-class MatMul(Function):
-    """a @ b for a.ndim, b.ndim >= 2, batch dimensions broadcast as in NumPy.
-
-    A stacked ``a`` (..., M, K) times a plain matrix ``b`` (K, N) runs as one (prod(...)*M, K)
-    GEMM: NumPy would loop one GEMM per batch entry, and ``b``'s gradient would materialise a
-    (..., K, N) stack before summing it (160 MB for a word LM's output projection).
-    """
-
-    def forward(self, a, b):
-        self.a, self.b = a, b
-        if a.ndim > 2 and b.ndim == 2:
-            return self.be.mm(_rows(a), b).reshape(a.shape[:-1] + b.shape[-1:])
-        return self.be.mm(a, b) if a.ndim == b.ndim == 2 else a @ b
-
-    def backward(self, g):
-        xp = self.xp
-        a, b = self.a, self.b
-        ga = gb = None
-        if a.ndim > 2 and b.ndim == 2:
-            g2 = _rows(g)
-            if self.needs[0]:
-                ga = self.be.mm(g2, b.T).reshape(a.shape)
-            if self.needs[1]:
-                gb = self.be.mm(_rows(a).T, g2)
-            return ga, gb
-        if a.ndim == b.ndim == 2:
-            return (self.be.mm(g, b.T) if self.needs[0] else None), (self.be.mm(a.T, g) if self.needs[1] else None)
-        if self.needs[0]:
-            ga = sum_to_shape(xp, g @ xp.swapaxes(b, -1, -2), a.shape)
-        if self.needs[1]:
-            gb = sum_to_shape(xp, xp.swapaxes(a, -1, -2) @ g, b.shape)
-        return ga, gb
-
-
-def _rows(a: Any) -> Any:
-    """``a`` (..., K) as a (rows, K) matrix: a view when ``a`` allows it (explicit row count, so K = 0 works)."""
-    return a.reshape(int(np.prod(a.shape[:-1])), a.shape[-1])
-
-
-class Linear(Function):
-    """``x @ w.T + bias`` for x (..., in), w (out, in), bias (out,) or absent: the layer as one GEMM.
-
-    Forward is one (rows, in) x (in, out) GEMM with the bias added in place; backward gives
-    w's gradient directly in w's (out, in) layout (``g.T @ x``, no transposed copy for the
-    optimizer to make contiguous) and the bias gradient as one column sum.
-    """
-
-    fresh_grads = True  # three GEMM/sum results, each a new array
-    def forward(self, x, w, bias=None):
-        self.x, self.w = x, w
-        out = self.be.mm(_rows(x), w.T, bias)
-        return out.reshape(x.shape[:-1] + w.shape[:1])
-
-    def backward(self, g):
-        g2 = _rows(g)
-        gx = self.be.mm(g2, self.w).reshape(self.x.shape) if self.needs[0] else None
-        gw = self.be.mm(g2.T, _rows(self.x)) if self.needs[1] else None
-        if len(self.needs) == 2:
-            return gx, gw
-        return gx, gw, (g2.sum(axis=0) if self.needs[2] else None)
-
-
-# ---------------------------------------------------------------------------------------
-# reductions
-
-
-class Sum(Function):
-    saves_inputs = False
-
-    def forward(self, a, axis, keepdims):
-        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
-        return a.sum(axis=axis, keepdims=keepdims)
-
-    def backward(self, g):
-        if not self.keepdims and self.axis is not None:
-            g = self.xp.expand_dims(g, self.axis)
-        return self.xp.broadcast_to(g, self.shape)
-
-
-class Mean(Function):
-    saves_inputs = False
-
-    def forward(self, a, axis, keepdims):
-        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
-        n = a.size if axis is None else int(np.prod([a.shape[i] for i in axis]))
-        self.scale = 1.0 / max(n, 1)
-        return a.mean(axis=axis, keepdims=keepdims)
-
-    def backward(self, g):
-        if not self.keepdims and self.axis is not None:
-            g = self.xp.expand_dims(g, self.axis)
-        return self.xp.broadcast_to(g * self.scale, self.shape)
-
-
-class Max(Function):
-    """Max over axes; ties share the gradient equally (a subgradient, as in PyTorch's max() and amax())."""
-
-    saves_inputs = False  # keeps the mask of maxima
-
-    def forward(self, a, axis, keepdims):
-        self.axis, self.keepdims = axis, keepdims
-        m = a.max(axis=axis, keepdims=True)
-        self.mask = a == m
-        return m if keepdims else (m.reshape(()) if axis is None else m.squeeze(axis))
-
-    def backward(self, g):
-        if not self.keepdims and self.axis is not None:
-            g = self.xp.expand_dims(g, self.axis)
-        count = self.mask.sum(axis=self.axis, keepdims=True)
-        return self.mask * (g / count)
-
-
-class MaxDim(Function):
-    """``max(dim)``/``min(dim)`` values: the gradient goes to the index returned (PyTorch's rule for
-    the indexed forms; ties are not split as in ``max()``). ``pick`` is argmax or argmin."""
-
-    saves_inputs = False  # keeps the indices
-
-    def forward(self, a, axis, keepdims, pick):
-        xp = self.xp
-        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
-        self.idx = xp.expand_dims(pick(a, axis=axis), axis)
-        v = xp.take_along_axis(a, self.idx, axis=axis)
-        return v if keepdims else v.squeeze(axis)
-
-    def backward(self, g):
-        xp = self.xp
-        if not self.keepdims:
-            g = xp.expand_dims(g, self.axis)
-        pos = xp.arange(self.shape[self.axis]).reshape((-1,) + (1,) * (len(self.shape) - 1 - self.axis))
-        return xp.where(pos == self.idx, g, xp.zeros((), dtype=g.dtype))
-
-
-# ---------------------------------------------------------------------------------------
-# shape
-
-
-class Reshape(Function):
-    saves_inputs, is_view = False, True
-
-    def forward(self, a, shape):
-        self.src = a.shape
-        return a.reshape(shape)
-
-    def backward(self, g):
-        return g.reshape(self.src)
-
-
-class Permute(Function):
-    saves_inputs, is_view = False, True
-
-    def forward(self, a, axes):
-        self.inv = tuple(np.argsort(axes))
-        return a.transpose(axes)
-
-    def backward(self, g):
-        return g.transpose(self.inv)
-
-
-class Expand(Function):
-    saves_inputs, is_view = False, True
-
-    def forward(self, a, shape):
-        self.src = a.shape
-        return self.xp.broadcast_to(a, shape)
-
-    def backward(self, g):
-        return sum_to_shape(self.xp, g, self.src)
-
-
-class GetItem(Function):
-    saves_inputs, is_view = False, True  # basic slicing is a view
-
-    def forward(self, a, index, advanced):
-        self.src, self.dtype, self.index, self.advanced = a.shape, a.dtype, index, advanced
-        return a[index]
-
-    def backward(self, g):
-        xp = self.xp
-        idx = self.index
-        if not self.advanced:
-            out = xp.zeros(self.src, dtype=self.dtype)
-            out[idx] = g
-            return out
-        if len(self.src) == 2 and not isinstance(idx, tuple) and idx.dtype != np.bool_:
-            # rows gathered by one integer array: the embedding-style fused scatter-add
-            return self.be.scatter_add_rows(self.src[0], idx.reshape(-1), g.reshape(-1, self.src[1]))
-        out = xp.zeros(self.src, dtype=self.dtype)
-        self.be.index_add(out, idx, g)
-        return out
-
-
-class Cat(Function):
-    saves_inputs = False
-
-    def forward(self, *arrays, axis):
-        self.axis = axis
-        self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1].tolist()
-        return self.xp.concatenate(arrays, axis=axis)
-
-    def backward(self, g):
-        parts = self.xp.split(g, self.bounds, axis=self.axis)
-        return tuple(p if need else None for p, need in zip(parts, self.needs))
-
-
-class Stack(Function):
-    saves_inputs = False
-
-    def forward(self, *arrays, axis):
-        self.axis = axis
-        return self.xp.stack(arrays, axis=axis)
-
-    def backward(self, g):
-        return tuple(self.xp.take(g, i, axis=self.axis) if need else None for i, need in enumerate(self.needs))
-
-
-class Split(Function):
-    saves_inputs, is_view = False, True
-
-    def forward(self, a, sizes, axis):
-        self.axis = axis
-        bounds = np.cumsum(sizes)[:-1].tolist()
-        return tuple(self.xp.split(a, bounds, axis=axis))
-
-    def backward(self, *gs):
-        return self.xp.concatenate(gs, axis=self.axis)
-
-
-class Where(Function):
-    saves_inputs = False  # keeps its own copy of the condition
-
-    def forward(self, a, b, cond):
-        self.cond, self.sa, self.sb = cond, a.shape, b.shape
-        return self.xp.where(cond, a, b)
-
-    def backward(self, g):
-        xp = self.xp
-        zero = xp.zeros((), dtype=g.dtype)
-        return (sum_to_shape(xp, xp.where(self.cond, g, zero), self.sa) if self.needs[0] else None,
-                sum_to_shape(xp, xp.where(self.cond, zero, g), self.sb) if self.needs[1] else None)
-
-
-# ---------------------------------------------------------------------------------------
-# softmax family
-
-
-class Softmax(Function):
-    saves_inputs, saves_outputs = False, True
-
-    def forward(self, a, axis):
-        xp = self.xp
-        self.axis = axis
-        if a.size == 0:  # an empty axis (or batch): nothing to normalise, and max() would raise
-            self.out = a.copy()
-            return self.out
-        e = xp.exp(a - a.max(axis=axis, keepdims=True))
-        self.out = e / e.sum(axis=axis, keepdims=True)
-        self.axis = axis
-        return self.out
-
-    def backward(self, g):
-        y = self.out
-        return y * (g - (g * y).sum(axis=self.axis, keepdims=True))
-
-
-class LogSoftmax(Function):
-    saves_inputs, saves_outputs = False, True
-
-    def forward(self, a, axis):
-        xp = self.xp
-        self.axis = axis
-        if a.size == 0:
-            self.out = a.copy()
-            return self.out
-        shifted = a - a.max(axis=axis, keepdims=True)
-        self.out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
-        self.axis = axis
-        return self.out
-
-    def backward(self, g):
-        return g - self.xp.exp(self.out) * g.sum(axis=self.axis, keepdims=True)
-
-
-# ---------------------------------------------------------------------------------------
-# helpers for the Tensor surface
+# argument helpers
 
 
 def _axes(ndim: int, dim: Any, axis: Any, what: str) -> tuple[int, ...] | None:
@@ -612,9 +40,7 @@ def _axes(ndim: int, dim: Any, axis: Any, what: str) -> tuple[int, ...] | None:
     ds = (d,) if isinstance(d, (int, np.integer)) else tuple(d)
     out = []
     for x in ds:
-        if not isinstance(x, (int, np.integer)):
-            raise TypeError(f"{what}: dim must be an int or a tuple of ints, got {d!r}")
-        if not -max(ndim, 1) <= x < max(ndim, 1):
+        if not -max(ndim, 1) <= _checks.integer(f"{what}: dim", x) < max(ndim, 1):
             raise ValueError(f"{what}: dim {x} is out of range for a tensor with {ndim} dimensions")
         out.append(int(x) % max(ndim, 1))
     if len(set(out)) != len(out):
@@ -643,9 +69,9 @@ def _promote(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     if fa and fb:
         return (a.to(np.float64), b) if b.dtype == np.float64 else (a, b.to(np.float64))
     if fa:
-        return a, Tensor._make(b.data.astype(a.dtype), b._be, False, None, 0)
+        return a, Tensor._make(b._data.astype(a.dtype), b._be, False, None, 0)
     if fb:
-        return Tensor._make(a.data.astype(b.dtype), a._be, False, None, 0), b
+        return Tensor._make(a._data.astype(b.dtype), a._be, False, None, 0), b
     return a, b
 
 
@@ -659,8 +85,8 @@ def _as_operand(a: Tensor, b: Any, op: str) -> Tensor:
         # a Python/NumPy scalar takes the tensor's float dtype, as in PyTorch
         dt = a.dtype if a.dtype in _FLOATS else np.result_type(a.dtype, type(b) if not isinstance(b, np.number) else b.dtype)
         return Tensor._make(a._be.xp.asarray(b, dtype=dt), a._be, False, None, 0)
-    if isinstance(b, (np.ndarray, list, tuple)) or type(b).__module__.startswith("cupy"):
-        arr = np.asarray(b) if not type(b).__module__.startswith("cupy") else b
+    if backend_of_array(b) is not None or isinstance(b, (list, tuple)):
+        arr = np.asarray(b) if isinstance(b, (list, tuple)) else b
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"{op}: unsupported array dtype {arr.dtype}")
         if isinstance(b, (list, tuple)) and arr.dtype.kind == "f" and a.dtype in _FLOATS:
@@ -677,27 +103,108 @@ def _check_broadcast(a: Tensor, b: Tensor, op: str) -> None:
             raise ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together") from None
 
 
-def _binary(fn: type[Function], op: str, reverse: bool = False):
-    def method(self: Tensor, other: Any) -> Tensor:
-        a, o = _promote(self, _as_operand(self, other, op))
-        _check_broadcast(a, o, op)
-        return fn.apply(o, a) if reverse else fn.apply(a, o)
-
-    method.__name__ = op
-    return method
+def _binary(fn: type[Function], self: Tensor, other: Any, op: str, reverse: bool = False) -> Tensor:
+    a, o = _promote(self, _as_operand(self, other, op))
+    _check_broadcast(a, o, op)
+    return fn.apply(o, a) if reverse else fn.apply(a, o)
 
 
-def _pow(self: Tensor, p: Any) -> Tensor:
-    if isinstance(p, (int, float, np.number)) and not isinstance(p, bool):
-        return PowScalar.apply(self, p=float(p) if self.dtype in _FLOATS else p)
-    a, o = _promote(self, _as_operand(self, p, "pow"))
-    _check_broadcast(a, o, "pow")
-    return Pow.apply(a, o)
+def _float_only(fn: type[Function], self: Tensor, name: str) -> Tensor:
+    if self.dtype not in _FLOATS:
+        raise TypeError(f"{name}: expected a float32/float64 tensor, got {self.dtype}")
+    return fn.apply(self)
 
 
-def _rpow(self: Tensor, base: Any) -> Tensor:
-    b, a = _promote(_as_operand(self, base, "pow"), self)
-    return Pow.apply(b, a)
+def _compare(self: Tensor, other: Any, ufunc: str) -> Tensor:
+    o = other._data if isinstance(other, Tensor) else other
+    return Tensor._make(getattr(self._be.xp, ufunc)(self._data, o), self._be, False, None, 0)
+
+
+def _reduce(fn: type[Function], self: Tensor, dim: Any, keepdim: bool | None, axis: Any, keepdims: bool | None,
+            name: str) -> Tensor:
+    ax = _axes(self.ndim, dim, axis, name)
+    if ax is not None and (self.ndim == 0 or ax == ()):  # dim=() reduces every dim, as in PyTorch
+        ax = None
+    return fn.apply(self, axis=ax, keepdims=_keep(keepdim, keepdims))
+
+
+def _softmax(fn: type[Function], self: Tensor, dim: int, what: str) -> Tensor:
+    ax = _one_axis(self.ndim, dim, what)
+    if self.ndim == 0:  # as PyTorch: a 0-d tensor is a one-element distribution
+        return fn.apply(self.reshape(1), axis=0).reshape(())
+    return fn.apply(self, axis=ax)
+
+
+MaxResult = namedtuple("MaxResult", ["values", "indices"])
+
+
+def _extreme(self: Tensor, dim: Any, keepdim: bool | None, axis: Any, keepdims: bool | None, what: str) -> Any:
+    if isinstance(dim, Tensor):  # PyTorch's binary form, not a dim
+        if keepdim is not None or axis is not None or keepdims is not None:
+            raise TypeError(f"{what}(other): no dim/keepdim arguments with a tensor operand")
+        return maximum(self, dim) if what == "max" else minimum(self, dim)
+    ax = _axes(self.ndim, dim, axis, what)
+    kd = _keep(keepdim, keepdims)
+    if self.numel() == 0 and (ax is None or any(self.shape[a] == 0 for a in ax)):
+        raise ValueError(f"{what}() of an empty tensor (shape {self.shape}) has no identity; give a dim that is not empty")
+    if ax is None or (len(ax) != 1 and self.ndim > 0):
+        # the whole tensor or several dims: values only, tied extremes share the gradient (as amax)
+        if ax == ():
+            ax = None
+        v = Max.apply(self if what == "max" else -self, axis=ax, keepdims=kd)
+        return v if what == "max" else -v
+    pick = self._be.xp.argmax if what == "max" else self._be.xp.argmin
+    if self.ndim == 0:  # as PyTorch: the only "dim" of a 0-d tensor, index 0
+        zero = Tensor._make(self._be.xp.zeros((), dtype=np.int64), self._be, False, None, 0)
+        return MaxResult(MaxDim.apply(self.reshape(1), axis=0, keepdims=False, pick=pick), zero)
+    values = MaxDim.apply(self, axis=ax[0], keepdims=kd, pick=pick)
+    idx = pick(self._data, axis=ax[0])
+    if kd:
+        idx = self._be.xp.expand_dims(idx, ax[0])
+    return MaxResult(values, Tensor._make(idx.astype(np.int64), self._be, False, None, 0))
+
+
+def _amax_ax(self: Tensor, dim: Any, what: str) -> tuple[int, ...] | None:
+    ax = _axes(self.ndim, dim, None, what)
+    if ax == () or self.ndim == 0:  # dim=() reduces every dim, as in PyTorch
+        ax = None
+    if self.numel() == 0 and (ax is None or any(self.shape[a] == 0 for a in ax)):
+        raise ValueError(f"{what}(): reducing an empty dim of a tensor of shape {self.shape} has no identity")
+    return ax
+
+
+def _normalize_index(t: Tensor, index: Any) -> tuple[Any, bool]:
+    """Device arrays for tensor/list indices; says whether NumPy will use advanced indexing."""
+    items = index if isinstance(index, tuple) else (index,)
+    out = []
+    advanced = False
+    for it in items:
+        if isinstance(it, Tensor):
+            if it._be is not t._be:
+                raise ValueError(f"indexing a {t.device} tensor with a {it.device} tensor")
+            if it.dtype.kind not in "iub":
+                raise TypeError(f"index tensors must be integer or bool, got {it.dtype}")
+            # an owned copy: the backward scatters by this index, which the caller may change meanwhile
+            it = it._data.copy()
+            advanced = True
+        elif isinstance(it, (list, np.ndarray)):
+            arr = np.array(it)  # a copy, for the same reason
+            if arr.dtype.kind not in "iub":
+                raise TypeError(f"index arrays must be integer or bool, got {arr.dtype}")
+            it = t._be.asarray(arr)
+            advanced = True
+        elif hasattr(it, "dtype") and hasattr(it, "shape") and getattr(it, "ndim", 0) > 0:
+            it = it.copy()
+            advanced = True
+        elif isinstance(it, float):
+            raise TypeError(f"index must be an int, slice, None, Ellipsis or an integer array, got float {it}")
+        out.append(it)
+    idx = tuple(out) if isinstance(index, tuple) else out[0]
+    return idx, advanced
+
+
+# ---------------------------------------------------------------------------------------
+# module-level functions
 
 
 def matmul(a: Tensor, b: Any) -> Tensor:
@@ -734,82 +241,15 @@ def matmul(a: Tensor, b: Any) -> Tensor:
     return out
 
 
-def _reduce(fn: type[Function], name: str):
-    def method(self: Tensor, dim: Any = None, keepdim: bool | None = None, *, axis: Any = None,
-               keepdims: bool | None = None) -> Tensor:
-        ax = _axes(self.ndim, dim, axis, name)
-        if ax is not None and (self.ndim == 0 or ax == ()):  # dim=() reduces every dim, as in PyTorch
-            ax = None
-        return fn.apply(self, axis=ax, keepdims=_keep(keepdim, keepdims))
-
-    method.__name__ = name
-    return method
-
-
-MaxResult = namedtuple("MaxResult", ["values", "indices"])
-
-
-def _max(self: Tensor, dim: Any = None, keepdim: bool | None = None, *, axis: Any = None,
-         keepdims: bool | None = None) -> Any:
-    """``t.max()`` is a scalar; ``t.max(dim)`` returns ``(values, indices)``; ``t.max(other)`` is
-    ``tr.maximum(t, other)``, all as in PyTorch."""
-    return _extreme(self, dim, keepdim, axis, keepdims, "max")
-
-
-def _min(self: Tensor, dim: Any = None, keepdim: bool | None = None, *, axis: Any = None,
-         keepdims: bool | None = None) -> Any:
-    """``t.min()``, ``t.min(dim)`` -> ``(values, indices)``, ``t.min(other)``, as in PyTorch."""
-    return _extreme(self, dim, keepdim, axis, keepdims, "min")
-
-
-def _extreme(self: Tensor, dim: Any, keepdim: bool | None, axis: Any, keepdims: bool | None, what: str) -> Any:
-    if isinstance(dim, Tensor):  # PyTorch's binary form, not a dim
-        if keepdim is not None or axis is not None or keepdims is not None:
-            raise TypeError(f"{what}(other): no dim/keepdim arguments with a tensor operand")
-        return maximum(self, dim) if what == "max" else minimum(self, dim)
-    ax = _axes(self.ndim, dim, axis, what)
-    kd = _keep(keepdim, keepdims)
-    if self.numel() == 0 and (ax is None or any(self.shape[a] == 0 for a in ax)):
-        raise ValueError(f"{what}() of an empty tensor (shape {self.shape}) has no identity; give a dim that is not empty")
-    if ax is None or (len(ax) != 1 and self.ndim > 0):
-        # the whole tensor or several dims: values only, tied extremes share the gradient (as amax)
-        if ax == ():
-            ax = None
-        v = Max.apply(self if what == "max" else -self, axis=ax, keepdims=kd)
-        return v if what == "max" else -v
-    pick = self._be.xp.argmax if what == "max" else self._be.xp.argmin
-    if self.ndim == 0:  # as PyTorch: the only "dim" of a 0-d tensor, index 0
-        zero = Tensor._make(self._be.xp.zeros((), dtype=np.int64), self._be, False, None, 0)
-        return MaxResult(MaxDim.apply(self.reshape(1), axis=0, keepdims=False, pick=pick), zero)
-    values = MaxDim.apply(self, axis=ax[0], keepdims=kd, pick=pick)
-    idx = pick(self.data, axis=ax[0])
-    if kd:
-        idx = self._be.xp.expand_dims(idx, ax[0])
-    return MaxResult(values, Tensor._make(idx.astype(np.int64), self._be, False, None, 0))
-
-
-def _amax_ax(self: Tensor, dim: Any, what: str) -> tuple[int, ...] | None:
-    ax = _axes(self.ndim, dim, None, what)
-    if ax == () or self.ndim == 0:  # dim=() reduces every dim, as in PyTorch
-        ax = None
-    if self.numel() == 0 and (ax is None or any(self.shape[a] == 0 for a in ax)):
-        raise ValueError(f"{what}(): reducing an empty dim of a tensor of shape {self.shape} has no identity")
-    return ax
-
-
 def amax(input: Tensor, dim: Any = (), keepdim: bool = False) -> Tensor:
     """Maximum over ``dim`` (an int or tuple; ``()`` means all dims); tied maxima share the
     gradient equally, as in PyTorch: ``tr.amax(x, dim=1)``."""
-    if keepdim and input.ndim == 0:
-        keepdim = False
-    return Max.apply(input, axis=_amax_ax(input, dim, "amax"), keepdims=keepdim)
+    return Max.apply(input, axis=_amax_ax(input, dim, "amax"), keepdims=keepdim and input.ndim > 0)
 
 
 def amin(input: Tensor, dim: Any = (), keepdim: bool = False) -> Tensor:
     """Minimum over ``dim``, ties sharing the gradient (``tr.amin(x, 0)``)."""
-    if keepdim and input.ndim == 0:
-        keepdim = False
-    return -Max.apply(-input, axis=_amax_ax(input, dim, "amin"), keepdims=keepdim)
+    return -Max.apply(-input, axis=_amax_ax(input, dim, "amin"), keepdims=keepdim and input.ndim > 0)
 
 
 def maximum(input: Tensor, other: Any) -> Tensor:
@@ -827,9 +267,7 @@ def _binary_extremum(fn: type[Function], input: Any, other: Any, what: str) -> T
         if not isinstance(other, Tensor):
             raise TypeError(f"{what}: expected a Tensor, got {type(input).__name__}")
         input, other = _as_operand(other, input, what), other
-    a, b = _promote(input, _as_operand(input, other, what))
-    _check_broadcast(a, b, what)
-    return fn.apply(a, b)
+    return _binary(fn, input, other, what)
 
 
 def clamp(input: Tensor, min: Any = None, max: Any = None) -> Tensor:
@@ -851,196 +289,6 @@ def clamp(input: Tensor, min: Any = None, max: Any = None) -> Tensor:
     return Clamp.apply(input, lo=min, hi=max)
 
 
-def _t(self: Tensor) -> Tensor:
-    """Transpose of a matrix; 0-d and 1-d tensors are returned as they are (PyTorch's ``t()``)."""
-    if self.ndim > 2:
-        raise ValueError(f"t() expects a tensor with <= 2 dimensions, but self is {self.ndim}-D (use transpose/permute)")
-    return self if self.ndim < 2 else Permute.apply(self, axes=(1, 0))
-
-
-def _argmax(self: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
-    xp = self._be.xp
-    if self.numel() == 0:
-        raise ValueError(f"argmax() of an empty tensor (shape {self.shape})")
-    if dim is None:
-        idx = xp.asarray(xp.argmax(self.data)).astype(np.int64)
-        return Tensor._make(idx.reshape((1,) * self.ndim if keepdim else ()), self._be, False, None, 0)
-    ax = _one_axis(self.ndim, dim, "argmax")
-    if self.ndim == 0:  # PyTorch: a 0-d tensor's argmax over its only "dim" is a 0-d 0
-        return Tensor._make(xp.zeros((), dtype=np.int64), self._be, False, None, 0)
-    idx = xp.argmax(self.data, axis=ax)
-    if keepdim:
-        idx = xp.expand_dims(idx, ax)
-    return Tensor._make(xp.asarray(idx).astype(np.int64), self._be, False, None, 0)
-
-
-def _reshape(self: Tensor, *shape: Any) -> Tensor:
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    shape = tuple(int(s) for s in shape)
-    n_neg = sum(1 for s in shape if s == -1)
-    known = int(np.prod([s for s in shape if s != -1])) if shape else 1
-    if n_neg > 1 or any(s < -1 for s in shape) or (n_neg == 0 and known != self.numel()) or \
-            (n_neg == 1 and (known == 0 or self.numel() % known != 0)):
-        raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} ({self.numel()} elements) into {shape}")
-    if shape == self.shape:
-        return self
-    return Reshape.apply(self, shape=shape)
-
-
-def _permute(self: Tensor, *dims: Any) -> Tensor:
-    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
-        dims = tuple(dims[0])
-    ax = _axes(self.ndim, dims, None, "permute")
-    if ax is None or len(ax) != self.ndim:
-        raise ValueError(f"permute: expected a permutation of {self.ndim} dims, got {dims}")
-    return Permute.apply(self, axes=ax)
-
-
-def _transpose(self: Tensor, dim0: int = -2, dim1: int = -1) -> Tensor:
-    if self.ndim < 2:
-        return self
-    a = _one_axis(self.ndim, dim0, "transpose")
-    b = _one_axis(self.ndim, dim1, "transpose")
-    axes = list(range(self.ndim))
-    axes[a], axes[b] = axes[b], axes[a]
-    return Permute.apply(self, axes=tuple(axes))
-
-
-def _unsqueeze(self: Tensor, dim: int) -> Tensor:
-    if not -self.ndim - 1 <= dim <= self.ndim:
-        raise ValueError(f"unsqueeze: dim {dim} out of range for a tensor with {self.ndim} dimensions")
-    d = dim % (self.ndim + 1)
-    return _reshape(self, self.shape[:d] + (1,) + self.shape[d:])
-
-
-def _squeeze(self: Tensor, dim: int | Sequence[int] | None = None) -> Tensor:
-    """Drop size-1 dims: all of them, the one ``dim`` or those in a tuple of dims (PyTorch >= 2.0)."""
-    if dim is None:
-        return _reshape(self, tuple(s for s in self.shape if s != 1))
-    if isinstance(dim, (tuple, list)):
-        axes = _axes(self.ndim, tuple(dim), None, "squeeze")
-        if self.ndim == 0:
-            return self
-        return _reshape(self, tuple(s for i, s in enumerate(self.shape) if not (i in axes and s == 1)))
-    d = _one_axis(self.ndim, dim, "squeeze")
-    if self.ndim == 0:  # PyTorch: dim 0 or -1 of a 0-d tensor is allowed and changes nothing
-        return self
-    if self.shape[d] != 1:
-        return self
-    return _reshape(self, self.shape[:d] + self.shape[d + 1:])
-
-
-def _flatten(self: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-    if self.ndim == 0:
-        return _reshape(self, (1,))
-    s = _one_axis(self.ndim, start_dim, "flatten")
-    e = _one_axis(self.ndim, end_dim, "flatten")
-    if s > e:
-        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
-    # the explicit size, not -1: -1 is ambiguous (and refused) for a tensor with zero elements
-    return _reshape(self, self.shape[:s] + (int(np.prod(self.shape[s:e + 1])),) + self.shape[e + 1:])
-
-
-def _expand(self: Tensor, *shape: Any) -> Tensor:
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    shape = tuple(self.shape[i - (len(shape) - self.ndim)] if s == -1 else s for i, s in enumerate(shape))
-    try:
-        if np.broadcast_shapes(self.shape, shape) != shape:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"expand: cannot expand shape {self.shape} to {shape}") from None
-    return Expand.apply(self, shape=shape)
-
-
-def _normalize_index(t: Tensor, index: Any) -> tuple[Any, bool]:
-    """Device arrays for tensor/list indices; says whether NumPy will use advanced indexing."""
-    items = index if isinstance(index, tuple) else (index,)
-    out = []
-    advanced = False
-    for it in items:
-        if isinstance(it, Tensor):
-            if it._be is not t._be:
-                raise ValueError(f"indexing a {t.device} tensor with a {it.device} tensor")
-            if it.dtype.kind not in "iub":
-                raise TypeError(f"index tensors must be integer or bool, got {it.dtype}")
-            # an owned copy: the backward scatters by this index, which the caller may change meanwhile
-            it = it.data.copy()
-            advanced = True
-        elif isinstance(it, (list, np.ndarray)):
-            arr = np.array(it)  # a copy, for the same reason
-            if arr.dtype.kind not in "iub":
-                raise TypeError(f"index arrays must be integer or bool, got {arr.dtype}")
-            it = t._be.asarray(arr) if t.device != "cpu" else arr
-            advanced = True
-        elif hasattr(it, "dtype") and hasattr(it, "shape") and getattr(it, "ndim", 0) > 0:
-            it = it.copy()
-            advanced = True
-        elif isinstance(it, float):
-            raise TypeError(f"index must be an int, slice, None, Ellipsis or an integer array, got float {it}")
-        out.append(it)
-    idx = tuple(out) if isinstance(index, tuple) else out[0]
-    return idx, advanced
-
-
-def _getitem(self: Tensor, index: Any) -> Tensor:
-    idx, advanced = _normalize_index(self, index)
-    try:
-        if self.device != "cpu":
-            # CuPy wraps out-of-bounds integer indices instead of raising: validate on a host stand-in
-            np.empty(self.shape, dtype=np.bool_)[_host_index(idx)]
-        return GetItem.apply(self, index=idx, advanced=advanced)
-    except IndexError as e:
-        raise IndexError(f"index {index!r} is invalid for a tensor of shape {self.shape}: {e}") from None
-
-
-def _host_index(idx: Any) -> Any:
-    items = idx if isinstance(idx, tuple) else (idx,)
-    conv = tuple(i.get() if hasattr(i, "get") and not isinstance(i, (dict,)) else i for i in items)
-    return conv if isinstance(idx, tuple) else conv[0]
-
-
-def _softmax(self: Tensor, dim: int = -1) -> Tensor:
-    ax = _one_axis(self.ndim, dim, "softmax")
-    if self.ndim == 0:  # as PyTorch: a 0-d tensor is a one-element distribution
-        return Softmax.apply(self.reshape(1), axis=0).reshape(())
-    return Softmax.apply(self, axis=ax)
-
-
-def _log_softmax(self: Tensor, dim: int = -1) -> Tensor:
-    ax = _one_axis(self.ndim, dim, "log_softmax")
-    if self.ndim == 0:
-        return LogSoftmax.apply(self.reshape(1), axis=0).reshape(())
-    return LogSoftmax.apply(self, axis=ax)
-
-
-def _compare(name: str):
-    fn = getattr(np, name)
-
-    def method(self: Tensor, other: Any) -> Tensor:
-        o = other.data if isinstance(other, Tensor) else other
-        return Tensor._make(getattr(self._be.xp, name)(self.data, o), self._be, False, None, 0)
-
-    method.__name__ = name
-    del fn
-    return method
-
-
-def _float_only(fn: type[Function], name: str):
-    def method(self: Tensor) -> Tensor:
-        if self.dtype not in _FLOATS:
-            raise TypeError(f"{name}: expected a float32/float64 tensor, got {self.dtype}")
-        return fn.apply(self)
-
-    method.__name__ = name
-    return method
-
-
-# ---------------------------------------------------------------------------------------
-# module-level functions
-
-
 def _dim_of(tensors: Sequence[Tensor], dim: int, what: str, extra: int = 0) -> int:
     if not tensors:
         raise ValueError(f"{what}: expected a non-empty sequence of tensors")
@@ -1059,7 +307,7 @@ def _same_dtype_device(tensors: Sequence[Tensor], what: str) -> None:
         raise TypeError(f"{what}: tensors must share a dtype, got {sorted(dts)}")
     devs = {t.device for t in tensors}
     if len(devs) > 1:
-        raise ValueError(f"{what}: tensors must be on one device, got {sorted(devs)}")
+        raise ValueError(f"{what}: tensors must be on one device, got {sorted(map(str, devs))}")
 
 
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
@@ -1090,9 +338,7 @@ def split(t: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) 
     d = _dim_of([t], dim, "split")
     n = t.shape[d]
     if isinstance(split_size_or_sections, (int, np.integer)):
-        s = int(split_size_or_sections)
-        if s <= 0:
-            raise ValueError(f"split: split size must be positive, got {s}")
+        s = _checks.positive_int("split: split size", split_size_or_sections)
         sizes = [s] * (n // s) + ([n % s] if n % s else [])
     else:
         sizes = [int(x) for x in split_size_or_sections]
@@ -1117,8 +363,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     tb = _as_operand(ref, b, "where") if b is not ref else b
     ta, tb = _promote(ta, tb)
     # an owned copy of the condition: the backward reads it after the caller may have changed it
-    cond = condition.data.copy() if isinstance(condition, Tensor) else ref._be.asarray(np.array(condition)) \
-        if ref.device != "cpu" else np.array(condition)
+    cond = condition._data.copy() if isinstance(condition, Tensor) else ref._be.asarray(np.array(condition))
     if cond.dtype != np.bool_:
         raise TypeError(f"where: condition must be bool, got {cond.dtype}")
     try:
@@ -1137,18 +382,6 @@ clip = clamp
 _INPLACE_UFUNC = {Add: "add", Sub: "subtract", Mul: "multiply", Div: "divide"}
 
 
-def _writable(t: Tensor, what: str) -> Any:
-    """``t.data`` ready to be written in place (a 0-d reduction result may be a read-only NumPy scalar)."""
-    data = t.data
-    flags = getattr(data, "flags", None)
-    if flags is None or isinstance(data, np.generic):
-        data = t.data = t._be.xp.array(data)
-    elif not getattr(flags, "writeable", True):  # CuPy's flags have no writeable (its arrays always are)
-        raise RuntimeError(f"{what}: the tensor's memory is read-only (an expand()ed view shares one value among "
-                           "several entries); clone() it first")
-    return data
-
-
 def _inplace_operand(self: Tensor, other: Any, fn: type[Function], what: str) -> Tensor:
     o = _as_operand(self, other, what)
     if self.dtype not in _FLOATS and (o.dtype in _FLOATS or fn is Div):
@@ -1162,162 +395,515 @@ def _inplace_operand(self: Tensor, other: Any, fn: type[Function], what: str) ->
     return o
 
 
-def _iop(fn: type[Function], what: str):
+def _iop(self: Tensor, other: Any, fn: type[Function], what: str) -> Tensor:
     """``t += x`` and friends. Without a graph involved: written in place, version bumped. When
     gradients are recorded, as in PyTorch: ``t`` must not be a leaf that requires grad, the op is
     recorded on ``t``'s old value, and ``t`` itself takes the new history (every name for it sees
     it). A tensor whose memory another tensor shares (a slice, a reshape, a ``detach()``) is refused
     inside a graph: PyTorch rewrites the other tensor's history too, which this engine does not."""
+    o = _inplace_operand(self, other, fn, what)
+    graph = (self.requires_grad or o.requires_grad) and is_grad_enabled()
+    if not graph:
+        data = _writable(self, what)
+        getattr(self._be.xp, _INPLACE_UFUNC[fn])(data, o._data.astype(data.dtype, copy=False), out=data)
+        self._bump_version()
+        return self
+    if self._ctx is None and self.requires_grad:
+        raise RuntimeError(f"{what}: a leaf tensor that requires grad is being used in an in-place operation "
+                           "(do it under tr.no_grad(), or use the out-of-place form x = x + y)")
+    if self._vc is not None and self._vc.shared:
+        raise RuntimeError(f"{what}: in-place operation on a tensor of shape {self.shape} that shares its memory with "
+                           "another tensor (a view such as a slice or reshape, or a detach()) while gradients are "
+                           "recorded: the other tensor's graph would not see the change; use the out-of-place form "
+                           "(x = x + y), or clone() first")
+    data = _writable(self, what)
+    # the old value as the op's input, a handle of its own (self takes the new history below); a copy
+    # when backward reads it, since the write below changes the memory
+    old = Tensor._make(data.copy() if fn.saves_inputs else data, self._be, self.requires_grad, self._ctx, self._idx)
+    res = fn.apply(*_promote(old, o))
+    if res.dtype != self.dtype:
+        res = res.to(self.dtype)
+    data[...] = res._data
+    self._ctx, self._idx, self.requires_grad = res._ctx, res._idx, True
+    self._bump_version()
+    return self
 
-    def method(self: Tensor, other: Any) -> Tensor:
-        o = _inplace_operand(self, other, fn, what)
-        graph = (self.requires_grad or o.requires_grad) and is_grad_enabled()
-        if not graph:
-            data = _writable(self, what)
-            getattr(self._be.xp, _INPLACE_UFUNC[fn])(data, o.data.astype(data.dtype, copy=False), out=data)
-            self._bump_version()
-            return self
+
+def _named_inplace(self: Tensor, other: Any, fn: type[Function], what: str) -> Tensor:
+    """``t.add_(x)`` etc.: in place outside a graph; inside one, a clear error (the method form
+    cannot hand back a new history the way ``t += x`` does)."""
+    o = other.requires_grad if isinstance(other, Tensor) else False
+    if is_grad_enabled() and (self.requires_grad or o):
         if self._ctx is None and self.requires_grad:
             raise RuntimeError(f"{what}: a leaf tensor that requires grad is being used in an in-place operation "
                                "(do it under tr.no_grad(), or use the out-of-place form x = x + y)")
-        if self._vc is not None and self._vc.shared:
-            raise RuntimeError(f"{what}: in-place operation on a tensor of shape {self.shape} that shares its memory with "
-                               "another tensor (a view such as a slice or reshape, or a detach()) while gradients are "
-                               "recorded: the other tensor's graph would not see the change; use the out-of-place form "
-                               "(x = x + y), or clone() first")
-        data = _writable(self, what)
-        # the old value as the op's input, a handle of its own (self takes the new history below); a copy
-        # when backward reads it, since the write below changes the memory
-        old = Tensor._make(data.copy() if fn.saves_inputs else data, self._be, self.requires_grad, self._ctx, self._idx)
-        res = fn.apply(*_promote(old, o))
-        if res.dtype != self.dtype:
-            res = res.to(self.dtype)
-        data[...] = res.data
-        self._ctx, self._idx, self.requires_grad = res._ctx, res._idx, True
-        self._bump_version()
-        return self
-
-    method.__name__ = what
-    return method
+        raise RuntimeError(f"{what}: in-place methods are not recorded for gradients; use the out-of-place "
+                           "form (x = x + y) or the operator form (x += y)")
+    return _iop(self, other, fn, what)
 
 
-def _named_inplace(fn: type[Function], what: str):
-    """``t.add_(x)`` etc.: in place outside a graph; inside one, a clear error (the method form
-    cannot hand back a new history the way ``t += x`` does)."""
-    iop = _iop(fn, what)
-
-    def method(self: Tensor, other: Any) -> Tensor:
-        o = other.requires_grad if isinstance(other, Tensor) else False
-        if is_grad_enabled() and (self.requires_grad or o):
-            if self._ctx is None and self.requires_grad:
-                raise RuntimeError(f"{what}: a leaf tensor that requires grad is being used in an in-place operation "
-                                   "(do it under tr.no_grad(), or use the out-of-place form x = x + y)")
-            raise RuntimeError(f"{what}: in-place methods are not recorded for gradients; use the out-of-place "
-                               "form (x = x + y) or the operator form (x += y)")
-        return iop(self, other)
-
-    method.__name__ = what
-    return method
+def _scaled(other: Any, alpha: Any, what: str) -> Any:
+    """``other * alpha`` for ``add``/``sub``'s ``alpha=`` (PyTorch's argument)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)):
+        raise TypeError(f"{what}: alpha must be a number, got {type(alpha).__name__}")
+    if alpha == 1:
+        return other
+    return other * alpha if isinstance(other, Tensor) else np.asarray(other) * alpha
 
 
-def _setitem(self: Tensor, index: Any, value: Any) -> None:
-    """``t[index] = value``: in place, version bumped. Not recorded for gradients: inside a graph
-    (``t`` or ``value`` requires grad) it raises; build the value out of place with tr.where/tr.cat."""
-    v = value if isinstance(value, Tensor) else None
-    if is_grad_enabled() and (self.requires_grad or (v is not None and v.requires_grad)):
-        raise RuntimeError("__setitem__: assigning into a tensor that is part of a graph is not supported (it would "
-                           "change values a backward pass reads); do it under tr.no_grad(), or build the result "
-                           "out of place with tr.where or tr.cat")
-    idx, _ = _normalize_index(self, index)
-    src = v.data if v is not None else value
-    if v is not None and v._be is not self._be:
-        raise ValueError(f"__setitem__: value on {v.device} but the tensor on {self.device}")
-    if v is None and not isinstance(value, (bool, int, float, np.number, np.ndarray, list, tuple)):
-        raise TypeError(f"__setitem__: unsupported value type {type(value).__name__}")
-    if self.device != "cpu" and isinstance(src, (np.ndarray, list, tuple)):
-        src = self._be.asarray(np.asarray(src))
-    data = _writable(self, "__setitem__")
-    try:
-        if self.device != "cpu":
-            np.empty(self.shape, dtype=np.bool_)[_host_index(idx)]  # CuPy would wrap bad indices
-        data[idx] = src
-    except IndexError as e:
-        raise IndexError(f"index {index!r} is invalid for a tensor of shape {self.shape}: {e}") from None
-    except ValueError as e:
-        raise ValueError(f"__setitem__: cannot assign a value of shape {tuple(np.shape(src))} to index {index!r} "
-                         f"of a tensor of shape {self.shape}: {e}") from None
-    self._bump_version()
+def _named_inplace_check(self: Tensor, value: Tensor, what: str) -> Tensor:
+    if is_grad_enabled() and self.requires_grad:
+        raise RuntimeError(f"{what}: in-place methods are not recorded for gradients; do it under tr.no_grad() "
+                           "or use the out-of-place form")
+    return value
+
+
+_TYPE_NAMES = {np.dtype(np.float32): "FloatTensor", np.dtype(np.float64): "DoubleTensor", np.dtype(np.int64): "LongTensor",
+               np.dtype(np.int32): "IntTensor", np.dtype(np.bool_): "BoolTensor"}
+
+TopKResult = namedtuple("TopKResult", ["values", "indices"])
+
+
+def topk(input: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:
+    """``(values, indices)`` of the ``k`` largest (``largest=False``: smallest) entries along ``dim``:
+    ``tr.topk(x, 3).indices``."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"topk: expected a Tensor, got {type(input).__name__}")
+    if input.ndim == 0:
+        x = input.reshape(1)
+        v, i = topk(x, k, 0, largest, sorted)
+        return TopKResult(v.reshape(()), i.reshape(()))
+    d = _one_axis(input.ndim, dim, "topk")
+    k = _checks.integer("topk: k", k)
+    if not 0 <= k <= input.shape[d]:
+        raise ValueError(f"topk: k ({k}) out of range for dim {d} of size {input.shape[d]}")
+    values = TopK.apply(input, k=k, axis=d, largest=bool(largest), sorted_=bool(sorted))
+    idx = values._ctx.idx if values._ctx is not None else None
+    if idx is None:  # not recorded: recompute the indices (cheap next to the sort)
+        xp = input._be.xp
+        order = xp.argsort(-input._data if largest else input._data, axis=d, kind="stable")
+        idx = xp.take(order, xp.arange(k), axis=d)
+        if not sorted:
+            idx = xp.sort(idx, axis=d)
+    return TopKResult(values, Tensor._make(idx.astype(np.int64), input._be, False, None, 0))
+
+
+def multinomial(input: Tensor, num_samples: int, replacement: bool = False, *, generator: Any = None) -> Tensor:
+    """Indices sampled from the rows of ``input`` (non-negative weights, not necessarily normalised),
+    as ``torch.multinomial``; a 1-D input gives ``(num_samples,)``, a 2-D one ``(rows, num_samples)``."""
+    from .random import _rng
+    if not isinstance(input, Tensor):
+        raise TypeError(f"multinomial: expected a Tensor, got {type(input).__name__}")
+    if input.ndim not in (1, 2):
+        raise ValueError(f"multinomial: prob_dist must be 1 or 2 dim, got shape {input.shape}")
+    n = _checks.positive_int("multinomial: num_samples", num_samples)
+    w = np.asarray(input.numpy(), dtype=np.float64).reshape(-1, input.shape[-1])
+    if not np.all(np.isfinite(w)) or (w < 0).any():
+        raise ValueError("multinomial: probability tensor contains either inf, nan or element < 0")
+    rng = _rng(None, generator)
+    out = np.empty((w.shape[0], n), dtype=np.int64)
+    for r, row in enumerate(w):
+        total = row.sum()
+        if total <= 0:
+            raise ValueError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
+        if not replacement and n > np.count_nonzero(row):
+            raise ValueError(f"multinomial: cannot sample n_sample ({n}) > prob_dist.size(-1) non-zero entries "
+                             f"({np.count_nonzero(row)}) without replacement")
+        out[r] = rng.choice(row.size, size=n, replace=bool(replacement), p=row / total)
+    return Tensor(out.reshape(input.shape[:-1] + (n,)), device=input.device)
+
+
+def narrow(input: Tensor, dim: int, start: int, length: int) -> Tensor:
+    """``input.narrow(dim, start, length)``."""
+    return input.narrow(dim, start, length)
 
 
 # ---------------------------------------------------------------------------------------
-# attach the Tensor surface
+# the Tensor methods
 
-Tensor.__add__ = _binary(Add, "add")
-Tensor.__radd__ = _binary(Add, "add", reverse=True)
-Tensor.__sub__ = _binary(Sub, "sub")
-Tensor.__rsub__ = _binary(Sub, "sub", reverse=True)
-Tensor.__mul__ = _binary(Mul, "mul")
-Tensor.__rmul__ = _binary(Mul, "mul", reverse=True)
-Tensor.__truediv__ = _binary(Div, "div")
-Tensor.__rtruediv__ = _binary(Div, "div", reverse=True)
-Tensor.__pow__ = _pow
-Tensor.__iadd__ = _iop(Add, "add_")
-Tensor.__isub__ = _iop(Sub, "sub_")
-Tensor.__imul__ = _iop(Mul, "mul_")
-Tensor.__itruediv__ = _iop(Div, "div_")
-Tensor.add_ = _named_inplace(Add, "add_")
-Tensor.sub_ = _named_inplace(Sub, "sub_")
-Tensor.mul_ = _named_inplace(Mul, "mul_")
-Tensor.div_ = _named_inplace(Div, "div_")
-Tensor.__setitem__ = _setitem
-Tensor.__rpow__ = _rpow
-Tensor.__neg__ = lambda self: Neg.apply(self)
-Tensor.__matmul__ = matmul
-Tensor.__rmatmul__ = lambda self, other: matmul(_as_operand(self, other, "matmul"), self)
-Tensor.matmul = matmul
-Tensor.add, Tensor.sub, Tensor.mul, Tensor.div = Tensor.__add__, Tensor.__sub__, Tensor.__mul__, Tensor.__truediv__
-Tensor.pow = _pow
-Tensor.neg = Tensor.__neg__
-Tensor.exp = _float_only(Exp, "exp")
-Tensor.log = _float_only(Log, "log")
-Tensor.tanh = _float_only(Tanh, "tanh")
-Tensor.sigmoid = _float_only(Sigmoid, "sigmoid")
-Tensor.relu = _float_only(Relu, "relu")
-Tensor.abs = lambda self: Abs.apply(self)
-Tensor.sqrt = lambda self: Sqrt.apply(self if self.dtype in _FLOATS else self.to(np.float32))
-Tensor.sum = _reduce(Sum, "sum")
-Tensor.mean = _reduce(Mean, "mean")
-Tensor.max = _max
-Tensor.min = _min
-Tensor.amax = amax
-Tensor.amin = amin
-Tensor.argmax = _argmax
-Tensor.clamp = Tensor.clip = clamp
-Tensor.maximum = maximum
-Tensor.minimum = minimum
-Tensor.t = _t
-Tensor.reshape = _reshape
-Tensor.view = _reshape
-Tensor.permute = _permute
-Tensor.transpose = _transpose
-Tensor.T = property(lambda self: _permute(self, tuple(reversed(range(self.ndim)))))
-Tensor.unsqueeze = _unsqueeze
-Tensor.squeeze = _squeeze
-Tensor.flatten = _flatten
-Tensor.expand = _expand
-Tensor.__getitem__ = _getitem
-Tensor.softmax = _softmax
-Tensor.log_softmax = _log_softmax
-Tensor.split = split
-Tensor.chunk = chunk
-for _name, _np in (("__lt__", "less"), ("__le__", "less_equal"), ("__gt__", "greater"),
-                   ("__ge__", "greater_equal"), ("__eq__", "equal"), ("__ne__", "not_equal")):
-    setattr(Tensor, _name, _compare(_np))
-Tensor.__hash__ = lambda self: id(self)
-Tensor.astype = lambda self, dtype: self.to(_as_dtype(dtype))
 
-# error messages name the Tensor method ("Tensor.add() got an unexpected keyword argument 'alpha'"),
-# not the factory that made it
-for _name, _fn in list(vars(Tensor).items()):
-    if callable(_fn) and getattr(_fn, "__module__", None) == __name__ and _fn.__name__ not in __all__:
-        _fn.__qualname__ = f"Tensor.{_name}"  # (the public functions tr.clamp, tr.maximum ... keep their own name)
+class TensorOps:
+    """The ``Tensor`` methods that build ops, written as one class body; :func:`_install` puts each
+    on ``Tensor`` (so ``Tensor.add`` is ``TensorOps.add``). Not a base class: ``Tensor`` must stay
+    importable without its ops, and a class with ``__slots__`` cannot take a base after the fact."""
+
+    # -- arithmetic (NumPy broadcasting; float32 with float64 computes in float64) ----------------
+    def add(self, other: Any, *, alpha: Any = 1) -> Tensor: return _binary(Add, self, _scaled(other, alpha, "add"), "add")
+    def __radd__(self, other: Any) -> Tensor: return _binary(Add, self, other, "add", reverse=True)
+    def sub(self, other: Any, *, alpha: Any = 1) -> Tensor: return _binary(Sub, self, _scaled(other, alpha, "sub"), "sub")
+    def __rsub__(self, other: Any) -> Tensor: return _binary(Sub, self, other, "sub", reverse=True)
+    def mul(self, other: Any) -> Tensor: return _binary(Mul, self, other, "mul")
+    def __rmul__(self, other: Any) -> Tensor: return _binary(Mul, self, other, "mul", reverse=True)
+    def div(self, other: Any) -> Tensor: return _binary(Div, self, other, "div")
+    def __rtruediv__(self, other: Any) -> Tensor: return _binary(Div, self, other, "div", reverse=True)
+    def __add__(self, other: Any) -> Tensor: return _binary(Add, self, other, "add")
+    def __sub__(self, other: Any) -> Tensor: return _binary(Sub, self, other, "sub")
+    __mul__, __truediv__ = mul, div
+
+    def pow(self, p: Any) -> Tensor:
+        if isinstance(p, (int, float, np.number)) and not isinstance(p, bool):
+            return PowScalar.apply(self, p=float(p) if self.dtype in _FLOATS else p)
+        a, o = _promote(self, _as_operand(self, p, "pow"))
+        _check_broadcast(a, o, "pow")
+        return Pow.apply(a, o)
+
+    __pow__ = pow
+
+    def __rpow__(self, base: Any) -> Tensor:
+        b, a = _promote(_as_operand(self, base, "pow"), self)
+        return Pow.apply(b, a)
+
+    def neg(self) -> Tensor: return Neg.apply(self)
+    __neg__ = neg
+
+    matmul = __matmul__ = staticmethod(matmul)
+    def __rmatmul__(self, other: Any) -> Tensor: return matmul(_as_operand(self, other, "matmul"), self)
+
+    # -- in place (``+=`` records on the old value inside a graph; ``add_`` refuses a graph) ---------
+    def __iadd__(self, other: Any) -> Tensor: return _iop(self, other, Add, "add_")
+    def __isub__(self, other: Any) -> Tensor: return _iop(self, other, Sub, "sub_")
+    def __imul__(self, other: Any) -> Tensor: return _iop(self, other, Mul, "mul_")
+    def __itruediv__(self, other: Any) -> Tensor: return _iop(self, other, Div, "div_")
+    def add_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        return _named_inplace(self, _scaled(other, alpha, "add_"), Add, "add_")
+
+    def sub_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        return _named_inplace(self, _scaled(other, alpha, "sub_"), Sub, "sub_")
+
+    def clamp_(self, min: Any = None, max: Any = None) -> Tensor:
+        """In place ``clamp``, outside a graph (as the other named in-place methods)."""
+        return self.copy_(_named_inplace_check(self, clamp(self.detach(), min, max), "clamp_"))
+
+    clip_ = clamp_
+
+    def normal_(self, mean: float = 0.0, std: float = 1.0, *, generator: Any = None) -> Tensor:
+        """Fill with normal samples in place (``generator=`` a ``tr.Generator``), as ``torch.Tensor.normal_``."""
+        from .random import _rng
+        return self.copy_(_rng(None, generator).normal(mean, std, size=self.shape).astype(self.dtype))
+
+    def uniform_(self, a: float = 0.0, b: float = 1.0, *, generator: Any = None) -> Tensor:
+        """Fill with uniform samples from [a, b) in place, as ``torch.Tensor.uniform_``."""
+        from .random import _rng
+        return self.copy_(_rng(None, generator).uniform(a, b, size=self.shape).astype(self.dtype))
+    def mul_(self, other: Any) -> Tensor: return _named_inplace(self, other, Mul, "mul_")
+    def div_(self, other: Any) -> Tensor: return _named_inplace(self, other, Div, "div_")
+
+    def __setitem__(self: Tensor, index: Any, value: Any) -> None:
+        """``t[index] = value``: in place, version bumped. Not recorded for gradients: inside a graph
+        (``t`` or ``value`` requires grad) it raises; build the value out of place with tr.where/tr.cat."""
+        v = value if isinstance(value, Tensor) else None
+        if is_grad_enabled() and (self.requires_grad or (v is not None and v.requires_grad)):
+            raise RuntimeError("__setitem__: assigning into a tensor that is part of a graph is not supported (it would "
+                               "change values a backward pass reads); do it under tr.no_grad(), or build the result "
+                               "out of place with tr.where or tr.cat")
+        idx, _ = _normalize_index(self, index)
+        src = v._data if v is not None else value
+        if v is not None and v._be is not self._be:
+            raise ValueError(f"__setitem__: value on {v.device} but the tensor on {self.device}")
+        if v is None and not isinstance(value, (bool, int, float, np.number, np.ndarray, list, tuple)):
+            raise TypeError(f"__setitem__: unsupported value type {type(value).__name__}")
+        if isinstance(src, (np.ndarray, list, tuple)):
+            src = self._be.asarray(np.asarray(src))
+        data = _writable(self, "__setitem__")
+        try:
+            self._be.check_index(self.shape, idx)
+            data[idx] = src
+        except IndexError as e:
+            raise IndexError(f"index {index!r} is invalid for a tensor of shape {self.shape}: {e}") from None
+        except ValueError as e:
+            raise ValueError(f"__setitem__: cannot assign a value of shape {tuple(np.shape(src))} to index {index!r} "
+                             f"of a tensor of shape {self.shape}: {e}") from None
+        self._bump_version()
+
+    # -- elementwise ---------------------------------------------------------------------------
+    def exp(self) -> Tensor: return _float_only(Exp, self, "exp")
+    def log(self) -> Tensor: return _float_only(Log, self, "log")
+    def tanh(self) -> Tensor: return _float_only(Tanh, self, "tanh")
+    def sigmoid(self) -> Tensor: return _float_only(Sigmoid, self, "sigmoid")
+    def relu(self) -> Tensor: return _float_only(Relu, self, "relu")
+    def abs(self) -> Tensor: return Abs.apply(self)
+    def sqrt(self) -> Tensor: return Sqrt.apply(self if self.dtype in _FLOATS else self.to(np.float32))
+    clamp = clip = staticmethod(clamp)
+    maximum = staticmethod(maximum)
+    minimum = staticmethod(minimum)
+
+    # -- comparisons (not recorded: their results are bool) -----------------------------------------
+    def __lt__(self, other: Any) -> Tensor: return _compare(self, other, "less")  # type: ignore[override]
+    def __le__(self, other: Any) -> Tensor: return _compare(self, other, "less_equal")  # type: ignore[override]
+    def __gt__(self, other: Any) -> Tensor: return _compare(self, other, "greater")  # type: ignore[override]
+    def __ge__(self, other: Any) -> Tensor: return _compare(self, other, "greater_equal")  # type: ignore[override]
+    def __eq__(self, other: Any) -> Tensor: return _compare(self, other, "equal")  # type: ignore[override]
+    def __ne__(self, other: Any) -> Tensor: return _compare(self, other, "not_equal")  # type: ignore[override]
+
+    # -- reductions -------------------------------------------------------------------------------
+    def sum(self, dim: Any = None, keepdim: bool | None = None, *, axis: Any = None, keepdims: bool | None = None) -> Tensor:
+        return _reduce(Sum, self, dim, keepdim, axis, keepdims, "sum")
+
+    def mean(self, dim: Any = None, keepdim: bool | None = None, *, axis: Any = None, keepdims: bool | None = None) -> Tensor:
+        return _reduce(Mean, self, dim, keepdim, axis, keepdims, "mean")
+
+    def max(self: Tensor, dim: Any = None, keepdim: bool | None = None, *, axis: Any = None,
+             keepdims: bool | None = None) -> Any:
+        """``t.max()`` is a scalar; ``t.max(dim)`` returns ``(values, indices)``; ``t.max(other)`` is
+        ``tr.maximum(t, other)``, all as in PyTorch."""
+        return _extreme(self, dim, keepdim, axis, keepdims, "max")
+
+    def min(self: Tensor, dim: Any = None, keepdim: bool | None = None, *, axis: Any = None,
+             keepdims: bool | None = None) -> Any:
+        """``t.min()``, ``t.min(dim)`` -> ``(values, indices)``, ``t.min(other)``, as in PyTorch."""
+        return _extreme(self, dim, keepdim, axis, keepdims, "min")
+
+    amax = staticmethod(amax)
+    amin = staticmethod(amin)
+
+    def argmax(self: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        xp = self._be.xp
+        if self.numel() == 0:
+            raise ValueError(f"argmax() of an empty tensor (shape {self.shape})")
+        if dim is None:
+            idx = xp.asarray(xp.argmax(self._data)).astype(np.int64)
+            return Tensor._make(idx.reshape((1,) * self.ndim if keepdim else ()), self._be, False, None, 0)
+        ax = _one_axis(self.ndim, dim, "argmax")
+        if self.ndim == 0:  # PyTorch: a 0-d tensor's argmax over its only "dim" is a 0-d 0
+            return Tensor._make(xp.zeros((), dtype=np.int64), self._be, False, None, 0)
+        idx = xp.argmax(self._data, axis=ax)
+        if keepdim:
+            idx = xp.expand_dims(idx, ax)
+        return Tensor._make(xp.asarray(idx).astype(np.int64), self._be, False, None, 0)
+
+    # -- shape ------------------------------------------------------------------------------------
+    def t(self: Tensor) -> Tensor:
+        """Transpose of a matrix; 0-d and 1-d tensors are returned as they are (PyTorch's ``t()``)."""
+        if self.ndim > 2:
+            raise ValueError(f"t() expects a tensor with <= 2 dimensions, but self is {self.ndim}-D (use transpose/permute)")
+        return self if self.ndim < 2 else Permute.apply(self, axes=(1, 0))
+
+    def reshape(self: Tensor, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        shape = tuple(int(s) for s in shape)
+        n_neg = sum(1 for s in shape if s == -1)
+        known = int(np.prod([s for s in shape if s != -1])) if shape else 1
+        if n_neg > 1 or any(s < -1 for s in shape) or (n_neg == 0 and known != self.numel()) or \
+                (n_neg == 1 and (known == 0 or self.numel() % known != 0)):
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} ({self.numel()} elements) into {shape}")
+        if shape == self.shape:
+            return self
+        return Reshape.apply(self, shape=shape)
+
+    view = reshape
+
+    def permute(self: Tensor, *dims: Any) -> Tensor:
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        ax = _axes(self.ndim, dims, None, "permute")
+        if ax is None or len(ax) != self.ndim:
+            raise ValueError(f"permute: expected a permutation of {self.ndim} dims, got {dims}")
+        return Permute.apply(self, axes=ax)
+
+    def transpose(self: Tensor, dim0: int = -2, dim1: int = -1) -> Tensor:
+        if self.ndim < 2:
+            return self
+        a = _one_axis(self.ndim, dim0, "transpose")
+        b = _one_axis(self.ndim, dim1, "transpose")
+        axes = list(range(self.ndim))
+        axes[a], axes[b] = axes[b], axes[a]
+        return Permute.apply(self, axes=tuple(axes))
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - PyTorch's name
+        return self.permute(tuple(reversed(range(self.ndim))))
+
+    def unsqueeze(self: Tensor, dim: int) -> Tensor:
+        if not -self.ndim - 1 <= dim <= self.ndim:
+            raise ValueError(f"unsqueeze: dim {dim} out of range for a tensor with {self.ndim} dimensions")
+        d = dim % (self.ndim + 1)
+        return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
+
+    def squeeze(self: Tensor, dim: int | Sequence[int] | None = None) -> Tensor:
+        """Drop size-1 dims: all of them, the one ``dim`` or those in a tuple of dims (PyTorch >= 2.0)."""
+        if dim is None:
+            return self.reshape(tuple(s for s in self.shape if s != 1))
+        if isinstance(dim, (tuple, list)):
+            axes = _axes(self.ndim, tuple(dim), None, "squeeze")
+            if self.ndim == 0:
+                return self
+            return self.reshape(tuple(s for i, s in enumerate(self.shape) if not (i in axes and s == 1)))
+        d = _one_axis(self.ndim, dim, "squeeze")
+        if self.ndim == 0:  # PyTorch: dim 0 or -1 of a 0-d tensor is allowed and changes nothing
+            return self
+        if self.shape[d] != 1:
+            return self
+        return self.reshape(self.shape[:d] + self.shape[d + 1:])
+
+    def flatten(self: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        if self.ndim == 0:
+            return self.reshape((1,))
+        s = _one_axis(self.ndim, start_dim, "flatten")
+        e = _one_axis(self.ndim, end_dim, "flatten")
+        if s > e:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+        # the explicit size, not -1: -1 is ambiguous (and refused) for a tensor with zero elements
+        return self.reshape(self.shape[:s] + (int(np.prod(self.shape[s:e + 1])),) + self.shape[e + 1:])
+
+    def expand(self: Tensor, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        shape = tuple(self.shape[i - (len(shape) - self.ndim)] if s == -1 else s for i, s in enumerate(shape))
+        try:
+            if np.broadcast_shapes(self.shape, shape) != shape:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"expand: cannot expand shape {self.shape} to {shape}") from None
+        return Expand.apply(self, shape=shape)
+
+    def __getitem__(self: Tensor, index: Any) -> Tensor:
+        idx, advanced = _normalize_index(self, index)
+        try:
+            self._be.check_index(self.shape, idx)
+            return GetItem.apply(self, index=idx, advanced=advanced)
+        except IndexError as e:
+            raise IndexError(f"index {index!r} is invalid for a tensor of shape {self.shape}: {e}") from None
+
+    def softmax(self, dim: int = -1) -> Tensor: return _softmax(Softmax, self, dim, "softmax")
+    def log_softmax(self, dim: int = -1) -> Tensor: return _softmax(LogSoftmax, self, dim, "log_softmax")
+
+    split = split
+    chunk = chunk
+
+    def narrow(self: Tensor, dim: int, start: int, length: int) -> Tensor:
+        """The slice ``start:start+length`` of ``dim`` (a view, as PyTorch's): ``t.narrow(0, 1, 2)``."""
+        d = _one_axis(self.ndim, dim, "narrow")
+        n = self.shape[d]
+        start = _checks.integer("narrow: start", start)
+        length = _checks.integer("narrow: length", length)
+        if not -n <= start <= n:
+            raise IndexError(f"narrow: start {start} out of range for dim {d} of size {n}")
+        if start < 0:
+            start += n
+        if length < 0 or start + length > n:
+            raise ValueError(f"narrow: start ({start}) + length ({length}) exceeds dimension size ({n})")
+        return self[(slice(None),) * d + (slice(start, start + length),)]
+
+    def topk(self: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:
+        """The ``k`` largest (or smallest) entries along ``dim`` and their indices, as PyTorch's
+        ``topk``; the values carry gradients back to where they came from."""
+        return topk(self, k, dim, largest, sorted)
+
+    # -- dtype and device -------------------------------------------------------------------------
+    def clone(self) -> Tensor: return Identity.apply(self)
+
+    def contiguous(self) -> Tensor:
+        """``self`` when its memory is in row-major order, else a row-major copy (differentiable)."""
+        return self if self.is_contiguous() else Identity.apply(self)
+
+    def is_contiguous(self) -> bool:
+        flags = getattr(self._data, "flags", None)
+        return True if flags is None else bool(flags.c_contiguous)
+
+    def type(self, dtype: Any = None) -> Any:
+        """``t.type()`` is PyTorch's type name (``'torch.FloatTensor'``); ``t.type(dtype)`` casts."""
+        if dtype is None:
+            name = _TYPE_NAMES.get(self.dtype, "Tensor")
+            return f"torch.cuda.{name}" if self._be.is_device else f"torch.{name}"
+        if isinstance(dtype, str) and dtype.endswith("Tensor"):
+            inv = {v: k for k, v in _TYPE_NAMES.items()}
+            if dtype.rsplit(".", 1)[-1] not in inv:
+                raise TypeError(f"type: unknown tensor type {dtype!r}")
+            dtype = inv[dtype.rsplit(".", 1)[-1]]
+        return self.to(dtype)
+
+    def _new(self, arr: Any, dtype: Any, device: Any, requires_grad: bool) -> Tensor:
+        from .tensor import tensor as _tensor
+        return _tensor(arr, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad)
+
+    def new_zeros(self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+        """Zeros of ``size`` with this tensor's dtype and device (the ``init_hidden`` idiom)."""
+        from .tensor import _shape_arg
+        return TensorOps._new(self, np.zeros(_shape_arg(size)), dtype, device, requires_grad)
+
+    def new_ones(self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+        from .tensor import _shape_arg
+        return TensorOps._new(self, np.ones(_shape_arg(size)), dtype, device, requires_grad)
+
+    def new_empty(self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+        """As ``new_zeros`` (the values of an ``empty`` tensor are unspecified; here they are zeros)."""
+        from .tensor import _shape_arg
+        return TensorOps._new(self, np.zeros(_shape_arg(size)), dtype, device, requires_grad)
+
+    def new_full(self, size: Sequence[int], fill_value: Any, *, dtype: Any = None, device: Any = None,
+                 requires_grad: bool = False) -> Tensor:
+        from .tensor import _shape_arg
+        return TensorOps._new(self, np.full(_shape_arg((size,)), fill_value), dtype, device, requires_grad)
+
+    def new_tensor(self, data: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+        """A copy of ``data`` with this tensor's dtype and device unless given."""
+        src = data.numpy() if isinstance(data, Tensor) else data
+        return TensorOps._new(self, np.array(src, copy=True), dtype, device, requires_grad)
+
+    def to(self, *args: Any, dtype: Any = None, device: Any = None) -> Tensor:
+        """``t.to("cuda")``, ``t.to(tr.float64)`` or both; differentiable, a no-op when nothing changes."""
+        for a in args:
+            if isinstance(a, str) or isinstance(a, Backend):
+                device = a
+            else:
+                dtype = a
+        out = self
+        if dtype is not None:
+            dt = _as_dtype(dtype)
+            if dt != out.dtype:
+                # a cast to an integer dtype has no gradient: cut the graph, as PyTorch does
+                out = Cast.apply(out.detach() if out.requires_grad and dt not in _FLOATS else out, dtype=dt)
+        if device is not None:
+            be = get_backend(device)
+            if be is not out._be:
+                out = ToDevice.apply(out, backend=be)
+        return out
+
+    def cpu(self) -> Tensor: return self.to("cpu")
+    def cuda(self) -> Tensor: return self.to("cuda")
+    def float(self) -> Tensor: return self.to(float32)
+    def double(self) -> Tensor: return self.to(float64)
+    def long(self) -> Tensor: return self.to(int64)
+    def type_as(self, other: Tensor) -> Tensor: return self.to(other.dtype)
+    def astype(self, dtype: Any) -> Tensor: return self.to(_as_dtype(dtype))
+
+
+def _install() -> None:
+    """Put every method of :class:`TensorOps`'s body on ``Tensor``. Their ``__qualname__`` becomes
+    ``Tensor.<name>``, so a misuse reads "Tensor.add() got an unexpected keyword argument 'alpha'";
+    the module functions shared as methods (``clamp``, ``maximum`` ...) keep their own name."""
+    for name, attr in vars(TensorOps).items():
+        if name.startswith("__") and name.endswith("__") and not callable(attr):
+            continue  # __module__, __doc__, __dict__, the __hash__ = None that defining __eq__ leaves
+        fn = attr.__func__ if isinstance(attr, staticmethod) else attr
+        if isinstance(fn, type(_install)) and fn.__qualname__.startswith("TensorOps."):
+            fn.__qualname__ = f"Tensor.{fn.__name__}"
+        setattr(Tensor, name, fn)
+
+
+_install()
+
+
+# ---------------------------------------------------------------------------------------
+# PyTorch's top-level forms of the methods: ``tr.exp(x)`` is ``x.exp()``
+
+
+def _function_form(name: str) -> Any:
+    method = getattr(Tensor, name)
+
+    def fn(input: Tensor, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}(): argument 'input' must be a Tensor, not {type(input).__name__}")
+        return method(input, *args, **kwargs)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"``tr.{name}(x, ...)`` is ``x.{name}(...)``."
+    return fn
+
+
+FUNCTION_FORMS = ("exp", "log", "tanh", "sigmoid", "relu", "abs", "sqrt", "sum", "mean", "max", "min", "softmax",
+                  "log_softmax", "argmax", "add", "sub", "mul", "div", "pow", "neg", "reshape", "transpose", "permute",
+                  "squeeze", "unsqueeze", "flatten", "t", "numel", "clone", "detach")
+# installed on the package by ``__init__`` (not here: ``max``, ``sum`` ... would shadow the builtins this module uses)
+function_forms = {name: _function_form(name) for name in FUNCTION_FORMS}

@@ -22,19 +22,19 @@ import secrets
 import struct
 import zipfile
 import zlib
-from typing import Any
+from typing import IO, Any, Callable
 
 import numpy as np
 
-from .backend import get_backend, normalize_device
+from .backend import backend_of_array, get_backend, host_array, normalize_device
 from .tensor import Tensor
 
-__all__ = ["save", "load", "FORMAT_VERSION"]
+__all__ = ["save", "load", "atomic_write", "FORMAT_VERSION"]
 
 FORMAT = "tinygrad_rnn.save"
 FORMAT_VERSION = 1
 _MANIFEST = "__tinygrad_rnn_manifest__"
-_LEGACY_META = "__tinygrad_rnn_meta__"  # nn.save's format before tr.save existed: named arrays + JSON metadata
+LEGACY_META_KEY = "__tinygrad_rnn_meta__"  # nn.save's format before tr.save existed: named arrays + JSON metadata
 _MAX_DEPTH = 64  # nesting deeper than this is refused on save and on load (a hostile manifest can't blow the stack)
 _ARRAY_KINDS = "biufc"  # bool, integers, floats, complex: no objects, strings, structs or void
 _TMP_MARK = ".tmp-"
@@ -60,8 +60,8 @@ def _encode(obj: Any, arrays: list[np.ndarray], where: str, depth: int) -> Any:
     if isinstance(obj, np.generic):
         arrays.append(_host_array(np.asarray(obj), where))
         return {"$scalar": len(arrays) - 1}
-    if isinstance(obj, np.ndarray) or type(obj).__module__.startswith("cupy"):
-        arrays.append(_host_array(obj.get() if hasattr(obj, "get") and not isinstance(obj, np.ndarray) else obj, where))
+    if backend_of_array(obj) is not None:
+        arrays.append(_host_array(host_array(obj), where))
         return {"$array": len(arrays) - 1}
     if isinstance(obj, tuple):
         return {"$tuple": [_encode(v, arrays, f"{where}[{i}]", depth + 1) for i, v in enumerate(obj)]}
@@ -109,12 +109,22 @@ def save(obj: Any, f: str | os.PathLike) -> None:
     manifest = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "root": root}, allow_nan=False)
     members = {f"a{i}": a for i, a in enumerate(arrays)}
     members[_MANIFEST] = np.frombuffer(manifest.encode("utf-8"), dtype=np.uint8)
-    _atomic_savez(path, members)
+    atomic_write(path, lambda fh: np.savez(fh, allow_pickle=False, **members))
 
 
-def _atomic_savez(path: str, members: dict[str, np.ndarray]) -> None:
+def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[IO[bytes]], Any]) -> str:
+    """Write ``data`` (bytes, text as UTF-8, or a function that writes into a binary file) to ``path``, atomically.
+
+    The data goes to a temporary file beside ``path`` that is fsynced and then renamed over it, so a crash
+    leaves either the old file or the new one, never half of one; stale temporaries of dead writers to the
+    same ``path`` are removed first. The file gets the mode a plain ``open()`` would give it (``0o666`` less
+    the umask; ``mkstemp``'s 0600 would hide results from a group). Returns ``path``.
+
+    >>> # tr.serialization.atomic_write("results.json", json.dumps(results))
+    """
+    path = os.fspath(path)
     if os.path.isdir(path):
-        raise IsADirectoryError(f"tr.save: {path} is a directory")
+        raise IsADirectoryError(f"{path} is a directory")
     folder, base = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     _remove_stale_temporaries(folder, base)
@@ -129,7 +139,10 @@ def _atomic_savez(path: str, members: dict[str, np.ndarray]) -> None:
             continue
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, allow_pickle=False, **members)
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -138,6 +151,7 @@ def _atomic_savez(path: str, members: dict[str, np.ndarray]) -> None:
             os.unlink(tmp)
         raise
     _fsync_folder(folder)
+    return path
 
 
 def _fsync_folder(folder: str) -> None:
@@ -380,7 +394,7 @@ def load(f: str | os.PathLike, map_location: Any = None) -> Any:
         members = _read_members(path)
         if _MANIFEST in members:
             return _decode_manifest(members, device)
-        if _LEGACY_META in members:
+        if LEGACY_META_KEY in members:
             return _decode_legacy(members)
         raise _Refused("it is an .npz file but not a tinygrad_rnn checkpoint (no manifest)")
     except _Refused as e:
@@ -417,7 +431,7 @@ def _decode_manifest(members: dict[str, np.ndarray], device: str | None) -> Any:
 
 
 def _decode_legacy(members: dict[str, np.ndarray]) -> dict[str, Any]:
-    meta = _json_member(members, _LEGACY_META)
+    meta = _json_member(members, LEGACY_META_KEY)
     if not isinstance(meta, dict):
-        raise _Refused(f"member '{_LEGACY_META}.npy' is not a JSON object")
+        raise _Refused(f"member '{LEGACY_META_KEY}.npy' is not a JSON object")
     return {"state_dict": members, "meta": meta}

@@ -1,11 +1,12 @@
 """The Tensor, the Function node and the reverse-mode engine.
 
 A ``Tensor`` wraps one backend array. Every differentiable op is a ``Function`` subclass
-(in ``ops.py``) with ``forward`` on arrays and ``backward`` returning one gradient per
-input; ``Function.apply`` runs the forward and, when a gradient is wanted, records the
-node. ``Tensor.backward`` walks the recorded nodes **iteratively** (no recursion, so an
-unrolled 10,000-step RNN backprops fine), sums the gradients of a tensor used several
-times, and frees each node's saved arrays as soon as it has run.
+(in ``functions/``; the ``Tensor`` methods that call them are in ``ops.py``) with ``forward``
+on arrays and ``backward`` returning one gradient per input; ``Function.apply`` runs the
+forward and, when a gradient is wanted, records the node. ``Tensor.backward`` walks the
+recorded nodes **iteratively** (no recursion, so an unrolled 10,000-step RNN backprops fine),
+sums the gradients of a tensor used several times, and frees each node's saved arrays as
+soon as it has run. This module imports nothing from ``ops.py`` or ``functions/``.
 
     >>> import tinygrad_rnn as tr
     >>> x = tr.tensor([1.0, 2.0], requires_grad=True); (x * x).sum().backward(); x.grad.tolist()
@@ -14,29 +15,65 @@ times, and frees each node's saved arrays as soon as it has run.
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
+import os
 import threading
+import traceback
 import weakref
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .backend import Backend, get_backend
+from .backend import Backend, backend_of_array, get_backend, normalize_device
+from .dtypes import _ALLOWED, _FLOATS, _as_dtype, _default_dtype_for, bool_, float32, float64, int32, int64
+from .random import Generator, _rng, get_rng_state, manual_seed, set_rng_state
 
+# (the dtypes and the random-number functions are re-exported: ``tinygrad_rnn.tensor.float32`` etc. stay reachable)
 __all__ = [
     "Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "Generator", "manual_seed",
+    "get_rng_state", "set_rng_state",
     "tensor", "zeros", "ones", "full", "randn", "rand", "randint", "arange", "eye", "zeros_like",
     "ones_like", "full_like", "randn_like", "rand_like", "float32", "float64", "int64", "int32", "bool_",
-    "RemovableHandle",
+    "RemovableHandle", "from_numpy", "as_tensor", "device",
 ]
 
-float32 = np.dtype(np.float32)
-float64 = np.dtype(np.float64)
-int32 = np.dtype(np.int32)
-int64 = np.dtype(np.int64)
-bool_ = np.dtype(np.bool_)
-_FLOATS = (float32, float64)
-_ALLOWED = (float32, float64, int32, int64, bool_)
+# ---------------------------------------------------------------------------------------
+# global switches (grad mode, anomaly mode): one save/restore scheme for all of them
+
+
+class _StateSwitch(contextlib.ContextDecorator):
+    """Sets a piece of global state for a ``with`` block (or each call of a decorated function) and
+    restores the previous value after. Subclasses say how to read and write it (``_get``/``_put``);
+    :meth:`apply_now` switches at once, for the ``set_...`` functions that act without a ``with``."""
+
+    _applied = False
+
+    _get: Callable[[], Any]
+    _put: Callable[[Any], None]
+
+    def __init__(self, new: Any):
+        self.new = new
+
+    def _recreate_cm(self) -> _StateSwitch:
+        # a fresh object per decorated call: one shared ``prev`` breaks recursion and threads
+        return self if self._applied else copy.copy(self)
+
+    def apply_now(self) -> _StateSwitch:
+        self.prev, self._applied = self._get(), True
+        self._put(self.new)
+        return self
+
+    def __enter__(self) -> _StateSwitch:
+        if not self._applied:
+            self.prev = self._get()
+            self._put(self.new)
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        self._put(self.prev)
+        return False
+
 
 # ---------------------------------------------------------------------------------------
 # grad mode
@@ -53,22 +90,12 @@ def is_grad_enabled() -> bool:
     return _mode.enabled
 
 
-class _SetGrad(contextlib.ContextDecorator):
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+class _SetGrad(_StateSwitch):
+    def _get(self) -> bool:
+        return _mode.enabled
 
-    def _recreate_cm(self) -> _SetGrad:
-        # a fresh object per decorated call: one shared ``prev`` breaks recursion and threads
-        return type(self)(self.enabled)
-
-    def __enter__(self):
-        self.prev = _mode.enabled
-        _mode.enabled = self.enabled
-        return self
-
-    def __exit__(self, *exc):
-        _mode.enabled = self.prev
-        return False
+    def _put(self, value: bool) -> None:
+        _mode.enabled = value
 
 
 def no_grad() -> _SetGrad:
@@ -78,147 +105,6 @@ def no_grad() -> _SetGrad:
 
 def enable_grad() -> _SetGrad:
     return _SetGrad(True)
-
-
-# ---------------------------------------------------------------------------------------
-# random numbers: always drawn on the host, so a seed gives the same values on every device
-
-
-class Generator:
-    """A seeded source of random numbers (``tr.Generator(0)``), wrapping NumPy's PCG64.
-
-    Its state can be saved and restored exactly, so a resumed run draws the same numbers:
-
-        >>> g = Generator(0); s = g.get_state(); a = g.rng.random(); _ = g.set_state(s); a == g.rng.random()
-        True
-    """
-
-    def __init__(self, seed: int | None = None):
-        self.manual_seed(seed)
-
-    def manual_seed(self, seed: int | None) -> Generator:
-        self.seed = seed
-        self.rng = np.random.default_rng(seed)
-        return self
-
-    def get_state(self) -> dict[str, Any]:
-        """The PCG64 state as a plain dict of ints and strings (``tr.save`` holds it; JSON does too)."""
-        st = self.rng.bit_generator.state
-        return {"bit_generator": st["bit_generator"], "state": {"state": int(st["state"]["state"]),
-                "inc": int(st["state"]["inc"])}, "has_uint32": int(st["has_uint32"]), "uinteger": int(st["uinteger"])}
-
-    def set_state(self, state: dict[str, Any]) -> Generator:
-        """Restore a state from :meth:`get_state`, in place (everything holding ``self.rng`` sees it)."""
-        self.rng.bit_generator.state = _check_rng_state(state)
-        return self
-
-
-def _check_rng_state(state: Any) -> dict[str, Any]:
-    def bad(msg: str) -> ValueError:
-        return ValueError(f"invalid generator state: {msg}")
-
-    if not isinstance(state, dict):
-        raise TypeError(f"a generator state must be a dict from get_state(), got {type(state).__name__}")
-    expected = {"bit_generator", "state", "has_uint32", "uinteger"}
-    if set(state) != expected:
-        raise bad(f"keys {sorted(map(str, state))}, expected {sorted(expected)}")
-    if state["bit_generator"] != "PCG64":
-        raise bad(f"bit_generator is {state['bit_generator']!r}, expected 'PCG64'")
-    inner = state["state"]
-    if not isinstance(inner, dict) or set(inner) != {"state", "inc"}:
-        raise bad("'state' must be a dict with keys 'inc' and 'state'")
-
-    def check_int(where: str, v: Any, bits: int) -> int:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) < 2**bits:
-            raise bad(f"{where} must be an integer in [0, 2**{bits}), got {v!r}")
-        return int(v)
-
-    pcg = {"state": check_int("state['state']", inner["state"], 128), "inc": check_int("state['inc']", inner["inc"], 128)}
-    out = {"bit_generator": "PCG64", "state": pcg, "has_uint32": check_int("has_uint32", state["has_uint32"], 1),
-           "uinteger": check_int("uinteger", state["uinteger"], 32)}
-    if out["state"]["inc"] % 2 == 0:
-        raise bad("state['inc'] must be odd (PCG64's increment always is)")
-    return out
-
-
-_default_generator = Generator(None)
-
-
-def manual_seed(seed: int) -> Generator:
-    """Seed the global generator used when neither ``seed`` nor ``generator`` is given."""
-    return _default_generator.manual_seed(seed)
-
-
-def get_rng_state() -> dict[str, Any]:
-    """The default generator's state (``torch.get_rng_state``'s role; a dict here, not a byte tensor).
-
-    >>> s = get_rng_state(); a = randn(2).tolist(); set_rng_state(s); a == randn(2).tolist()
-    True
-    """
-    return _default_generator.get_state()
-
-
-def set_rng_state(new_state: dict[str, Any]) -> None:
-    """Restore the default generator from :func:`get_rng_state`; dropout and the factories then repeat exactly."""
-    _default_generator.set_state(new_state)
-
-
-def _rng(seed: int | None, generator: Generator | None) -> np.random.Generator:
-    if seed is not None and generator is not None:
-        raise ValueError("give either seed= or generator=, not both")
-    if seed is not None:
-        return np.random.default_rng(seed)
-    if generator is not None:
-        if not isinstance(generator, Generator):
-            raise TypeError(f"generator must be a tinygrad_rnn.Generator, got {type(generator).__name__}")
-        return generator.rng
-    return _default_generator.rng
-
-
-# ---------------------------------------------------------------------------------------
-# dtypes
-
-
-def _as_dtype(dtype: Any) -> np.dtype | None:
-    if dtype is None:
-        return None
-    # the aliases only for non-dtypes: np.dtype("float64") == float, so it would map to float32
-    if not isinstance(dtype, np.dtype):
-        if dtype in ("float", float):
-            return float32
-        if dtype in ("double",):
-            return float64
-        if dtype in ("long", int):
-            return int64
-    try:
-        d = np.dtype(dtype)
-    except TypeError as e:
-        raise TypeError(f"unknown dtype {dtype!r}") from e
-    if d not in _ALLOWED:
-        raise TypeError(f"unsupported dtype {d}: use float32, float64, int32, int64 or bool")
-    return d
-
-
-def _default_dtype_for(data: Any) -> np.dtype | None:
-    """PyTorch's rule: Python floats become float32, Python ints int64; arrays keep theirs."""
-    if isinstance(data, np.generic):  # NumPy scalars keep their dtype too (np.float64 is a float subclass)
-        return None
-    if isinstance(data, (bool, np.bool_)):
-        return bool_
-    if isinstance(data, (int, np.integer)) and not isinstance(data, np.ndarray):
-        return int64
-    if isinstance(data, float):
-        return float32
-    if isinstance(data, (list, tuple)):
-        arr = np.asarray(data)
-        if arr.dtype.kind == "f":
-            return float32
-        if arr.dtype.kind in "iu":
-            return int64
-        if arr.dtype.kind == "b":
-            return bool_
-        raise TypeError(f"cannot make a tensor from a sequence of {arr.dtype}")
-    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -282,7 +168,7 @@ class Function:
         if record and cls.saves_inputs:
             # the versions of what backward will read; checked before it runs
             ctx._saved_versions = [0 if t._vc is None else t._vc.v for t in inputs]
-        out = ctx.forward(*[t.data for t in inputs], **kwargs)
+        out = ctx.forward(*[t._data for t in inputs], **kwargs)
         multi = isinstance(out, tuple)
         if _anomaly.enabled:
             _anomaly_forward(ctx, out if multi else (out,), record)
@@ -320,27 +206,30 @@ class Tensor:
     (2, 3)
     """
 
-    __slots__ = ("data", "_be", "requires_grad", "grad", "_ctx", "_idx", "_retain", "_vc", "_hooks", "__weakref__")
+    __slots__ = ("_data", "_be", "requires_grad", "grad", "_ctx", "_idx", "_retain", "_vc", "_hooks", "__weakref__")
     __array_ufunc__ = None  # so ``ndarray * Tensor`` defers to Tensor.__rmul__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, device: Any = None):
-        if isinstance(data, Tensor):
-            data = data.data
-        be = get_backend(device) if device is not None else _backend_of(data)
-        if be.name == "cpu" and type(data).__module__.startswith("cupy"):
-            data = data.get()  # a GPU array asked for on the host: copy it over explicitly
+        src = data if isinstance(data, Tensor) else None
+        if src is not None:
+            data = data._data
+        be = get_backend(device) if device is not None else (backend_of_array(data) or get_backend("cpu"))
         dt = _as_dtype(dtype) or _default_dtype_for(data)
-        arr = be.asarray(data) if not isinstance(data, np.ndarray) or be.name == "cpu" else be.from_host(data)
+        if isinstance(data, (list, tuple)) and dt is not None and dt.kind in "iub":
+            data = _int_sequence(data)
+        arr = be.asarray(data)  # copies another backend's array over itself
         if dt is not None and arr.dtype != dt:
+            _check_int_range(arr, dt)
             arr = arr.astype(dt)
         if arr.dtype not in _ALLOWED:
             if arr.dtype.kind == "f":
                 raise TypeError(f"unsupported dtype {arr.dtype}: use float32 or float64")
             if arr.dtype.kind in "iu":
+                _check_int_range(arr, int64)
                 arr = arr.astype(int64)
             else:
                 raise TypeError(f"cannot make a tensor from an array of dtype {arr.dtype}")
-        self.data = arr
+        self._data = arr
         self._be = be
         self.grad: Tensor | None = None
         self._ctx = None
@@ -349,13 +238,18 @@ class Tensor:
         self._vc = None
         self._hooks = None
         self.requires_grad = False
+        if src is not None and arr is src._data:
+            # over the same memory as ``src``: one version counter, so an in-place change through either
+            # is seen by a backward that saved the other (PyTorch's rule)
+            self._vc = vc = src._version_counter()
+            vc.shared = True
         if requires_grad:
             self.requires_grad_(True)
 
     @classmethod
     def _make(cls, data: Any, be: Backend, requires_grad: bool, ctx: Function | None, idx: int) -> Tensor:
         t = cls.__new__(cls)
-        t.data = data
+        t._data = data
         t._be = be
         t.requires_grad = requires_grad
         t.grad = None
@@ -368,20 +262,48 @@ class Tensor:
 
     # -- properties -----------------------------------------------------------------------
     @property
+    def data(self) -> Tensor:
+        """PyTorch's ``.data``: a tensor over the same memory, outside autograd (no graph, no grad) and
+        with a version counter of its own, so a change through it is not seen by a saved-tensor check
+        (as in PyTorch; ``detach()`` is the checked form). ``p.data = t`` makes ``p`` use ``t``'s memory."""
+        return Tensor._make(self._data, self._be, False, None, 0)
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        if isinstance(value, Tensor):
+            self._data, self._be = value._data, value._be
+            return
+        be = backend_of_array(value)
+        if be is None:
+            raise TypeError(f"data: expected a Tensor, got {type(value).__name__}")
+        self._data, self._be = value, be
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """The values as a host array (``np.asarray(t)``); shares memory on the CPU unless ``copy=True``."""
+        arr = self._be.to_host(self._data)
+        if dtype is not None and arr.dtype != np.dtype(dtype):
+            return arr.astype(dtype)
+        return arr.copy() if copy else arr
+
+    @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
+        return tuple(self._data.shape)
 
     @property
     def dtype(self) -> np.dtype:
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     @property
-    def device(self) -> str:
-        return self._be.name
+    def device(self) -> device:
+        """The device as a ``tr.device`` (a ``str``: ``t.device == "cpu"`` holds; ``t.device.type`` as torch)."""
+        d = _DEVICES.get(self._be.name)
+        if d is None:
+            d = _DEVICES[self._be.name] = device(self._be.name)
+        return d
 
     @property
     def is_leaf(self) -> bool:
@@ -391,14 +313,9 @@ class Tensor:
     def grad_fn(self) -> Function | None:
         return self._ctx
 
-    def size(self, dim: int | None = None) -> Any:
-        return self.shape if dim is None else self.shape[dim]
-
-    def numel(self) -> int:
-        return int(self.data.size)
-
-    def dim(self) -> int:
-        return self.ndim
+    def size(self, dim: int | None = None) -> Any: return self.shape if dim is None else self.shape[dim]
+    def numel(self) -> int: return int(self._data.size)
+    def dim(self) -> int: return self.ndim
 
     def __len__(self) -> int:
         if self.ndim == 0:
@@ -421,31 +338,25 @@ class Tensor:
             raise ValueError(f"truth value of a tensor of shape {self.shape} is ambiguous")
         return bool(self.item())
 
-    def __float__(self) -> float:
-        return float(self.item())
-
-    def __int__(self) -> int:
-        return int(self.item())
-
-    def __hash__(self) -> int:
-        return id(self)
+    def __float__(self) -> float: return float(self.item())
+    def __int__(self) -> int: return int(self.item())
+    def __hash__(self) -> int: return id(self)
 
     # -- conversion -----------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """The values as a NumPy array (a host copy for GPU tensors; shared memory on the CPU)."""
-        return self._be.to_host(self.data)
+        return self._be.to_host(self._data)
 
     def item(self) -> float | int | bool:
         if self.numel() != 1:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
         return self.numpy().reshape(()).item()
 
-    def tolist(self) -> Any:
-        return self.numpy().tolist()
+    def tolist(self) -> Any: return self.numpy().tolist()
 
     def detach(self) -> Tensor:
         """The same values cut from the graph (shares memory): the carried state of truncated BPTT."""
-        t = Tensor._make(self.data, self._be, False, None, 0)
+        t = Tensor._make(self._data, self._be, False, None, 0)
         t._vc = vc = self._version_counter()  # same memory, same version: an in-place change to either is seen
         vc.shared = True
         return t
@@ -455,14 +366,9 @@ class Tensor:
         self.requires_grad = False
         return self
 
-    def clone(self) -> Tensor:
-        from .ops import Identity
-
-        return Identity.apply(self)
-
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
-        if requires_grad and self.data.dtype not in _FLOATS:
-            raise TypeError(f"only float32/float64 tensors can require grad, got dtype {self.data.dtype}")
+        if requires_grad and self._data.dtype not in _FLOATS:
+            raise TypeError(f"only float32/float64 tensors can require grad, got dtype {self._data.dtype}")
         if not requires_grad and self._ctx is not None:
             raise ValueError("requires_grad_(False) on a non-leaf tensor: use .detach() instead")
         self.requires_grad = bool(requires_grad)
@@ -479,49 +385,6 @@ class Tensor:
     def zero_grad(self) -> None:
         self.grad = None
 
-    def to(self, *args: Any, dtype: Any = None, device: Any = None) -> Tensor:
-        """``t.to("cuda")``, ``t.to(tr.float64)`` or both; differentiable, a no-op when nothing changes."""
-        for a in args:
-            if isinstance(a, str) or isinstance(a, Backend):
-                device = a
-            else:
-                dtype = a
-        out = self
-        if dtype is not None:
-            dt = _as_dtype(dtype)
-            if dt != out.dtype:
-                from .ops import Cast
-
-                if out.requires_grad and dt not in _FLOATS:
-                    out = Cast.apply(out.detach(), dtype=dt)
-                else:
-                    out = Cast.apply(out, dtype=dt)
-        if device is not None:
-            be = get_backend(device)
-            if be is not out._be:
-                from .ops import ToDevice
-
-                out = ToDevice.apply(out, backend=be)
-        return out
-
-    def cpu(self) -> Tensor:
-        return self.to("cpu")
-
-    def cuda(self) -> Tensor:
-        return self.to("cuda")
-
-    def float(self) -> Tensor:
-        return self.to(float32)
-
-    def double(self) -> Tensor:
-        return self.to(float64)
-
-    def long(self) -> Tensor:
-        return self.to(int64)
-
-    def type_as(self, other: Tensor) -> Tensor:
-        return self.to(other.dtype)
-
     # -- autograd -------------------------------------------------------------------------
     def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (seeded with ``gradient``)."""
@@ -532,9 +395,9 @@ class Tensor:
                 raise ValueError(
                     f"backward() without a gradient needs a scalar output, got shape {self.shape}; "
                     "pass gradient= of the same shape, or reduce with .sum()/.mean() first")
-            g = self._be.xp.ones(self.data.shape, dtype=self.dtype)
+            g = self._be.xp.ones(self._data.shape, dtype=self.dtype)
         else:
-            g = gradient.data if isinstance(gradient, Tensor) else self._be.asarray(gradient)
+            g = gradient._data if isinstance(gradient, Tensor) else self._be.asarray(gradient)
             if tuple(g.shape) != self.shape:
                 raise ValueError(f"backward(): gradient shape {tuple(g.shape)} does not match output shape {self.shape}")
             g = g.astype(self.dtype, copy=False)
@@ -554,7 +417,7 @@ class Tensor:
         return 0 if vc is None else vc.v
 
     def _bump_version(self) -> None:
-        """Record an in-place change of ``self.data``; call it from every op that writes in place."""
+        """Record an in-place change of ``self._data``; call it from every op that writes in place."""
         self._version_counter().v += 1
 
     # -- hooks ------------------------------------------------------------------------------------
@@ -595,22 +458,26 @@ class Tensor:
         return self._hooks
 
     # -- in-place helpers used by optimizers and init (no graph) ------------------------------
-    def zero_(self) -> Tensor:
-        return self.fill_(0)
+    def zero_(self) -> Tensor: return self.fill_(0)
 
-    def fill_(self, value: float) -> Tensor:
+    def fill_(self, value: Any) -> Tensor:
+        if isinstance(value, Tensor):  # PyTorch accepts a one-element (0-d) tensor as the value
+            if value.numel() != 1:
+                raise ValueError(f"fill_ only supports a 0-dimension value tensor, got shape {value.shape}")
+            value = value.item()
         self._data_for_write("fill_")[...] = value
         self._bump_version()
         return self
 
     def copy_(self, src: Any) -> Tensor:
-        arr = src.data if isinstance(src, Tensor) else src
-        if tuple(np.shape(arr)) != self.shape:
+        arr = src._data if isinstance(src, Tensor) else src
+        try:  # the source broadcasts to this tensor's shape, as in PyTorch
+            ok = np.broadcast_shapes(tuple(np.shape(arr)), self.shape) == self.shape
+        except ValueError:
+            ok = False
+        if not ok:
             raise ValueError(f"copy_: source shape {tuple(np.shape(arr))} does not match {self.shape}")
-        if isinstance(arr, np.ndarray) and self.device != "cpu":
-            arr = self._be.from_host(arr)
-        elif not isinstance(arr, np.ndarray) and self.device == "cpu" and hasattr(arr, "get"):
-            arr = arr.get()
+        arr = self._be.asarray(arr)
         self._data_for_write("copy_")[...] = arr
         self._bump_version()
         return self
@@ -618,20 +485,52 @@ class Tensor:
     def _data_for_write(self, what: str) -> Any:
         # (unlike PyTorch, copy_/fill_/zero_ on a leaf that requires grad are allowed with grad mode on,
         # as init and gradcheck use them; the version counter still catches a graph that saved it)
-        from .ops import _writable
-
         return _writable(self, what)
 
-    # -- operators (bodies in ops.py; attached there) -------------------------------------------
+    # -- the operators and the other methods that build ops are installed by ops.py -------------
 
 
-def _backend_of(data: Any) -> Backend:
-    if isinstance(data, np.ndarray) or np.isscalar(data) or isinstance(data, (list, tuple)):
-        return get_backend("cpu")
-    mod = type(data).__module__
-    if mod.startswith("cupy"):
-        return get_backend("cuda")
-    return get_backend("cpu")
+def _writable(t: Tensor, what: str) -> Any:
+    """``t._data`` ready to be written in place (a 0-d reduction result may be a read-only NumPy scalar)."""
+    data = t._data
+    flags = getattr(data, "flags", None)
+    if flags is None or isinstance(data, np.generic):
+        data = t._data = t._be.xp.array(data)
+    elif not getattr(flags, "writeable", True):  # CuPy's flags have no writeable (its arrays always are)
+        raise RuntimeError(f"{what}: the tensor's memory is read-only (an expand()ed view shares one value among "
+                           "several entries); clone() it first")
+    return data
+
+
+class device(str):
+    """PyTorch's ``torch.device``: ``tr.device("cpu")`` (or ``"cuda"``, ``"cuda:0"``); a ``str``, so it is
+    accepted wherever a device string is, and prints as PyTorch's does (``device(type='cpu')``)."""
+
+    def __new__(cls, type: Any, index: int | None = None) -> device:  # noqa: A002 - PyTorch's argument name
+        if isinstance(type, device) and index is None:
+            return type
+        if not isinstance(type, str):
+            raise TypeError(f"device(): expected a string such as 'cpu' or 'cuda', got {builtins_type(type).__name__}")
+        name = f"{type}:{index}" if index is not None else type
+        normalize_device(name)  # a clear error for an unknown device, here rather than at first use
+        return super().__new__(cls, name.strip().lower())
+
+    @property
+    def type(self) -> str:
+        return str.split(self, ":")[0]
+
+    @property
+    def index(self) -> int | None:
+        parts = str.split(self, ":")
+        return int(parts[1]) if len(parts) > 1 else None
+
+    def __repr__(self) -> str:
+        idx = self.index
+        return f"device(type='{self.type}')" if idx is None else f"device(type='{self.type}', index={idx})"
+
+
+builtins_type = type
+_DEVICES: dict[str, device] = {}  # one object per backend name: Tensor.device is read on hot paths
 
 
 class _VersionCounter:
@@ -688,7 +587,7 @@ def _run_pre_hooks(hooks: _Hooks | None, g: Any, be: Backend) -> Any:
     for fn in list(hooks.pre.values()):
         out = fn(Tensor._make(g, be, False, None, 0))
         if out is not None:
-            new = out.data if isinstance(out, Tensor) else be.asarray(out)
+            new = out._data if isinstance(out, Tensor) else be.asarray(out)
             if tuple(new.shape) != tuple(g.shape):
                 raise RuntimeError(f"hook {getattr(fn, '__name__', fn)!r} returned a gradient of shape "
                                    f"{tuple(new.shape)} for a tensor of shape {tuple(g.shape)}")
@@ -701,6 +600,16 @@ def _run_pre_hooks(hooks: _Hooks | None, g: Any, be: Backend) -> Any:
 _accumulate_lock = threading.Lock()
 
 
+class _LeafGrad:
+    """A leaf's gradient summed over one backward pass, until its last consumer (``uses_left``) has run.
+    ``fresh``: ``grad`` is a new array nobody else holds (the leaf's first ``.grad`` may take it uncopied)."""
+
+    __slots__ = ("parent", "grad", "uses_left", "fresh")
+
+    def __init__(self, parent: Tensor, uses_left: int, fresh: bool):
+        self.parent, self.grad, self.uses_left, self.fresh = parent, None, uses_left, fresh
+
+
 def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
     if root._ctx is None:  # a leaf: its gradient is the seed itself
         _accumulate_leaf(root, grad)
@@ -710,24 +619,24 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
     pending[id(root._ctx)][root._idx] = grad
     # a leaf's contributions are summed over the pass and accumulated once, when its last consumer
     # has run (so post-accumulate hooks see the final gradient, as in PyTorch)
-    leaf_grads: dict[int, list] = {}
+    leaf_grads: dict[int, _LeafGrad] = {}
     xp = root._be.xp
 
     def leaf_done(parent: Tensor, g: Any, fresh: bool) -> None:
         key = id(parent)
         entry = leaf_grads.get(key)
         if entry is None:
-            entry = leaf_grads[key] = [parent, None, leaf_uses[key], fresh]
+            entry = leaf_grads[key] = _LeafGrad(parent, leaf_uses[key], fresh)
         if g is not None:
-            if entry[1] is None:
-                entry[1], entry[3] = g, fresh
+            if entry.grad is None:
+                entry.grad, entry.fresh = g, fresh
             else:
-                entry[1], entry[3] = entry[1] + g, True  # a sum is a new array
-        entry[2] -= 1
-        if entry[2] == 0:
+                entry.grad, entry.fresh = entry.grad + g, True  # a sum is a new array
+        entry.uses_left -= 1
+        if entry.uses_left == 0:
             del leaf_grads[key]
-            if entry[1] is not None:
-                _accumulate_leaf(parent, entry[1], entry[3])
+            if entry.grad is not None:
+                _accumulate_leaf(parent, entry.grad, entry.fresh)
 
     for ctx in reversed(order):
         gouts = pending.pop(id(ctx), None)
@@ -745,7 +654,7 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
             for i, ref in retained.items():
                 t = ref()
                 if t is not None and gouts[i] is not None:
-                    t.grad = Tensor._make(gouts[i] if t.grad is None else t.grad.data + gouts[i], t._be, False, None, 0)
+                    t.grad = Tensor._make(gouts[i] if t.grad is None else t.grad._data + gouts[i], t._be, False, None, 0)
         if any(g is None for g in gouts):
             outs_shape = ctx.__dict__.get("out_shapes")
             gouts = [g if g is not None else xp.zeros(outs_shape[i][0], dtype=outs_shape[i][1]) for i, g in enumerate(gouts)]
@@ -759,7 +668,7 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
         for parent, need, g in zip(ctx.parents, ctx.needs, gins):
             if not need:
                 continue
-            if g is not None and g.shape != parent.data.shape:
+            if g is not None and g.shape != parent._data.shape:
                 raise RuntimeError(
                     f"internal error: {type(ctx).__name__}.backward returned a gradient of shape "
                     f"{tuple(g.shape)} for an input of shape {parent.shape}")
@@ -775,9 +684,9 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
             slot[parent._idx] = g if slot[parent._idx] is None else slot[parent._idx] + g
         if not retain_graph:
             ctx.release()
-    for parent, g, _, fresh in list(leaf_grads.values()):  # consumers that never ran (unreachable by gradient)
-        if g is not None:
-            _accumulate_leaf(parent, g, fresh)
+    for entry in list(leaf_grads.values()):  # consumers that never ran (unreachable by gradient)
+        if entry.grad is not None:
+            _accumulate_leaf(entry.parent, entry.grad, entry.fresh)
 
 
 def _describe(t: Tensor) -> str:
@@ -812,7 +721,7 @@ def _share_counter(src: Tensor, outs: tuple) -> None:
     """Outputs of a view op that really share ``src``'s memory share its version counter."""
     may_share = getattr(src._be.xp, "may_share_memory", None)
     for o in outs:
-        if may_share is None or may_share(o.data, src.data):
+        if may_share is None or may_share(o._data, src._data):
             o._vc = vc = src._version_counter()
             vc.shared = True
 
@@ -835,9 +744,6 @@ _anomaly = _AnomalyMode()
 
 def _user_stack() -> list:
     """The caller's stack without the library's own frames (where the user's code made the op)."""
-    import os
-    import traceback
-
     root = os.path.dirname(os.path.abspath(__file__)) + os.sep
     return [f for f in traceback.extract_stack()[:-1] if not os.path.abspath(f.filename).startswith(root)]
 
@@ -846,8 +752,6 @@ def _created_at(ctx: Function) -> str:
     stack = ctx.__dict__.get("anomaly_stack")
     if not stack:
         return ""
-    import traceback
-
     last = stack[-1]
     return (f"\n{ctx.name()} was created at {last.filename}:{last.lineno}; traceback of its forward call "
             "(most recent call last):\n" + "".join(traceback.format_list(stack[-8:])).rstrip())
@@ -896,26 +800,26 @@ def _accumulate_leaf(t: Tensor, g: Any, fresh: bool = False) -> None:
         g0 = g
         g = _run_pre_hooks(hooks, g, t._be)
         fresh = fresh and g is g0
-    if g.dtype != t.data.dtype:
-        g, fresh = g.astype(t.data.dtype), True
+    if g.dtype != t._data.dtype:
+        g, fresh = g.astype(t._data.dtype), True
     xp = t._be.xp
     with _accumulate_lock:
         cur = t.grad
-        flags = getattr(cur.data, "flags", None) if cur is not None else None
-        if (cur is None or tuple(cur.data.shape) != tuple(g.shape) or cur.data.dtype != g.dtype
+        flags = getattr(cur._data, "flags", None) if cur is not None else None
+        if (cur is None or tuple(cur._data.shape) != tuple(g.shape) or cur._data.dtype != g.dtype
                 or (flags is not None and not getattr(flags, "writeable", True))):
             # copy: the same array may be handed to several inputs (e.g. by Add), and
             # optimizers and clipping scale .grad in place; xp.array also turns the NumPy
             # scalar a 0-d op returns into a writable 0-d array
             if cur is not None:
-                new = xp.asarray(cur.data + g)
+                new = xp.asarray(cur._data + g)
             elif fresh and getattr(g, "ndim", 0) > 0 and getattr(getattr(g, "flags", None), "writeable", True):
                 new = g
             else:
                 new = xp.array(g, copy=True)
             t.grad = Tensor._make(new, t._be, False, None, 0)
         else:
-            cur.data += g
+            cur._data += g
             cur._bump_version()
     if hooks is not None and hooks.post:
         for fn in list(hooks.post.values()):
@@ -963,13 +867,78 @@ def _topological_order(root: Function) -> tuple[list[Function], dict[int, int]]:
 # factories
 
 
+def _int_sequence(data: Any) -> Any:
+    """A nested list of Python ints as an array, refusing values outside int64 (NumPy would make them
+    uint64 or objects, and the cast to int64 would wrap silently)."""
+    try:
+        arr = np.asarray(data)
+    except OverflowError:
+        arr = np.asarray(data, dtype=object)
+    if arr.dtype == object:
+        flat = [v for v in arr.reshape(-1).tolist() if isinstance(v, (int, np.integer))]
+        bad = next((v for v in flat if not -2**63 <= int(v) < 2**63), None)
+        if bad is not None:
+            raise ValueError(f"value {bad} is out of range for int64")
+    return arr
+
+
+def _check_int_range(arr: Any, dt: np.dtype) -> None:
+    """Refuse a cast to an integer dtype that would wrap (uint64 2**64-100 -> int64 -100) or is undefined
+    (float inf/nan, 1e30); PyTorch raises or is undefined here, and a wrapped index is a silent wrong answer."""
+    if dt.kind not in "iu" or arr.dtype.kind not in "iuf" or arr.size == 0:
+        return
+    info = np.iinfo(dt)
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr < info.min) | (arr >= 2.0 ** (info.bits - (dt.kind == "i")))
+        if bool(bad.any()):
+            raise ValueError(f"cannot convert {arr.reshape(-1)[bad.reshape(-1)][0]!r} to {dt}: out of range or not finite")
+        return
+    lo, hi = arr.min(), arr.max()
+    if int(lo) < info.min or int(hi) > info.max:
+        raise ValueError(f"value {int(hi) if int(hi) > info.max else int(lo)} is out of range for {dt}")
+
+
 def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
-    """Make a tensor: lists of floats become float32, NumPy arrays keep their dtype.
+    """Make a tensor holding a **copy** of ``data`` (as ``torch.tensor``): lists of floats become
+    float32, NumPy arrays keep their dtype. ``from_numpy``/``as_tensor`` share memory instead.
 
     >>> tensor([[1.0, 2.0]]).dtype
     dtype('float32')
     """
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+    t = Tensor(data, dtype=dtype, device=device)
+    src = data._data if isinstance(data, Tensor) else data
+    if t._data is src or _may_share(t, src):
+        t = Tensor._make(t._be.xp.array(t._data, copy=True), t._be, False, None, 0)
+    return t.requires_grad_(requires_grad) if requires_grad else t
+
+
+def _may_share(t: Tensor, src: Any) -> bool:
+    if backend_of_array(src) is None:
+        return False
+    may_share = getattr(t._be.xp, "may_share_memory", None)
+    return may_share is None or bool(may_share(t._data, src))
+
+
+def from_numpy(ndarray: np.ndarray) -> Tensor:
+    """A CPU tensor over the NumPy array's memory (as ``torch.from_numpy``): a change to either is seen
+    by the other. Only ``np.ndarray`` is accepted; ``tr.tensor`` copies."""
+    if not isinstance(ndarray, np.ndarray):
+        raise TypeError(f"from_numpy: expected np.ndarray (got {type(ndarray).__name__})")
+    if ndarray.dtype not in _ALLOWED:
+        raise TypeError(f"from_numpy: can't convert an array of dtype {ndarray.dtype}; the supported dtypes are "
+                        "float32, float64, int32, int64 and bool")
+    return Tensor(ndarray, device="cpu")
+
+
+def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
+    """``data`` as a tensor, sharing its memory when it can (same dtype and device; a tensor comes back
+    as it is), else a copy: ``torch.as_tensor``'s rule."""
+    if isinstance(data, Tensor):
+        dt = _as_dtype(dtype)
+        if (dt is None or dt == data.dtype) and (device is None or get_backend(device) is data._be):
+            return data
+        return data.to(*[a for a in (dt, device) if a is not None])  # a copy that keeps the graph, as torch
+    return Tensor(data, dtype=dtype, device=device)
 
 
 def _shape_arg(shape: Sequence[Any]) -> tuple[int, ...]:
@@ -1018,8 +987,17 @@ def rand(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool
     return _host_factory(arr, dtype, device, requires_grad)
 
 
-def randint(low: int, high: int, size: Sequence[int], dtype: Any = None, device: Any = None,
+def randint(low: int, high: Any = None, size: Sequence[int] | None = None, dtype: Any = None, device: Any = None,
             seed: int | None = None, generator: Generator | None = None) -> Tensor:
+    """Integers uniform in [low, high): ``tr.randint(0, 9, (2, 3))`` or, as PyTorch, ``tr.randint(9, (2, 3))``."""
+    if size is None:
+        if not isinstance(high, (tuple, list)):
+            raise TypeError("randint: expected randint(high, size) or randint(low, high, size) with size a tuple")
+        low, high, size = 0, low, high
+    elif high is None:
+        low, high = 0, low
+    if high <= low:
+        raise ValueError(f"randint: expected low < high, got low={low}, high={high}")
     arr = _rng(seed, generator).integers(low, high, size=_shape_arg((size,)))
     return Tensor(arr.astype(_as_dtype(dtype) or int64), device=device)
 

@@ -54,7 +54,7 @@ def check_reductions(rank: int, world: int) -> None:
     # a non-contiguous view is reduced in place through a contiguous copy
     base = np.arange(6, dtype=np.float64).reshape(2, 3) * (rank + 1)
     t = tr.tensor(base.T)
-    assert not t.data.flags.c_contiguous
+    assert not t.numpy().flags.c_contiguous
     dist.all_reduce(t)
     assert np.array_equal(t.numpy(), (np.arange(6).reshape(2, 3) * vals.sum()).T)
     work = dist.all_reduce(tr.tensor([1.0]), async_op=True)
@@ -77,6 +77,19 @@ def check_broadcast_gather(rank: int, world: int) -> None:
     dist.all_gather(out, tr.tensor(np.full((2, 2), rank, dtype=np.int32)))
     assert [o.numpy()[0, 0] for o in out] == list(range(world))
     dist.barrier()
+
+
+def check_local_rank_and_shards(rank: int, world: int) -> None:
+    # mpiexec -n 2 on one machine: both ranks share the node
+    assert dist.get_local_world_size() == world and dist.get_local_rank() == rank
+    h = tr.tensor(np.full((1, 2, 3), rank, dtype=np.float32))  # (layers, batch rows of this rank, hidden)
+    full_h, full_c = dist.gather_along((h, h + 10), dim=1)
+    want = np.concatenate([np.full((1, 2, 3), r, dtype=np.float32) for r in range(world)], axis=1)
+    np.testing.assert_array_equal(full_h.numpy(), want)
+    np.testing.assert_array_equal(full_c.numpy(), want + 10)
+    mine = dist.shard_along(full_h, dim=1)  # the inverse: this rank's rows again
+    np.testing.assert_array_equal(mine.numpy(), h.numpy())
+    assert dist.gather_along(None, dim=1) is None
 
 
 def check_errors(rank: int, world: int) -> None:
@@ -166,6 +179,7 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     check_reductions(rank, world)
     check_broadcast_gather(rank, world)
+    check_local_rank_and_shards(rank, world)
     check_errors(rank, world)
     check_unused(rank, world)
     dist.barrier()

@@ -10,28 +10,71 @@ per device name, so importing the library never touches a GPU.
 """
 from __future__ import annotations
 
+import functools
+import math
 import threading
 from typing import Any
 
-__all__ = ["Backend", "DeviceUnavailableError", "get_backend", "get_num_threads", "normalize_device", "set_num_threads"]
+import numpy as np
+
+__all__ = ["Backend", "DeviceUnavailableError", "backend_of_array", "get_backend", "get_num_threads", "host_array",
+           "is_host_array", "normalize_device", "set_num_threads"]
 
 
 class DeviceUnavailableError(RuntimeError):
     """Raised when a device is asked for that this machine or install cannot provide."""
 
 
+def _abstract(fn: Any) -> Any:
+    """Mark a Backend method every backend must implement: calling the base one says which is missing."""
+    @functools.wraps(fn)
+    def missing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not implement Backend.{fn.__name__} "
+                                  f"(every backend must: see backend/__init__.py)")
+
+    missing.__isabstractmethod__ = True  # type: ignore[attr-defined]
+    return missing
+
+
 class Backend:
-    """Interface every backend implements; see ``cpu.py`` for the reference one."""
+    """The contract between the library and a place where arrays live: every method the engine, ``nn``,
+    ``optim`` and ``distributed`` call on a backend is declared here. Methods marked abstract must be
+    implemented; the others have a generic body written against ``xp`` that a backend may replace.
+    ``cpu.py`` is the reference implementation; ``Backend.abstract_methods()`` is the checklist.
+
+    Recurrent layers (modes ``"lstm"``, ``"gru"``, ``"rnn_tanh"``, ``"rnn_relu"``; layout in
+    recurrence.py): ``rnn_forward`` from the layer's input, ``rnn_backward`` back to the projection's
+    gradient; both may run recurrence.py's one time loop over ``gemm`` and ``rnn_step_*``.
+    """
 
     name: str = "?"
     xp: Any = None
+    # True when arrays live in memory the host cannot address (a GPU): host code must go through
+    # to_host / from_host, and collectives take the device path (NCCL)
+    is_device: bool = False
 
+    @classmethod
+    def abstract_methods(cls) -> list[str]:
+        """Names of the methods a backend must implement (the checklist for a new one)."""
+        return sorted(k for k, v in vars(Backend).items() if getattr(v, "__isabstractmethod__", False))
+
+    # -- arrays in and out ----------------------------------------------------------------------
     def asarray(self, x: Any, dtype: Any = None) -> Any:
-        return self.xp.asarray(x, dtype=dtype)
+        """Any array-like (lists, scalars, NumPy or another backend's array) as this backend's array."""
+        return self.xp.asarray(host_array(x) if _foreign(self, x) else x, dtype=dtype)
 
-    def to_host(self, a: Any) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @_abstract
+    def to_host(self, a: Any) -> np.ndarray:
+        """This backend's array as a NumPy array (a copy for a device; the same memory on the CPU)."""
 
+    @_abstract
+    def from_host(self, a: np.ndarray, copy: bool = False) -> Any:
+        """A NumPy array as this backend's array (``copy=True``: never the caller's memory)."""
+
+    def check_index(self, shape: tuple, index: Any) -> None:
+        """Raise IndexError where NumPy would for ``index`` into ``shape`` (for backends that wrap instead)."""
+
+    # -- matrix products -------------------------------------------------------------------------
     def mm(self, a: Any, b: Any, bias: Any = None) -> Any:
         """``a @ b (+ bias)`` for 2-D arrays and a bias row (the CPU backend may route it to its own BLAS)."""
         out = a @ b
@@ -39,14 +82,151 @@ class Backend:
             out += bias
         return out
 
-    def rnn_forward_input(self, mode: str, x: Any, w_ih: Any, bias: Any, w_hh: Any, b_hn: Any, h0: Any, c0: Any,
-                          mask: Any, train: bool = True) -> Any:
-        """A recurrent layer's forward from its input itself, the input projection made inside the time
-        loop; None where the backend does not (the caller then projects and calls ``rnn_forward``)."""
-        return None
+    @_abstract
+    def gemm(self, a: Any, b: Any, out: Any, beta: int) -> None:
+        """``out = a @ b`` (beta 0) or ``out += a @ b`` (beta 1) in place, 2-D C-contiguous: the time loop's GEMM."""
+
+    # -- fused kernels ---------------------------------------------------------------------------
+    @_abstract
+    def softmax_xent(self, logits: Any, targets: Any, ignore_index: int) -> tuple[Any, Any, Any]:
+        """Rows of ``(loss, row_max, log_sum)`` of a cross-entropy over 2-D logits and int64 targets."""
+
+    @_abstract
+    def softmax_xent_backward(self, logits: Any, row_max: Any, log_sum: Any, targets: Any, ignore_index: int,
+                              grad_rows: Any) -> Any:
+        """``(softmax(logits) - onehot(targets)) * grad_rows[:, None]``, zero on ignored rows."""
+
+    @_abstract
+    def scatter_add_rows(self, num_rows: int, idx: Any, src: Any) -> Any:
+        """``zeros((num_rows, D))`` with src's rows added at idx (duplicates accumulate)."""
+
+    @_abstract
+    def index_add(self, out: Any, index: Any, src: Any) -> None:
+        """``out[index] += src`` with repeated indices accumulating (general advanced indexing)."""
+
+    # -- recurrent layers -------------------------------------------------------------------------
+    @_abstract
+    def rnn_step_forward(self, mode: str, xw: Any, hw: Any, b_hn: Any, h_prev: Any, c_prev: Any, mask: Any,
+                         store: Any, h_out: Any, c_out: Any) -> None:
+        """One time step's pointwise gate math (writes h_out, c_out and the step's store row)."""
+
+    @_abstract
+    def rnn_step_backward(self, mode: str, store: Any, h_prev: Any, h_t: Any, c_prev: Any, c_t: Any, mask: Any,
+                          dout: Any, dh_carry: Any, dc_carry: Any, dxw: Any, dhw: Any, dh_pass: Any,
+                          dc_prev: Any) -> None:
+        """One time step's backward gate math (writes dxw, dhw, dh_pass and dc_prev)."""
+
+    def rnn_biases(self, mode: str, b_ih: Any, b_hh: Any, hidden: int, dtype: Any) -> tuple[Any, Any]:
+        """A layer's two biases (or None, None) as ``rnn_forward``'s ``(bias, b_hn)``: summed into the
+        projection's bias, except the GRU's b_hn, which stays inside ``r * (W_hn h + b_hn)``."""
+        xp = self.xp
+        if b_ih is None:
+            return None, (xp.zeros(hidden, dtype=dtype) if mode == "gru" else None)
+        if mode != "gru":
+            return b_ih + b_hh, None
+        bias = b_ih.copy()
+        bias[: 2 * hidden] += b_hh[: 2 * hidden]
+        return bias, xp.ascontiguousarray(b_hh[2 * hidden:])
+
+    @_abstract
+    def rnn_forward(self, mode: str, x: Any, w_ih: Any, bias: Any, w_hh: Any, b_hn: Any, h0: Any, c0: Any,
+                    mask: Any, train: bool = True) -> tuple[Any, Any, Any]:
+        """A layer's forward from its input x (T, B, D): ``(h_all, c_all, store)``; the backend decides where
+        the projection ``x W_ih^T + bias`` is made. ``train=False`` keeps no store (None)."""
+
+    @_abstract
+    def rnn_forward_projected(self, mode: str, xw: Any, w_hh: Any, b_hn: Any, h0: Any, c0: Any, mask: Any,
+                              train: bool = True) -> tuple[Any, Any, Any]:
+        """As ``rnn_forward``, given the projection xw (T, B, G*H) already made."""
+
+    @_abstract
+    def rnn_backward(self, mode: str, w_hh: Any, store: Any, h_all: Any, c_all: Any, mask: Any, dout: Any,
+                     dh_n: Any, dc_n: Any) -> tuple[Any, Any, Any, Any]:
+        """Backprop through time: ``(dxw, dhw, dh0, dc0)`` (dhw is dxw except for the GRU)."""
+
+    # -- reductions and optimizer steps --------------------------------------------------------------
+    @_abstract
+    def sum_squares(self, a: Any) -> float:
+        """``sum(a**2)`` accumulated in float64, as a Python float."""
+
+    def vector_norms(self, arrays: list, p: float) -> list[float]:
+        """The p-norm of each array (flattened, in float64), as floats, with one host transfer for all."""
+        xp = self.xp
+        if not arrays:
+            return []
+        parts = [_vector_norm(xp, xp.asarray(a).reshape(-1).astype(np.float64), p) for a in arrays]
+        return [float(v) for v in self.to_host(xp.stack(parts))]
+
+    @_abstract
+    def sgd_step(self, param: Any, grad: Any, momentum_buf: Any, *, lr: float, momentum: float, dampening: float,
+                 weight_decay: float, nesterov: bool, first_step: bool) -> None:
+        """One SGD update of ``param`` (and its momentum buffer) in place, as ``torch.optim.SGD``."""
+
+    @_abstract
+    def adam_step(self, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any, *, beta1: float,
+                  beta2: float, eps: float, weight_decay: float, decoupled_decay: float, step_size: float,
+                  bias_correction2_sqrt: float, amsgrad: bool) -> None:
+        """One Adam/AdamW update in place, as ``torch.optim.Adam``."""
+
+    @_abstract
+    def rmsprop_step(self, param: Any, grad: Any, square_avg: Any, grad_avg: Any, momentum_buf: Any, *, lr: float,
+                     alpha: float, eps: float, weight_decay: float, momentum: float, centered: bool) -> None:
+        """One RMSprop update in place, as ``torch.optim.RMSprop``."""
+
+    @_abstract
+    def adagrad_step(self, param: Any, grad: Any, state_sum: Any, *, clr: float, eps: float,
+                     weight_decay: float) -> None:
+        """One Adagrad update in place, as ``torch.optim.Adagrad``."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+def _vector_norm(xp: Any, v: Any, p: float) -> Any:
+    if p == 2.0:  # one BLAS dot instead of abs, square and sum passes
+        return xp.sqrt(xp.dot(v, v))
+    a = xp.abs(v)
+    if p == math.inf:
+        return a.max() if a.size else xp.zeros((), dtype=a.dtype)
+    if p == 1.0:
+        return a.sum()
+    return (a ** p).sum() ** (1.0 / p)
+
+
+# ---------------------------------------------------------------------------------------------
+# which backend owns an array: the one place that knows array types by their module
+
+
+def _device_module(a: Any) -> bool:
+    return type(a).__module__.startswith("cupy")
+
+
+def backend_of_array(a: Any) -> Backend | None:
+    """The backend whose arrays ``a`` is (NumPy: the CPU; CuPy: CUDA), None for anything else."""
+    if isinstance(a, np.ndarray):
+        return get_backend("cpu")
+    if _device_module(a) and hasattr(a, "shape"):
+        return get_backend("cuda")
+    return None
+
+
+def is_host_array(a: Any) -> bool:
+    """True for arrays in host memory (NumPy), False for device arrays and non-arrays."""
+    return isinstance(a, np.ndarray)
+
+
+def host_array(a: Any) -> np.ndarray:
+    """``a`` as a NumPy array: a device array copied to the host, anything else through ``np.asarray``."""
+    if isinstance(a, np.ndarray):
+        return a
+    if _device_module(a) and hasattr(a, "shape"):
+        return get_backend("cuda").to_host(a)
+    return np.asarray(a)
+
+
+def _foreign(be: Backend, a: Any) -> bool:
+    """Whether ``a`` is a device array that ``be`` (a host backend) must copy in."""
+    return not be.is_device and _device_module(a)
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -98,7 +278,7 @@ def get_backend(device: Any = "cpu") -> Backend:
 def set_num_threads(n: int) -> None:
     """CPU threads for matrix products and recurrent layers, as ``torch.set_num_threads``: with the
     mkl extra our own pool (GEMMs split into blocks, a layer's batch into row blocks); with NumPy's
-    OpenBLAS, OpenBLAS's thread count. Default: one per logical core. See backend/blas.py."""
+    OpenBLAS, OpenBLAS's thread count. Default: one per logical core. See backend/threads.py."""
     from . import blas
 
     blas.set_num_threads(n)

@@ -4,27 +4,30 @@ The recurrent layers' time loop runs in one Numba kernel per layer and direction
 recurrent product goes to BLAS called directly from the compiled loop rather than through one
 Python-level ``np.matmul`` and one kernel dispatch per step.
 
-How: we look up an ILP64 CBLAS ``sgemm``/``dgemm`` in an already loaded library and register its
-address under a name of our own with LLVM (``llvmlite.binding.add_symbol``). The kernels declare
-that name as an external function, so their machine code references it by name and stays
-cacheable (``cache=True``): each process binds the name again before any kernel loads, and a
-different provider needs no recompilation.
+How: we look up an ILP64 CBLAS ``sgemm``/``dgemm`` in an already loaded library. The kernels declare
+names of our own as external functions, so their machine code references them by name and stays
+cacheable (``cache=True``); each process binds the names (``llvmlite.binding.add_symbol``) before
+any kernel loads, to two tiny functions that jump through a pointer -- so the provider of a
+kernel's GEMM can change between passes (``step_provider``) with no recompilation.
 
-Providers, chosen once at import by ``TINYGRAD_RNN_BLAS``:
+Providers, allowed by ``TINYGRAD_RNN_BLAS`` at import:
 
-- ``auto`` (default): ``mkl`` when Intel oneMKL's runtime library is installed (the optional
-  ``mkl`` extra: ``pip install tinygrad_rnn[mkl]``), else ``numpy``.
-- ``mkl``: oneMKL's ``libmkl_rt`` (``cblas_sgemm_64``), run sequential. Its small-batch GEMMs --
-  the recurrent product of every step -- ran 1.3-1.7x faster than OpenBLAS's where measured, and
-  packed once per pass (``pack_b``) faster still. The CPU backend then sends its other float GEMMs
-  (Linear, matmul, the layers' projections and weight gradients) to MKL too (``matmul`` below),
-  and spreads all of it over cores on our own thread pool (see "threads" below).
-- ``numpy``: the BLAS NumPy itself uses (OpenBLAS in NumPy's wheels, ``scipy_cblas_sgemm64_``).
+- ``auto`` (default): both that are installed -- NumPy's, and oneMKL's when the optional ``mkl``
+  extra is (``pip install tinygrad_rnn[mkl]``) -- and for each shape class (``shape_class``: the
+  recurrent step, tall-skinny products, large ones) the one a short calibration measured faster
+  at this thread count (calibration.py; cached per machine). Neither wins everywhere: MKL's
+  small-batch GEMMs ran 1.3-1.7x faster than OpenBLAS's on an Intel Xeon, and slower on an AMD EPYC.
+- ``mkl``: oneMKL's ``libmkl_rt`` (``cblas_sgemm_64``) only, run sequential: the recurrent weight is
+  packed once per pass (``pack_b``), a layer's batch rows run on our own thread pool (threads.py),
+  and the CPU backend's other float GEMMs (Linear, matmul, the layers' projections and weight
+  gradients) are split into blocks over it (``matmul`` below).
+- ``numpy``: only the BLAS NumPy itself uses (OpenBLAS in NumPy's wheels, ``scipy_cblas_sgemm64_``),
+  its own threads doing the GEMMs.
 - ``none``: never call BLAS from kernels: layers above the small-layer size run the time loop per
   step in Python (recurrence.py), one NumPy matmul and one pointwise kernel per step.
 
-When no ILP64 CBLAS is found (a NumPy built against another BLAS), ``PROVIDER`` is None, the
-per-step fallback is used, and the names are bound to a stub that raises if ever called.
+When no ILP64 CBLAS is found (a NumPy built against another BLAS), ``PROVIDERS`` is empty and
+``PROVIDER`` None, the per-step fallback is used, and the names lead to a stub that raises if ever called.
 """
 from __future__ import annotations
 
@@ -33,8 +36,6 @@ import ctypes.util
 import functools
 import os
 import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import llvmlite.binding as llb
@@ -43,13 +44,19 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-__all__ = ["PROVIDER", "available", "gemm", "gemm_f", "gemm_packed", "matmul", "pack_b", "NOT_PACKED", "get_num_threads",
-           "set_num_threads", "row_parallel", "run_parallel", "run_ranges", "even_bounds", "can_pack"]
+from . import threads
+from .threads import run_ranges
+
+__all__ = ["PROVIDER", "PROVIDERS", "SHAPE_CLASSES", "available", "provider_for", "shape_class", "step_provider",
+           "gemm", "gemm_f", "gemm_packed", "matmul", "pack_b", "NOT_PACKED", "get_num_threads",
+           "set_num_threads", "row_parallel", "can_pack"]
 
 _SGEMM = "tinygrad_rnn_cblas_sgemm64"
 _DGEMM = "tinygrad_rnn_cblas_dgemm64"
 _SCOMPUTE = "tinygrad_rnn_cblas_sgemm_compute64"
 _DCOMPUTE = "tinygrad_rnn_cblas_dgemm_compute64"
+_MKL_SGEMM = "tinygrad_rnn_mkl_sgemm64"  # oneMKL itself, for matmul's blocks
+_MKL_DGEMM = "tinygrad_rnn_mkl_dgemm64"
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _PACKED, _B_MATRIX = 151, 162  # oneMKL's CBLAS_STORAGE (CblasPacked) and CBLAS_IDENTIFIER (CblasBMatrix)
 _MKL_THREADING_SEQUENTIAL = 1  # MKL_THREADING_INTEL 0, SEQUENTIAL 1, PGI 2, GNU 3, TBB 4
@@ -61,6 +68,8 @@ _sgemm = types.ExternalFunction(_SGEMM, types.void(_i32, _i32, _i32, _i64, _i64,
                                                    _p, _i64, types.float32, _p, _i64))
 _dgemm = types.ExternalFunction(_DGEMM, types.void(_i32, _i32, _i32, _i64, _i64, _i64, types.float64, _p, _i64,
                                                    _p, _i64, types.float64, _p, _i64))
+_mkl_sgemm = types.ExternalFunction(_MKL_SGEMM, _sgemm.sig)
+_mkl_dgemm = types.ExternalFunction(_MKL_DGEMM, _dgemm.sig)
 # oneMKL's packed GEMM (cblas_?gemm_compute_64: as gemm, without alpha; B packed once by
 # cblas_?gemm_pack_64): a recurrent layer's weight is the same matrix at every step, so it is packed
 # once per pass instead of once per step inside every GEMM call
@@ -126,23 +135,72 @@ def _stub_factory(ctype: Any, compute: bool = False) -> Any:
 
 
 _STUBS: list[Any] = []  # keep the ctypes callbacks alive for the life of the process
-_MKL: Any = None  # the loaded oneMKL library when it is the provider
+_MKL: Any = None  # the loaded oneMKL library when it is one of the providers
+_ADDRS: dict[str, tuple[int, int]] = {}  # provider -> (sgemm, dgemm) addresses, in preference order
+_TRAMPOLINE: Any = None  # the LLVM engine holding the kernels' GEMM entry points (kept alive)
+_POINTERS: dict[str, Any] = {}  # "s"/"d" -> the ctypes view of the pointer each entry point jumps through
+_POINTED: list[str | None] = [None]  # which provider the kernels' entry points jump to now
+
+# The kernels' names (_SGEMM/_DGEMM) are bound once to two tiny functions that jump through a pointer
+# (one indirect call, nothing else), so which library a kernel's GEMM goes to can change between
+# passes -- per thread count, as calibration decides -- while the kernels' machine code stays cached.
+_TRAMPOLINE_IR = """
+@{name}_ptr = global ptr null
+define void @{name}(i32 %o, i32 %ta, i32 %tb, i64 %m, i64 %n, i64 %k, {t} %al, ptr %a, i64 %lda, ptr %b, i64 %ldb,
+                    {t} %be, ptr %c, i64 %ldc) {{
+  %f = load ptr, ptr @{name}_ptr
+  musttail call void %f(i32 %o, i32 %ta, i32 %tb, i64 %m, i64 %n, i64 %k, {t} %al, ptr %a, i64 %lda, ptr %b,
+                        i64 %ldb, {t} %be, ptr %c, i64 %ldc)
+  ret void
+}}
+"""
 
 
-def _bind() -> str | None:
-    """Register the two symbols; return the provider's name (``"mkl"`` or ``"numpy"``), or None
-    when only stubs could be bound."""
+def _build_trampolines() -> dict[str, tuple[int, Any]]:
+    """``{"s": (entry address, pointer cell), "d": ...}``: the two jump-through-a-pointer entry points."""
+    global _TRAMPOLINE
+    ir = _TRAMPOLINE_IR.format(name="tgr_sgemm", t="float") + _TRAMPOLINE_IR.format(name="tgr_dgemm", t="double")
+    llb.initialize_native_target()  # as Numba does; idempotent
+    llb.initialize_native_asmprinter()
+    mod = llb.parse_assembly(ir)
+    mod.verify()
+    _TRAMPOLINE = llb.create_mcjit_compiler(mod, llb.Target.from_default_triple().create_target_machine(opt=2))
+    _TRAMPOLINE.finalize_object()
+    return {p: (_TRAMPOLINE.get_function_address(f"tgr_{p}gemm"),
+                ctypes.c_void_p.from_address(_TRAMPOLINE.get_global_value_address(f"tgr_{p}gemm_ptr")))
+            for p in ("s", "d")}
+
+
+def _bind_stub(sym: str, ctype: Any, compute: bool) -> int:
+    cb = _stub_factory(ctype, compute)
+    _STUBS.append(cb)
+    addr = ctypes.cast(cb, ctypes.c_void_p).value
+    llb.add_symbol(sym, addr)
+    return addr
+
+
+def _bind() -> tuple[str, ...]:
+    """Find the providers ``TINYGRAD_RNN_BLAS`` allows and bind the kernels' names; return the
+    providers found, in preference order (empty when only stubs could be bound)."""
     global _MKL
     choice = os.environ.get("TINYGRAD_RNN_BLAS", "auto").strip().lower() or "auto"
     if choice not in ("auto", "mkl", "numpy", "none"):
         raise ValueError(f"TINYGRAD_RNN_BLAS must be 'auto', 'mkl', 'numpy' or 'none', got {choice!r}")
-    found = provider = None
+    found: dict[str, tuple[int, int]] = {}
+    if choice in ("auto", "numpy"):
+        try:
+            handle = _numpy_blas_handle()
+            s, d = _find(handle, "s"), _find(handle, "d")
+            if s is not None and d is not None:
+                found["numpy"] = (s[1], d[1])
+        except OSError:  # pragma: no cover - an unusual NumPy install
+            pass
     if choice in ("auto", "mkl"):
         mkl = _mkl_handle()
         if mkl is not None:
             s, d = _find(mkl, "s"), _find(mkl, "d")
             if s is not None and d is not None:
-                found, provider, _MKL = (s, d), "mkl", mkl
+                found["mkl"], _MKL = (s[1], d[1]), mkl
                 # sequential MKL (set before any other MKL call): no OpenMP runtime of MKL's in the
                 # process. Its idle threads spin for 200 ms after every GEMM and took the core our
                 # row-block threads needed (up to 1.5x slower); making them sleep (KMP_BLOCKTIME=0)
@@ -150,56 +208,107 @@ def _bind() -> str | None:
                 # runtime. We spread GEMMs over cores ourselves (``matmul``, ``run_parallel``).
                 mkl.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
                 mkl.MKL_Set_Threading_Layer(_MKL_THREADING_SEQUENTIAL)
-        if found is None and choice == "mkl":
+        if "mkl" not in found and choice == "mkl":
             raise ValueError("TINYGRAD_RNN_BLAS=mkl, but oneMKL's libmkl_rt (with ILP64 cblas_sgemm_64) was not "
                              "found: pip install 'tinygrad_rnn[mkl]', or unset TINYGRAD_RNN_BLAS")
-    if found is None and choice in ("auto", "numpy"):
-        try:
-            handle = _numpy_blas_handle()
-            s, d = _find(handle, "s"), _find(handle, "d")
-            if s is not None and d is not None:
-                found, provider = (s, d), "numpy"
-        except OSError:  # pragma: no cover - an unusual NumPy install
-            found = None
-    stubs = [(_SCOMPUTE, ctypes.c_float, True), (_DCOMPUTE, ctypes.c_double, True)]
-    if provider == "mkl":
+    bound = False
+    if _MKL is not None:
         try:
             llb.add_symbol(_SCOMPUTE, ctypes.cast(_MKL.cblas_sgemm_compute_64, ctypes.c_void_p).value)
             llb.add_symbol(_DCOMPUTE, ctypes.cast(_MKL.cblas_dgemm_compute_64, ctypes.c_void_p).value)
-            stubs = []
+            bound = True
         except AttributeError:  # pragma: no cover - an MKL without the ILP64 packed API: plain GEMM only
             _MKL = None
-    if found is None:
-        stubs += [(_SGEMM, ctypes.c_float, False), (_DGEMM, ctypes.c_double, False)]
-    for sym, ct, compute in stubs:
-        cb = _stub_factory(ct, compute)
-        _STUBS.append(cb)
-        llb.add_symbol(sym, ctypes.cast(cb, ctypes.c_void_p).value)
-    if found is None:
-        return None
-    (_s_name, s_addr), (_d_name, d_addr) = found
-    llb.add_symbol(_SGEMM, s_addr)
-    llb.add_symbol(_DGEMM, d_addr)
-    return provider
+    if not bound:
+        _bind_stub(_SCOMPUTE, ctypes.c_float, True)
+        _bind_stub(_DCOMPUTE, ctypes.c_double, True)
+    # matmul's MKL blocks call MKL by a name of their own (never through the switchable entry points)
+    if "mkl" in found:
+        llb.add_symbol(_MKL_SGEMM, found["mkl"][0])
+        llb.add_symbol(_MKL_DGEMM, found["mkl"][1])
+    else:
+        _bind_stub(_MKL_SGEMM, ctypes.c_float, False)
+        _bind_stub(_MKL_DGEMM, ctypes.c_double, False)
+    tramps = _build_trampolines()
+    for prec, sym, ctype in (("s", _SGEMM, ctypes.c_float), ("d", _DGEMM, ctypes.c_double)):
+        entry, cell = tramps[prec]
+        cell.value = _bind_stub(sym + "_stub", ctype, False)  # until a provider is pointed at
+        _POINTERS[prec] = cell
+        llb.add_symbol(sym, entry)
+    _ADDRS.clear()
+    _ADDRS.update(found)
+    if found:
+        _point(next(iter(found)))
+    return tuple(found)
 
 
-PROVIDER: str | None = _bind()
+def _point(provider: str | None) -> None:
+    """Make the kernels' GEMM entry points call ``provider``'s sgemm/dgemm."""
+    if provider is None or provider == _POINTED[0]:
+        return
+    s, d = _ADDRS[provider]
+    _POINTERS["s"].value, _POINTERS["d"].value = s, d
+    _POINTED[0] = provider
+
+
+PROVIDERS: tuple[str, ...] = _bind()
+# "mkl" or "numpy" when one provider is bound, "auto" when calibration picks between both, None when none
+PROVIDER: str | None = None if not PROVIDERS else PROVIDERS[0] if len(PROVIDERS) == 1 else "auto"
 
 
 def available() -> bool:
     """True when kernels may call BLAS (a real ILP64 CBLAS is bound)."""
-    return PROVIDER is not None
+    return bool(PROVIDERS)
 
 
 # ---------------------------------------------------------------------------------------------
-# threads. With MKL (sequential) every GEMM call is one thread and we spread work over cores
-# ourselves: a GEMM by blocks of rows or columns (``matmul``), a recurrent layer by blocks of batch
-# rows (cpu.py), both on one pool of our own whose idle threads block instead of spinning. With
-# NumPy's OpenBLAS its own threads do the GEMMs, as NumPy's matmul does.
+# the provider per shape class, chosen by measurement (calibration.py: timing and its disk cache)
 
-_THREADS = max(1, os.cpu_count() or 1)
-_POOL: Any = None
-_POOL_LOCK = threading.Lock()
+SHAPE_CLASSES = ("step", "skinny", "large")
+
+
+def shape_class(m: int, n: int) -> str:
+    """``"step"``: a product with few rows (a recurrent step's batch, M <= 64); ``"skinny"``: a tall or
+    wide product with one small side (an output projection over few classes, its weight gradient);
+    ``"large"``: the rest (whole-sequence projections, weight gradients, wide output projections)."""
+    if m <= 64:
+        return "step"
+    return "skinny" if min(m, n) <= 128 else "large"
+
+
+def provider_for(cls: str) -> str | None:
+    """The provider for ``cls`` (one of SHAPE_CLASSES) at the current thread count: the only one bound,
+    or -- both bound, ``TINYGRAD_RNN_BLAS=auto`` -- the faster one as calibration measured it."""
+    if len(PROVIDERS) <= 1:
+        return PROVIDERS[0] if PROVIDERS else None
+    if _CHOOSER[0] is None:
+        from . import get_backend
+
+        get_backend("cpu")  # the CPU backend's module installs calibration.choose (set_chooser)
+    return _CHOOSER[0](cls, threads.get_num_threads())
+
+
+# calibration.choose, installed by cpu.py: this module does not import calibration, which times through it
+_CHOOSER: list[Any] = [None]
+
+
+def set_chooser(choose: Any) -> None:
+    """Install the function ``(shape_class, n_threads) -> provider`` that ``provider_for`` asks."""
+    _CHOOSER[0] = choose
+
+
+def step_provider(forced: str | None = None) -> str | None:
+    """The provider of the recurrent step's products (``forced``, or the calibrated choice), with the
+    kernels' GEMM entry points pointed at it: call before a pass of the sequence kernels."""
+    if forced is not None and forced not in PROVIDERS:
+        raise ValueError(f"step_provider: {forced!r} is not a bound BLAS provider (bound: {PROVIDERS})")
+    p = forced or provider_for("step")
+    _point(p)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# thread counts: the pool itself is threads.py; with NumPy's OpenBLAS its own count is kept in step
 
 
 @functools.lru_cache(maxsize=None)
@@ -215,12 +324,9 @@ def _numpy_fn(names: tuple[str, ...]) -> Any:
 
 def set_num_threads(n: int) -> None:
     """Threads for the CPU backend's GEMMs and recurrent layers (``torch.set_num_threads``): our own
-    pool with MKL; with NumPy's OpenBLAS, OpenBLAS's thread count."""
-    global _THREADS
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"set_num_threads: need a positive integer, got {n!r}")
-    _THREADS = int(n)
-    if PROVIDER == "numpy":
+    pool (threads.py) with MKL; with NumPy's OpenBLAS, OpenBLAS's thread count too."""
+    threads.set_num_threads(n)
+    if "numpy" in PROVIDERS:  # NumPy's own matmul too may be picked for a shape class
         fn = _numpy_fn(("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads"))
         if fn is not None:
             fn(int(n))  # a C int: ctypes' default conversion
@@ -229,72 +335,19 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """The thread count ``set_num_threads`` set (default: one per logical core); with NumPy's OpenBLAS,
     OpenBLAS's own count (which threadpoolctl and OPENBLAS_NUM_THREADS also set)."""
-    if PROVIDER == "numpy":
+    if PROVIDERS == ("numpy",):
         fn = _numpy_fn(("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"))
         if fn is not None:
             return max(1, int(fn()))
-    return _THREADS
+    return threads.get_num_threads()
 
 
-def row_parallel() -> bool:
-    """Whether the recurrent layers may run row blocks in parallel threads: with MKL (one-thread
-    GEMMs). Not with NumPy's OpenBLAS: its idle threads spin for a while after each threaded call
-    and a thread of ours competes with them (row blocks measured 1.1-1.6x slower there)."""
-    return PROVIDER == "mkl"
-
-
-def _forget_pool() -> None:
-    """In a forked child: the parent's pool threads do not exist there, and an executor that believes
-    it has its workers would queue work nobody runs (a hang); the child makes its own on first use."""
-    global _POOL, _POOL_LOCK
-    _POOL = None
-    _POOL_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        with _POOL_LOCK:
-            if _POOL is None:
-                _POOL = ThreadPoolExecutor(max_workers=max(2, 2 * (os.cpu_count() or 1)),
-                                           thread_name_prefix="tinygrad_rnn")
-    return _POOL
-
-
-def even_bounds(n: int, parts: int) -> list[int]:
-    """``parts + 1`` edges splitting ``range(n)`` into contiguous parts whose sizes differ by at most one."""
-    return [n * i // parts for i in range(parts + 1)]
-
-
-def run_ranges(fn: Any, n: int, parts: int) -> None:
-    """``fn(lo, hi)`` over ``range(n)`` split into ``parts`` even ranges, in parallel when more than one."""
-    edges = even_bounds(n, parts)
-    if parts <= 1:
-        fn(0, n)
-    else:
-        run_parallel([functools.partial(fn, edges[i], edges[i + 1]) for i in range(parts)])
-
-
-def run_parallel(tasks: list[Any]) -> None:
-    """Run the callables in ``tasks``: the first in this thread, the others on the pool; return when
-    all are done, re-raising the first error."""
-    futures = [_pool().submit(t) for t in tasks[1:]]
-    try:
-        if tasks:
-            tasks[0]()
-    finally:
-        errors = []
-        for f in futures:
-            try:
-                f.result()
-            except BaseException as e:  # noqa: BLE001 - re-raised below
-                errors.append(e)
-    if errors:
-        raise errors[0]
+def row_parallel(forced: str | None = None) -> bool:
+    """Whether the recurrent layers may run row blocks in parallel threads: when the step's provider
+    (``step_provider``) is MKL (one-thread GEMMs). Not with NumPy's OpenBLAS: its idle threads spin for
+    a while after each threaded call and a thread of ours competes with them (row blocks measured
+    1.1-1.6x slower there)."""
+    return step_provider(forced) == "mkl"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,6 +411,36 @@ def _gemm_block_impl(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):
     return None
 
 
+@numba.njit(cache=True, inline="always")
+def _mkl_block(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no cover - jit
+    """As ``gemm_block``, always by oneMKL (matmul's blocks: never through the switchable entry points)."""
+    if m1 <= m0 or n1 <= n0:
+        return
+    k, pa, lda, pb, ldb, pc, ldc = _block_args(a, b, c, trans_a, m0, n0, trans_b)
+    ta, tb = _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS
+    if c.itemsize == 4:
+        _mkl_sgemm(_ROW_MAJOR, ta, tb, m1 - m0, n1 - n0, k, np.float32(1.0), pa, lda, pb, ldb, np.float32(beta), pc, ldc)
+    else:
+        _mkl_dgemm(_ROW_MAJOR, ta, tb, m1 - m0, n1 - n0, k, 1.0, pa, lda, pb, ldb, float(beta), pc, ldc)
+
+
+@numba.njit(cache=True, nogil=True)
+def mkl_block_f(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no cover - jit
+    """One block of matmul's product by oneMKL (without the GIL: blocks run in parallel threads)."""
+    _mkl_block(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1)
+
+
+@numba.njit(cache=True, nogil=True)
+def mkl_block_bias_f(a, b, c, trans_a, trans_b, bias, m0, m1, n0, n1):  # pragma: no cover - jit
+    """c[m0:m1, n0:n1] = (op(a) @ op(b) + bias)[m0:m1, n0:n1] by oneMKL: the block is filled with the bias
+    row and the GEMM accumulates onto it (one pass over c, while the block is in cache)."""
+    for i in range(m0, m1):
+        row = c[i]
+        for j in range(n0, n1):
+            row[j] = bias[j]
+    _mkl_block(a, b, c, trans_a, trans_b, 1.0, m0, m1, n0, n1)
+
+
 @numba.njit(cache=True, nogil=True)
 def gemm_block_f(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no cover - jit
     """``gemm_block`` callable from Python (without the GIL: blocks run in parallel threads)."""
@@ -396,15 +479,15 @@ NOT_PACKED = np.empty(0, dtype=np.uint8)  # what kernels get when B is not packe
 _PACK_ALIGN = 64
 
 
-def can_pack() -> bool:
-    """Whether ``pack_b`` packs (oneMKL is the provider)."""
-    return _MKL is not None
+def can_pack(forced: str | None = None) -> bool:
+    """Whether the step's products use weights packed by ``pack_b`` (the step's provider is oneMKL)."""
+    return _MKL is not None and step_provider(forced) == "mkl"
 
 
 def pack_b(b: np.ndarray, m: int, trans: bool = False) -> np.ndarray:
     """``b`` (K, N) -- or, with ``trans``, ``b.T`` for a stored (N, K) ``b`` (no transposed copy) --
     C-contiguous float32/float64, packed by oneMKL for products with ``m``-row left operands;
-    ``NOT_PACKED`` when the provider is not MKL (or the shapes are empty)."""
+    ``NOT_PACKED`` when oneMKL is not loaded (or the shapes are empty)."""
     if _MKL is None or b.ndim != 2 or b.dtype not in (np.float32, np.float64) or m == 0 or b.size == 0:
         return NOT_PACKED
     if not b.flags.c_contiguous:
@@ -492,15 +575,17 @@ def _operand(x: np.ndarray) -> tuple[np.ndarray, bool]:
     return np.ascontiguousarray(x), False
 
 
-def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """``a @ b (+ bias)`` for 2-D arrays and a bias row of b's width. With oneMKL as the provider,
-    float32/float64 products of some size go to MKL (transposed views are passed as transposes, not
-    copied; the bias is the GEMM's starting value), split into blocks of rows or columns over
-    ``get_num_threads()`` threads when each gets at least PARALLEL_MIN_MACS of work; otherwise
-    NumPy's matmul (and an in-place add of the bias)."""
-    if (PROVIDER != "mkl" or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype
+def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, provider: str | None = None) -> np.ndarray:
+    """``a @ b (+ bias)`` for 2-D arrays and a bias row of b's width. Float32/float64 products of some
+    size go to the provider calibration picked for their shape class (``provider_for``; ``provider``
+    forces one). oneMKL: transposed views are passed as transposes, not copied, the bias is the GEMM's
+    starting value, and the product is split into blocks of rows or columns over ``get_num_threads()``
+    threads when each gets at least PARALLEL_MIN_MACS of work. Otherwise NumPy's matmul (and an
+    in-place add of the bias)."""
+    if ("mkl" not in PROVIDERS or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype
             or a.dtype not in (np.float32, np.float64) or a.shape[0] * a.shape[1] * b.shape[1] < MATMUL_MIN_MACS
-            or (bias is not None and (bias.shape != b.shape[1:] or bias.dtype != a.dtype))):
+            or (bias is not None and (bias.shape != b.shape[1:] or bias.dtype != a.dtype))
+            or (provider or provider_for(shape_class(a.shape[0], b.shape[1]))) != "mkl"):
         out = a @ b
         if bias is not None:
             out += bias
@@ -512,10 +597,10 @@ def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> np.n
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
     out = np.empty((m, n), dtype=a.dtype)
     if bias is None:
-        block = functools.partial(gemm_block_f, a_, b_, out, ta, tb, 0.0)
+        block = functools.partial(mkl_block_f, a_, b_, out, ta, tb, 0.0)
     else:
-        block = functools.partial(gemm_block_bias_f, a_, b_, out, ta, tb, np.ascontiguousarray(bias))
-    parts = max(1, min(get_num_threads(), m * n * k // PARALLEL_MIN_MACS, max(m, n)))
+        block = functools.partial(mkl_block_bias_f, a_, b_, out, ta, tb, np.ascontiguousarray(bias))
+    parts = max(1, min(threads.get_num_threads(), m * n * k // PARALLEL_MIN_MACS, max(m, n)))
     if m >= n:  # blocks of rows, or of columns for a wide product
         run_ranges(lambda lo, hi: block(lo, hi, 0, n), m, parts)
     else:

@@ -1,13 +1,12 @@
 """CPU backend: NumPy arrays, BLAS for matrix products, Numba for the fused kernels."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from . import Backend, blas
-from . import cpu_kernels as K
-from . import rnn_kernels as R
+from . import Backend, blas, calibration, cpu_kernels, optim_kernels, rnn_kernels, threads
 from .recurrence import GATES, alloc_forward, last_state, recurrence_backward, recurrence_forward
 
 __all__ = ["CPUBackend"]
@@ -16,15 +15,25 @@ __all__ = ["CPUBackend"]
 class CPUBackend(Backend):
     name = "cpu"
     xp = np
+    is_device = False
 
     def to_host(self, a: Any) -> np.ndarray:
         return np.asarray(a)
 
-    def from_host(self, a: np.ndarray) -> np.ndarray:
-        return np.asarray(a)
+    def from_host(self, a: np.ndarray, copy: bool = False) -> np.ndarray:
+        return np.array(a, copy=True) if copy else np.asarray(a)
 
     def mm(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
         return blas.matmul(a, b, bias)
+
+    def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: int) -> None:
+        if not beta:
+            np.matmul(a, b, out=out)
+        elif (blas.available() and out.dtype in (np.float32, np.float64) and a.dtype == b.dtype == out.dtype
+              and a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
+            blas.gemm_f(a, b, out, False, False, 1.0)  # BLAS's own beta: no temporary product
+        else:
+            out += a @ b
 
     # -- fused kernels -------------------------------------------------------------------
     # Softmax cross-entropy runs over blocks of about this many logits, so the float64 block
@@ -40,8 +49,8 @@ class CPUBackend(Backend):
         sum is the log-sum-exp): backward rebuilds softmax from them exactly even where adding
         them would round (|logits| >= 1e14). Both are exact to float64 rounding for float32
         logits too (the shift and the exp run in float64); loss has the logits' dtype and is 0
-        on ignored rows. Per block of rows: max and shift (Numba), exp (NumPy, SIMD), row sums,
-        log and gather (Numba).
+        on ignored rows. Per block of rows: max (NumPy's SIMD max on long rows) and shift (Numba),
+        exp (NumPy, SIMD), row sums, log and gather (Numba).
         """
         logits = np.ascontiguousarray(logits)
         n, c = logits.shape
@@ -54,14 +63,14 @@ class CPUBackend(Backend):
         step = max(1, self.XENT_BLOCK // max(c, 1))
 
         def rows(r0: int, r1: int) -> None:  # rows are independent: threads take disjoint ranges
-            if numpy_max and r1 > r0:
-                row_max[r0:r1] = logits[r0:r1].max(axis=1)
             buf = np.empty((min(step, r1 - r0), c))
             for a in range(r0, r1, step):
                 block = buf[: min(step, r1 - a)]
-                K.xent_shift_rows(logits, a, not numpy_max, row_max, block)
+                if numpy_max:  # per block: the shift below reads these rows again from cache, not memory
+                    row_max[a: a + len(block)] = logits[a: a + len(block)].max(axis=1)
+                cpu_kernels.xent_shift_rows(logits, a, not numpy_max, row_max, block)
                 np.exp(block, out=block)
-                K.xent_finish_rows(block, a, logits, targets, ignore_index, row_max, log_sum, loss)
+                cpu_kernels.xent_finish_rows(block, a, logits, targets, ignore_index, row_max, log_sum, loss)
 
         self._split(rows, n, c)
         return loss, row_max, log_sum
@@ -69,15 +78,16 @@ class CPUBackend(Backend):
     def softmax_xent_backward(self, logits, row_max, log_sum, targets, ignore_index, grad_rows):
         """(softmax(logits) - onehot(targets)) * grad_rows[:, None], zero on ignored rows.
 
-        Per block of rows: exp(logits - row_max) in the logits' dtype (NumPy, SIMD; the row
-        max is one of the logits, so it is exact in their dtype), then the row scaling by
-        grad_rows * exp(-log_sum) (float64) and the target and ignored-row fix-ups in one
-        Numba pass while the block is in cache.
+        exp(logits - row_max) in the logits' dtype (the row max is one of the logits, so it is
+        exact in their dtype), then the row scaling by grad_rows * exp(-log_sum) (float64) and
+        the target and ignored-row fix-ups: float32, all in one Numba pass per row; float64, per
+        block of rows NumPy's exp then one Numba pass while the block is in cache.
         """
         logits = np.ascontiguousarray(logits)
         n, c = logits.shape
         out = np.empty_like(logits)
-        shift = np.asarray(row_max).astype(logits.dtype, copy=False)
+        row_max = np.ascontiguousarray(row_max, dtype=np.float64)
+        shift = row_max.astype(logits.dtype, copy=False)
         log_sum = np.ascontiguousarray(log_sum, dtype=np.float64)
         g = np.ascontiguousarray(np.broadcast_to(grad_rows, (n,)), dtype=np.float64)
         targets = np.ascontiguousarray(targets, dtype=np.int64)
@@ -85,12 +95,15 @@ class CPUBackend(Backend):
         step = max(1, self.XENT_BLOCK // max(c, 1))
 
         def rows(r0: int, r1: int) -> None:
+            if logits.dtype == np.float32:  # one pass: float32 exp, scaling and fix-ups per row
+                cpu_kernels.xent_grad_rows_f32(logits, r0, r1, row_max, log_sum, targets, ignore_index, g, out)
+                return
             for a in range(r0, r1, step):
                 b = min(a + step, r1)
                 block = out[a:b]
                 np.subtract(logits[a:b], shift[a:b, None], out=block)
                 np.exp(block, out=block)
-                K.xent_grad_rows(block, a, log_sum, targets, ignore_index, g)
+                cpu_kernels.xent_grad_rows(block, a, log_sum, targets, ignore_index, g)
 
         self._split(rows, n, c)
         return out
@@ -103,9 +116,9 @@ class CPUBackend(Backend):
     def _split(self, fn: Any, n: int, per_item: int = 1) -> None:
         """``fn(a, b)`` over ``range(n)``: in one call, or in contiguous parts on parallel threads."""
         parts = 1
-        if blas.row_parallel() and n > 1:
-            parts = max(1, min(blas.get_num_threads(), n * per_item // self.PARALLEL_MIN_ELEMENTS, n))
-        blas.run_ranges(fn, n, parts)
+        if n > 1 and blas.row_parallel(self.STEP_PROVIDER):
+            parts = max(1, min(threads.get_num_threads(), n * per_item // self.PARALLEL_MIN_ELEMENTS, n))
+        threads.run_ranges(fn, n, parts)
 
     def scatter_add_rows(self, num_rows: int, idx: np.ndarray, src: np.ndarray) -> np.ndarray:
         """zeros((num_rows, D)) with src's rows added at idx (duplicates accumulate)."""
@@ -114,7 +127,7 @@ class CPUBackend(Backend):
         if idx.ndim != 1 or src.ndim != 2 or idx.shape[0] != src.shape[0]:
             raise ValueError(f"scatter_add_rows: need ids (N,) and rows (N, D), got {idx.shape} and {src.shape}")
         out = np.zeros((num_rows, src.shape[1]), dtype=src.dtype)
-        bad = K.scatter_add_rows(out, idx, src)
+        bad = cpu_kernels.scatter_add_rows(out, idx, src)
         if bad >= 0:
             raise IndexError(f"scatter_add_rows: id {int(idx[bad])} at position {bad} is out of range for "
                              f"{num_rows} rows (was the id array changed after the forward pass?)")
@@ -151,8 +164,11 @@ class CPUBackend(Backend):
     SPLIT_MIN_MACS = 1 << 22
     # row-block threads: None = tr.get_num_threads()
     ROW_THREADS: int | None = None
+    # The recurrent step's BLAS ("mkl" or "numpy"): None = the one calibration measured faster at this
+    # thread count (blas.step_provider), which also decides row blocks, packing and _split's threads.
+    STEP_PROVIDER: str | None = None
     # Forward-only passes (and, with the _TRAIN flag, training ones): the sequence kernel makes each
-    # step's input projection itself (rnn_forward_input) -- in its loops for small layers, by BLAS
+    # step's input projection itself (_fused_input_forward) -- in its loops for small layers, by BLAS
     # per row block with oneMKL -- instead of one (T*B, D) x (D, G*H) GEMM for the whole sequence
     # before the loop: no (T, B, G*H) array (the last one that grew with T), one call less. Measured
     # 3-13% faster for inference; a wash for training, which keeps the one large GEMM.
@@ -161,61 +177,73 @@ class CPUBackend(Backend):
 
     # float64: from this many elements per step, the gate activations use NumPy's vectorised
     # (SIMD) tanh/exp per step, as the Numba kernels call scalar libm for float64 (exact to rounding).
+    # Not float32: the Numba kernels' own activations are vectorised there, and one fused pass beat
+    # a dozen NumPy calls at every width measured.
     VECTOR_STEP_ELEMENTS = 1 << 12
-    # float32: the Numba kernels' own activations are vectorised and one fused pass beats a dozen
-    # NumPy calls at every width measured, so NumPy's path is never chosen by default.
-    VECTOR_STEP_ELEMENTS_F32 = 1 << 62
+
+    def _vectorised(self, dtype: Any, elements: int) -> bool:
+        return dtype == np.float64 and elements >= self.VECTOR_STEP_ELEMENTS
 
     def rnn_step_forward(self, mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_out, c_out):
-        limit = self.VECTOR_STEP_ELEMENTS_F32 if xw.dtype == np.float32 else self.VECTOR_STEP_ELEMENTS
-        if xw.size >= limit:
+        if self._vectorised(xw.dtype, xw.size):
             return _step_forward_vectorised(mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_out, c_out)
         if mode == "lstm":
-            R.lstm_step_forward(xw, hw, h_prev, c_prev, mask, store, h_out, c_out)
+            rnn_kernels.lstm_step_forward(xw, hw, h_prev, c_prev, mask, store, h_out, c_out)
         elif mode == "gru":
-            R.gru_step_forward(xw, hw, b_hn, h_prev, mask, store, h_out)
+            rnn_kernels.gru_step_forward(xw, hw, b_hn, h_prev, mask, store, h_out)
         else:
-            R.rnn_step_forward(xw, hw, h_prev, mask, mode == "rnn_relu", h_out)
+            rnn_kernels.rnn_step_forward(xw, hw, h_prev, mask, mode == "rnn_relu", h_out)
 
     def rnn_step_backward(self, mode, store, h_prev, h_t, c_prev, c_t, mask, dout, dh_carry, dc_carry,
                           dxw, dhw, dh_pass, dc_prev):
         if mode == "lstm":
-            R.lstm_step_backward(store, c_prev, np.tanh(c_t), mask, dout, dh_carry, dc_carry, dxw, dh_pass, dc_prev)
+            rnn_kernels.lstm_step_backward(store, c_prev, np.tanh(c_t), mask, dout, dh_carry, dc_carry, dxw, dh_pass,
+                                           dc_prev)
         elif mode == "gru":
-            R.gru_step_backward(store, h_prev, mask, dout, dh_carry, dxw, dhw, dh_pass)
+            rnn_kernels.gru_step_backward(store, h_prev, mask, dout, dh_carry, dxw, dhw, dh_pass)
         else:
-            R.rnn_step_backward(h_t, mask, mode == "rnn_relu", dout, dh_carry, dxw, dh_pass)
+            rnn_kernels.rnn_step_backward(h_t, mask, mode == "rnn_relu", dout, dh_carry, dxw, dh_pass)
 
     def _seq_kernel(self, mode: str, dtype: Any, b: int, h: int) -> tuple[bool, bool]:
         """``(whole-sequence kernel?, BLAS inside it?)`` for a layer of this size and dtype."""
         if b * GATES[mode] * h * h <= self.SMALL_STEP_MACS:
             return True, False
-        limit = self.VECTOR_STEP_ELEMENTS_F32 if dtype == np.float32 else self.VECTOR_STEP_ELEMENTS
-        if not (self.SEQ_KERNEL_BLAS and blas.available()) or b * GATES[mode] * h >= limit:
+        if not (self.SEQ_KERNEL_BLAS and blas.available()) or self._vectorised(dtype, b * GATES[mode] * h):
             return False, False
         return True, True
 
-    def rnn_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask, train=True):
-        """``(h_all, c_all, store)`` as in ``recurrence.recurrence_forward``; ``train=False`` is the
-        forward-only path: no store, no per-step c, only h_all (T+1, B, H) grows with T."""
+    def rnn_forward(self, mode, x, w_ih, bias, w_hh, b_hn, h0, c0, mask, train=True):
+        """``(h_all, c_all, store)`` from the layer's input x (T, B, D), as in ``Backend.rnn_forward``.
+        Where ``_fuses_input`` says so, the sequence kernel makes each step's input projection itself;
+        otherwise one whole-sequence GEMM makes it first. ``train=False``: no store, no per-step c."""
+        fused = self._fused_input_forward(mode, x, w_ih, bias, w_hh, b_hn, h0, c0, mask, train)
+        if fused is not None:
+            return fused
+        t_, b_, d_ = x.shape
+        xw = self.mm(np.ascontiguousarray(x).reshape(t_ * b_, d_), w_ih.T, bias)  # the bias is the GEMM's start
+        # explicit last axis: reshape(..., -1) cannot infer it for a batch of 0
+        return self._projected_forward(mode, xw.reshape(t_, b_, w_ih.shape[0]), w_hh, b_hn, h0, c0, mask, train)
+
+    def rnn_forward_projected(self, mode, xw, w_hh, b_hn, h0, c0, mask, train=True):
+        return self._projected_forward(mode, xw, w_hh, b_hn, h0, c0, mask, train)
+
+    def _projected_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask, train):
         t_, b_, _ = xw.shape
-        h_ = h0.shape[1]
-        seq, use_blas = self._seq_kernel(mode, xw.dtype, b_, h_)
+        seq, use_blas = self._seq_kernel(mode, xw.dtype, b_, h0.shape[1])
         if not seq:
             return recurrence_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask, train)
         return self._seq_forward(mode, xw, None, None, None, w_hh, b_hn, h0, c0, mask, train, use_blas)
 
-    def rnn_forward_input(self, mode, x, w_ih, bias, w_hh, b_hn, h0, c0, mask, train=True):
-        """As ``rnn_forward``, from the layer's input ``x`` (T, B, D): the sequence kernel makes each
-        step's input projection (bias + x_t W_ih^T) itself, per row block, so no (T, B, G*H)
-        projection is stored and every thread projects its own rows. None where this layer does not
-        take that path (see FUSE_INPUT_PROJECTION): the caller then projects and calls ``rnn_forward``."""
+    def _fused_input_forward(self, mode, x, w_ih, bias, w_hh, b_hn, h0, c0, mask, train):
+        """The sequence kernel making each step's input projection (bias + x_t W_ih^T) itself, per row
+        block, so no (T, B, G*H) projection is stored and every thread projects its own rows; None where
+        this layer does not take that path (see FUSE_INPUT_PROJECTION)."""
         if not (self.FUSE_INPUT_PROJECTION_TRAIN if train else self.FUSE_INPUT_PROJECTION):
             return None
         t_, b_, _ = x.shape
         h_ = h0.shape[1]
         seq, use_blas = self._seq_kernel(mode, x.dtype, b_, h_)
-        if not seq or (use_blas and not blas.row_parallel()):
+        if not seq or (use_blas and not blas.row_parallel(self.STEP_PROVIDER)):
             return None
         bias = np.zeros(w_ih.shape[0], dtype=x.dtype) if bias is None else np.ascontiguousarray(bias)
         return self._seq_forward(mode, None, np.ascontiguousarray(x), w_ih, bias, w_hh, b_hn, h0, c0, mask, train,
@@ -241,16 +269,16 @@ class CPUBackend(Backend):
             x, wi_t, bias = np.empty((0, b_, 0), dtype=dt), np.empty((0, g), dtype=dt), np.empty(g, dtype=dt)
         if mode == "lstm":
             def fn(b0, b1, wp, wip=blas.NOT_PACKED):
-                R.lstm_seq_forward(xw, x, wi_t, wip, bias, fuse, w_t, wp, h0, c0, mask, store, h_all, c_all, use_blas,
+                rnn_kernels.lstm_seq_forward(xw, x, wi_t, wip, bias, fuse, w_t, wp, h0, c0, mask, store, h_all, c_all, use_blas,
                                    b0, b1)
         elif mode == "gru":
             def fn(b0, b1, wp, wip=blas.NOT_PACKED):
-                R.gru_seq_forward(xw, x, wi_t, wip, bias, fuse, w_t, wp, b_hn, h0, mask, store, h_all, use_blas, b0, b1)
+                rnn_kernels.gru_seq_forward(xw, x, wi_t, wip, bias, fuse, w_t, wp, b_hn, h0, mask, store, h_all, use_blas, b0, b1)
         else:
             relu = mode == "rnn_relu"
 
             def fn(b0, b1, wp, wip=blas.NOT_PACKED):
-                R.rnn_seq_forward(xw, x, wi_t, wip, bias, fuse, w_t, wp, h0, mask, relu, h_all, use_blas, b0, b1)
+                rnn_kernels.rnn_seq_forward(xw, x, wi_t, wip, bias, fuse, w_t, wp, h0, mask, relu, h_all, use_blas, b0, b1)
         self._over_rows(fn, mode, t_, b_, h_, use_blas, weights)
         return h_all, last_state(c_all, t_), store if train else None
 
@@ -265,100 +293,102 @@ class CPUBackend(Backend):
             dxw = np.empty((t_, b_, 4 * h_), dtype=dout.dtype)
             dc0 = np.empty_like(dc_n)
             tanh_c = np.tanh(c_all[1:])
-            self._over_rows(lambda b0, b1, wp: R.lstm_seq_backward(w_hh, wp, store, c_all, tanh_c, mask, dout, dh_n, dc_n,
-                                                                   dxw, dh0, dc0, use_blas, b0, b1),
+            self._over_rows(lambda b0, b1, wp: rnn_kernels.lstm_seq_backward(w_hh, wp, store, c_all, tanh_c, mask, dout,
+                                                                             dh_n, dc_n, dxw, dh0, dc0, use_blas, b0, b1),
                             mode, t_, b_, h_, use_blas, [(w_hh, False)])
             return dxw, dxw, dh0, dc0
         if mode == "gru":
             dxw = np.empty((t_, b_, 3 * h_), dtype=dout.dtype)
             dhw = np.empty_like(dxw)
-            self._over_rows(lambda b0, b1, wp: R.gru_seq_backward(w_hh, wp, store, h_all, mask, dout, dh_n, dxw, dhw, dh0,
-                                                                  use_blas, b0, b1), mode, t_, b_, h_, use_blas, [(w_hh, False)])
+            self._over_rows(lambda b0, b1, wp: rnn_kernels.gru_seq_backward(w_hh, wp, store, h_all, mask, dout, dh_n, dxw,
+                                                                            dhw, dh0, use_blas, b0, b1),
+                            mode, t_, b_, h_, use_blas, [(w_hh, False)])
             return dxw, dhw, dh0, None
         dpre = np.empty((t_, b_, h_), dtype=dout.dtype)
         relu = mode == "rnn_relu"
-        self._over_rows(lambda b0, b1, wp: R.rnn_seq_backward(w_hh, wp, h_all, mask, relu, dout, dh_n, dpre, dh0,
+        self._over_rows(lambda b0, b1, wp: rnn_kernels.rnn_seq_backward(w_hh, wp, h_all, mask, relu, dout, dh_n, dpre, dh0,
                                                               use_blas, b0, b1), mode, t_, b_, h_, use_blas, [(w_hh, False)])
         return dpre, dpre, dh0, None
 
     def _row_blocks(self, mode: str, t: int, b: int, h: int, use_blas: bool) -> int:
         """How many row blocks the sequence kernel runs on (1: the whole batch in this thread)."""
-        if (not use_blas or not blas.row_parallel() or b < 2 * self.SPLIT_MIN_ROWS
+        if (not use_blas or not blas.row_parallel(self.STEP_PROVIDER) or b < 2 * self.SPLIT_MIN_ROWS
                 or t * b * GATES[mode] * h * h < self.SPLIT_MIN_MACS):
             return 1
-        threads = blas.get_num_threads() if self.ROW_THREADS is None else self.ROW_THREADS
-        return max(1, min(threads, b // self.SPLIT_MIN_ROWS))
+        n = threads.get_num_threads() if self.ROW_THREADS is None else self.ROW_THREADS
+        return max(1, min(n, b // self.SPLIT_MIN_ROWS))
 
     def _packing(self, use_blas: bool) -> bool:
         """Whether the sequence kernels get W_hh (and W_ih) packed by oneMKL (see PACK_WEIGHTS)."""
-        return use_blas and self.PACK_WEIGHTS and blas.can_pack()
+        return use_blas and self.PACK_WEIGHTS and blas.can_pack(self.STEP_PROVIDER)
 
     def _over_rows(self, fn: Any, mode: str, t: int, b: int, h: int, use_blas: bool,
                    weights: list[tuple[np.ndarray, bool]]) -> None:
         """``fn(b0, b1, *packed_weights)`` over the batch: once, or on row blocks in parallel threads
         (see SPLIT_MIN_ROWS). ``weights`` are (W, transposed) pairs, packed by MKL for each block's row
         count (NOT_PACKED when not packing)."""
+        if use_blas:
+            blas.step_provider(self.STEP_PROVIDER)  # the kernels' GEMM entry points go to the step's provider
         pack = self._packing(use_blas)
         n = self._row_blocks(mode, t, b, h, use_blas)
-        bounds = blas.even_bounds(b, n)
+        bounds = threads.even_bounds(b, n)
         packs = {m: [blas.pack_b(w, m, trans) if pack else blas.NOT_PACKED for w, trans in weights]
                  for m in {bounds[i + 1] - bounds[i] for i in range(n)}}
-        blas.run_ranges(lambda b0, b1: fn(b0, b1, *packs[b1 - b0]), b, n)
+        threads.run_ranges(lambda b0, b1: fn(b0, b1, *packs[b1 - b0]), b, n)
 
     # -- gradient clipping ----------------------------------------------------------------------
     def sum_squares(self, a: np.ndarray) -> float:
         """sum(a**2) accumulated in float64 (a float), without a float64 copy of ``a``."""
         flat = np.ascontiguousarray(a).reshape(-1)
         partial: list[float] = []
-        self._split(lambda i, j: partial.append(float(K.sum_squares(flat[i:j]))), flat.size)
+        self._split(lambda i, j: partial.append(float(cpu_kernels.sum_squares(flat[i:j]))), flat.size)
         return float(sum(partial))
+
+    def vector_norms(self, arrays: list, p: float) -> list[float]:
+        if p == 2.0:  # one pass per array, no float64 copy
+            return [math.sqrt(self.sum_squares(a)) for a in arrays]
+        return super().vector_norms(arrays, p)
 
     # -- optimizer steps (Numba kernels and the contract a GPU backend mirrors: optim_kernels.py) --
     def sgd_step(self, param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
                  momentum: float, dampening: float, weight_decay: float, nesterov: bool, first_step: bool) -> None:
-        from . import optim_kernels as OK
-
         dt = param.dtype
-        with OK.flat_param(param) as p:
-            g, mb = OK.flat(grad, dt), OK.flat_state(momentum_buf, dt)
-            self._split(lambda i, j: OK.sgd_step(p[i:j], g[i:j], _part(mb, i, j), float(lr), float(momentum),
+        with optim_kernels.flat_param(param) as p:
+            g, mb = optim_kernels.flat(grad, dt), optim_kernels.flat_state(momentum_buf, dt)
+            self._split(lambda i, j: optim_kernels.sgd_step(p[i:j], g[i:j], _part(mb, i, j), float(lr), float(momentum),
                                                  float(dampening), float(weight_decay), bool(nesterov),
                                                  bool(first_step)), p.size)
 
     def adam_step(self, param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
                   max_exp_avg_sq: np.ndarray | None, *, beta1: float, beta2: float, eps: float, weight_decay: float,
                   decoupled_decay: float, step_size: float, bias_correction2_sqrt: float, amsgrad: bool) -> None:
-        from . import optim_kernels as OK
-
         dt = param.dtype
-        with OK.flat_param(param) as p:
-            g, m, v = OK.flat(grad, dt), OK.flat_state(exp_avg, dt), OK.flat_state(exp_avg_sq, dt)
-            vmax = OK.flat_state(max_exp_avg_sq, dt)
-            self._split(lambda i, j: OK.adam_step(p[i:j], g[i:j], m[i:j], v[i:j], _part(vmax, i, j), float(beta1),
+        with optim_kernels.flat_param(param) as p:
+            g = optim_kernels.flat(grad, dt)
+            m, v = optim_kernels.flat_state(exp_avg, dt), optim_kernels.flat_state(exp_avg_sq, dt)
+            vmax = optim_kernels.flat_state(max_exp_avg_sq, dt)
+            self._split(lambda i, j: optim_kernels.adam_step(p[i:j], g[i:j], m[i:j], v[i:j], _part(vmax, i, j), float(beta1),
                                                   float(beta2), float(eps), float(weight_decay), float(decoupled_decay),
                                                   float(step_size), float(bias_correction2_sqrt), bool(amsgrad)), p.size)
 
     def rmsprop_step(self, param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, grad_avg: np.ndarray | None,
                      momentum_buf: np.ndarray | None, *, lr: float, alpha: float, eps: float, weight_decay: float,
                      momentum: float, centered: bool) -> None:
-        from . import optim_kernels as OK
-
         dt = param.dtype
-        with OK.flat_param(param) as p:
-            g, sq, ga = OK.flat(grad, dt), OK.flat_state(square_avg, dt), OK.flat_state(grad_avg, dt)
-            mb = OK.flat_state(momentum_buf, dt)
-            self._split(lambda i, j: OK.rmsprop_step(p[i:j], g[i:j], sq[i:j], _part(ga, i, j), _part(mb, i, j), float(lr),
-                                                     float(alpha), float(eps), float(weight_decay), float(momentum),
+        with optim_kernels.flat_param(param) as p:
+            g = optim_kernels.flat(grad, dt)
+            sq, ga = optim_kernels.flat_state(square_avg, dt), optim_kernels.flat_state(grad_avg, dt)
+            mb = optim_kernels.flat_state(momentum_buf, dt)
+            self._split(lambda i, j: optim_kernels.rmsprop_step(p[i:j], g[i:j], sq[i:j], _part(ga, i, j), _part(mb, i, j),
+                                                     float(lr), float(alpha), float(eps), float(weight_decay), float(momentum),
                                                      bool(centered)), p.size)
 
     def adagrad_step(self, param: np.ndarray, grad: np.ndarray, state_sum: np.ndarray, *, clr: float, eps: float,
                      weight_decay: float) -> None:
-        from . import optim_kernels as OK
-
         dt = param.dtype
-        with OK.flat_param(param) as p:
-            g, ss = OK.flat(grad, dt), OK.flat_state(state_sum, dt)
-            self._split(lambda i, j: OK.adagrad_step(p[i:j], g[i:j], ss[i:j], float(clr), float(eps),
+        with optim_kernels.flat_param(param) as p:
+            g, ss = optim_kernels.flat(grad, dt), optim_kernels.flat_state(state_sum, dt)
+            self._split(lambda i, j: optim_kernels.adagrad_step(p[i:j], g[i:j], ss[i:j], float(clr), float(eps),
                                                      float(weight_decay)), p.size)
 
 
@@ -372,14 +402,8 @@ def _part(state: np.ndarray, i: int, j: int) -> np.ndarray:
 
 
 def _sigmoid_(a: np.ndarray) -> np.ndarray:
-    """In-place logistic sigmoid. float32: 0.5*tanh(a/2)+0.5, one SIMD tanh; float64: the
-    exp(-|a|) form, exact to rounding even where the sigmoid is tiny (gradient checks run there)."""
-    if a.dtype == np.float32:
-        a *= 0.5
-        np.tanh(a, out=a)
-        a *= 0.5
-        a += 0.5
-        return a
+    """In-place logistic sigmoid (float64 only: CPUBackend._vectorised), the exp(-|a|) form, exact to
+    rounding even where the sigmoid is tiny (gradient checks run there)."""
     e = np.exp(-np.abs(a))
     pos = a >= 0
     np.divide(np.where(pos, 1.0, e), 1.0 + e, out=a)
@@ -421,3 +445,8 @@ def _step_forward_vectorised(mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_
             np.tanh(h_out, out=h_out)
     if masked:
         np.copyto(h_out, h_prev, where=~keep)
+
+
+# calibration times the recurrent step through this backend's kernels; blas asks calibration for its picks
+calibration.STEP_BACKEND = CPUBackend
+blas.set_chooser(calibration.choose)

@@ -6,11 +6,12 @@ arrays its caller allocated; shapes and most ranges are validated by the caller;
 scatter kernel checks its row ids itself, since a stale id would make it write out of bounds.
 Accumulations run in float64 whatever the storage dtype.
 
-The softmax cross-entropy kernels only do the cheap per-row work around an ``exp`` that
-the caller runs with NumPy on a block of rows: Numba has no vectorised exp (without SVML
-it calls scalar libm, several times slower than NumPy's SIMD exp), while these row loops
-(max, float64 shift, sum, gather, scaling) vectorise or are per-row scalars. Each works on
-the rows ``start .. start + len(block)`` of the full arrays.
+The softmax cross-entropy forward kernels do the cheap per-row work around a float64 ``exp``
+that the caller runs with NumPy on a block of rows: Numba has no vectorised exp of its own
+(without SVML it calls scalar libm), and a branch-free float64 one written here vectorised only
+4 wide and lost to NumPy's. The float32 backward makes its exps itself with the gate kernels'
+vectorised float32 exp, in one pass per row. Each works on the rows ``start .. start +
+len(block)`` of the full arrays.
 """
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["xent_shift_rows", "xent_finish_rows", "xent_grad_rows", "sum_squares", "scatter_add_rows"]
+from .rnn_kernels import _FAST, _exp_f32
+
+__all__ = ["xent_shift_rows", "xent_finish_rows", "xent_grad_rows", "xent_grad_rows_f32",
+           "sum_squares", "scatter_add_rows"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -90,6 +94,29 @@ def xent_grad_rows(block, start, log_sum, targets, ignore_index, grad_rows):  # 
         for j in range(c):
             block[r, j] = block[r, j] * scale
         block[r, t] -= g
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def xent_grad_rows_f32(logits, r0, r1, row_max, log_sum, targets, ignore_index, grad_rows, out):  # pragma: no cover - jit
+    """``xent_grad_rows`` for float32 logits in one pass per row, rows r0:r1: out[i] = exp(logits[i] -
+    row_max[i]) (float32, as NumPy's exp of the float32 difference, by the vectorised exp of the gate
+    kernels) * grad_rows[i] * exp(-log_sum[i]) (float64), grad_rows[i] taken off at t_i, zero where
+    t_i == ignore_index -- no subtract, exp and scale passes over a block."""
+    c = logits.shape[1]
+    for i in range(r0, r1):
+        t = targets[i]
+        orow = out[i]
+        if t == ignore_index:
+            for j in range(c):
+                orow[j] = 0.0
+            continue
+        g = grad_rows[i]
+        scale = g * math.exp(-log_sum[i])
+        m = np.float32(row_max[i])
+        zrow = logits[i]
+        for j in range(c):
+            orow[j] = np.float64(_exp_f32(zrow[j] - m)) * scale
+        orow[t] -= g
 
 
 # reassoc only: several partial sums in SIMD lanes; the float64 accumulation is what makes it accurate

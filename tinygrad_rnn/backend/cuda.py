@@ -3,15 +3,15 @@
 Importing this module never imports cupy; ``make_cuda_backend()`` does, and only when a GPU is
 usable (``cuda_unavailable_reason()`` is None). The kernels' per-element math lives in
 ``cuda_kernels.py`` as descriptions that the CPU tests check against the Numba kernels; this file
-holds what needs a GPU: compiling and launching them (``CupyRunner``), the recurrent time loops,
-and their capture into CUDA graphs.
+holds what needs a GPU: compiling and launching them (``CupyRunner``), the GEMM the recurrent time
+loop (recurrence.py, shared with the CPU) calls, and the loop's capture into CUDA graphs.
 
     >>> from tinygrad_rnn.backend.cuda import cuda_unavailable_reason
     >>> isinstance(cuda_unavailable_reason(), (str, type(None)))
     True
 
-**Recurrent layers.** Per step the loop runs one GEMM and one fused pointwise kernel (biases are
-folded into the input projection by ``nn/rnn.py``, padding masks into the kernel); backward folds
+**Recurrent layers.** Per step the loop (recurrence.py) runs one GEMM and one fused pointwise kernel
+(biases are folded into the input projection, padding masks into the kernel); backward folds
 ``dh += dh_pass`` into the GEMM (cuBLAS ``beta = 1``), so it too is one GEMM and one kernel per step.
 Launching ~2T small kernels from Python costs more than they run for at moderate sizes (about
 40 us of host time per step against ~10 us of GPU work), so the whole forward (or backward) loop
@@ -39,11 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from . import Backend, DeviceUnavailableError
-from . import cuda_kernels as CK
-from .recurrence import GATES, alloc_forward
+from . import Backend, DeviceUnavailableError, cuda_kernels
+from .recurrence import recurrence_backward, recurrence_forward
 
-__all__ = ["CUDABackend", "CupyRunner", "NumpyRunner", "cuda_unavailable_reason", "make_cuda_backend", "INSTALL_HINT"]
+__all__ = ["CUDABackend", "CupyRunner", "NumpyRunner", "cuda_unavailable_reason", "gpu_count", "make_cuda_backend",
+           "use_gpu", "INSTALL_HINT"]
 
 INSTALL_HINT = ("install CuPy for your CUDA version: pip install 'tinygrad_rnn[cuda]' (cupy-cuda13x, CUDA 13 drivers) "
                 "or pip install 'tinygrad_rnn[cuda12]' (cupy-cuda12x, CUDA 12 drivers)")
@@ -65,6 +65,34 @@ def cuda_unavailable_reason() -> str | None:
     return None
 
 
+def gpu_count() -> int:
+    """CUDA GPUs visible through CuPy: 0 where CuPy is absent or finds no driver (never raises)."""
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is None:
+        return 0
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:  # noqa: BLE001 - CuPy without a driver/GPU: no GPU to use
+        return 0
+
+
+def use_gpu(index: int, who: str = "this process") -> None:
+    """Make GPU ``index`` the current device, before any GPU memory exists (one GPU per MPI rank).
+    Raises RuntimeError if the CUDA backend already lives on another GPU."""
+    import cupy
+
+    from . import _BACKENDS
+
+    current = cupy.cuda.runtime.getDevice()
+    if "cuda" in _BACKENDS and current != index:  # GPU memory already lives on the wrong device
+        raise RuntimeError(f"init_process_group() must come before the first GPU tensor: {who} should use GPU "
+                           f"{index} but GPU {current} is already in use")
+    cupy.cuda.runtime.setDevice(index)
+
+
 def make_cuda_backend() -> Backend:
     reason = cuda_unavailable_reason()
     if reason is not None:
@@ -79,20 +107,21 @@ def make_cuda_backend() -> Backend:
 class NumpyRunner:
     """Runs every kernel description with NumPy on host arrays (the CPU stand-in for CupyRunner)."""
 
-    def cell(self, k: CK.Kernel, arrays: tuple, rows: int, h: int) -> None:
-        CK.run_numpy(k, dict(zip((a for a, _ in k.arrays), arrays)), rows=rows, h=h)
+    def cell(self, k: cuda_kernels.Kernel, arrays: tuple, rows: int, h: int) -> None:
+        cuda_kernels.run_numpy(k, dict(zip((a for a, _ in k.arrays), arrays)), rows=rows, h=h)
 
-    def flat(self, k: CK.Kernel, arrays: tuple, scalars: tuple, n: int) -> None:
-        CK.run_numpy(k, dict(zip((a for a, _ in k.arrays), arrays)), dict(zip(k.scalars, scalars)))
+    def flat(self, k: cuda_kernels.Kernel, arrays: tuple, scalars: tuple, n: int) -> None:
+        cuda_kernels.run_numpy(k, dict(zip((a for a, _ in k.arrays), arrays)), dict(zip(k.scalars, scalars)))
 
     def xent_forward(self, logits, targets, ignore_index, loss, row_max, log_sum) -> None:
         n, c = logits.shape
         x = logits.astype(np.float64)
         mx = x.max(axis=1, keepdims=True)
-        s = CK.evaluate(CK.XENT_TERM, {"x": x, "mx": mx})["e"].sum(axis=1)
+        s = cuda_kernels.evaluate(cuda_kernels.XENT_TERM, {"x": x, "mx": mx})["e"].sum(axis=1)
         ok = (targets != ignore_index) & (targets >= 0) & (targets < c)
         xt = np.where(ok, x[np.arange(n), np.clip(targets, 0, max(c - 1, 0))], 0.0)
-        out = CK.evaluate(CK.XENT_ROW, {"mx": mx[:, 0], "s": s, "xt": xt, "keep": (targets != ignore_index) * 1.0})
+        out = cuda_kernels.evaluate(cuda_kernels.XENT_ROW,
+                                    {"mx": mx[:, 0], "s": s, "xt": xt, "keep": (targets != ignore_index) * 1.0})
         row_max[...] = mx[:, 0]
         log_sum[...] = out["ls"]
         loss[...] = out["loss"]
@@ -101,7 +130,7 @@ class NumpyRunner:
         n, c = logits.shape
         vals = {"x": logits.astype(np.float64), "mx": row_max[:, None], "ls": log_sum[:, None], "g": grad_rows[:, None],
                 "keep": (targets != ignore_index)[:, None] * 1.0, "hit": (targets[:, None] == np.arange(c)) * 1.0}
-        out[...] = CK.evaluate(CK.XENT_BACKWARD, vals)["d"]
+        out[...] = cuda_kernels.evaluate(cuda_kernels.XENT_BACKWARD, vals)["d"]
 
     def add_at(self, out, index, src) -> None:
         np.add.at(out, index, src)
@@ -232,12 +261,12 @@ class CupyRunner:
         return True
 
     # -- compile ----------------------------------------------------------------------------
-    def function(self, k: CK.Kernel, dtype: Any) -> Any:
+    def function(self, k: cuda_kernels.Kernel, dtype: Any) -> Any:
         key = (k.name, np.dtype(dtype).name)
         fn = self._fns.get(key)
         if fn is None:
-            name = "softmax_xent_forward" if k in (CK.XENT_TERM, CK.XENT_ROW) else k.name
-            src = CK.cuda_source(k, dtype)
+            name = "softmax_xent_forward" if k in (cuda_kernels.XENT_TERM, cuda_kernels.XENT_ROW) else k.name
+            src = cuda_kernels.cuda_source(k, dtype)
             try:
                 fn = self.cp.RawKernel(src, name)
                 if hasattr(fn, "compile"):  # compile now, so an error names this kernel
@@ -252,14 +281,14 @@ class CupyRunner:
         return max(1, min((n + self.BLOCK - 1) // self.BLOCK, self.max_blocks))
 
     # -- launches -----------------------------------------------------------------------------
-    def cell(self, k: CK.Kernel, arrays: tuple, rows: int, h: int) -> None:
+    def cell(self, k: cuda_kernels.Kernel, arrays: tuple, rows: int, h: int) -> None:
         n = rows * h
         if n == 0:
             return
         fn = self.function(k, arrays[0].dtype)
         fn((self._grid(n),), (self.BLOCK,), arrays + (np.int32(rows), np.int32(h)))
 
-    def flat(self, k: CK.Kernel, arrays: tuple, scalars: tuple, n: int) -> None:
+    def flat(self, k: cuda_kernels.Kernel, arrays: tuple, scalars: tuple, n: int) -> None:
         if n == 0:
             return
         fn = self.function(k, arrays[0].dtype)
@@ -270,14 +299,14 @@ class CupyRunner:
         if n == 0:
             return
         block = int(min(256, max(32, 32 * ((c + 31) // 32))))
-        fn = self.function(CK.XENT_TERM, logits.dtype)
+        fn = self.function(cuda_kernels.XENT_TERM, logits.dtype)
         fn((n,), (block,), (logits, targets, np.int64(ignore_index), loss, row_max, log_sum, np.int32(c)))
 
     def xent_backward(self, logits, row_max, log_sum, targets, ignore_index, grad_rows, out) -> None:
         n, c = logits.shape
         if n * c == 0:
             return
-        fn = self.function(CK.XENT_BACKWARD, logits.dtype)
+        fn = self.function(cuda_kernels.XENT_BACKWARD, logits.dtype)
         fn((self._grid(n * c),), (self.BLOCK,), (logits, row_max, log_sum, targets, np.int64(ignore_index), grad_rows, out,
                                                   np.int64(n), np.int32(c)))
 
@@ -458,14 +487,27 @@ class CUDABackend(Backend):
         self.xp = xp
         self.emulated = xp is np
         self.runner = runner if runner is not None else (NumpyRunner() if self.emulated else CupyRunner(xp))
+        self.is_device = not self.emulated
         self.use_graphs = os.environ.get(GRAPHS_ENV, "1") != "0" and not self.emulated
         self.graphs = None if self.emulated else GraphCache(xp, disabled_reason=self.runner.capturable)
 
     def to_host(self, a: Any) -> np.ndarray:
         return np.asarray(a) if self.emulated else self.xp.asnumpy(a)
 
-    def from_host(self, a: np.ndarray) -> Any:
-        return self.xp.asarray(a)
+    def from_host(self, a: np.ndarray, copy: bool = False) -> Any:
+        return np.array(a, copy=True) if copy and self.emulated else self.xp.asarray(a)  # a GPU copy is a copy
+
+    def check_index(self, shape: tuple, index: Any) -> None:
+        """CuPy wraps out-of-bounds integer indices instead of raising: validate on a host stand-in."""
+        if not self.is_device:
+            return
+        items = index if isinstance(index, tuple) else (index,)
+        host = tuple(self.to_host(i) if hasattr(i, "__cuda_array_interface__") else i for i in items)
+        np.empty(shape, dtype=np.bool_)[host if isinstance(index, tuple) else host[0]]
+
+    def gemm(self, a: Any, b: Any, out: Any, beta: int) -> None:
+        """The time loop's GEMM: direct cuBLAS (capturable in a CUDA graph), else cupy.matmul."""
+        self.runner.gemm(a, b, out, beta)
 
     # -- fused kernels -----------------------------------------------------------------------
     def softmax_xent(self, logits: Any, targets: Any, ignore_index: int):
@@ -517,16 +559,16 @@ class CUDABackend(Backend):
 
     def rnn_step_forward(self, mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_out, c_out):
         xp = self.xp
-        c = xp.ascontiguousarray
+        contig = xp.ascontiguousarray
         self._check_size(*h_prev.shape)
         for what, a in (("h_out", h_out), ("c_out", c_out), ("store", store)):
             _check_out(a, what)
-        self._step_forward(mode, c(xw), c(hw), None if b_hn is None else c(b_hn), c(h_prev),
-                           None if c_prev is None else c(c_prev), c(mask), store, h_out, c_out)
+        self._step_forward(mode, contig(xw), contig(hw), None if b_hn is None else contig(b_hn), contig(h_prev),
+                           None if c_prev is None else contig(c_prev), contig(mask), store, h_out, c_out)
 
     def _step_forward(self, mode, xw, hw, b_hn, h_prev, c_prev, mask, store, h_out, c_out):
         b_, h_ = h_prev.shape
-        k = CK.cell_kernel(mode, "forward")
+        k = cuda_kernels.cell_kernel(mode, "forward")
         if mode == "lstm":
             self.runner.cell(k, (xw, hw, h_prev, c_prev, mask, store, h_out, c_out), b_, h_)
         elif mode == "gru":
@@ -537,19 +579,19 @@ class CUDABackend(Backend):
     def rnn_step_backward(self, mode, store, h_prev, h_t, c_prev, c_t, mask, dout, dh_carry, dc_carry,
                           dxw, dhw, dh_pass, dc_prev):
         xp = self.xp
-        c = xp.ascontiguousarray
+        contig = xp.ascontiguousarray
         for what, a in (("dxw", dxw), ("dhw", dhw if mode == "gru" else None), ("dh_pass", dh_pass),
                         ("dc_prev", dc_prev if mode == "lstm" else None)):
             _check_out(a, what)
         self._check_size(*dout.shape)
-        opt = (lambda a: None if a is None else c(a))
-        self._step_backward(mode, opt(store), opt(h_prev), opt(h_t), opt(c_prev), opt(c_t), c(mask), c(dout),
-                            c(dh_carry), opt(dc_carry), dxw, dhw, dh_pass, dc_prev)
+        opt = (lambda a: None if a is None else contig(a))
+        self._step_backward(mode, opt(store), opt(h_prev), opt(h_t), opt(c_prev), opt(c_t), contig(mask), contig(dout),
+                            contig(dh_carry), opt(dc_carry), dxw, dhw, dh_pass, dc_prev)
 
     def _step_backward(self, mode, store, h_prev, h_t, c_prev, c_t, mask, dout, dh_carry, dc_carry,
                        dxw, dhw, dh_pass, dc_prev):
         b_, h_ = dout.shape
-        k = CK.cell_kernel(mode, "backward")
+        k = cuda_kernels.cell_kernel(mode, "backward")
         if mode == "lstm":
             self.runner.cell(k, (store, c_prev, c_t, mask, dout, dh_carry, dc_carry, dxw, dh_pass, dc_prev), b_, h_)
         elif mode == "gru":
@@ -557,74 +599,44 @@ class CUDABackend(Backend):
         else:
             self.runner.cell(k, (h_t, mask, dout, dh_carry, dxw, dh_pass), b_, h_)
 
-    def _forward_loop(self, mode, xw, w_hh, b_hn, h0, c0, mask):
-        """recurrence.recurrence_forward with the GEMM called directly: 1 GEMM + 1 kernel per step."""
-        xp = self.xp
-        t_, b_, gh = xw.shape
-        h_ = h0.shape[1]
-        h_all, c_all, store = alloc_forward(xp, mode, t_, b_, h_, xw.dtype)
-        h_all[0] = h0
-        if c_all is not None:
-            c_all[0] = c0
-        w_t = xp.ascontiguousarray(w_hh.T)
-        hw = xp.empty((b_, gh), dtype=xw.dtype)
-        gemm = self.runner.gemm
-        for t in range(t_):
-            gemm(h_all[t], w_t, hw, 0)
-            self._step_forward(mode, xw[t], hw, b_hn, h_all[t], None if c_all is None else c_all[t], mask[t],
-                               None if store is None else store[t], h_all[t + 1], None if c_all is None else c_all[t + 1])
-        return h_all, c_all, store
+    def rnn_forward(self, mode, x, w_ih, bias, w_hh, b_hn, h0, c0, mask, train=True):
+        """``(h_all, c_all, store)`` from the layer's input: one whole-sequence GEMM (cuBLAS) makes the
+        projection, then the time loop (recurrence.py); ``train=False`` keeps no store."""
+        t_, b_, d_ = x.shape
+        xw = self.mm(self.xp.ascontiguousarray(x).reshape(t_ * b_, d_), w_ih.T, bias)
+        # explicit last axis: reshape(..., -1) cannot infer it for a batch of 0
+        return self.rnn_forward_projected(mode, xw.reshape(t_, b_, w_ih.shape[0]), w_hh, b_hn, h0, c0, mask, train)
 
-    def _backward_loop(self, mode, w_hh, store, h_all, c_all, mask, dout, dh_n, dc_n):
-        """recurrence.recurrence_backward with ``dh = dhw[t] @ W_hh + dh_pass`` as one GEMM (beta = 1):
-        the kernel writes dh_pass into the next carry buffer and the GEMM accumulates onto it."""
-        xp = self.xp
-        t_, b_, h_ = dout.shape
-        gh = GATES[mode] * h_
-        lstm = mode == "lstm"
-        dxw = xp.empty((t_, b_, gh), dtype=dout.dtype)
-        dhw = xp.empty((t_, b_, gh), dtype=dout.dtype) if mode == "gru" else dxw
-        w = xp.ascontiguousarray(w_hh)
-        dh, dh_next = xp.array(dh_n, copy=True), xp.empty_like(dh_n)
-        dc = xp.array(dc_n, copy=True) if lstm else None
-        dc_next = xp.empty_like(dc) if lstm else None
-        gemm = self.runner.gemm
-        for t in range(t_ - 1, -1, -1):
-            self._step_backward(mode, None if store is None else store[t], h_all[t], h_all[t + 1],
-                                None if c_all is None else c_all[t], None if c_all is None else c_all[t + 1],
-                                mask[t], dout[t], dh, dc, dxw[t], dhw[t], dh_next, dc_next)
-            gemm(dhw[t], w, dh_next, 1)
-            dh, dh_next = dh_next, dh
-            if lstm:
-                dc, dc_next = dc_next, dc
-        return dxw, dhw, dh, dc
-
-    def rnn_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask, train=True):
-        # train=False (forward-only) still keeps the store here: the GPU loop is not folded into recurrence.py yet
-        xp = self.xp
-        c = xp.ascontiguousarray
+    def rnn_forward_projected(self, mode, xw, w_hh, b_hn, h0, c0, mask, train=True):
+        c = self.xp.ascontiguousarray
         self._check_size(*h0.shape)
         args = (c(xw), c(w_hh), None if b_hn is None else c(b_hn), c(h0), None if c0 is None else c(c0), c(mask))
-        if self.use_graphs and self.graphs is not None:
-            out = self.graphs.call(("forward", mode), lambda *a: self._forward_loop(mode, *a), args)
-            if out is not None:
-                return out
-        return self._forward_loop(mode, *args)
+        return self._run_loop(("forward", mode, bool(train)),
+                              lambda *a: recurrence_forward(self, mode, *a, train=train), args)
 
     def rnn_backward(self, mode, w_hh, store, h_all, c_all, mask, dout, dh_n, dc_n):
-        xp = self.xp
-        c = xp.ascontiguousarray
+        c = self.xp.ascontiguousarray
         self._check_size(*dh_n.shape)
         opt = (lambda a: None if a is None else c(a))
         args = (c(w_hh), opt(store), c(h_all), opt(c_all), c(mask), c(dout), c(dh_n), opt(dc_n))
+        return self._run_loop(("backward", mode), lambda *a: recurrence_backward(self, mode, *a), args)
+
+    def _run_loop(self, tag: tuple, loop: Any, args: tuple) -> tuple:
+        """``loop(*args)``: replayed from a captured CUDA graph where one is cached (see GraphCache)."""
         if self.use_graphs and self.graphs is not None:
-            out = self.graphs.call(("backward", mode), lambda *a: self._backward_loop(mode, *a), args)
+            out = self.graphs.call(tag, loop, args)
             if out is not None:
                 return out
-        return self._backward_loop(mode, *args)
+        return loop(*args)
+
+    # -- reductions -----------------------------------------------------------------------------
+    def sum_squares(self, a: Any) -> float:
+        """sum(a**2) accumulated in float64 (a float: one host transfer)."""
+        v = self.xp.asarray(a).reshape(-1).astype(np.float64)
+        return float(self.to_host(self.xp.dot(v, v)))
 
     # -- optimizer steps (contract: optim_kernels.py) -----------------------------------------
-    def _flat_step(self, k: CK.Kernel, param: Any, grad: Any, states: tuple, scalars: tuple) -> None:
+    def _flat_step(self, k: cuda_kernels.Kernel, param: Any, grad: Any, states: tuple, scalars: tuple) -> None:
         xp = self.xp
         dt = param.dtype
         g = xp.ascontiguousarray(grad, dtype=dt).reshape(-1)
@@ -644,14 +656,14 @@ class CUDABackend(Backend):
     def sgd_step(self, param: Any, grad: Any, momentum_buf: Any, *, lr: float, momentum: float, dampening: float,
                  weight_decay: float, nesterov: bool, first_step: bool) -> None:
         mom = float(momentum) != 0.0
-        k = CK.sgd_kernel(mom, bool(first_step), bool(nesterov))
+        k = cuda_kernels.sgd_kernel(mom, bool(first_step), bool(nesterov))
         self._flat_step(k, param, grad, (momentum_buf,) if mom else (),
                         (float(lr), float(momentum), float(dampening), float(weight_decay)))
 
     def adam_step(self, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any, *, beta1: float,
                   beta2: float, eps: float, weight_decay: float, decoupled_decay: float, step_size: float,
                   bias_correction2_sqrt: float, amsgrad: bool) -> None:
-        k = CK.adam_kernel(bool(amsgrad))
+        k = cuda_kernels.adam_kernel(bool(amsgrad))
         states = (exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
         self._flat_step(k, param, grad, states, (float(beta1), float(beta2), float(eps), float(weight_decay),
                                                  float(decoupled_decay), float(step_size), float(bias_correction2_sqrt)))
@@ -659,9 +671,9 @@ class CUDABackend(Backend):
     def rmsprop_step(self, param: Any, grad: Any, square_avg: Any, grad_avg: Any, momentum_buf: Any, *, lr: float,
                      alpha: float, eps: float, weight_decay: float, momentum: float, centered: bool) -> None:
         mom = float(momentum) > 0.0
-        k = CK.rmsprop_kernel(bool(centered), mom)
+        k = cuda_kernels.rmsprop_kernel(bool(centered), mom)
         states = (square_avg,) + ((grad_avg,) if centered else ()) + ((momentum_buf,) if mom else ())
         self._flat_step(k, param, grad, states, (float(lr), float(alpha), float(eps), float(weight_decay), float(momentum)))
 
     def adagrad_step(self, param: Any, grad: Any, state_sum: Any, *, clr: float, eps: float, weight_decay: float) -> None:
-        self._flat_step(CK.adagrad_kernel(), param, grad, (state_sum,), (float(clr), float(eps), float(weight_decay)))
+        self._flat_step(cuda_kernels.adagrad_kernel(), param, grad, (state_sum,), (float(clr), float(eps), float(weight_decay)))

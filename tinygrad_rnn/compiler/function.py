@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..backend import blas
+from ..backend import blas, get_backend, threads
 from ..tensor import Function, Tensor, is_grad_enabled
 from . import cache
 from .codegen import Plan, make_plan
@@ -68,7 +68,7 @@ def compile_graph(g: StepGraph, dtype: Any, sig: tuple | None = None) -> Compile
 
 
 def _param_array(p: Any) -> Any:
-    return p.array if p.tensor is None else p.tensor.data
+    return p.array if p.tensor is None else p.tensor._data
 
 
 def _prep_use(u: Any, arr: Any, b: int, dtype: Any) -> np.ndarray:
@@ -85,13 +85,18 @@ SPLIT_MIN_ROWS = 8
 SPLIT_MIN_MACS = 1 << 22
 
 
+def _step_provider() -> str | None:
+    """The BLAS of the step's products: the CPU backend's choice for its own recurrent layers."""
+    return getattr(get_backend("cpu"), "STEP_PROVIDER", None)
+
+
 def _row_blocks(plan: Plan, t: int, b: int) -> int:
-    if not (blas.available() and blas.row_parallel()) or b < 2 * SPLIT_MIN_ROWS:
+    if not (blas.available() and blas.row_parallel(_step_provider())) or b < 2 * SPLIT_MIN_ROWS:
         return 1
     macs = t * b * sum(int(np.prod(gm.w.width)) for gm in plan.step_gemms())
     if macs < SPLIT_MIN_MACS:
         return 1
-    return max(1, min(blas.get_num_threads(), b // SPLIT_MIN_ROWS))
+    return max(1, min(threads.get_num_threads(), b // SPLIT_MIN_ROWS))
 
 
 def _over_rows(kernel: Callable, names: list[str], arrays: dict, plan: Plan, t: int, b: int, backward: bool,
@@ -99,9 +104,11 @@ def _over_rows(kernel: Callable, names: list[str], arrays: dict, plan: Plan, t: 
     """``kernel`` over the batch: once, or on row blocks in parallel threads. Each block gets the
     per-step weights packed for its row count, and its own copy of the ``private`` accumulators
     (the gradients of parameters every row adds into), summed afterwards."""
+    if arrays["use_blas"]:
+        blas.step_provider(_step_provider())  # the kernels' GEMM entry points go to the step's provider
     parts = _row_blocks(plan, t, b)
-    edges = blas.even_bounds(b, parts)
-    pack = arrays["use_blas"] and blas.can_pack()
+    edges = threads.even_bounds(b, parts)
+    pack = arrays["use_blas"] and blas.can_pack(_step_provider())
     packs = {}
     for m in {edges[i + 1] - edges[i] for i in range(parts)}:
         packs[m] = {f"{'PKB' if backward else 'PK'}{gm.k}": blas.pack_b(arrays[gm.w.name], m, gm.trans != backward)
@@ -115,7 +122,7 @@ def _over_rows(kernel: Callable, names: list[str], arrays: dict, plan: Plan, t: 
     if parts == 1:
         block(0)
     else:
-        blas.run_parallel([lambda i=i: block(i) for i in range(parts)])
+        threads.run_parallel([lambda i=i: block(i) for i in range(parts)])
         for extra in own[1:]:
             for k, v in extra.items():
                 arrays[k] += v
@@ -254,11 +261,11 @@ def _trace_at(fn: Callable, x: Tensor, t: int, states: Sequence[Tensor], as_tupl
     """The step graph at step ``t``, on all batch rows or on the first ``rows`` of them (padding, which
     may hold anything, is traced as zeros: the cell sees zeros there, and anomaly mode sees no NaN)."""
     cut = (lambda a: a) if rows is None else (lambda a: a[:rows])
-    xt_arr = x.data[t]
+    xt_arr = x._data[t]
     if keep is not None:
         xt_arr = np.where(keep[t][:, None] != 0, xt_arr, np.zeros((), dtype=xt_arr.dtype))
     xt = Tensor._make(cut(xt_arr), x._be, False, None, 0)
-    sts = [s if rows is None else Tensor._make(cut(s.data), s._be, False, None, 0) for s in states]
+    sts = [s if rows is None else Tensor._make(cut(s._data), s._be, False, None, 0) for s in states]
     return trace_step(fn, xt, sts, as_tuple)
 
 

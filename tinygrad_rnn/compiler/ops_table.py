@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import ops as _F  # after the Function split: ``from .. import functions as _F``
+from .. import functions as _F  # every Function class, by its name
 
 __all__ = ["Rule", "RULES", "COMPARES", "rule_for", "needs_of", "pow_expr"]
 

@@ -114,7 +114,7 @@ class StepGraph:
     def constants(self) -> list:
         """The values of the boundary leaves that take no gradient (constant arrays, frozen or no_grad
         tensors): equal between two traces, or the cell makes them anew each step (random, data-derived)."""
-        return [p.array if p.tensor is None else p.tensor.data for p in self.params
+        return [p.array if p.tensor is None else p.tensor._data for p in self.params
                 if p.tensor is None or not p.tensor.requires_grad]
 
 
@@ -159,7 +159,7 @@ class _Recorder:
             if v is not None:
                 return v
             if t.ndim == 0 and not t.requires_grad:
-                return self.add(t, Val("const", (), value=float(t.data)))
+                return self.add(t, Val("const", (), value=float(t._data)))
             v = Val("param", tuple(t.shape), tensor=t)
             self.params.append(v)
             return self.add(t, v)
@@ -330,7 +330,7 @@ class _Recorder:
         node = Node(name, [va, vb], [o], uses=[self.use_of(v, out.shape, name) for v in (va, vb)])
         o.node = node
         self.nodes.append(node)
-        tagged = out.data.view(_TaggedBool)
+        tagged = out._data.view(_TaggedBool)
         tagged._val = o
         t = Tensor._make(tagged, out._be, False, None, 0)
         self.add(t, o)
@@ -348,6 +348,7 @@ _tls = threading.local()
 _lock = threading.Lock()
 _active = 0
 _saved: dict[str, Any] = {}
+_MISSING = object()
 _READS = ("__bool__", "item", "__float__", "__int__", "numpy", "tolist", "__index__")
 
 
@@ -383,11 +384,13 @@ def _install() -> None:
 
         Tensor._bump_version = _bump_version
         for name in COMPARE_NAMES:
-            _saved[name] = orig = getattr(Tensor, name)
+            orig = getattr(Tensor, name)
+            _saved[name] = Tensor.__dict__.get(name, _MISSING)  # inherited methods are deleted again, not copied
             setattr(Tensor, name, _make_compare(name, orig))
         for name in _READS:
-            if name in Tensor.__dict__ or hasattr(Tensor, name):
-                _saved[name] = orig = getattr(Tensor, name)
+            if hasattr(Tensor, name):
+                orig = getattr(Tensor, name)
+                _saved[name] = Tensor.__dict__.get(name, _MISSING)
                 setattr(Tensor, name, _make_read(name, orig))
 
 
@@ -399,7 +402,10 @@ def _uninstall() -> None:
             return
         Function.apply = _saved.pop("apply")
         for name, fn in list(_saved.items()):
-            setattr(Tensor, name, fn)
+            if fn is _MISSING:
+                delattr(Tensor, name)
+            else:
+                setattr(Tensor, name, fn)
         _saved.clear()
 
 
@@ -445,13 +451,13 @@ def trace_step(fn: Callable, x_t: Tensor, states: Sequence[Tensor], as_tuple: bo
     if x_t.ndim != 2:
         raise ValueError(f"the step input must be (batch, features), got {x_t.shape}")
     rec = _Recorder(b, x_t.dtype)
-    xv = Tensor._make(x_t.data, x_t._be, False, None, 0)
+    xv = Tensor._make(x_t._data, x_t._be, False, None, 0)
     gx = rec.add(xv, Val("x", tuple(x_t.shape), dep=True, width=x_t.shape[1], tensor=xv))
     svals, sts = [], []
     for i, s in enumerate(states):
         if s.ndim not in (1, 2) or s.shape[0] != b:
             raise ValueError(f"state {i} must be (batch, features) or (batch,) with batch {b}, got {s.shape}")
-        st = Tensor._make(s.data, s._be, False, None, 0)
+        st = Tensor._make(s._data, s._be, False, None, 0)
         sts.append(st)
         svals.append(rec.add(st, Val("state", tuple(s.shape), dep=True, i=i, width=s.shape[1] if s.ndim == 2 else 1)))
     _install()

@@ -6,13 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return int(value)
+from tinygrad_rnn._checks import integer as _check_int
+from tinygrad_rnn._checks import positive_int as _check_positive_int
 
 
 def _as_int_array(name: str, values: object, ndim: int) -> np.ndarray:
@@ -138,8 +133,7 @@ def pad_batch(seqs: Sequence[Sequence[int] | np.ndarray], pad_id: int = 0) -> tu
 
     Example: ``pad_batch([[5, 6, 7], [8]])`` -> ``([[5, 6, 7], [8, 0, 0]], [3, 1])``.
     """
-    if isinstance(pad_id, bool) or not isinstance(pad_id, (int, np.integer)):
-        raise TypeError(f"pad_id must be an int, got {type(pad_id).__name__} {pad_id!r}")
+    _check_int("pad_id", pad_id)
     if len(seqs) == 0:
         raise ValueError("pad_batch needs at least one sequence, got an empty batch")
     arrays = [_as_int_array(f"seqs[{i}]", s, 1) for i, s in enumerate(seqs)]

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from tinygrad_rnn import _checks
 from tinygrad_rnn.data.batching import _check_positive_int, batchify, bucket_batches
 
 __all__ = ["DistributedSampler", "distributed_batchify"]
@@ -28,8 +29,7 @@ def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
         if rank is None:
             rank = dist.get_rank() if initialised else 0
     num_replicas = _check_positive_int("num_replicas", num_replicas)
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
-        raise TypeError(f"rank must be an int, got {type(rank).__name__} {rank!r}")
+    _checks.integer("rank", rank)
     if not 0 <= rank < num_replicas:
         raise ValueError(f"invalid rank {rank}: it should be in the interval [0, {num_replicas - 1}]")
     return num_replicas, int(rank)
@@ -61,8 +61,7 @@ class DistributedSampler:
         if n < 0:
             raise ValueError(f"dataset length must be non-negative, got {n}")
         self.num_replicas, self.rank = _world(num_replicas, rank)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+        _checks.integer("seed", seed)
         self.dataset_len = int(n)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
@@ -79,9 +78,7 @@ class DistributedSampler:
 
     def set_epoch(self, epoch: int) -> None:
         """Use a new shuffle for this epoch (the same on every rank that passes the same epoch)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
-            raise TypeError(f"epoch must be an int, got {type(epoch).__name__} {epoch!r}")
-        self.epoch = int(epoch)
+        self.epoch = _checks.integer("epoch", epoch)
 
     def indices(self) -> np.ndarray:
         """This rank's example indices for the current epoch, as an int64 array of ``len(self)``."""

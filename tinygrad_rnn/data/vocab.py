@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tinygrad_rnn import _checks
+
 SortOrder = Literal["frequency", "alphabetical"]
 
 
@@ -41,13 +43,11 @@ class Vocab:
         extra_specials: Sequence[str] = (),
         sort: SortOrder = "frequency",
     ) -> None:
-        if isinstance(min_freq, bool) or not isinstance(min_freq, int) or min_freq < 1:
-            raise ValueError(f"min_freq must be an int >= 1, got {min_freq!r}")
-        if sort not in ("frequency", "alphabetical"):
-            raise ValueError(f"sort must be 'frequency' or 'alphabetical', got {sort!r}")
+        _checks.positive_int("min_freq", min_freq)
+        _checks.one_of("sort", sort, ("frequency", "alphabetical"))
         specials = [s for s in (pad, unk, eos, *extra_specials) if s is not None]
-        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < len(specials)):
-            raise ValueError(f"max_size must be an int >= the number of specials ({len(specials)}), got {max_size!r}")
+        if max_size is not None:
+            _checks.int_at_least(f"max_size (which counts the {len(specials)} specials)", max_size, len(specials))
         counts = Counter(tokens)
         special_set = set(specials)
         kept = [t for t, c in counts.items() if c >= min_freq and t not in special_set]

@@ -17,12 +17,16 @@ from .core import (
                    barrier,
                    broadcast,
                    destroy_process_group,
+                   get_local_rank,
+                   get_local_world_size,
                    get_rank,
                    get_world_size,
                    init_process_group,
                    is_available,
                    is_initialized,
 )
+from .shard import gather_along, shard_along
 
 __all__ = ["ReduceOp", "Work", "init_process_group", "destroy_process_group", "is_available", "is_initialized",
-           "get_rank", "get_world_size", "barrier", "all_reduce", "broadcast", "all_gather"]
+           "get_rank", "get_world_size", "get_local_rank", "get_local_world_size", "barrier", "all_reduce", "broadcast",
+           "all_gather", "gather_along", "shard_along"]

@@ -24,13 +24,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..backend.recurrence import GATE_NAMES
 from ..ops import where
 from ..tensor import Tensor, enable_grad, zeros
 from .rnn import GRUCell, LSTMCell, RNNBase, RNNCell, _CellBase, gru_cell, lstm_cell, rnn_cell
 
 __all__ = ["bptt_gradients", "bptt_gradient_norms", "spectral_radius", "recurrent_spectral_radii", "fit_rate"]
 
-_GATE_NAMES = {"lstm": "ifgo", "gru": "rzn", "rnn_tanh": "", "rnn_relu": ""}
 
 
 def _mode_of(model: Any) -> str:
@@ -215,7 +215,7 @@ def recurrent_spectral_radii(model: Any) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, w in named:
         arr = w.numpy()
-        gates = _GATE_NAMES[mode]
+        gates = GATE_NAMES[mode]
         if not gates:
             out[name] = spectral_radius(arr)
         for k, gname in enumerate(gates):

@@ -10,45 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from ..ops import Linear as _LinearOp
+from .. import _checks
+from ..functions import Embedding, SoftmaxCrossEntropy
+from ..functions import Linear as _LinearOp
 from ..ops import where
-from ..tensor import _FLOATS, Function, Generator, Tensor, _rng
+from ..tensor import _FLOATS, Generator, Tensor, _rng
 
 __all__ = ["cross_entropy", "nll_loss", "embedding", "mse_loss", "dropout", "softmax", "log_softmax",
            "linear", "relu", "tanh", "sigmoid"]
 
 _REDUCTIONS = ("mean", "sum", "none")
-
-
-class SoftmaxCrossEntropy(Function):
-    """log-softmax and negative log-likelihood fused: one pass forward, one pass backward.
-
-    The backward is ``softmax(z) - onehot(t)`` per row, computed from the saved row max and
-    log-sum (kept apart: their sum, the log-sum-exp, rounds for huge logits): no (N, C)
-    probability matrix is kept between the passes.
-    """
-
-    def forward(self, logits, targets, ignore_index, reduction):
-        self.logits, self.targets, self.ignore_index, self.reduction = logits, targets, ignore_index, reduction
-        loss_rows, self.row_max, self.log_sum = self.be.softmax_xent(logits, targets, ignore_index)
-        self.count = int((targets != ignore_index).sum())
-        if reduction == "none":
-            return loss_rows
-        total = loss_rows.sum()
-        if reduction == "sum":
-            return total
-        # all targets ignored: 0 rather than PyTorch's 0/0 = nan, so an all-padding batch is harmless
-        return total / max(self.count, 1)
-
-    def backward(self, g):
-        xp = self.xp
-        if self.reduction == "none":
-            rows = g
-        elif self.reduction == "sum":
-            rows = xp.broadcast_to(g, (self.logits.shape[0],))
-        else:
-            rows = xp.broadcast_to(g / max(self.count, 1), (self.logits.shape[0],))
-        return self.be.softmax_xent_backward(self.logits, self.row_max, self.log_sum, self.targets, self.ignore_index, rows)
 
 
 def _check_targets(input: Tensor, target: Any, what: str, ignore_index: int) -> Any:
@@ -69,16 +40,16 @@ def _flatten_classes(input: Tensor, t: Tensor, what: str) -> tuple[Tensor, Any]:
     if input.ndim == 1:
         if t.ndim != 0:
             raise ValueError(f"{what}: 1-D input of shape {input.shape} needs a 0-d target, got {t.shape}")
-        return input.reshape(1, -1), t.data.reshape(1)
+        return input.reshape(1, -1), t._data.reshape(1)
     if input.ndim == 2:
         if t.shape != input.shape[:1]:
             raise ValueError(f"{what}: input of shape {input.shape} needs target of shape {input.shape[:1]}, got {t.shape}")
-        return input, t.data
+        return input, t._data
     expect = (input.shape[0],) + input.shape[2:]
     if t.shape != expect:
         raise ValueError(f"{what}: input of shape {input.shape} (N, C, ...) needs target of shape {expect}, got {t.shape}")
     perm = (0,) + tuple(range(2, input.ndim)) + (1,)
-    return input.permute(perm).reshape(-1, input.shape[1]), t.data.reshape(-1)
+    return input.permute(perm).reshape(-1, input.shape[1]), t._data.reshape(-1)
 
 
 def cross_entropy(input: Tensor, target: Any, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
@@ -87,8 +58,7 @@ def cross_entropy(input: Tensor, target: Any, ignore_index: int = -100, reductio
     ``ignore_index`` rows add nothing to the loss or the gradient and are not counted in the
     mean. Logits of shape (N, C, d1, ...) with targets (N, d1, ...) are accepted as in PyTorch.
     """
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _checks.one_of("cross_entropy: reduction", reduction, _REDUCTIONS)
     t = _check_targets(input, target, "cross_entropy", ignore_index)
     logits, tgt = _flatten_classes(input, t, "cross_entropy")
     c = logits.shape[1]
@@ -108,8 +78,7 @@ def cross_entropy(input: Tensor, target: Any, ignore_index: int = -100, reductio
 
 def nll_loss(input: Tensor, target: Any, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of log-probabilities ``input`` (N, C) at ``target`` (N,)."""
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"nll_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _checks.one_of("nll_loss: reduction", reduction, _REDUCTIONS)
     t = _check_targets(input, target, "nll_loss", ignore_index)
     logp, tgt = _flatten_classes(input, t, "nll_loss")
     tgt = tgt.astype(np.int64, copy=False)
@@ -129,23 +98,6 @@ def nll_loss(input: Tensor, target: Any, ignore_index: int = -100, reduction: st
     return rows.sum() / max(int(keep.sum()), 1)
 
 
-class Embedding(Function):
-    """Gather rows of the weight; backward scatter-adds the output gradient into those rows."""
-
-    fresh_grads = True  # the scatter-add result is a new array
-
-    def forward(self, weight, ids, padding_idx):
-        self.ids, self.num, self.padding_idx = ids, weight.shape[0], padding_idx
-        return weight[ids]
-
-    def backward(self, g):
-        d = g.shape[-1]
-        gw = self.be.scatter_add_rows(self.num, self.ids.reshape(-1), g.reshape(-1, d))
-        if self.padding_idx is not None:
-            gw[self.padding_idx] = 0
-        return gw
-
-
 def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Tensor:
     """Rows of ``weight`` (V, D) at integer ids ``input`` (any shape) -> shape ``input.shape + (D,)``."""
     if not isinstance(weight, Tensor) or weight.ndim != 2:
@@ -157,12 +109,10 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Ten
         raise ValueError(f"embedding: ids on {ids.device} but weight on {weight.device}")
     v = weight.shape[0]
     if padding_idx is not None:
-        if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
-            raise TypeError(f"embedding: padding_idx must be an int or None, got {type(padding_idx).__name__}")
-        if not -v <= padding_idx < v:
+        if not -v <= _checks.integer("embedding: padding_idx", padding_idx) < v:
             raise ValueError(f"embedding: padding_idx {padding_idx} is out of range for {v} embeddings")
     # an owned copy: the backward scatters by these ids, and the caller may reuse the buffer meanwhile
-    arr = ids.data.astype(np.int64, copy=True)
+    arr = ids._data.astype(np.int64, copy=True)
     lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)  # one read each, also from a GPU
     if arr.size and (lo < 0 or hi >= v):
         raise ValueError(f"embedding: id {lo if lo < 0 else hi} is out of range for {v} embeddings")
@@ -173,8 +123,7 @@ def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Ten
 
 def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     """Mean squared error; shapes must match exactly (no silent broadcast)."""
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"mse_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _checks.one_of("mse_loss: reduction", reduction, _REDUCTIONS)
     t = target if isinstance(target, Tensor) else Tensor(np.asarray(target, dtype=input.dtype), device=input.device)
     if t.shape != input.shape:
         raise ValueError(f"mse_loss: input shape {input.shape} and target shape {t.shape} differ")
@@ -188,7 +137,7 @@ def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
 def dropout(input: Tensor, p: float = 0.5, training: bool = True, generator: Generator | None = None,
             seed: int | None = None) -> Tensor:
     """Inverted dropout: zero each entry with probability p and scale the rest by 1/(1-p)."""
-    if not 0.0 <= p <= 1.0:
+    if not 0.0 <= _checks.finite_number("dropout: p", p) <= 1.0:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return input
@@ -199,18 +148,14 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, generator: Gen
     return input * Tensor(mask, device=input.device)
 
 
-def softmax(input: Tensor, dim: int = -1) -> Tensor:
-    return input.softmax(dim)
-
-
-def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
-    return input.log_softmax(dim)
+def softmax(input: Tensor, dim: int = -1) -> Tensor: return input.softmax(dim)
+def log_softmax(input: Tensor, dim: int = -1) -> Tensor: return input.log_softmax(dim)
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``input @ weight.T + bias`` with PyTorch's (out_features, in_features) weight layout.
 
-    A 2-D weight runs as one GEMM over all of ``input``'s leading dimensions (``ops.Linear``).
+    A 2-D weight runs as one GEMM over all of ``input``'s leading dimensions (``functions.Linear``).
 
     >>> linear(Tensor(np.ones((5, 7, 3))), Tensor(np.ones((4, 3))), Tensor(np.zeros(4))).shape
     (5, 7, 4)
@@ -231,15 +176,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return _LinearOp.apply(input, weight) if bias is None else _LinearOp.apply(input, weight, bias)
 
 
-def relu(input: Tensor) -> Tensor:
-    return input.relu()
-
-
-def tanh(input: Tensor) -> Tensor:
-    return input.tanh()
-
-
-def sigmoid(input: Tensor) -> Tensor:
-    return input.sigmoid()
+def relu(input: Tensor) -> Tensor: return input.relu()
+def tanh(input: Tensor) -> Tensor: return input.tanh()
+def sigmoid(input: Tensor) -> Tensor: return input.sigmoid()
 
 

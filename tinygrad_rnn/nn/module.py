@@ -14,7 +14,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .. import _checks
 from .. import serialization as _serialization
+from ..backend import backend_of_array, host_array
 from ..tensor import _FLOATS, Generator, Tensor, _as_dtype, _rng, float32, float64, no_grad
 from . import functional as F
 
@@ -28,9 +30,10 @@ class Parameter(Tensor):
 
     def __init__(self, data: Any, requires_grad: bool = True, dtype: Any = None):
         if isinstance(data, Tensor):
-            super().__init__(data.data, requires_grad=requires_grad, dtype=dtype, device=data.device)
+            # over ``data``'s memory and with its version counter, as torch's Parameter(t)
+            super().__init__(data, requires_grad=requires_grad, dtype=dtype, device=data.device)
         else:
-            super().__init__(np.asarray(data) if not hasattr(data, "__cuda_array_interface__") else data,
+            super().__init__(data if backend_of_array(data) is not None else np.asarray(data),
                              requires_grad=requires_grad, dtype=dtype)
 
     def __repr__(self) -> str:
@@ -64,9 +67,12 @@ class Module:
             mods[name] = value
         elif value is None and name in self.__dict__.get("_none_params", ()):
             params[name] = None
+        elif name in self.__dict__.get("_buffers", ()):
+            _set_buffer(self, name, value)
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
+        self.__dict__.get("_buffers", {}).pop(name, None)
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         object.__delattr__(self, name)
@@ -78,6 +84,50 @@ class Module:
 
     def add_module(self, name: str, module: Module | None) -> None:
         setattr(self, name, module)
+
+    def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
+        """A tensor that is part of the module's state but not a parameter (running statistics, masks):
+        moved by ``.to()``, in ``state_dict`` unless ``persistent=False``, as PyTorch's."""
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"register_buffer: buffer name must be a non-empty string without '.', got {name!r}")
+        if name in self._parameters or name in self._modules:
+            raise KeyError(f"attribute '{name}' already exists")
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' (torch Tensor or None required)")
+        buffers = self.__dict__.setdefault("_buffers", OrderedDict())
+        buffers[name] = tensor
+        non_persistent = self.__dict__.setdefault("_non_persistent_buffers", set())
+        (non_persistent.discard if persistent else non_persistent.add)(name)
+        object.__setattr__(self, name, tensor)
+
+    def named_buffers(self, prefix: str = "", persistent_only: bool = False) -> Iterator[tuple[str, Tensor]]:
+        """``(name, buffer)`` of this module and its submodules (``persistent_only``: those saved)."""
+        seen: set[int] = set()
+        for mname, m in self.named_modules(prefix):
+            skip = m.__dict__.get("_non_persistent_buffers", ()) if persistent_only else ()
+            for bname, b in m.__dict__.get("_buffers", {}).items():
+                if b is None or id(b) in seen or bname in skip:
+                    continue
+                seen.add(id(b))
+                yield (f"{mname}.{bname}" if mname else bname), b
+
+    def buffers(self) -> Iterator[Tensor]:
+        for _, b in self.named_buffers():
+            yield b
+
+    def apply(self, fn: Any) -> Module:
+        """Call ``fn(m)`` on every submodule, children first, then on ``self`` (``model.apply(init_weights)``)."""
+        if not callable(fn):
+            raise TypeError(f"apply: fn must be callable, got {type(fn).__name__}")
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    def _named_state(self) -> Iterator[tuple[str, Tensor]]:
+        """What ``state_dict`` holds: the parameters, then the persistent buffers."""
+        yield from self.named_parameters()
+        yield from self.named_buffers(persistent_only=True)
 
     # -- traversal ----------------------------------------------------------------------------
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
@@ -145,10 +195,15 @@ class Module:
                 if p is None:
                     continue
                 new = fn(p)
-                p.data, p._be = new.data, new._be
+                p._data, p._be = new._data, new._be
                 if p.grad is not None:
                     g = fn(p.grad)
-                    p.grad = Tensor._make(g.data, g._be, False, None, 0)
+                    p.grad = Tensor._make(g._data, g._be, False, None, 0)
+            buffers = m.__dict__.get("_buffers", {})
+            for name, b in buffers.items():
+                if b is not None:
+                    _set_buffer(m, name, fn(b))
+                    object.__setattr__(m, name, buffers[name])
         return self
 
     def to(self, *args: Any, dtype: Any = None, device: Any = None) -> Module:
@@ -162,8 +217,8 @@ class Module:
             raise TypeError(f"Module.to: only float dtypes are allowed for parameters, got {dtype}")
 
         def move(t: Tensor) -> Tensor:
-            with no_grad():
-                return t.detach().to(dtype=dtype, device=device)
+            with no_grad():  # a dtype applies to float tensors only (an integer buffer keeps its own)
+                return t.detach().to(dtype=dtype if t.dtype in _FLOATS else None, device=device)
 
         return self._apply(move)
 
@@ -182,7 +237,7 @@ class Module:
     # -- state dicts ------------------------------------------------------------------------------
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Parameter name -> host NumPy array copy (PyTorch's keys: ``weight_ih_l0`` etc.)."""
-        return OrderedDict((n, np.array(p.numpy(), copy=True)) for n, p in self.named_parameters())
+        return OrderedDict((n, np.array(p.numpy(), copy=True)) for n, p in self._named_state())
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> tuple[list[str], list[str]]:
         """Copy arrays into the parameters; strict mode names every missing/unexpected key and bad shape.
@@ -191,7 +246,7 @@ class Module:
         """
         if not isinstance(state, dict):
             raise TypeError(f"load_state_dict expects a dict of arrays, got {type(state).__name__}")
-        own = dict(self.named_parameters())
+        own = dict(self._named_state())
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         problems = []
@@ -209,12 +264,12 @@ class Module:
                 arr = v.numpy()
             elif hasattr(v, "detach"):  # a torch tensor
                 arr = v.detach().cpu().numpy()
-            else:  # a NumPy array, or a CuPy one (``.get()`` copies it to the host)
-                arr = v.get() if type(v).__module__.startswith("cupy") else np.asarray(v)
+            else:  # a NumPy array, or a device one (copied to the host)
+                arr = host_array(v)
             if tuple(arr.shape) != p.shape:
                 problems.append(f"shape mismatch for {k}: checkpoint {tuple(arr.shape)} vs model {p.shape}")
                 continue
-            if arr.dtype.kind != "f":
+            if arr.dtype.kind != "f" and isinstance(p, Parameter):
                 problems.append(f"dtype of {k} is {arr.dtype}, expected a float array")
                 continue
             if not np.all(np.isfinite(arr)):
@@ -255,7 +310,10 @@ class Module:
         return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
 
 
-_META_KEY = "__tinygrad_rnn_meta__"  # the old format's metadata member; kept reserved so old and new files agree
+def _set_buffer(m: Module, name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, Tensor):
+        raise TypeError(f"cannot assign '{type(value).__name__}' object to buffer '{name}' (torch Tensor or None required)")
+    m.__dict__["_buffers"][name] = value
 
 
 def save(state: dict[str, Any], path: str | os.PathLike, **extra: Any) -> None:
@@ -265,13 +323,13 @@ def save(state: dict[str, Any], path: str | os.PathLike, **extra: Any) -> None:
     """
     if not isinstance(state, dict):
         raise TypeError(f"nn.save expects a dict of arrays, got {type(state).__name__}")
-    if _META_KEY in state:
-        raise ValueError(f"{_META_KEY} is a reserved key")
+    if _serialization.LEGACY_META_KEY in state:  # the old format's metadata member: reserved so old and new files agree
+        raise ValueError(f"{_serialization.LEGACY_META_KEY} is a reserved key")
     arrays = OrderedDict()
     for k, v in state.items():
         if not isinstance(k, str):
             raise TypeError(f"nn.save: state dict keys must be str, got {type(k).__name__} {k!r}")
-        arr = v.numpy() if isinstance(v, Tensor) else np.asarray(v.get() if type(v).__module__.startswith("cupy") else v)
+        arr = v.numpy() if isinstance(v, Tensor) else host_array(v)
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"nn.save: {k!r} is not a numeric array ({type(v).__name__}); nn.save writes a model's state "
                             "dict — save other state (an optimizer's, a scheduler's) with tinygrad_rnn.save")
@@ -320,8 +378,8 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: Any = None,
                  device: Any = None, generator: Generator | None = None, seed: int | None = None):
         super().__init__()
-        if in_features <= 0 or out_features <= 0:
-            raise ValueError(f"Linear: sizes must be positive, got in={in_features}, out={out_features}")
+        in_features = _checks.positive_int("Linear: in_features", in_features)
+        out_features = _checks.positive_int("Linear: out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
         dt = _as_dtype(dtype) or float32
         bound = 1.0 / math.sqrt(in_features)
@@ -347,9 +405,10 @@ class Embedding(Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, dtype: Any = None,
                  device: Any = None, generator: Generator | None = None, seed: int | None = None):
         super().__init__()
-        if num_embeddings <= 0 or embedding_dim <= 0:
-            raise ValueError(f"Embedding: sizes must be positive, got {num_embeddings}, {embedding_dim}")
-        if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
+        num_embeddings = _checks.positive_int("Embedding: num_embeddings", num_embeddings)
+        embedding_dim = _checks.positive_int("Embedding: embedding_dim", embedding_dim)
+        if padding_idx is not None and \
+                not -num_embeddings <= _checks.integer("Embedding: padding_idx", padding_idx) < num_embeddings:
             raise ValueError(f"Embedding: padding_idx {padding_idx} out of range for {num_embeddings} embeddings")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.padding_idx = None if padding_idx is None else padding_idx % num_embeddings
@@ -370,9 +429,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, generator: Generator | None = None):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
-        self.p, self.generator = p, generator
+        self.p, self.generator = _checks.unit_interval("Dropout: p", p), generator
 
     def forward(self, x: Tensor) -> Tensor:
         return F.dropout(x, self.p, self.training, generator=self.generator)

@@ -14,10 +14,18 @@ How it works (PyTorch's design, on the engine's post-accumulate-grad hooks):
 * When the last bucket has started, the hook waits for all of them and writes the averages back
   into the parameters' ``.grad`` — so when ``loss.backward()`` returns, every rank holds the same,
   averaged gradients and the optimizer needs no change.
+* Every bucket's all-reduce is preceded by the process group's agreement check, whose message
+  holds the step (forwards with grad enabled so far) and which parameters got gradients: a rank
+  that skipped a backward, or one whose backward left a parameter without gradient, meets the
+  others' check with a different message and every rank raises a ValueError naming each rank's
+  step and parameters -- instead of averaging gradients of different steps, or hanging.
 * Parameters that get no gradient in a pass would leave their bucket waiting forever. With
-  ``find_unused_parameters=True`` the forward pass walks the graph from the outputs and marks the
-  parameters it cannot reach as ready (their slot holds zeros). Without it, a pass that left
-  buckets unfinished makes the next forward raise a RuntimeError that says what to do.
+  ``find_unused_parameters=True`` the forward pass walks the graph from the outputs (the engine's
+  own topological walk, the one backward takes) and marks the parameters it cannot reach as ready
+  (their slot holds zeros). Without it, a pass that left buckets unfinished is reported on every
+  rank at this rank's next forward, next collective or exit, whichever comes first.
+* ``join()`` (PyTorch's name and meaning) lets ranks run different numbers of steps: a rank out of
+  inputs shadows the others' gradient all-reduces with zeros until every rank has joined.
 
 ``state_dict()`` of the wrapper has PyTorch's ``"module."`` prefix (the wrapped model is its
 child ``module``); save ``ddp.module.state_dict()`` to get the plain keys that load into an
@@ -32,13 +40,15 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from typing import Any, Iterator
 
 import numpy as np
 
+from .. import _checks
 from .. import distributed as dist
 from ..distributed import core as _core
-from ..tensor import Tensor, is_grad_enabled
+from ..tensor import Tensor, _topological_order, is_grad_enabled
 from .module import Module
 
 __all__ = ["DistributedDataParallel"]
@@ -58,10 +68,14 @@ class _Bucket:
             n += p.numel()
         self.numel = n
         self.nbytes = n * params[0].dtype.itemsize
-        self.device = params[0].device
+        self.be = params[0]._be
         self.flat = params[0]._be.xp.empty(n, dtype=params[0].dtype)
-        self.pending = len(params)
+        self.ready: set[int] = set()  # indices of the parameters whose slot holds this pass's gradient
         self.request: Any = None
+
+    @property
+    def full(self) -> bool:
+        return len(self.ready) == len(self.params)
 
     def slot(self, i: int) -> Any:
         p = self.params[i]
@@ -76,7 +90,10 @@ class DistributedDataParallel(Module):
     are accepted and unused (the GPU is chosen per rank by ``init_process_group``; there are no
     buffers). Call ``tr.distributed.init_process_group()`` first. ``forward`` delegates to
     the module; ``no_sync()`` accumulates gradients locally (e.g. over micro-batches) and the next
-    synchronised backward averages the sum.
+    synchronised backward averages the sum; ``join()`` lets ranks run different numbers of steps.
+    A rank that skipped a backward, or whose backward left a parameter without gradient, makes every
+    rank raise a ValueError naming each rank's step and parameters (forwards with grad enabled count
+    as steps: evaluate under ``tr.no_grad()`` or through ``ddp.module``).
 
         >>> ddp = DistributedDataParallel(tr.nn.LSTM(8, 16), bucket_cap_mb=25)
         >>> out, _ = ddp(tr.randn(5, 2, 8)); out.sum().backward()
@@ -87,8 +104,7 @@ class DistributedDataParallel(Module):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"DistributedDataParallel wraps an nn.Module, got {type(module).__name__}")
-        if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) or not bucket_cap_mb > 0:
-            raise ValueError(f"bucket_cap_mb must be a positive number of MiB, got {bucket_cap_mb!r}")
+        _checks.positive_number("bucket_cap_mb", bucket_cap_mb)
         if not dist.is_initialized():
             raise RuntimeError("DistributedDataParallel needs the process group: call "
                                "tinygrad_rnn.distributed.init_process_group() first")
@@ -111,29 +127,24 @@ class DistributedDataParallel(Module):
                                               for _, p in trainable])
         object.__setattr__(self, "_sync", True)  # False inside no_sync()
         object.__setattr__(self, "_armed", False)  # a synchronised backward is expected
-        object.__setattr__(self, "_ready", set())
         object.__setattr__(self, "_locally_unused", set())
         object.__setattr__(self, "_unused_pending", False)
         object.__setattr__(self, "_next_launch", 0)
+        object.__setattr__(self, "_step", 0)  # forwards that armed a synchronised backward (the agreement's step)
+        object.__setattr__(self, "_join", None)  # join()'s options while inside it
+        object.__setattr__(self, "_n_active", group.size)  # ranks not yet joined, in this pass
+        object.__setattr__(self, "_tag", group.models)  # which wrapper: the same on every rank (construction is collective)
+        group.models += 1
+        group.ddps.append(weakref.ref(self))
         object.__setattr__(self, "comm_wait_seconds", 0.0)  # time spent blocked in Wait (for benchmarks)
         object.__setattr__(self, "events", None)  # set to a list to record ("ready", name)/("launch", i)
 
     # -- construction ---------------------------------------------------------------------------
     def _broadcast_parameters(self, params: list[Tensor]) -> None:
-        g = self._group
-        if g.size == 1:
+        if self._group.size == 1:
             return
         for p in params:  # rank 0's values everywhere: replicas may have been initialised from other seeds
-            if p.device != "cpu":
-                from ..distributed.nccl import nccl_broadcast
-
-                nccl_broadcast(g, p.data, 0)
-            else:
-                buf, copy_back = _core._host_buffer(p)
-                g.comm.Bcast(buf, root=0)
-                if copy_back:
-                    p.data[...] = buf
-            p._bump_version()
+            dist.broadcast(p, src=0)
 
     @staticmethod
     def _make_buckets(trainable: list[tuple[str, Tensor]], cap_bytes: int) -> list[_Bucket]:
@@ -142,7 +153,7 @@ class DistributedDataParallel(Module):
         size = 0
         for name, p in reversed(trainable):  # reverse order: the last layers' gradients are final first
             nbytes = p.numel() * p.dtype.itemsize
-            if cur and (size + nbytes > cap_bytes or p.dtype != cur[0][1].dtype or p.device != cur[0][1].device):
+            if cur and (size + nbytes > cap_bytes or p.dtype != cur[0][1].dtype or p._be is not cur[0][1]._be):
                 buckets.append(_Bucket(len(buckets), [q for _, q in cur], [n for n, _ in cur]))
                 cur, size = [], 0
             cur.append((name, p))
@@ -157,12 +168,13 @@ class DistributedDataParallel(Module):
 
     # -- forward ---------------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        self._check_previous_iteration()
+        self._flush_incomplete("the next forward")
         if not (is_grad_enabled() and self._sync):
             object.__setattr__(self, "_armed", False)
             return self.module(*args, **kwargs)
         self._reset()
         object.__setattr__(self, "_armed", True)
+        object.__setattr__(self, "_step", self._step + 1)
         out = self.module(*args, **kwargs)
         if self.find_unused_parameters:
             reached = _reachable_leaves(out)
@@ -170,24 +182,53 @@ class DistributedDataParallel(Module):
             object.__setattr__(self, "_unused_pending", bool(self._locally_unused))
         return out
 
-    def _check_previous_iteration(self) -> None:
-        if self._armed and 0 < len(self._ready) < len(self._where):
-            missing = [self._names[k] for k in self._where if k not in self._ready]
-            self._reset()
-            object.__setattr__(self, "_armed", False)
-            raise RuntimeError(
-                "DistributedDataParallel: the previous backward pass did not produce gradients for "
-                f"{len(missing)} parameter(s) ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}), so their "
-                "gradients were not averaged across ranks. Pass find_unused_parameters=True if some parameters "
-                "legitimately take no part in the loss, or make sure every output of forward() feeds the loss.")
+    def _bucket_desc(self, k: int, missing: list[str], step: int | None = None) -> tuple:
+        """The agreement message of bucket ``k``'s all-reduce: model, step, bucket, which parameters got gradients."""
+        got = ("all parameters have gradients" if not missing else
+               f"no gradient for {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}")
+        return (_core._DDP_KIND, f"model {self._tag}", f"step {self._step if step is None else step}",
+                f"bucket {k + 1} of {len(self._buckets)}", got)
+
+    def _agree(self, desc: tuple) -> None:
+        """The group's agreement check; on a disagreement this pass is abandoned cleanly on every rank."""
+        try:
+            _core._same_on_all_ranks(self._group, desc[0], desc)
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        self._reset()
+        object.__setattr__(self, "_armed", False)
+
+    def _flush_incomplete(self, why: str) -> None:
+        """This rank's last backward left parameters without gradient (buckets unfinished): tell every rank.
+
+        The first unfinished bucket's agreement goes out naming the parameters that got no gradient; a rank
+        waiting in that bucket's all-reduce (its backward had them all) then raises the same ValueError. When
+        every rank misses the same ones, each raises the RuntimeError below (PyTorch's advice)."""
+        done = sum(len(b.ready) for b in self._buckets)
+        if not (self._armed and 0 < done < len(self._where)):
+            return
+        missing = [self._names[id(p)] for b in self._buckets for i, p in enumerate(b.params) if i not in b.ready]
+        if self._group.size > 1:
+            k = self._next_launch  # the first bucket not launched: where the other ranks may be waiting
+            b = self._buckets[k]
+            self._agree(self._bucket_desc(k, [b.names[i] for i in range(len(b.params)) if i not in b.ready]))
+        self._abandon()
+        raise RuntimeError(
+            "DistributedDataParallel: the previous backward pass did not produce gradients for "
+            f"{len(missing)} parameter(s) ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}), so their "
+            "gradients were not averaged across ranks. Pass find_unused_parameters=True if some parameters "
+            f"legitimately take no part in the loss, or make sure every output of forward() feeds the loss "
+            f"(found when {why}, on rank {self._group.rank}).")
 
     def _reset(self) -> None:
         for b in self._buckets:
             if b.request is not None:  # a launched but never finished bucket (an aborted pass): drain it
                 b.request.Wait()
-            b.pending = len(b.params)
+            b.ready.clear()
             b.request = None
-        self._ready.clear()
         object.__setattr__(self, "_locally_unused", set())
         object.__setattr__(self, "_unused_pending", False)
         object.__setattr__(self, "_next_launch", 0)
@@ -212,7 +253,8 @@ class DistributedDataParallel(Module):
         if not self._armed:
             return
         key = id(p)
-        if key in self._ready:
+        b, i = self._where[key]
+        if i in b.ready:
             raise RuntimeError(
                 f"DistributedDataParallel: parameter {self._names[key]} got its gradient twice in one iteration "
                 "(a second backward() through the same forward?). Run one backward per forward, or use no_sync() "
@@ -220,9 +262,8 @@ class DistributedDataParallel(Module):
         if self._unused_pending:  # the first gradient of the pass: the unreachable parameters are ready now
             object.__setattr__(self, "_unused_pending", False)
             for k in self._locally_unused:
-                b, i = self._where[k]
-                self._mark_ready(k, b, i, b.params[i].grad)
-        b, i = self._where[key]
+                ub, ui = self._where[k]
+                self._mark_ready(k, ub, ui, ub.params[ui].grad)
         self._mark_ready(key, b, i, p.grad)
 
     def _mark_ready(self, key: int, b: _Bucket, i: int, grad: Tensor | None) -> None:
@@ -232,12 +273,11 @@ class DistributedDataParallel(Module):
         if grad is None:
             slot[...] = 0
         else:
-            slot[...] = grad.data.reshape(-1)
-        self._ready.add(key)
-        b.pending -= 1
-        if b.pending == 0:
+            slot[...] = grad._data.reshape(-1)
+        b.ready.add(i)
+        if b.full:
             self._launch_ready_buckets()
-        elif self._group.size > 1 and b.device == "cpu":
+        elif self._group.size > 1 and not b.be.is_device:
             self._progress()
 
     def _progress(self) -> None:
@@ -248,12 +288,16 @@ class DistributedDataParallel(Module):
 
     def _launch_ready_buckets(self) -> None:
         g = self._group
-        while self._next_launch < len(self._buckets) and self._buckets[self._next_launch].pending == 0:
+        while self._next_launch < len(self._buckets) and self._buckets[self._next_launch].full:
             b = self._buckets[self._next_launch]
+            if g.size > 1:
+                if b.index == 0 and self._join is not None:
+                    self._active_join_round()
+                self._agree(self._bucket_desc(b.index, []))
             if self.events is not None:
                 self.events.append(("launch", b.index))
-            if b.device != "cpu":
-                from ..distributed.nccl import nccl_all_reduce
+            if b.be.is_device:
+                from ..backend.nccl import nccl_all_reduce
 
                 nccl_all_reduce(g, b.flat, dist.ReduceOp.SUM)  # queued on the stream: already asynchronous
                 b.request = None
@@ -281,7 +325,8 @@ class DistributedDataParallel(Module):
         for b in self._buckets:
             b.request = None
             if g.size > 1:
-                b.flat /= g.size
+                # join(): the ranks out of inputs sent zeros; PyTorch divides by the initial world size by default
+                b.flat /= g.size if self._join is None or self._join["divide_by_initial_world_size"] else self._n_active
             for i, p in enumerate(b.params):
                 k = id(p)
                 if p.grad is None:
@@ -290,42 +335,117 @@ class DistributedDataParallel(Module):
                     p.grad = Tensor._make(b.slot(i).reshape(p.shape).copy(), p._be, False, None, 0)
                     continue
                 if g.size > 1:
-                    p.grad.data[...] = b.slot(i).reshape(p.shape)
+                    p.grad._data[...] = b.slot(i).reshape(p.shape)
                     p.grad._bump_version()
-        # _ready stays full until the next forward: another backward through this forward's graph
+        # the buckets stay full until the next forward: another backward through this forward's graph
         # would add gradients nobody averages, so its first hook raises instead
+
+    # -- uneven inputs ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def join(self, divide_by_initial_world_size: bool = True, enable: bool = True,
+             throw_on_early_termination: bool = False) -> Iterator[None]:
+        """Train on uneven inputs: a rank whose loop ends first keeps matching the others' gradient
+        all-reduces (with zeros) until every rank has left the block (PyTorch's ``DDP.join``).
+
+        Then the parameters of the rank that ran the most steps are copied to every rank, so all end
+        equal. Each step's averaged gradient is the sum over the ranks still training divided by the
+        world size (``divide_by_initial_world_size=True``, PyTorch's default) or by the number of ranks
+        still training (``False``: the step then equals one process on those ranks' batches together).
+        ``throw_on_early_termination=True`` raises a RuntimeError on every rank as soon as one runs out.
+        Inside, no other collective may be called on one rank only (the ranks out of inputs match DDP's
+        all-reduces and nothing else): that is the agreement check's ValueError on every rank.
+
+            >>> with ddp.join():
+            ...     for x, y in my_share_of_batches:  # may be shorter on some ranks
+            ...         loss_fn(ddp(x), y).backward(); opt.step(); opt.zero_grad()
+        """
+        for name, v in (("divide_by_initial_world_size", divide_by_initial_world_size), ("enable", enable),
+                        ("throw_on_early_termination", throw_on_early_termination)):
+            if not isinstance(v, bool):
+                raise TypeError(f"join(): {name} must be a bool, got {type(v).__name__}")
+        if not enable:
+            yield
+            return
+        if self._join is not None:
+            raise RuntimeError("DistributedDataParallel.join() is already active on this model")
+        object.__setattr__(self, "_join", {"divide_by_initial_world_size": divide_by_initial_world_size,
+                                           "throw": throw_on_early_termination})
+        try:
+            yield
+            self._flush_incomplete("leaving join()")
+            self._shadow_until_all_joined()
+        finally:
+            object.__setattr__(self, "_join", None)
+
+    def _join_round(self, active: bool) -> tuple[int, int]:
+        """One round: how many ranks are still training, and their step (the shadows need it for the checks)."""
+        g = self._group
+        _core._same_on_all_ranks(g, _core._JOIN_KIND, (_core._JOIN_KIND, f"model {self._tag}"))
+        counts = np.array([int(active), self._step if active else 0], dtype=np.int64)
+        g.comm.Allreduce(g.MPI.IN_PLACE, counts, op=g.MPI.SUM)
+        n_active = int(counts[0])
+        if self._join["throw"] and 0 < n_active < g.size:
+            raise RuntimeError(f"DistributedDataParallel.join(): {g.size - n_active} rank(s) ran out of inputs "
+                               f"(throw_on_early_termination=True); raised on rank {g.rank}")
+        return n_active, int(counts[1]) // max(n_active, 1)
+
+    def _active_join_round(self) -> None:
+        try:
+            n_active, _ = self._join_round(True)
+        except BaseException:
+            self._abandon()
+            raise
+        object.__setattr__(self, "_n_active", n_active)
+
+    def _shadow_until_all_joined(self) -> None:
+        """This rank is out of inputs: match every gradient all-reduce of the others with zeros."""
+        g = self._group
+        if g.size == 1:
+            return
+        while True:
+            n_active, step = self._join_round(False)
+            if n_active == 0:  # every rank has joined, all see it in the same round
+                break
+            for b in self._buckets:
+                _core._same_on_all_ranks(g, _core._DDP_KIND, self._bucket_desc(b.index, [], step))
+                b.flat[...] = 0
+                if b.be.is_device:
+                    from ..backend.nccl import nccl_all_reduce
+
+                    nccl_all_reduce(g, b.flat, dist.ReduceOp.SUM)
+                else:
+                    g.comm.Iallreduce(g.MPI.IN_PLACE, b.flat, op=g.MPI.SUM).Wait()  # must match the others' Iallreduce
+            if self.find_unused_parameters:  # the others' "used anywhere" vote in _finish
+                g.comm.Allreduce(g.MPI.IN_PLACE, np.zeros(len(self._where), dtype=np.int32), op=g.MPI.MAX)
+        # the rank that trained longest holds the final model: every rank gets its parameters
+        last = np.array([self._step * g.size + g.rank], dtype=np.int64)
+        g.comm.Allreduce(g.MPI.IN_PLACE, last, op=g.MPI.MAX)
+        for p in self.module.parameters():
+            dist.broadcast(p, src=int(last[0] % g.size))
 
     def extra_repr(self) -> str:
         return f"world_size={self._group.size}, buckets={len(self._buckets)}, bucket_cap_mb={self.bucket_cap_mb}"
 
 
 def _reachable_leaves(out: Any) -> set[int]:
-    """ids of the leaf tensors that the graph of ``out`` (tensors in any nesting of tuples/lists/dicts) reaches."""
+    """ids of the leaf tensors wanting a gradient that the graph of ``out`` (tensors in any nesting of
+    tuples/lists/dicts) reaches: the engine's own walk, the one backward will take."""
     stack: list[Any] = [out]
-    nodes: list[Any] = []
     leaves: set[int] = set()
+    seen: set[int] = set()
     while stack:
         o = stack.pop()
         if isinstance(o, Tensor):
             if o._ctx is None:
                 leaves.add(id(o))
-            else:
-                nodes.append(o._ctx)
+            elif id(o._ctx) not in seen:
+                seen.add(id(o._ctx))
+                try:
+                    leaves.update(_topological_order(o._ctx)[1])
+                except RuntimeError:  # an output whose graph an earlier backward freed: no backward reaches through it
+                    pass
         elif isinstance(o, (tuple, list)):
             stack.extend(o)
         elif isinstance(o, dict):
             stack.extend(o.values())
-    seen: set[int] = set()
-    while nodes:
-        ctx = nodes.pop()
-        if id(ctx) in seen:
-            continue
-        seen.add(id(ctx))
-        for parent, need in zip(ctx.__dict__.get("parents", ()), ctx.__dict__.get("needs", ())):
-            if not need:
-                continue
-            if parent._ctx is None:
-                leaves.add(id(parent))
-            else:
-                nodes.append(parent._ctx)
     return leaves

@@ -20,15 +20,18 @@ from typing import Any
 
 import numpy as np
 
+from .. import _checks
+from ..backend.recurrence import GATES
+from ..functions.recurrent import FusedRecurrence
 from ..ops import cat, split, stack, where
-from ..tensor import Function, Generator, Tensor, _as_dtype, _rng, float32, is_grad_enabled, zeros
+from ..tensor import Generator, Tensor, _as_dtype, _rng, float32, is_grad_enabled, zeros
 from . import functional as F
 from .module import Module, Parameter
+from .utils.rnn import PackedSequence, packed_forward
 
+# (FusedRecurrence, the fused path's node, lives in functions/recurrent.py; re-exported here)
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU", "FusedRecurrence",
            "rnn_cell", "lstm_cell", "gru_cell"]
-
-_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -63,121 +66,6 @@ def gru_cell(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | No
 
 
 # ----------------------------------------------------------------------------------------------
-# the fused whole-sequence node
-
-
-class FusedRecurrence(Function):
-    """One layer, one direction, the whole sequence. Inputs (time-major):
-    ``x (T, B, D), h0 (B, H), [c0 (B, H) for LSTM], w_ih (G*H, D), w_hh (G*H, H), [b_ih, b_hh]``.
-    Outputs ``out (T, B, H)``, ``h_n (B, H)`` and, for the LSTM, ``c_n``.
-    """
-
-    saves_outputs = True  # ``out`` shares memory with the saved h_all: an in-place change must be caught
-
-    def forward(self, *arrays, mode, mask, reverse, has_bias, masked=False):
-        xp = self.xp
-        lstm = mode == "lstm"
-        x, h0 = arrays[0], arrays[1]
-        k = 2
-        c0 = None
-        if lstm:
-            c0 = arrays[2]
-            k = 3
-        w_ih, w_hh = arrays[k], arrays[k + 1]
-        b_ih, b_hh = (arrays[k + 2], arrays[k + 3]) if has_bias else (None, None)
-        t_, b_, d_ = x.shape
-        h_ = h0.shape[1]
-        # forward-only when this node will not be recorded (no_grad, or nothing requires grad):
-        # the backend then keeps no store and no per-step cell state, and nothing is saved here
-        train = is_grad_enabled() and any(self.needs)
-        if reverse:
-            x = x[::-1]
-            mask = mask[::-1]
-        if masked:
-            # padding may hold anything (even NaN): keep it out of the products, as packed sequences do
-            x = xp.where(mask[:, :, None] != 0, x, xp.zeros((), dtype=x.dtype))
-        x2 = xp.ascontiguousarray(x).reshape(t_ * b_, d_)
-        if has_bias:
-            if mode == "gru":
-                # b_hn stays inside r * (W_hn h + b_hn); b_hr, b_hz fold into the projection
-                bias = b_ih.copy()
-                bias[: 2 * h_] += b_hh[: 2 * h_]
-                b_hn = xp.ascontiguousarray(b_hh[2 * h_:])
-            else:
-                bias = b_ih + b_hh
-                b_hn = None
-        else:
-            bias = None
-            b_hn = xp.zeros(h_, dtype=x.dtype) if mode == "gru" else None
-        mask = xp.ascontiguousarray(mask)
-        h0, c0 = xp.ascontiguousarray(h0), None if c0 is None else xp.ascontiguousarray(c0)
-        # the backend may make each step's projection inside its time loop (no (T, B, G*H) array)
-        res = self.be.rnn_forward_input(mode, x2.reshape(t_, b_, d_), w_ih, bias, w_hh, b_hn, h0, c0, mask,
-                                        train=train)
-        if res is None:
-            xw = self.be.mm(x2, w_ih.T, bias)  # the biases are the GEMM's starting value (one pass)
-            # explicit last axis: reshape(..., -1) cannot infer it for a batch of 0
-            xw = xw.reshape(t_, b_, _GATES[mode] * h_)
-            res = self.be.rnn_forward(mode, xw, w_hh, b_hn, h0, c0, mask, train=train)
-            del xw
-        h_all, c_all, store = res
-        if train:
-            self.mode, self.reverse, self.has_bias, self.lstm = mode, reverse, has_bias, lstm
-            self.x2, self.w_ih, self.w_hh, self.h_all, self.c_all, self.store, self.mask = \
-                x2, w_ih, w_hh, h_all, c_all, store, mask
-            self.shape = (t_, b_, d_, h_)
-        else:
-            del x2
-        self.forward_only = not train
-        out = h_all[1:]
-        if masked:
-            out = out * mask[:, :, None]
-        if reverse:
-            out = out[::-1]
-        # h_all[1:] is already contiguous: no copy unless masked or reversed
-        out = xp.ascontiguousarray(out)
-        if lstm:
-            return out, h_all[t_].copy(), c_all[-1].copy()
-        return out, h_all[t_].copy()
-
-    def backward(self, dout, dh_n, dc_n=None):
-        xp = self.xp
-        t_, b_, d_, h_ = self.shape
-        if self.reverse:
-            dout = dout[::-1]
-        dout = xp.ascontiguousarray(dout)
-        dxw, dhw, dh0, dc0 = self.be.rnn_backward(self.mode, self.w_hh, self.store, self.h_all, self.c_all, self.mask,
-                                                  dout, xp.ascontiguousarray(dh_n),
-                                                  None if dc_n is None else xp.ascontiguousarray(dc_n))
-        g = dxw.shape[-1]
-        dxw2 = dxw.reshape(t_ * b_, g)
-        dhw2 = dhw.reshape(t_ * b_, g)
-        grads: list[Any] = []
-        needs = self.needs
-        dx = None
-        if needs[0]:
-            dx = self.be.mm(dxw2, self.w_ih).reshape(t_, b_, d_)
-            if self.reverse:
-                dx = dx[::-1]
-        grads.append(dx)
-        grads.append(dh0)
-        if self.lstm:
-            grads.append(dc0)
-        k = len(grads)
-        grads.append(self.be.mm(dxw2.T, self.x2) if needs[k] else None)
-        grads.append(self.be.mm(dhw2.T, self.h_all[:-1].reshape(t_ * b_, h_)) if needs[k + 1] else None)
-        if self.has_bias:
-            db_ih = dxw2.sum(axis=0) if needs[k + 2] or (needs[k + 3] and dhw is dxw) else None
-            if dhw is dxw:  # LSTM / RNN: both biases get the same gradient; sum once, own copy each
-                db_hh = db_ih.copy() if needs[k + 3] else None
-            else:
-                db_hh = dhw2.sum(axis=0) if needs[k + 3] else None
-            grads.append(db_ih if needs[k + 2] else None)
-            grads.append(db_hh)
-        return tuple(grads)
-
-
-# ----------------------------------------------------------------------------------------------
 # modules
 
 
@@ -198,7 +86,8 @@ class _CellBase(Module):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, dtype: Any = None, device: Any = None,
                  generator: Generator | None = None, seed: int | None = None):
         super().__init__()
-        if input_size <= 0 or hidden_size <= 0:
+        if _checks.integer(f"{type(self).__name__}: input_size", input_size) <= 0 or \
+                _checks.integer(f"{type(self).__name__}: hidden_size", hidden_size) <= 0:
             raise ValueError(f"{type(self).__name__}: sizes must be positive, got input_size={input_size}, "
                              f"hidden_size={hidden_size}")
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
@@ -292,11 +181,11 @@ class RNNBase(Module):
                  device: Any = None, generator: Generator | None = None, seed: int | None = None):
         super().__init__()
         name = type(self).__name__
-        if input_size <= 0 or hidden_size <= 0 or num_layers <= 0:
+        sizes = {"input_size": input_size, "hidden_size": hidden_size, "num_layers": num_layers}
+        if any(_checks.integer(f"{name}: {k}", v) <= 0 for k, v in sizes.items()):
             raise ValueError(f"{name}: input_size, hidden_size and num_layers must be positive, got "
                              f"{input_size}, {hidden_size}, {num_layers}")
-        if not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"{name}: dropout must be in [0, 1], got {dropout}")
+        _checks.unit_interval(f"{name}: dropout", dropout)
         self.mode = mode
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, float(dropout), bidirectional
@@ -305,7 +194,7 @@ class RNNBase(Module):
         self.dropout_generator = generator
         dt = _as_dtype(dtype) or float32
         rng = _rng(seed, generator)
-        g = _GATES[mode] * hidden_size
+        g = GATES[mode] * hidden_size
         for layer in range(num_layers):
             d_in = input_size if layer == 0 else hidden_size * self.num_directions
             for suffix in self._suffixes():
@@ -314,6 +203,10 @@ class RNNBase(Module):
                 if bias:
                     setattr(self, f"bias_ih_l{layer}{suffix}", _init_uniform((g,), hidden_size, dt, device, rng))
                     setattr(self, f"bias_hh_l{layer}{suffix}", _init_uniform((g,), hidden_size, dt, device, rng))
+
+    def flatten_parameters(self) -> None:
+        """A no-op, kept so PyTorch code runs: our weights are separate arrays that the fused path reads
+        in place; there is no cuDNN flat buffer to compact."""
 
     @property
     def num_directions(self) -> int:
@@ -368,8 +261,7 @@ class RNNBase(Module):
             raise ValueError(f"{name}: lengths must have shape ({b},) (one per sequence), got {arr.shape}")
         if arr.size and (arr.min() < 1 or arr.max() > t):
             raise ValueError(f"{name}: lengths must lie in [1, {t}] (the padded length), got min {arr.min()} max {arr.max()}")
-        mask = (np.arange(t)[:, None] < arr[None, :]).astype(dtype)
-        return mask
+        return (np.arange(t)[:, None] < arr[None, :]).astype(dtype)
 
     # -- forward -------------------------------------------------------------------------------
     def forward(self, input: Tensor, hx: Any = None, lengths: Any = None) -> tuple[Tensor, Any]:
@@ -379,6 +271,10 @@ class RNNBase(Module):
         leave the state unchanged and give zero output, so ``h_n`` is each sequence's state at
         its own last step and padding adds nothing to any gradient (PyTorch's packed semantics).
         """
+        if isinstance(input, PackedSequence):  # torch.nn.utils.rnn's packed batch: onto the lengths path below
+            if lengths is not None:
+                raise ValueError(f"{type(self).__name__}: a PackedSequence carries its own lengths; do not pass lengths=")
+            return packed_forward(self, input, hx)
         name = type(self).__name__
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
@@ -431,70 +327,69 @@ class RNNBase(Module):
             return F.dropout(out, self.dropout, True, generator=self.dropout_generator)
         return out
 
-    def _forward_fused(self, x: Tensor, h0: Tensor, c0: Tensor | None, mask: Any):
-        lstm = self.mode == "lstm"
-        be = x._be
-        mask_arr = be.asarray(mask) if mask is not None else be.xp.ones((x.shape[0], x.shape[1]), dtype=x.dtype)
+    def _layers(self, x: Tensor, h0: Tensor, c0: Tensor | None, direction: Any) -> tuple[Tensor, list, list]:
+        """Run every layer and direction with ``direction(inp, h, c, weights, reverse)`` -> ``(out, h_n, c_n)``;
+        the directions' outputs are joined along features, dropout applied between layers."""
         hs, cs = [], []
         inp = x
         for layer in range(self.num_layers):
             outs = []
             for d, suffix in enumerate(self._suffixes()):
                 k = layer * self.num_directions + d
-                args = [inp, h0[k]] + ([c0[k]] if lstm else []) + self.layer_weights(layer, suffix)
-                res = FusedRecurrence.apply(*args, mode=self.mode, mask=mask_arr, reverse=d == 1,
-                                             has_bias=self.bias, masked=mask is not None)
-                outs.append(res[0])
-                hs.append(res[1])
-                if lstm:
-                    cs.append(res[2])
+                out, h, c = direction(inp, h0[k], None if c0 is None else c0[k], self.layer_weights(layer, suffix), d == 1)
+                outs.append(out)
+                hs.append(h)
+                if c is not None:
+                    cs.append(c)
             inp = outs[0] if len(outs) == 1 else cat(outs, dim=2)
             inp = self._between_layers(inp, layer)
         return inp, hs, cs
+
+    def _forward_fused(self, x: Tensor, h0: Tensor, c0: Tensor | None, mask: Any):
+        be = x._be
+        mask_arr = be.asarray(mask) if mask is not None else be.xp.ones((x.shape[0], x.shape[1]), dtype=x.dtype)
+        grad_mode = is_grad_enabled()
+
+        def direction(inp: Tensor, h: Tensor, c: Tensor | None, weights: list, reverse: bool) -> tuple:
+            args = [inp, h] + ([c] if c is not None else []) + weights
+            # forward-only (no store kept) exactly when the node will not be recorded
+            train = grad_mode and any(a.requires_grad for a in args)
+            res = FusedRecurrence.apply(*args, mode=self.mode, mask=mask_arr, reverse=reverse, has_bias=self.bias,
+                                        train=train, masked=mask is not None)
+            return res[0], res[1], (res[2] if c is not None else None)
+
+        return self._layers(x, h0, c0, direction)
 
     def _forward_composite(self, x: Tensor, h0: Tensor, c0: Tensor | None, mask: Any):
         lstm = self.mode == "lstm"
         t_ = x.shape[0]
         zero = Tensor(np.zeros((), dtype=x.dtype), device=x.device)
         keep = None if mask is None else [Tensor(mask[t][:, None] > 0, device=x.device) for t in range(t_)]
-        hs, cs = [], []
-        inp = x
-        for layer in range(self.num_layers):
-            outs = []
-            for d, suffix in enumerate(self._suffixes()):
-                k = layer * self.num_directions + d
-                w = self.layer_weights(layer, suffix)
-                w_ih, w_hh = w[0], w[1]
-                b_ih, b_hh = (w[2], w[3]) if self.bias else (None, None)
-                h = h0[k]
-                c = c0[k] if lstm else None
-                steps: list[Tensor | None] = [None] * t_
-                order = range(t_ - 1, -1, -1) if d == 1 else range(t_)
-                for t in order:
-                    xt = inp[t] if keep is None else where(keep[t], inp[t], zero)
-                    if lstm:
-                        h_new, c_new = lstm_cell(xt, h, c, w_ih, w_hh, b_ih, b_hh)
-                    elif self.mode == "gru":
-                        h_new = gru_cell(xt, h, w_ih, w_hh, b_ih, b_hh)
-                    else:
-                        h_new = rnn_cell(xt, h, w_ih, w_hh, b_ih, b_hh, "relu" if self.mode == "rnn_relu" else "tanh")
-                    if keep is None:
-                        h, steps[t] = h_new, h_new
-                        if lstm:
-                            c = c_new
-                    else:
-                        steps[t] = where(keep[t], h_new, zero)
-                        h = where(keep[t], h_new, h)
-                        if lstm:
-                            c = where(keep[t], c_new, c)
-                outs.append(stack(steps, 0))
-                hs.append(h)
-                if lstm:
-                    cs.append(c)
-            inp = outs[0] if len(outs) == 1 else cat(outs, dim=2)
-            inp = self._between_layers(inp, layer)
-        return inp, hs, cs
 
+        def direction(inp: Tensor, h: Tensor, c: Tensor | None, w: list, reverse: bool) -> tuple:
+            w_ih, w_hh = w[0], w[1]
+            b_ih, b_hh = (w[2], w[3]) if self.bias else (None, None)
+            steps: list[Tensor | None] = [None] * t_
+            for t in (range(t_ - 1, -1, -1) if reverse else range(t_)):
+                xt = inp[t] if keep is None else where(keep[t], inp[t], zero)
+                if lstm:
+                    h_new, c_new = lstm_cell(xt, h, c, w_ih, w_hh, b_ih, b_hh)
+                elif self.mode == "gru":
+                    h_new = gru_cell(xt, h, w_ih, w_hh, b_ih, b_hh)
+                else:
+                    h_new = rnn_cell(xt, h, w_ih, w_hh, b_ih, b_hh, "relu" if self.mode == "rnn_relu" else "tanh")
+                if keep is None:
+                    h, steps[t] = h_new, h_new
+                    if lstm:
+                        c = c_new
+                else:
+                    steps[t] = where(keep[t], h_new, zero)
+                    h = where(keep[t], h_new, h)
+                    if lstm:
+                        c = where(keep[t], c_new, c)
+            return stack(steps, 0), h, c
+
+        return self._layers(x, h0, c0, direction)
 
 class RNN(RNNBase):
     """Elman RNN: ``nn.RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', ...)``."""

@@ -24,36 +24,34 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from .. import _checks
 from .optimizers import Optimizer
 
-__all__ = ["LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR", "LambdaLR", "decay_after"]
+__all__ = ["LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR", "LambdaLR", "ReduceLROnPlateau", "decay_after"]
 
 
 def _check_epoch(v: Any, key: str, n: int, where: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < -1:
-        raise ValueError(f"{where}: {key!r} must be an integer >= -1, got {v!r}")
-    return int(v)
+    return _checks.int_at_least(f"{where}: {key!r}", v, -1)
 
 
 def _check_lrs(v: Any, key: str, n: int, where: str) -> list[float]:
     if not isinstance(v, (list, tuple)) or len(v) != n:
         raise ValueError(f"{where}: {key!r} must be a list of {n} learning rates (one per parameter group), got {v!r}")
     for x in v:
-        if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) or not 0 <= x < math.inf:
-            raise ValueError(f"{where}: {key!r} holds {x!r}; learning rates are finite numbers >= 0")
+        try:
+            _checks.nonneg_number("a learning rate", x)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {key!r} holds {x!r}: {e}") from None
     return list(v)
 
 
 def _check_gamma(v: Any, key: str, n: int, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
-        raise ValueError(f"{where}: {key!r} must be a finite number, got {v!r}")
+    _checks.finite_number(f"{where}: {key!r}", v)
     return v
 
 
 def _check_step_size(v: Any, key: str, n: int, where: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{where}: {key!r} must be a positive integer, got {v!r}")
-    return int(v)
+    return _checks.positive_int(f"{where}: {key!r}", v)
 
 
 def _check_milestones(v: Any, key: str, n: int, where: str) -> Counter:
@@ -133,7 +131,10 @@ class LRScheduler:
         new = {}
         for k, v in state_dict.items():
             check = _STATE_CHECKS.get(k)
-            new[k] = check(v, k, len(self.optimizer.param_groups), where) if check else copy.deepcopy(v)
+            try:
+                new[k] = check(v, k, len(self.optimizer.param_groups), where) if check else copy.deepcopy(v)
+            except TypeError as e:  # a bad state dict is a bad value, whatever the entry's type
+                raise ValueError(str(e)) from None
         self.__dict__.update(new)
 
     def _group_lrs(self) -> list[float]:
@@ -144,9 +145,7 @@ class StepLR(LRScheduler):
     """Multiply the lr by ``gamma`` every ``step_size`` epochs."""
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1):
-        if not isinstance(step_size, int) or step_size < 1:
-            raise ValueError(f"step_size must be a positive integer, got {step_size!r}")
-        self.step_size, self.gamma = step_size, gamma
+        self.step_size, self.gamma = _checks.positive_int("step_size", step_size), gamma
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
@@ -221,6 +220,104 @@ def decay_after(num_epochs: int, factor: float) -> Callable[[int], float]:
     >>> [decay_after(2, 0.5)(e) for e in range(4)]
     [1.0, 1.0, 0.5, 0.25]
     """
-    if not isinstance(num_epochs, int) or num_epochs < 0:
-        raise ValueError(f"num_epochs must be a non-negative integer, got {num_epochs!r}")
+    _checks.nonneg_int("num_epochs", num_epochs)
     return functools.partial(_decay_after, num_epochs, float(factor))
+
+
+class ReduceLROnPlateau(LRScheduler):
+    """Multiply the lr by ``factor`` once a metric has stopped improving for ``patience`` epochs.
+
+    ``step(metrics)`` once per epoch with the validation metric (as PyTorch). Improvement means
+    ``a < best * (1 - threshold)`` (mode 'min', threshold_mode 'rel'), ``a < best - threshold`` ('abs'),
+    and the mirror images for mode 'max'; after a reduction ``cooldown`` epochs pass before bad epochs
+    count again; lrs never fall below ``min_lr`` and changes smaller than ``eps`` are skipped.
+
+    >>> import tinygrad_rnn as tr
+    >>> from tinygrad_rnn import optim
+    >>> opt = optim.SGD([tr.zeros(1, requires_grad=True)], lr=1.0)
+    >>> sched = optim.lr_scheduler.ReduceLROnPlateau(opt, patience=1)
+    >>> for loss in [3.0, 2.0, 2.0, 2.0, 2.0]:
+    ...     sched.step(loss)
+    >>> sched.get_last_lr()
+    [0.1]
+    """
+
+    def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1, patience: int = 10,
+                 threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0,
+                 min_lr: list[float] | float = 0, eps: float = 1e-8):
+        if factor >= 1.0:
+            raise ValueError("Factor should be < 1.0.")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
+        self.factor, self.optimizer = factor, optimizer
+        if isinstance(min_lr, (list, tuple)):
+            if len(min_lr) != len(optimizer.param_groups):
+                raise ValueError(f"expected {len(optimizer.param_groups)} min_lrs, got {len(min_lr)}")
+            self.default_min_lr: float | None = None
+            self.min_lrs = list(min_lr)
+        else:
+            self.default_min_lr = min_lr
+            self.min_lrs = [min_lr] * len(optimizer.param_groups)
+        self.patience, self.cooldown, self.eps = patience, cooldown, eps
+        self.last_epoch = 0
+        self._last_lr = self._group_lrs()
+        self._init_is_better(mode, threshold, threshold_mode)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.best = self.mode_worse
+        self.cooldown_counter = 0
+        self.num_bad_epochs = 0
+
+    def step(self, metrics: Any, epoch: int | None = None) -> None:  # type: ignore[override]
+        """Record this epoch's metric and reduce the lrs if it has plateaued."""
+        current = float(metrics)
+        self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
+        if self._is_better(current, self.best):
+            self.best, self.num_bad_epochs = current, 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0  # bad epochs in cooldown do not count
+        if self.num_bad_epochs > self.patience:
+            self._reduce_lr()
+            self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
+        self._last_lr = self._group_lrs()
+
+    def _reduce_lr(self) -> None:
+        groups = self.optimizer.param_groups
+        if len(groups) != len(self.min_lrs):
+            if self.default_min_lr is None:
+                raise RuntimeError(f"The number of param groups in the `optimizer` ({len(groups)}) differs from when "
+                                   f"`ReduceLROnPlateau` was initialized ({len(self.min_lrs)}); set `min_lrs` to match")
+            self.min_lrs = [self.default_min_lr] * len(groups)
+        for i, g in enumerate(groups):
+            old = float(g["lr"])
+            new = max(old * self.factor, self.min_lrs[i])
+            if old - new > self.eps:
+                g["lr"] = new
+
+    @property
+    def in_cooldown(self) -> bool:
+        return self.cooldown_counter > 0
+
+    def _is_better(self, a: float, best: float) -> bool:
+        if self.mode == "min":
+            return a < best * (1.0 - self.threshold) if self.threshold_mode == "rel" else a < best - self.threshold
+        return a > best * (self.threshold + 1.0) if self.threshold_mode == "rel" else a > best + self.threshold
+
+    def _init_is_better(self, mode: str, threshold: float, threshold_mode: str) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode {mode} is unknown!")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"threshold mode {threshold_mode} is unknown!")
+        self.mode_worse = math.inf if mode == "min" else -math.inf
+        self.mode, self.threshold, self.threshold_mode = mode, threshold, threshold_mode
+
+    def get_lr(self) -> list[float]:
+        return self._group_lrs()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._init_is_better(self.mode, self.threshold, self.threshold_mode)

@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..backend import Backend
+from .. import _checks
+from ..backend import Backend, backend_of_array, host_array
 from ..tensor import _FLOATS, Tensor, enable_grad
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
@@ -101,7 +102,7 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 else:
-                    p.grad.data[...] = 0
+                    p.grad._data[...] = 0
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; returns ``closure()`` when one is given."""
@@ -113,7 +114,7 @@ class Optimizer:
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad.data
+                grad = p.grad._data
                 if tuple(grad.shape) != p.shape:
                     raise ValueError(f"gradient of shape {tuple(grad.shape)} for a parameter of shape {p.shape}")
                 self._update(p, grad, self._state_of(p), group)
@@ -260,12 +261,13 @@ class Optimizer:
                 raise ValueError(f"{where}: state[{i}] has an unexpected key {k!r} for {type(self).__name__} "
                                  f"(expected some of {sorted(self._state_spec)})")
             if kind == "count":
-                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-                    raise ValueError(f"{where}: state[{i}][{k!r}] must be an integer >= 0, got {v!r}")
-                entry[k] = int(v)
+                try:
+                    entry[k] = _checks.nonneg_int(f"{where}: state[{i}][{k!r}]", v)
+                except TypeError as e:  # a bad file is a bad value, whatever the entry's type
+                    raise ValueError(str(e)) from None
                 continue
-            if type(v).__module__.startswith("cupy"):
-                v = v.get()
+            if backend_of_array(v) is not None:
+                v = host_array(v)
             if not isinstance(v, np.ndarray):
                 raise ValueError(f"{where}: state[{i}][{k!r}] must be an array, got {type(v).__name__}")
             host = v
@@ -292,18 +294,23 @@ def _is_array(v: Any) -> bool:
     return hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, (np.generic, int, float))
 
 
+def _check_hyper(what: str, name: str, v: Any, check: Callable[[str, Any], Any] = _checks.nonneg_number) -> None:
+    """``check`` a hyperparameter; the error keeps PyTorch's ``Invalid <what>: <value>`` head before the house wording."""
+    try:
+        check(name, v)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"Invalid {what}: {v!r} ({e})") from None
+
+
 def _check_nonneg(group: dict[str, Any], key: str, what: str) -> None:
-    v = group[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not 0.0 <= v < math.inf:
-        raise ValueError(f"Invalid {what}: {v!r} (must be a finite number >= 0; key {key!r})")
+    _check_hyper(what, repr(key), group[key])
 
 
 def _check_betas(betas: Any) -> None:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"Invalid betas: {betas!r} (expected a pair (beta1, beta2))")
     for i, b in enumerate(betas):
-        if isinstance(b, bool) or not isinstance(b, (int, float, np.floating, np.integer)) or not 0.0 <= b < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {i}: {b!r} (must be in [0, 1); key 'betas')")
+        _check_hyper(f"beta parameter at index {i}", f"'betas'[{i}]", b, _checks.probability)
 
 
 # ---------------------------------------------------------------------------------------
@@ -327,9 +334,7 @@ class SGD(Optimizer):
     def _check_group(self, group: dict[str, Any]) -> None:
         super()._check_group(group)
         _check_nonneg(group, "momentum", "momentum value")
-        d = group["dampening"]
-        if isinstance(d, bool) or not isinstance(d, (int, float, np.floating, np.integer)) or not math.isfinite(d):
-            raise ValueError(f"Invalid dampening value: {d!r} (must be a finite number; key 'dampening')")
+        _check_hyper("dampening value", "'dampening'", group["dampening"], _checks.finite_number)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(f"Nesterov momentum requires a momentum > 0 and zero dampening, "
                              f"got momentum={group['momentum']!r}, dampening={group['dampening']!r}")
@@ -340,7 +345,7 @@ class SGD(Optimizer):
         first = buf is None
         if momentum != 0 and first:
             buf = state["momentum_buffer"] = self._zeros(p)
-        p._be.sgd_step(p.data, grad, buf if momentum != 0 else None, lr=group["lr"], momentum=momentum,
+        p._be.sgd_step(p._data, grad, buf if momentum != 0 else None, lr=group["lr"], momentum=momentum,
                        dampening=group["dampening"], weight_decay=group["weight_decay"],
                        nesterov=group["nesterov"], first_step=first)
 
@@ -380,7 +385,7 @@ class Adam(Optimizer):
         # bias corrections as float64 host scalars: 1 - 0.999**t loses everything in float32 for small t
         step_size = lr / (1.0 - float(beta1) ** t)
         bc2_sqrt = math.sqrt(1.0 - float(beta2) ** t)
-        p._be.adam_step(p.data, grad, state["exp_avg"], state["exp_avg_sq"],
+        p._be.adam_step(p._data, grad, state["exp_avg"], state["exp_avg_sq"],
                         state["max_exp_avg_sq"] if group["amsgrad"] else None,
                         beta1=beta1, beta2=beta2, eps=group["eps"],
                         weight_decay=0.0 if self._decoupled else wd,
@@ -425,7 +430,7 @@ class RMSprop(Optimizer):
         if group["centered"] and "grad_avg" not in state:
             state["grad_avg"] = self._zeros(p)
         state["step"] += 1
-        p._be.rmsprop_step(p.data, grad, state["square_avg"],
+        p._be.rmsprop_step(p._data, grad, state["square_avg"],
                            state["grad_avg"] if group["centered"] else None,
                            state["momentum_buffer"] if group["momentum"] > 0 else None,
                            lr=group["lr"], alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
@@ -455,4 +460,4 @@ class Adagrad(Optimizer):
             state["sum"] = self._zeros(p, float(group["initial_accumulator_value"]))
         state["step"] += 1
         clr = float(group["lr"]) / (1.0 + (state["step"] - 1) * float(group["lr_decay"]))
-        p._be.adagrad_step(p.data, grad, state["sum"], clr=clr, eps=group["eps"], weight_decay=group["weight_decay"])
+        p._be.adagrad_step(p._data, grad, state["sum"], clr=clr, eps=group["eps"], weight_decay=group["weight_decay"])

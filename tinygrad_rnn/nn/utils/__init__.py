@@ -16,7 +16,8 @@ from typing import Iterable
 
 import numpy as np
 
-from ..tensor import Tensor, no_grad
+from ...tensor import Tensor, no_grad
+from . import rnn  # noqa: F401  (torch.nn.utils.rnn)
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "parameters_to_vector", "vector_to_parameters"]
 
@@ -57,14 +58,7 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
     per_device: dict[int, list] = {}
     for g in grads:
         per_device.setdefault(id(g._be), []).append(g)
-    norms: list[float] = []
-    for gs in per_device.values():
-        be, xp = gs[0]._be, gs[0]._be.xp
-        if p == 2.0 and hasattr(be, "sum_squares"):  # the CPU: one pass per gradient, no float64 copy
-            norms.extend(math.sqrt(be.sum_squares(g.data)) for g in gs)
-            continue
-        parts = [_vector_norm(xp, g.data.reshape(-1).astype(np.float64), p) for g in gs]
-        norms.extend(float(v) for v in be.to_host(xp.stack(parts)))
+    norms = [n for gs in per_device.values() for n in gs[0]._be.vector_norms([g._data for g in gs], p)]
     total = max(norms) if p == math.inf else float(np.linalg.norm(np.asarray(norms), p))
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(
@@ -74,23 +68,10 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
     if not coef >= 1.0:  # also true for a nan total, which then spreads to the grads, as PyTorch
         with no_grad(), np.errstate(invalid="ignore"):  # inf * 0 -> nan is the documented outcome
             for g in grads:
-                g.data *= coef
+                g._data *= coef
                 g._bump_version()  # a graph that saved this gradient (create_graph) must see it changed
     first = grads[0]
     return Tensor(np.asarray(total, dtype=first.dtype), device=first.device)
-
-
-def _vector_norm(xp, v, p: float):
-    if p == 2.0:  # one BLAS dot instead of abs, square and sum passes (the LM's 4.6M gradients)
-        return xp.sqrt(xp.dot(v, v))
-    a = xp.abs(v)
-    if p == math.inf:
-        return a.max() if a.size else xp.zeros((), dtype=a.dtype)
-    if p == 1.0:
-        return a.sum()
-    if p == 2.0:
-        return xp.sqrt((a * a).sum())
-    return (a ** p).sum() ** (1.0 / p)
 
 
 def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: float) -> None:
@@ -99,13 +80,13 @@ def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: float) -
     for t in _as_list(parameters):
         if t.grad is not None:
             xp = t.grad._be.xp
-            xp.clip(t.grad.data, -clip_value, clip_value, out=t.grad.data)
+            xp.clip(t.grad._data, -clip_value, clip_value, out=t.grad._data)
             t.grad._bump_version()
 
 
 def parameters_to_vector(parameters: Tensor | Iterable[Tensor]) -> Tensor:
     """All parameters flattened and concatenated into one 1-D tensor (differentiable)."""
-    from ..ops import cat
+    from ...ops import cat
 
     params = _as_list(parameters)
     if not params:
@@ -121,7 +102,7 @@ def vector_to_parameters(vec: Tensor, parameters: Tensor | Iterable[Tensor]) -> 
     total = sum(t.numel() for t in params)
     if vec.ndim != 1 or vec.numel() != total:
         raise ValueError(f"vector_to_parameters: vec of shape {vec.shape} for parameters with {total} elements in all")
-    data = vec.data
+    data = vec._data
     start = 0
     with no_grad():
         for t in params:

@@ -1,0 +1,99 @@
+"""The fused whole-sequence recurrence: one node per layer and direction, its time loop in the backend."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..tensor import Function
+
+
+class FusedRecurrence(Function):
+    """One layer, one direction, the whole sequence. Inputs (time-major):
+    ``x (T, B, D), h0 (B, H), [c0 (B, H) for LSTM], w_ih (G*H, D), w_hh (G*H, H), [b_ih, b_hh]``.
+    Outputs ``out (T, B, H)``, ``h_n (B, H)`` and, for the LSTM, ``c_n``.
+
+    ``train`` (from the caller: grad mode is on and an input requires grad) is False for a
+    forward-only pass: the backend then keeps no store and no per-step cell state, and nothing
+    is saved here.
+    """
+
+    saves_outputs = True  # ``out`` shares memory with the saved h_all: an in-place change must be caught
+
+    def forward(self, *arrays, mode, mask, reverse, has_bias, train, masked=False):
+        xp = self.xp
+        lstm = mode == "lstm"
+        x, h0 = arrays[0], arrays[1]
+        k = 2
+        c0 = None
+        if lstm:
+            c0 = arrays[2]
+            k = 3
+        w_ih, w_hh = arrays[k], arrays[k + 1]
+        b_ih, b_hh = (arrays[k + 2], arrays[k + 3]) if has_bias else (None, None)
+        t_, b_, d_ = x.shape
+        h_ = h0.shape[1]
+        if reverse:
+            x = x[::-1]
+            mask = mask[::-1]
+        if masked:
+            # padding may hold anything (even NaN): keep it out of the products, as packed sequences do
+            x = xp.where(mask[:, :, None] != 0, x, xp.zeros((), dtype=x.dtype))
+        x2 = xp.ascontiguousarray(x).reshape(t_ * b_, d_)
+        bias, b_hn = self.be.rnn_biases(mode, b_ih, b_hh, h_, x.dtype)
+        mask = xp.ascontiguousarray(mask)
+        h0, c0 = xp.ascontiguousarray(h0), None if c0 is None else xp.ascontiguousarray(c0)
+        # the backend projects the input (x W_ih^T + bias) itself: per step inside its loop, or at once
+        h_all, c_all, store = self.be.rnn_forward(mode, x2.reshape(t_, b_, d_), w_ih, bias, w_hh, b_hn, h0, c0, mask,
+                                                  train=train)
+        if train:
+            self.mode, self.reverse, self.has_bias, self.lstm = mode, reverse, has_bias, lstm
+            self.x2, self.w_ih, self.w_hh, self.h_all, self.c_all, self.store, self.mask = \
+                x2, w_ih, w_hh, h_all, c_all, store, mask
+            self.shape = (t_, b_, d_, h_)
+        else:
+            del x2
+        out = h_all[1:]
+        if masked:
+            out = out * mask[:, :, None]
+        if reverse:
+            out = out[::-1]
+        # h_all[1:] is already contiguous: no copy unless masked or reversed
+        out = xp.ascontiguousarray(out)
+        if lstm:
+            return out, h_all[t_].copy(), c_all[-1].copy()
+        return out, h_all[t_].copy()
+
+    def backward(self, dout, dh_n, dc_n=None):
+        xp = self.xp
+        t_, b_, d_, h_ = self.shape
+        if self.reverse:
+            dout = dout[::-1]
+        dout = xp.ascontiguousarray(dout)
+        dxw, dhw, dh0, dc0 = self.be.rnn_backward(self.mode, self.w_hh, self.store, self.h_all, self.c_all, self.mask,
+                                                  dout, xp.ascontiguousarray(dh_n),
+                                                  None if dc_n is None else xp.ascontiguousarray(dc_n))
+        g = dxw.shape[-1]
+        dxw2 = dxw.reshape(t_ * b_, g)
+        dhw2 = dhw.reshape(t_ * b_, g)
+        grads: list[Any] = []
+        needs = self.needs
+        dx = None
+        if needs[0]:
+            dx = self.be.mm(dxw2, self.w_ih).reshape(t_, b_, d_)
+            if self.reverse:
+                dx = dx[::-1]
+        grads.append(dx)
+        grads.append(dh0)
+        if self.lstm:
+            grads.append(dc0)
+        k = len(grads)
+        grads.append(self.be.mm(dxw2.T, self.x2) if needs[k] else None)
+        grads.append(self.be.mm(dhw2.T, self.h_all[:-1].reshape(t_ * b_, h_)) if needs[k + 1] else None)
+        if self.has_bias:
+            db_ih = dxw2.sum(axis=0) if needs[k + 2] or (needs[k + 3] and dhw is dxw) else None
+            if dhw is dxw:  # LSTM / RNN: both biases get the same gradient; sum once, own copy each
+                db_hh = db_ih.copy() if needs[k + 3] else None
+            else:
+                db_hh = dhw2.sum(axis=0) if needs[k + 3] else None
+            grads.append(db_ih if needs[k + 2] else None)
+            grads.append(db_hh)
+        return tuple(grads)
