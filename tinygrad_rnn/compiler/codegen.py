@@ -8,11 +8,14 @@ per-step matrix products (a product needs all rows of its left operand), and the
 
   ``X``   (T, B, D)   the input sequence            ``S{i}``  (T+1, B, n)  state i, [0] = initial
   ``XW{k}`` (T, B, N) input products, one GEMM      ``Y``     (T, B, n)    the outputs
-  ``V{n}``  node values: (T, B, w) when the backward reads them (``[ts]``), else (B, w) per step
+  ``V{n}``  a product's operand or result: (T, B, w) when read after the step (``[ts]``), else (B, w)
+  ``WS``/``SV`` every other node value side by side in one row, (B, total) per step / (T, B, total)
+            for the values the backward reads (a value is an offset into the row)
   ``P{k}``  boundary tensors (parameters) as 2-D (rows 1 or B, width) arrays, or GEMM weights
 
 and gradients alike (``dX``, ``dXW{k}``, ``dSp{i}`` for the state entering the step, ``dV{n}``
-(T, B, w) for product outputs -- their weights' gradients are GEMMs after the loop --, ``dP{k}``).
+(T, B, w) for product outputs -- their weights' gradients are GEMMs after the loop --, ``dWS``/``dSV``
+per step, ``dP{k}``).
 """
 from __future__ import annotations
 
