@@ -17,6 +17,7 @@ from .tensor import (Function, Tensor, arange, as_tensor, device, enable_grad, e
                      zeros_like)
 from .serialization import load, save
 from . import autograd, cuda, distributed, nn, optim, utils  # noqa: E402
+from .nn.recurrent import scan  # noqa: E402 - tr.scan: JAX's lax.scan for recurrences (compiled)
 
 __version__ = "0.1.0"
 
@@ -33,5 +34,5 @@ __all__ = [
     "gradcheck", "GradcheckError", "DeviceUnavailableError", "get_backend", "cuda", "distributed", "nn", "optim", "utils",
     "float32", "float64", "int32", "int64", "bool_", "__version__", "autograd", "clamp", "clip", "maximum",
     "minimum", "amax", "amin", "set_num_threads", "get_num_threads", "from_numpy", "as_tensor", "device", "topk",
-    "multinomial", "narrow", "half", "float16",
+    "multinomial", "narrow", "half", "float16", "scan",
 ]
