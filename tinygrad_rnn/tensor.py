@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ._fork import renew_in_child
 from .backend import Backend, backend_of_array, get_backend, normalize_device
 from .dtypes import _ALLOWED, _FLOATS, _as_dtype, _default_dtype_for, bool_, float32, float64, int32, int64
 from .random import Generator, _rng, get_rng_state, manual_seed, set_rng_state
@@ -598,16 +599,7 @@ def _run_pre_hooks(hooks: _Hooks | None, g: Any, be: Backend) -> Any:
 # leaf ``.grad`` updates are read-modify-writes: one lock makes concurrent backward passes into
 # shared parameters sum exactly as serial ones do
 _accumulate_lock = threading.Lock()
-
-
-def _new_accumulate_lock() -> None:
-    # a fork while another thread accumulates copies the lock held into a child with no thread to release it
-    global _accumulate_lock
-    _accumulate_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_accumulate_lock)
+renew_in_child(globals(), "_accumulate_lock", threading.Lock)  # a fork mid-backward would leave it held
 
 
 class _LeafGrad:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import threading
 from typing import Any
 
 import numpy as np
+
+from .._fork import renew_in_child
 
 __all__ = ["Backend", "DeviceUnavailableError", "backend_of_array", "get_backend", "get_num_threads", "host_array",
            "is_host_array", "normalize_device", "set_num_threads"]
@@ -233,16 +234,7 @@ def _foreign(be: Backend, a: Any) -> bool:
 _BACKENDS: dict[str, Backend] = {}
 # an RLock: creating the CUDA backend may itself ask for the CPU one
 _BACKENDS_LOCK = threading.RLock()
-
-
-def _new_backends_lock() -> None:
-    # held by another thread at a fork, the parent's lock would stay held forever in the child
-    global _BACKENDS_LOCK
-    _BACKENDS_LOCK = threading.RLock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_backends_lock)
+renew_in_child(globals(), "_BACKENDS_LOCK", threading.RLock)
 
 
 def normalize_device(device: Any) -> str:

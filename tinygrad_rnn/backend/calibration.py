@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._fork import renew_in_child
 from . import blas
 
 __all__ = ["cache_path", "choose", "machine_key"]
@@ -46,16 +47,7 @@ BUDGET_S = 0.05  # per class, after the warm-up: fewer repeats (at least 2) wher
 
 _CHOSEN: dict[tuple[str, int], str] = {}
 _LOCK = threading.RLock()
-
-
-def _new_lock() -> None:
-    """A forked child gets a free lock: the parent's may have been held by a calibrating thread."""
-    global _LOCK
-    _LOCK = threading.RLock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock)
+renew_in_child(globals(), "_LOCK", threading.RLock)
 CALIBRATIONS = 0  # calibrations run in this process (one per thread count, none where the cache answers)
 
 

@@ -7,7 +7,7 @@
   * ``codegen.py``   the graph -> storage, stages and the per-row code of one step
   * ``loop.py``      the time loop around the step (products through BLAS, padding, carries)
   * ``cache.py``     generated modules on disk, Numba's machine code cached next to them
-  * ``function.py``  ``CompiledRecurrence``: the whole sequence as one graph node
+  * ``function.py``  the whole sequence through the kernels, as one ``functions.CompiledRecurrence`` node
 
     >>> import tinygrad_rnn as tr
     >>> w = tr.randn(4, 4, requires_grad=True)
@@ -15,8 +15,9 @@
     >>> ys.shape
     (3, 2, 4)
 """
+from ..functions import CompiledRecurrence
 from .cache import cache_dir
-from .function import CompiledRecurrence, compile_stats
+from .function import compile_stats
 from .trace import CompileError
 
 __all__ = ["CompileError", "CompiledRecurrence", "cache_dir", "compile_stats"]

@@ -15,10 +15,13 @@ import tempfile
 import threading
 from types import ModuleType
 
+from .._fork import renew_in_child
+
 __all__ = ["cache_dir", "load_source"]
 
 _loaded: dict[str, ModuleType] = {}
 _lock = threading.Lock()
+renew_in_child(globals(), "_lock", threading.Lock)
 _VERSION = "3"  # bump when the generated code's conventions change
 
 

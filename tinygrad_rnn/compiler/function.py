@@ -1,4 +1,4 @@
-"""A compiled cell over a whole sequence as ONE graph node, ``CompiledRecurrence``.
+"""A compiled cell over a whole sequence, run as ONE graph node (``functions.CompiledRecurrence``).
 
 Inputs: the sequence ``x`` (T, B, D, time-major), the initial states, and the step's boundary
 tensors (parameters, or tensors made from them); outputs: the stacked per-step outputs and the
@@ -15,13 +15,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..backend import blas, get_backend, threads
-from ..tensor import Function, Tensor, is_grad_enabled
+from ..functions import CompiledRecurrence
+from ..tensor import Tensor, is_grad_enabled
 from . import cache
 from .codegen import Plan, make_plan
 from .loop import emit_module
 from .trace import CompileError, StepGraph, trace_step
 
-__all__ = ["CompiledCell", "CompiledRecurrence", "compile_graph", "run_compiled", "compile_stats"]
+__all__ = ["CompiledCell", "compile_graph", "run_compiled", "run_forward", "run_backward", "compile_stats"]
 
 _cells: dict[tuple, CompiledCell] = {}
 
@@ -49,6 +50,13 @@ class CompiledCell:
         t0 = time.perf_counter()
         self.module = cache.load_source(self.source)
         self.info = {"source": self.module.__file__, "import_s": time.perf_counter() - t0, "compile_s": {}}
+
+    def forward(self, be: Any, x: Any, arrays: tuple, **kw: Any) -> tuple[tuple, dict | None]:
+        """What ``functions.CompiledRecurrence`` runs forward (``run_forward``)."""
+        return run_forward(self, be, x, arrays, **kw)
+
+    def backward(self, be: Any, needs: tuple, saved: dict, dout: Any, dstates: tuple) -> tuple:
+        return run_backward(self, be, needs, saved, dout, dstates)
 
     def timed(self, which: str, fn: Callable, *args: Any) -> None:
         first = which not in self.info["compile_s"]
@@ -128,132 +136,134 @@ def _over_rows(kernel: Callable, names: list[str], arrays: dict, plan: Plan, t: 
                 arrays[k] += v
 
 
-class CompiledRecurrence(Function):
-    """The whole sequence of a compiled cell (see the module docstring)."""
+def run_forward(cc: CompiledCell, be: Any, x: Any, arrays: tuple, consts: list, n_states: int, mask: Any,
+                masked: bool, reverse: bool, train: bool) -> tuple[tuple, dict | None]:
+    """The sequence through the generated forward kernel: ``(outputs, saved)``, ``saved`` None unless
+    ``train`` (what ``run_backward`` needs)."""
+    plan: Plan = cc.plan
+    g = plan.graph
+    dt = plan.dtype
+    t_, b_, d_ = x.shape
+    states0 = arrays[:n_states]
+    tensors = list(arrays[n_states:])
+    params, ci = [], 0
+    for p in g.params:  # boundary tensors arrive as inputs, constant arrays as ``consts``
+        if p.tensor is None:
+            params.append(consts[ci])
+            ci += 1
+        else:
+            params.append(tensors.pop(0))
+    if reverse:
+        x, mask = x[::-1], mask[::-1]
+    if masked:
+        x = np.where(mask[:, :, None] != 0, x, np.zeros((), dtype=x.dtype))
+    X = np.ascontiguousarray(x, dtype=dt)
+    X2 = X.reshape(t_ * b_, d_)
+    M = np.ascontiguousarray(mask, dtype=dt)
+    P = [_prep_use(u, params[u.param], b_, dt) for u in plan.uses]
+    arrays_: dict[str, Any] = {"T": t_, "b0": 0, "b1": b_, "use_blas": blas.available(), "M": M, "X": X, "Y": None}
+    for u, a in zip(plan.uses, P):
+        arrays_[u.name] = a
+    for gm in plan.hoisted():
+        w = arrays_[gm.w.name]
+        bias = None if gm.bias is None else arrays_[gm.bias.name]
+        xw = be.mm(X2, w.T, bias) if gm.trans else be.mm(X2, w)  # as Linear / MatMul do
+        arrays_[gm.node_name] = np.ascontiguousarray(xw).reshape(t_, b_, gm.node.outs[0].width)
+    S = []
+    for i, s in enumerate(g.states):
+        a = np.empty((t_ + 1, b_, s.width), dtype=dt)
+        a[0] = states0[i].reshape(b_, s.width)
+        S.append(a)
+        arrays_[f"S{i}"] = a
+    Y = np.empty((t_, b_, g.out.width), dtype=dt)
+    arrays_["Y"] = Y
+    for st in plan.stores:
+        if st.kind == "V":
+            arrays_[st.name] = np.empty(((t_ if train else 1), b_, st.width) if st.saved else (b_, st.width), dtype=dt)
+    arrays_["train"] = train
+    cc.timed("forward", _over_rows, cc.module.forward, plan.fwd_args(), arrays_, plan, t_, b_, False, [])
+    out = Y[::-1] if reverse else Y
+    out = np.ascontiguousarray(out).reshape((t_, b_) + tuple(g.out.shape[1:]))
+    finals = tuple(S[i][t_].reshape((b_,) + s.shape[1:]).copy() for i, s in enumerate(g.states))
+    saved = None
+    if train:
+        saved = {"arrays": arrays_, "shape": (t_, b_, d_), "reverse": reverse, "n_states": n_states, "X2": X2}
+    return (out,) + finals, saved
 
-    def forward(self, x, *arrays, cc, consts, n_states, mask, masked, reverse):
-        plan: Plan = cc.plan
-        g = plan.graph
-        dt = plan.dtype
-        t_, b_, d_ = x.shape
-        states0 = arrays[:n_states]
-        tensors = list(arrays[n_states:])
-        params, ci = [], 0
-        for p in g.params:  # boundary tensors arrive as inputs, constant arrays as ``consts``
-            if p.tensor is None:
-                params.append(consts[ci])
-                ci += 1
-            else:
-                params.append(tensors.pop(0))
-        if reverse:
-            x, mask = x[::-1], mask[::-1]
-        if masked:
-            x = np.where(mask[:, :, None] != 0, x, np.zeros((), dtype=x.dtype))
-        X = np.ascontiguousarray(x, dtype=dt)
-        X2 = X.reshape(t_ * b_, d_)
-        M = np.ascontiguousarray(mask, dtype=dt)
-        P = [_prep_use(u, params[u.param], b_, dt) for u in plan.uses]
-        arrays_: dict[str, Any] = {"T": t_, "b0": 0, "b1": b_, "use_blas": blas.available(), "M": M, "X": X, "Y": None}
-        for u, a in zip(plan.uses, P):
-            arrays_[u.name] = a
-        for gm in plan.hoisted():
-            w = arrays_[gm.w.name]
-            bias = None if gm.bias is None else arrays_[gm.bias.name]
-            xw = self.be.mm(X2, w.T, bias) if gm.trans else self.be.mm(X2, w)  # as Linear / MatMul do
-            arrays_[gm.node_name] = np.ascontiguousarray(xw).reshape(t_, b_, gm.node.outs[0].width)
-        train = is_grad_enabled() and any(self.needs)
-        S = []
-        for i, s in enumerate(g.states):
-            a = np.empty((t_ + 1, b_, s.width), dtype=dt)
-            a[0] = states0[i].reshape(b_, s.width)
-            S.append(a)
-            arrays_[f"S{i}"] = a
-        Y = np.empty((t_, b_, g.out.width), dtype=dt)
-        arrays_["Y"] = Y
-        for st in plan.stores:
-            if st.kind == "V":
-                arrays_[st.name] = np.empty(((t_ if train else 1), b_, st.width) if st.saved else (b_, st.width), dtype=dt)
-        arrays_["train"] = train
-        cc.timed("forward", _over_rows, cc.module.forward, plan.fwd_args(), arrays_, plan, t_, b_, False, [])
-        out = Y[::-1] if reverse else Y
-        out = np.ascontiguousarray(out).reshape((t_, b_) + tuple(g.out.shape[1:]))
-        finals = tuple(S[i][t_].reshape((b_,) + s.shape[1:]).copy() for i, s in enumerate(g.states))
-        if train:
-            self.cc, self.arrays, self.shape, self.reverse, self.n_states = cc, arrays_, (t_, b_, d_), reverse, n_states
-            self.params, self.X2 = params, X2
-        return (out,) + finals
 
-    def backward(self, dout, *dstates):
-        cc, a = self.cc, self.arrays
-        plan = cc.plan
-        g = plan.graph
-        dt = plan.dtype
-        t_, b_, d_ = self.shape
-        ns = self.n_states
-        dY = dout.reshape(t_, b_, g.out.width)
-        if self.reverse:
-            dY = dY[::-1]
-        a["dY"] = np.ascontiguousarray(dY, dtype=dt)
-        for i, s in enumerate(g.states):
-            a[f"dS{i}"] = np.array(dstates[i], dtype=dt).reshape(b_, s.width)
-            a[f"dSp{i}"] = np.empty((b_, s.width), dtype=dt)
-        a["dX"] = np.zeros((t_, b_, d_), dtype=dt)
-        for gm in plan.hoisted():
-            a[f"d{gm.node_name}"] = np.zeros((t_, b_, gm.node.outs[0].width), dtype=dt)
-        for u in plan.uses:
-            if u.grad:
-                a[f"d{u.name}"] = np.zeros_like(a[u.name])
-        for st in plan.stores:
-            if st.kind == "V":
-                a[f"d{st.name}"] = np.zeros((t_, b_, st.width) if st.gsaved else (b_, st.width), dtype=dt)
-        cc.timed("backward", _over_rows, cc.module.backward, plan.bwd_args(), a, plan, t_, b_, True,
-                 [f"d{u.name}" for u in plan.uses if u.grad])
-        # the products' weights: one GEMM over every step (and the input's gradient through them)
-        dX2 = a["dX"].reshape(t_ * b_, d_)
-        wgrad: dict[str, Any] = {}
-        for gm in plan.gemms:
-            go = a[f"d{gm.node_name}"].reshape(t_ * b_, -1)
+
+def run_backward(cc: CompiledCell, be: Any, needs: tuple, saved: dict, dout: Any, dstates: tuple) -> tuple:
+    """Backpropagation through the generated backward kernel, then every weight's gradient as one GEMM."""
+    a = saved["arrays"]
+    plan = cc.plan
+    g = plan.graph
+    dt = plan.dtype
+    t_, b_, d_ = saved["shape"]
+    ns = saved["n_states"]
+    dY = dout.reshape(t_, b_, g.out.width)
+    if saved["reverse"]:
+        dY = dY[::-1]
+    a["dY"] = np.ascontiguousarray(dY, dtype=dt)
+    for i, s in enumerate(g.states):
+        a[f"dS{i}"] = np.array(dstates[i], dtype=dt).reshape(b_, s.width)
+        a[f"dSp{i}"] = np.empty((b_, s.width), dtype=dt)
+    a["dX"] = np.zeros((t_, b_, d_), dtype=dt)
+    for gm in plan.hoisted():
+        a[f"d{gm.node_name}"] = np.zeros((t_, b_, gm.node.outs[0].width), dtype=dt)
+    for u in plan.uses:
+        if u.grad:
+            a[f"d{u.name}"] = np.zeros_like(a[u.name])
+    for st in plan.stores:
+        if st.kind == "V":
+            a[f"d{st.name}"] = np.zeros((t_, b_, st.width) if st.gsaved else (b_, st.width), dtype=dt)
+    cc.timed("backward", _over_rows, cc.module.backward, plan.bwd_args(), a, plan, t_, b_, True,
+             [f"d{u.name}" for u in plan.uses if u.grad])
+    # the products' weights: one GEMM over every step (and the input's gradient through them)
+    dX2 = a["dX"].reshape(t_ * b_, d_)
+    wgrad: dict[str, Any] = {}
+    for gm in plan.gemms:
+        go = a[f"d{gm.node_name}"].reshape(t_ * b_, -1)
+        if gm.hoisted:
+            a2 = saved["X2"]
+        else:
+            st, _ = plan.store_of(gm.node.ins[0])
+            src = a[st.name]
+            a2 = (src[:t_] if st.kind == "S" else src).reshape(t_ * b_, -1)
+        w = a[gm.w.name]
+        if gm.trans:
+            wgrad[gm.w.name] = be.mm(go.T, a2)
             if gm.hoisted:
-                a2 = self.X2
-            else:
-                st, _ = plan.store_of(gm.node.ins[0])
-                src = a[st.name]
-                a2 = (src[:t_] if st.kind == "S" else src).reshape(t_ * b_, -1)
-            w = a[gm.w.name]
-            if gm.trans:
-                wgrad[gm.w.name] = self.be.mm(go.T, a2)
-                if gm.hoisted:
-                    dX2 += self.be.mm(go, w)
-            else:
-                wgrad[gm.w.name] = self.be.mm(a2.T, go)
-                if gm.hoisted:
-                    dX2 += self.be.mm(go, w.T)
-            if gm.bias is not None:
-                wgrad[gm.bias.name] = go.sum(axis=0)
-        grads: list[Any] = []
-        dx = a["dX"][::-1] if self.reverse else a["dX"]
-        grads.append(np.ascontiguousarray(dx) if self.needs[0] else None)
-        for i, s in enumerate(g.states):
-            grads.append(a[f"dS{i}"].reshape((b_,) + s.shape[1:]).copy() if self.needs[1 + i] else None)
-        per_param: dict[int, Any] = {}
-        for u in plan.uses:
-            if not u.grad:
-                continue
-            gu = wgrad[u.name] if u.kind in ("w", "bias") else a[f"d{u.name}"]
-            shape = g.params[u.param].shape
-            gu = np.asarray(gu).reshape(shape)
-            per_param[u.param] = gu if u.param not in per_param else per_param[u.param] + gu
-        k = 1 + ns
-        for j, p in enumerate(g.params):
-            if p.tensor is None:
-                continue
-            if self.needs[k]:
-                gp = per_param.get(j)
-                grads.append(np.zeros(p.shape, dtype=p.tensor.dtype) if gp is None else gp.astype(p.tensor.dtype, copy=False))
-            else:
-                grads.append(None)
-            k += 1
-        return tuple(grads)
+                dX2 += be.mm(go, w)
+        else:
+            wgrad[gm.w.name] = be.mm(a2.T, go)
+            if gm.hoisted:
+                dX2 += be.mm(go, w.T)
+        if gm.bias is not None:
+            wgrad[gm.bias.name] = go.sum(axis=0)
+    grads: list[Any] = []
+    dx = a["dX"][::-1] if saved["reverse"] else a["dX"]
+    grads.append(np.ascontiguousarray(dx) if needs[0] else None)
+    for i, s in enumerate(g.states):
+        grads.append(a[f"dS{i}"].reshape((b_,) + s.shape[1:]).copy() if needs[1 + i] else None)
+    per_param: dict[int, Any] = {}
+    for u in plan.uses:
+        if not u.grad:
+            continue
+        gu = wgrad[u.name] if u.kind in ("w", "bias") else a[f"d{u.name}"]
+        shape = g.params[u.param].shape
+        gu = np.asarray(gu).reshape(shape)
+        per_param[u.param] = gu if u.param not in per_param else per_param[u.param] + gu
+    k = 1 + ns
+    for j, p in enumerate(g.params):
+        if p.tensor is None:
+            continue
+        if needs[k]:
+            gp = per_param.get(j)
+            grads.append(np.zeros(p.shape, dtype=p.tensor.dtype) if gp is None else gp.astype(p.tensor.dtype, copy=False))
+        else:
+            grads.append(None)
+        k += 1
+    return tuple(grads)
 
 
 def _trace_at(fn: Callable, x: Tensor, t: int, states: Sequence[Tensor], as_tuple: bool, rows: int | None,
@@ -303,7 +313,7 @@ def run_compiled(fn: Callable, x: Tensor, states: Sequence[Tensor], as_tuple: bo
     node. A graph new to ``owner`` (the cell) is checked once (``_verify``); later calls trace one step,
     on one batch row where that was found to give the same graph, for this call's boundary tensors."""
     t_ = x.shape[0]
-    if x.device != "cpu":
+    if x._be is not get_backend("cpu"):  # the generated kernels are Numba's, over host arrays
         raise CompileError(f"compiled cells run on the CPU backend; the input is on {x.device} (it runs op by op there)")
     if x.dtype not in (np.float32, np.float64):
         raise CompileError(f"compiled cells need float32 or float64 input, got {x.dtype}")
@@ -336,6 +346,7 @@ def run_compiled(fn: Callable, x: Tensor, states: Sequence[Tensor], as_tuple: bo
     for t in list(states) + tensors:
         if t.dtype != x.dtype and t.dtype.kind == "f":
             raise CompileError(f"cannot compile the cell: a tensor of dtype {t.dtype} with a {x.dtype} input")
-    res = CompiledRecurrence.apply(x, *states, *tensors, cc=cc, consts=consts, n_states=len(states), mask=mask,
-                                   masked=masked, reverse=reverse)
+    train = is_grad_enabled() and any(t.requires_grad for t in (x, *states, *tensors))  # as the engine records
+    res = CompiledRecurrence.apply(x, *states, *tensors, program=cc, consts=consts, n_states=len(states), mask=mask,
+                                   masked=masked, reverse=reverse, train=train)
     return res[0], list(res[1:])

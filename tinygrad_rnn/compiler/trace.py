@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .._fork import renew_in_child
 from ..tensor import Function, Tensor
 from . import ops_table as OT
 
@@ -346,6 +347,7 @@ class _Recorder:
 
 _tls = threading.local()
 _lock = threading.Lock()
+renew_in_child(globals(), "_lock", threading.Lock)
 _active = 0
 _saved: dict[str, Any] = {}
 _MISSING = object()

@@ -97,3 +97,19 @@ class FusedRecurrence(Function):
             grads.append(db_ih if needs[k + 2] else None)
             grads.append(db_hh)
         return tuple(grads)
+
+
+class CompiledRecurrence(Function):
+    """A user's cell compiled over the whole sequence (``tinygrad_rnn.compiler``), one node. Inputs
+    (time-major): ``x (T, B, D)``, the initial states, the step's boundary tensors; outputs: the
+    stacked per-step outputs and the final states. ``program`` (the compiler's ``CompiledCell``) holds
+    the generated kernels and runs them; being a node, it gets version checks and anomaly mode."""
+
+    def forward(self, x, *arrays, program, train, **kw):
+        outs, self.saved = program.forward(self.be, x, arrays, train=train, **kw)
+        self.program = program
+        return outs
+
+    def backward(self, dout, *dstates):
+        return self.program.backward(self.be, self.needs, self.saved, dout, dstates)
+
