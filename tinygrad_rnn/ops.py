@@ -104,13 +104,20 @@ def _check_broadcast(a: Tensor, b: Tensor, op: str) -> None:
 
 
 def _binary(fn: type[Function], self: Tensor, other: Any, op: str, reverse: bool = False) -> Tensor:
+    if isinstance(other, Tensor) and other._be is self._be:
+        # the common case first: two tensors of one dtype and shape on one device need no promotion,
+        # no broadcast check (the same checks as below, answered by two comparisons)
+        x, y = self._data, other._data
+        dx, dy = x.dtype, y.dtype
+        if (dx is dy or dx == dy) and x.shape == y.shape:
+            return fn.apply(other, self) if reverse else fn.apply(self, other)
     a, o = _promote(self, _as_operand(self, other, op))
     _check_broadcast(a, o, op)
     return fn.apply(o, a) if reverse else fn.apply(a, o)
 
 
 def _float_only(fn: type[Function], self: Tensor, name: str) -> Tensor:
-    if self.dtype not in _FLOATS:
+    if self._data.dtype not in _FLOATS:
         raise TypeError(f"{name}: expected a float32/float64 tensor, got {self.dtype}")
     return fn.apply(self)
 

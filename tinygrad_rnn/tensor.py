@@ -75,6 +75,8 @@ class _StateSwitch(contextlib.ContextDecorator):
         return False
 
 
+_new_object = object.__new__
+
 # ---------------------------------------------------------------------------------------
 # grad mode
 
@@ -153,43 +155,60 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs: Tensor, **kwargs: Any) -> Any:
+        # the hot path of every op: one pass over the inputs (device check, grad wanted), no generators,
+        # and the per-class facts (saves_inputs/outputs, is_view) read once from the class
         be = inputs[0]._be
-        for t in inputs[1:]:
+        want = False
+        for t in inputs:
             if t._be is not be:
                 raise ValueError(
                     f"{cls.__name__}: expected all tensors on the same device, got "
                     f"{', '.join(sorted({x.device for x in inputs}))}; move them with .to(device)")
+            if t.requires_grad:
+                want = True
         ctx = cls()
         ctx.be = be
         ctx.xp = be.xp
-        needs = tuple(t.requires_grad for t in inputs)
-        record = _mode.enabled and any(needs)
-        ctx.needs = needs
-        if record and cls.saves_inputs:
-            # the versions of what backward will read; checked before it runs
-            ctx._saved_versions = [0 if t._vc is None else t._vc.v for t in inputs]
-        out = ctx.forward(*[t._data for t in inputs], **kwargs)
-        multi = isinstance(out, tuple)
+        record = want and _mode.enabled
+        if len(inputs) == 1:
+            t = inputs[0]
+            ctx.needs = (t.requires_grad,)
+            arrays: Any = (t._data,)
+            if record and cls.saves_inputs:
+                # the versions of what backward will read; checked before it runs
+                vc = t._vc
+                ctx._saved_versions = (0 if vc is None else vc.v,)
+        else:
+            ctx.needs = tuple([t.requires_grad for t in inputs])
+            arrays = [t._data for t in inputs]
+            if record and cls.saves_inputs:
+                ctx._saved_versions = tuple([0 if t._vc is None else t._vc.v for t in inputs])
+        out = ctx.forward(*arrays, **kwargs)
+        multi = type(out) is tuple
         if _anomaly.enabled:
             _anomaly_forward(ctx, out if multi else (out,), record)
+        make = Tensor._make
         if not record:
-            if multi:
-                outs = tuple(Tensor._make(o, be, False, None, 0) for o in out)
-            else:
-                outs = Tensor._make(out, be, False, None, 0)
+            outs = tuple([make(o, be, False, None, 0) for o in out]) if multi else make(out, be, False, None, 0)
         else:
             ctx.parents = inputs
             if multi:
                 ctx.n_out = len(out)
                 ctx.out_shapes = [(o.shape, o.dtype) for o in out]
-                outs = tuple(Tensor._make(o, be, True, ctx, i) for i, o in enumerate(out))
+                outs = tuple([make(o, be, True, ctx, i) for i, o in enumerate(out)])
             else:
-                outs = Tensor._make(out, be, True, ctx, 0)
+                outs = make(out, be, True, ctx, 0)
             if cls.saves_outputs:
-                ctx._out_counters = tuple((t._version_counter(), t.shape, t.dtype) for t in (outs if multi else (outs,)))
+                # a fresh output has no counter yet: give it one, kept by the node with what the message names
+                counters = []
+                for t in (outs if multi else (outs,)):
+                    vc = t._vc = _VersionCounter()
+                    counters.append((vc, t._data.shape, t._data.dtype))
+                ctx._out_counters = tuple(counters)
         if cls.is_view:
             _share_counter(inputs[0], outs if multi else (outs,))
         return outs
+
     def release(self) -> None:
         """Drop everything the backward pass held on to (called after it ran)."""
         self.__dict__.clear()
@@ -248,7 +267,7 @@ class Tensor:
 
     @classmethod
     def _make(cls, data: Any, be: Backend, requires_grad: bool, ctx: Function | None, idx: int) -> Tensor:
-        t = cls.__new__(cls)
+        t = _new_object(cls)
         t._data = data
         t._be = be
         t.requires_grad = requires_grad
@@ -534,13 +553,13 @@ _DEVICES: dict[str, device] = {}  # one object per backend name: Tensor.device i
 
 
 class _VersionCounter:
-    """One counter shared by every tensor over the same memory (a tensor and its ``detach()``)."""
+    """One counter shared by every tensor over the same memory (a tensor and its ``detach()``).
 
-    __slots__ = ("v", "shared")
+    The starting values are class attributes, so making one (once per saved output of every op) runs
+    no ``__init__``; the first bump or share writes the instance's own."""
 
-    def __init__(self) -> None:
-        self.v = 0
-        self.shared = False  # another tensor (a view, a detach()) sees the same memory
+    v = 0
+    shared = False  # another tensor (a view, a detach()) sees the same memory
 
 
 class _Hooks:
@@ -621,6 +640,7 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
     # has run (so post-accumulate hooks see the final gradient, as in PyTorch)
     leaf_grads: dict[int, _LeafGrad] = {}
     xp = root._be.xp
+    anomaly = _anomaly.enabled
 
     def leaf_done(parent: Tensor, g: Any, fresh: bool) -> None:
         key = id(parent)
@@ -628,10 +648,14 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
         if entry is None:
             entry = leaf_grads[key] = _LeafGrad(parent, leaf_uses[key], fresh)
         if g is not None:
-            if entry.grad is None:
+            cur = entry.grad
+            if cur is None:
                 entry.grad, entry.fresh = g, fresh
+            elif entry.fresh and type(cur) is type(g) and cur.dtype == g.dtype and cur.shape == g.shape \
+                    and getattr(cur, "ndim", 0) > 0:
+                cur += g  # our own sum so far (nobody else holds it): add in place, no new array
             else:
-                entry.grad, entry.fresh = entry.grad + g, True  # a sum is a new array
+                entry.grad, entry.fresh = cur + g, True  # a sum is a new array
         entry.uses_left -= 1
         if entry.uses_left == 0:
             del leaf_grads[key]
@@ -640,32 +664,35 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
 
     for ctx in reversed(order):
         gouts = pending.pop(id(ctx), None)
+        parents, needs = ctx.parents, ctx.needs
         if gouts is None:  # nothing flowed here (an upstream backward returned None)
-            for parent, need in zip(ctx.parents, ctx.needs):
+            for parent, need in zip(parents, needs):
                 if need and parent._ctx is None:
                     leaf_done(parent, None, False)
             continue
-        hooks = ctx.__dict__.get("hooks")
-        if hooks:
-            gouts = [g if g is None or i not in hooks else _run_pre_hooks(hooks[i], g, root._be)
-                     for i, g in enumerate(gouts)]
-        retained = ctx.__dict__.get("retained")
-        if retained:
-            for i, ref in retained.items():
-                t = ref()
-                if t is not None and gouts[i] is not None:
-                    t.grad = Tensor._make(gouts[i] if t.grad is None else t.grad._data + gouts[i], t._be, False, None, 0)
-        if any(g is None for g in gouts):
-            outs_shape = ctx.__dict__.get("out_shapes")
+        extra = ctx.__dict__
+        if "hooks" in extra or "retained" in extra:
+            gouts = _node_hooks(ctx, gouts, root._be)
+        if ctx.n_out > 1 and any(g is None for g in gouts):
+            outs_shape = ctx.out_shapes
             gouts = [g if g is not None else xp.zeros(outs_shape[i][0], dtype=outs_shape[i][1]) for i, g in enumerate(gouts)]
-        if ctx._saved_versions is not None or ctx._out_counters is not None:
-            _check_versions(ctx)
+        saved = ctx._saved_versions
+        if saved is not None:
+            for t, v in zip(parents, saved):
+                vc = t._vc
+                if (0 if vc is None else vc.v) != v:
+                    _check_versions(ctx)
+        if ctx._out_counters is not None:
+            for vc, _, _ in ctx._out_counters:
+                if vc.v:
+                    _check_versions(ctx)
         gins = ctx.backward(*gouts)
-        if not isinstance(gins, tuple):
+        if type(gins) is not tuple:
             gins = (gins,)
-        if _anomaly.enabled:
+        if anomaly:
             _anomaly_backward(ctx, gins)
-        for parent, need, g in zip(ctx.parents, ctx.needs, gins):
+        fresh = ctx.fresh_grads
+        for parent, need, g in zip(parents, needs, gins):
             if not need:
                 continue
             if g is not None and g.shape != parent._data.shape:
@@ -674,19 +701,34 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
                     f"{tuple(g.shape)} for an input of shape {parent.shape}")
             pc = parent._ctx
             if pc is None:
-                leaf_done(parent, g, ctx.fresh_grads)
+                leaf_done(parent, g, fresh)
                 continue
             if g is None:
                 continue
             slot = pending.get(id(pc))
             if slot is None:
                 slot = pending[id(pc)] = [None] * pc.n_out
-            slot[parent._idx] = g if slot[parent._idx] is None else slot[parent._idx] + g
+            i = parent._idx
+            slot[i] = g if slot[i] is None else slot[i] + g
         if not retain_graph:
-            ctx.release()
+            extra.clear()  # Function.release: drop what the backward held on to
     for entry in list(leaf_grads.values()):  # consumers that never ran (unreachable by gradient)
         if entry.grad is not None:
             _accumulate_leaf(entry.parent, entry.grad, entry.fresh)
+
+
+def _node_hooks(ctx: Function, gouts: list, be: Backend) -> list:
+    """A node's output hooks (``register_hook`` on a non-leaf) and ``retain_grad`` tensors, in that order."""
+    hooks = ctx.__dict__.get("hooks")
+    if hooks:
+        gouts = [g if g is None or i not in hooks else _run_pre_hooks(hooks[i], g, be) for i, g in enumerate(gouts)]
+    retained = ctx.__dict__.get("retained")
+    if retained:
+        for i, ref in retained.items():
+            t = ref()
+            if t is not None and gouts[i] is not None:
+                t.grad = Tensor._make(gouts[i] if t.grad is None else t.grad._data + gouts[i], t._be, False, None, 0)
+    return gouts
 
 
 def _describe(t: Tensor) -> str:
@@ -835,19 +877,24 @@ def _topological_order(root: Function) -> tuple[list[Function], dict[int, int]]:
             "pass retain_graph=True to the first backward(), or detach() carried state for truncated BPTT")
     order: list[Function] = []
     # a node is marked when it is expanded, not when it is pushed: marking at push time lets a
-    # node reached by two paths (b and 2*b feeding one add) finish before one of its consumers
-    seen: set[int] = set()
+    # node reached by two paths (b and 2*b feeding one add) finish before one of its consumers.
+    # An expanded node is pushed again below its inputs; popped a second time (seen, not yet done)
+    # it is finished. (No duplicate of it can lie above that entry: only its inputs' subgraph is pushed
+    # there, and the graph has no cycles.) Nodes hash by identity.
+    seen: set[Function] = set()
+    done: set[Function] = set()
     leaf_uses: dict[int, int] = {}
-    stack: list[tuple[Function, bool]] = [(root, False)]
+    stack: list[Function] = [root]
+    pop, push = stack.pop, stack.append
     while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
+        node = pop()
+        if node in seen:
+            if node not in done:
+                done.add(node)
+                order.append(node)
             continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
+        seen.add(node)
+        push(node)
         parents = node.__dict__.get("parents")
         if parents is None:
             raise RuntimeError(
@@ -857,9 +904,10 @@ def _topological_order(root: Function) -> tuple[list[Function], dict[int, int]]:
             c = p._ctx
             if c is None:
                 if need:
-                    leaf_uses[id(p)] = leaf_uses.get(id(p), 0) + 1
-            elif id(c) not in seen:
-                stack.append((c, False))
+                    k = id(p)
+                    leaf_uses[k] = leaf_uses.get(k, 0) + 1
+            elif c not in seen:
+                push(c)
     return order, leaf_uses
 
 
