@@ -155,63 +155,125 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs: Tensor, **kwargs: Any) -> Any:
-        # the hot path of every op: one pass over the inputs (device check, grad wanted), no generators,
-        # and the per-class facts (saves_inputs/outputs, is_view) read once from the class
-        be = inputs[0]._be
-        want = False
-        for t in inputs:
-            if t._be is not be:
-                raise ValueError(
-                    f"{cls.__name__}: expected all tensors on the same device, got "
-                    f"{', '.join(sorted({x.device for x in inputs}))}; move them with .to(device)")
-            if t.requires_grad:
-                want = True
-        ctx = cls()
-        ctx.be = be
-        ctx.xp = be.xp
-        record = want and _mode.enabled
-        if len(inputs) == 1:
-            t = inputs[0]
-            ctx.needs = (t.requires_grad,)
-            arrays: Any = (t._data,)
+        # The hot path of every op, so written for speed: one and two inputs (nearly every op) are
+        # spelled out (no comprehensions, which are calls of their own before Python 3.12), and one
+        # plain output with anomaly mode off makes its Tensor inline. Any other case takes _apply_general.
+        n = len(inputs)
+        if n == 2:
+            a, b = inputs
+            be = a._be
+            if b._be is not be:
+                _device_mismatch(cls, inputs)
+            ra, rb = a.requires_grad, b.requires_grad
+            ctx = cls()
+            ctx.be = be
+            ctx.xp = be.xp
+            ctx.needs = (ra, rb)
+            record = (ra or rb) and _mode.enabled
             if record and cls.saves_inputs:
                 # the versions of what backward will read; checked before it runs
-                vc = t._vc
-                ctx._saved_versions = (0 if vc is None else vc.v,)
-        else:
-            ctx.needs = tuple([t.requires_grad for t in inputs])
-            arrays = [t._data for t in inputs]
+                va, vb = a._vc, b._vc
+                ctx._saved_versions = (0 if va is None else va.v, 0 if vb is None else vb.v)
+            out = ctx.forward(a._data, b._data, **kwargs) if kwargs else ctx.forward(a._data, b._data)
+        elif n == 1:
+            a = inputs[0]
+            be = a._be
+            ra = a.requires_grad
+            ctx = cls()
+            ctx.be = be
+            ctx.xp = be.xp
+            ctx.needs = (ra,)
+            record = ra and _mode.enabled
             if record and cls.saves_inputs:
-                ctx._saved_versions = tuple([0 if t._vc is None else t._vc.v for t in inputs])
-        out = ctx.forward(*arrays, **kwargs)
-        multi = type(out) is tuple
-        if _anomaly.enabled:
-            _anomaly_forward(ctx, out if multi else (out,), record)
-        make = Tensor._make
-        if not record:
-            outs = tuple([make(o, be, False, None, 0) for o in out]) if multi else make(out, be, False, None, 0)
+                va = a._vc
+                ctx._saved_versions = (0 if va is None else va.v,)
+            out = ctx.forward(a._data, **kwargs) if kwargs else ctx.forward(a._data)
         else:
+            return _apply_general(cls, inputs, kwargs)
+        if type(out) is tuple or _anomaly.enabled:
+            return _finish_general(cls, ctx, inputs, out, be, record)
+        t = _new_object(Tensor)
+        t._data = out
+        t._be = be
+        t.grad = None
+        t._idx = 0
+        t._retain = False
+        t._hooks = None
+        if record:
             ctx.parents = inputs
-            if multi:
-                ctx.n_out = len(out)
-                ctx.out_shapes = [(o.shape, o.dtype) for o in out]
-                outs = tuple([make(o, be, True, ctx, i) for i, o in enumerate(out)])
-            else:
-                outs = make(out, be, True, ctx, 0)
+            t.requires_grad = True
+            t._ctx = ctx
             if cls.saves_outputs:
                 # a fresh output has no counter yet: give it one, kept by the node with what the message names
-                counters = []
-                for t in (outs if multi else (outs,)):
-                    vc = t._vc = _VersionCounter()
-                    counters.append((vc, t._data.shape, t._data.dtype))
-                ctx._out_counters = tuple(counters)
+                vc = t._vc = _VersionCounter()
+                ctx._out_counters = ((vc, out.shape, out.dtype),)
+            else:
+                t._vc = None
+        else:
+            t.requires_grad = False
+            t._ctx = None
+            t._vc = None
         if cls.is_view:
-            _share_counter(inputs[0], outs if multi else (outs,))
-        return outs
+            _share_counter(a, (t,))
+        return t
 
     def release(self) -> None:
         """Drop everything the backward pass held on to (called after it ran)."""
         self.__dict__.clear()
+
+
+def _device_mismatch(cls: type, inputs: tuple) -> None:
+    raise ValueError(f"{cls.__name__}: expected all tensors on the same device, got "
+                     f"{', '.join(sorted({x.device for x in inputs}))}; move them with .to(device)")
+
+
+def _apply_general(cls: type[Function], inputs: tuple, kwargs: dict) -> Any:
+    """``Function.apply`` for any number of inputs (the one- and two-input cases are inlined there)."""
+    if not inputs:
+        raise TypeError(f"{cls.__name__}.apply: expected at least one tensor input")
+    be = inputs[0]._be
+    want = False
+    for t in inputs:
+        if t._be is not be:
+            _device_mismatch(cls, inputs)
+        if t.requires_grad:
+            want = True
+    ctx = cls()
+    ctx.be = be
+    ctx.xp = be.xp
+    record = want and _mode.enabled
+    ctx.needs = tuple([t.requires_grad for t in inputs])
+    if record and cls.saves_inputs:
+        ctx._saved_versions = tuple([0 if t._vc is None else t._vc.v for t in inputs])
+    out = ctx.forward(*[t._data for t in inputs], **kwargs)
+    return _finish_general(cls, ctx, inputs, out, be, record)
+
+
+def _finish_general(cls: type[Function], ctx: Function, inputs: tuple, out: Any, be: Backend, record: bool) -> Any:
+    """The output tensors of a node: several outputs, anomaly checks, counters of saved outputs, views."""
+    multi = type(out) is tuple
+    if _anomaly.enabled:
+        _anomaly_forward(ctx, out if multi else (out,), record)
+    make = Tensor._make
+    if not record:
+        outs = tuple([make(o, be, False, None, 0) for o in out]) if multi else make(out, be, False, None, 0)
+    else:
+        ctx.parents = inputs
+        if multi:
+            ctx.n_out = len(out)
+            ctx.out_shapes = [(o.shape, o.dtype) for o in out]
+            outs = tuple([make(o, be, True, ctx, i) for i, o in enumerate(out)])
+        else:
+            outs = make(out, be, True, ctx, 0)
+        if cls.saves_outputs:
+            counters = []
+            for t in (outs if multi else (outs,)):
+                vc = t._vc = _VersionCounter()
+                counters.append((vc, t._data.shape, t._data.dtype))
+            ctx._out_counters = tuple(counters)
+    if cls.is_view:
+        _share_counter(inputs[0], outs if multi else (outs,))
+    return outs
 
 
 # ---------------------------------------------------------------------------------------
@@ -633,58 +695,50 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
     if root._ctx is None:  # a leaf: its gradient is the seed itself
         _accumulate_leaf(root, grad)
         return
-    order, leaf_uses = _topological_order(root._ctx)
-    pending: dict[int, list] = {id(root._ctx): [None] * root._ctx.n_out}
-    pending[id(root._ctx)][root._idx] = grad
+    rctx = root._ctx
+    order, leaf_uses = _topological_order(rctx)
+    # the gradients waiting at each node, keyed by the node (Functions hash by identity): the array
+    # itself for a one-output node (nearly all), a list with one entry per output otherwise
+    pending: dict[Function, Any] = {}
+    if rctx.n_out == 1:
+        pending[rctx] = grad
+    else:
+        pending[rctx] = [None] * rctx.n_out
+        pending[rctx][root._idx] = grad
     # a leaf's contributions are summed over the pass and accumulated once, when its last consumer
     # has run (so post-accumulate hooks see the final gradient, as in PyTorch)
     leaf_grads: dict[int, _LeafGrad] = {}
-    xp = root._be.xp
+    be = root._be
+    xp = be.xp
     anomaly = _anomaly.enabled
-
-    def leaf_done(parent: Tensor, g: Any, fresh: bool) -> None:
-        key = id(parent)
-        entry = leaf_grads.get(key)
-        if entry is None:
-            entry = leaf_grads[key] = _LeafGrad(parent, leaf_uses[key], fresh)
-        if g is not None:
-            cur = entry.grad
-            if cur is None:
-                entry.grad, entry.fresh = g, fresh
-            elif entry.fresh and type(cur) is type(g) and cur.dtype == g.dtype and cur.shape == g.shape \
-                    and getattr(cur, "ndim", 0) > 0:
-                cur += g  # our own sum so far (nobody else holds it): add in place, no new array
-            else:
-                entry.grad, entry.fresh = cur + g, True  # a sum is a new array
-        entry.uses_left -= 1
-        if entry.uses_left == 0:
-            del leaf_grads[key]
-            if entry.grad is not None:
-                _accumulate_leaf(parent, entry.grad, entry.fresh)
+    pop = pending.pop
 
     for ctx in reversed(order):
-        gouts = pending.pop(id(ctx), None)
         parents, needs = ctx.parents, ctx.needs
-        if gouts is None:  # nothing flowed here (an upstream backward returned None)
+        got = pop(ctx, None)
+        if got is None:  # nothing flowed here (an upstream backward returned None)
             for parent, need in zip(parents, needs):
                 if need and parent._ctx is None:
-                    leaf_done(parent, None, False)
+                    _leaf_done(leaf_grads, leaf_uses, parent, None, False)
             continue
+        n_out = ctx.n_out
+        gouts = (got,) if n_out == 1 else got
         extra = ctx.__dict__
         if "hooks" in extra or "retained" in extra:
-            gouts = _node_hooks(ctx, gouts, root._be)
-        if ctx.n_out > 1 and any(g is None for g in gouts):
+            gouts = _node_hooks(ctx, list(gouts), be)
+        if n_out > 1 and any(g is None for g in gouts):
             outs_shape = ctx.out_shapes
             gouts = [g if g is not None else xp.zeros(outs_shape[i][0], dtype=outs_shape[i][1]) for i, g in enumerate(gouts)]
         saved = ctx._saved_versions
         if saved is not None:
             for t, v in zip(parents, saved):
                 vc = t._vc
-                if (0 if vc is None else vc.v) != v:
+                if vc is not None and vc.v != v:
                     _check_versions(ctx)
-        if ctx._out_counters is not None:
-            for vc, _, _ in ctx._out_counters:
-                if vc.v:
+        outc = ctx._out_counters
+        if outc is not None:
+            for oc in outc:
+                if oc[0].v:
                     _check_versions(ctx)
         gins = ctx.backward(*gouts)
         if type(gins) is not tuple:
@@ -701,20 +755,43 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
                     f"{tuple(g.shape)} for an input of shape {parent.shape}")
             pc = parent._ctx
             if pc is None:
-                leaf_done(parent, g, fresh)
-                continue
-            if g is None:
-                continue
-            slot = pending.get(id(pc))
-            if slot is None:
-                slot = pending[id(pc)] = [None] * pc.n_out
-            i = parent._idx
-            slot[i] = g if slot[i] is None else slot[i] + g
+                _leaf_done(leaf_grads, leaf_uses, parent, g, fresh)
+            elif g is not None:
+                if pc.n_out == 1:
+                    prev = pending.get(pc)
+                    pending[pc] = g if prev is None else prev + g
+                else:
+                    slot = pending.get(pc)
+                    if slot is None:
+                        slot = pending[pc] = [None] * pc.n_out
+                    i = parent._idx
+                    slot[i] = g if slot[i] is None else slot[i] + g
         if not retain_graph:
             extra.clear()  # Function.release: drop what the backward held on to
     for entry in list(leaf_grads.values()):  # consumers that never ran (unreachable by gradient)
         if entry.grad is not None:
             _accumulate_leaf(entry.parent, entry.grad, entry.fresh)
+
+
+def _leaf_done(leaf_grads: dict, leaf_uses: dict, parent: Tensor, g: Any, fresh: bool) -> None:
+    """One consumer of a leaf has run (``g``: its contribution, or None); after the last, accumulate."""
+    key = id(parent)
+    entry = leaf_grads.get(key)
+    if entry is None:
+        entry = leaf_grads[key] = _LeafGrad(parent, leaf_uses[key], fresh)
+    if g is not None:
+        cur = entry.grad
+        if cur is None:
+            entry.grad, entry.fresh = g, fresh
+        elif entry.fresh and type(cur) is type(g) and cur.shape == g.shape and cur.dtype == g.dtype and cur.ndim:
+            cur += g  # our own sum so far (nobody else holds it): add in place, no new array
+        else:
+            entry.grad, entry.fresh = cur + g, True  # a sum is a new array
+    entry.uses_left -= 1
+    if entry.uses_left == 0:
+        del leaf_grads[key]
+        if entry.grad is not None:
+            _accumulate_leaf(parent, entry.grad, entry.fresh)
 
 
 def _node_hooks(ctx: Function, gouts: list, be: Backend) -> list:
