@@ -111,6 +111,8 @@ class FusedCell(Function):
     the GEMMs for the input, the state and the weights. Equal to the composite cell (``fused=False``).
     """
 
+    fresh_grads = True  # every gradient is a new array (GEMM results, sums, the kernel's outputs)
+
     def forward(self, *arrays, mode, has_bias):
         xp, be = self.xp, self.be
         lstm = mode == "lstm"
