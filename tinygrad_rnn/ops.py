@@ -116,6 +116,38 @@ def _binary(fn: type[Function], self: Tensor, other: Any, op: str, reverse: bool
     return fn.apply(o, a) if reverse else fn.apply(a, o)
 
 
+def _binary_method(fn: type[Function], op: str) -> Any:
+    """``Tensor.__mul__`` and friends: the common case (a tensor of the same dtype, shape and device) goes
+    straight to ``fn.apply``; anything else through :func:`_binary`'s promotion and checks."""
+    apply = fn.apply
+
+    def method(self: Tensor, other: Any) -> Tensor:
+        if isinstance(other, Tensor):
+            x, y = self._data, other._data
+            dx, dy = x.dtype, y.dtype
+            if other._be is self._be and (dx is dy or dx == dy) and x.shape == y.shape:
+                return apply(self, other)
+        return _binary(fn, self, other, op)
+
+    method.__name__ = f"__{op}__"
+    method.__qualname__ = f"Tensor.__{op}__"
+    return method
+
+
+def _unary_float_method(fn: type[Function], name: str) -> Any:
+    """``Tensor.tanh`` and friends: float input straight to ``fn.apply``, anything else the clear error."""
+    apply = fn.apply
+
+    def method(self: Tensor) -> Tensor:
+        if self._data.dtype in _FLOATS:
+            return apply(self)
+        return _float_only(fn, self, name)
+
+    method.__name__ = name
+    method.__qualname__ = f"Tensor.{name}"
+    return method
+
+
 def _float_only(fn: type[Function], self: Tensor, name: str) -> Tensor:
     if self._data.dtype not in _FLOATS:
         raise TypeError(f"{name}: expected a float32/float64 tensor, got {self.dtype}")
@@ -543,9 +575,11 @@ class TensorOps:
     def __rmul__(self, other: Any) -> Tensor: return _binary(Mul, self, other, "mul", reverse=True)
     def div(self, other: Any) -> Tensor: return _binary(Div, self, other, "div")
     def __rtruediv__(self, other: Any) -> Tensor: return _binary(Div, self, other, "div", reverse=True)
-    def __add__(self, other: Any) -> Tensor: return _binary(Add, self, other, "add")
-    def __sub__(self, other: Any) -> Tensor: return _binary(Sub, self, other, "sub")
-    __mul__, __truediv__ = mul, div
+    # the operators: the named methods' work, with the common case's fast path (_binary_method)
+    __add__ = _binary_method(Add, "add")
+    __sub__ = _binary_method(Sub, "sub")
+    __mul__ = _binary_method(Mul, "mul")
+    __truediv__ = _binary_method(Div, "div")
 
     def pow(self, p: Any) -> Tensor:
         if isinstance(p, (int, float, np.number)) and not isinstance(p, bool):
@@ -623,11 +657,11 @@ class TensorOps:
         self._bump_version()
 
     # -- elementwise ---------------------------------------------------------------------------
-    def exp(self) -> Tensor: return _float_only(Exp, self, "exp")
-    def log(self) -> Tensor: return _float_only(Log, self, "log")
-    def tanh(self) -> Tensor: return _float_only(Tanh, self, "tanh")
-    def sigmoid(self) -> Tensor: return _float_only(Sigmoid, self, "sigmoid")
-    def relu(self) -> Tensor: return _float_only(Relu, self, "relu")
+    exp = _unary_float_method(Exp, "exp")
+    log = _unary_float_method(Log, "log")
+    tanh = _unary_float_method(Tanh, "tanh")
+    sigmoid = _unary_float_method(Sigmoid, "sigmoid")
+    relu = _unary_float_method(Relu, "relu")
     def abs(self) -> Tensor: return Abs.apply(self)
     def sqrt(self) -> Tensor: return Sqrt.apply(self if self.dtype in _FLOATS else self.to(np.float32))
     clamp = clip = staticmethod(clamp)

@@ -754,12 +754,34 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
                     f"internal error: {type(ctx).__name__}.backward returned a gradient of shape "
                     f"{tuple(g.shape)} for an input of shape {parent.shape}")
             pc = parent._ctx
-            if pc is None:
-                _leaf_done(leaf_grads, leaf_uses, parent, g, fresh)
+            if pc is None:  # a leaf: _leaf_done, spelled out (the hot case of every parameter)
+                key = id(parent)
+                if key in leaf_grads:
+                    entry = leaf_grads[key]
+                else:
+                    uses = leaf_uses[key]
+                    if uses == 1:  # its only consumer: nothing to sum first
+                        if g is not None:
+                            _accumulate_leaf(parent, g, fresh)
+                        continue
+                    entry = leaf_grads[key] = _LeafGrad(parent, uses, fresh)
+                if g is not None:
+                    cur = entry.grad
+                    if cur is None:
+                        entry.grad, entry.fresh = g, fresh
+                    elif entry.fresh and type(cur) is type(g) and cur.shape == g.shape and cur.dtype == g.dtype \
+                            and cur.ndim:
+                        cur += g  # our own sum so far (nobody else holds it): add in place
+                    else:
+                        entry.grad, entry.fresh = cur + g, True  # a sum is a new array
+                entry.uses_left -= 1
+                if entry.uses_left == 0:
+                    del leaf_grads[key]
+                    if entry.grad is not None:
+                        _accumulate_leaf(parent, entry.grad, entry.fresh)
             elif g is not None:
                 if pc.n_out == 1:
-                    prev = pending.get(pc)
-                    pending[pc] = g if prev is None else prev + g
+                    pending[pc] = pending[pc] + g if pc in pending else g
                 else:
                     slot = pending.get(pc)
                     if slot is None:
@@ -955,35 +977,38 @@ def _topological_order(root: Function) -> tuple[list[Function], dict[int, int]]:
     order: list[Function] = []
     # a node is marked when it is expanded, not when it is pushed: marking at push time lets a
     # node reached by two paths (b and 2*b feeding one add) finish before one of its consumers.
-    # An expanded node is pushed again below its inputs; popped a second time (seen, not yet done)
+    # An expanded node is pushed again below its inputs; popped a second time (expanded, not finished)
     # it is finished. (No duplicate of it can lie above that entry: only its inputs' subgraph is pushed
     # there, and the graph has no cycles.) Nodes hash by identity.
-    seen: set[Function] = set()
-    done: set[Function] = set()
+    state: dict[Function, bool] = {}  # node -> finished? (present once expanded); Functions hash by identity
     leaf_uses: dict[int, int] = {}
     stack: list[Function] = [root]
-    pop, push = stack.pop, stack.append
+    pop, push, emit = stack.pop, stack.append, order.append
     while stack:
         node = pop()
-        if node in seen:
-            if node not in done:
-                done.add(node)
-                order.append(node)
+        if node in state:
+            if not state[node]:
+                state[node] = True
+                emit(node)
             continue
-        seen.add(node)
+        state[node] = False
         push(node)
-        parents = node.__dict__.get("parents")
-        if parents is None:
+        try:
+            parents = node.parents
+        except AttributeError:
             raise RuntimeError(
                 "trying to backward through part of a graph that was already freed; "
-                "pass retain_graph=True to the earlier backward(), or detach() the carried state")
+                "pass retain_graph=True to the earlier backward(), or detach() the carried state") from None
         for p, need in zip(parents, node.needs):
             c = p._ctx
             if c is None:
                 if need:
                     k = id(p)
-                    leaf_uses[k] = leaf_uses.get(k, 0) + 1
-            elif c not in seen:
+                    if k in leaf_uses:
+                        leaf_uses[k] += 1
+                    else:
+                        leaf_uses[k] = 1
+            elif c not in state:
                 push(c)
     return order, leaf_uses
 

@@ -22,8 +22,11 @@ class Add(Function):
         return a + b
 
     def backward(self, g):
-        return (sum_to_shape(self.xp, g, self.sa) if self.needs[0] else None,
-                sum_to_shape(self.xp, g, self.sb) if self.needs[1] else None)
+        na, nb = self.needs
+        sa, sb, gs = self.sa, self.sb, g.shape
+        # (the shape tests inline: equal shapes, the common case, need no sum_to_shape call)
+        return (None if not na else g if gs == sa else sum_to_shape(self.xp, g, sa),
+                None if not nb else g if gs == sb else sum_to_shape(self.xp, g, sb))
 
 
 class Sub(Function):
@@ -34,8 +37,10 @@ class Sub(Function):
         return a - b
 
     def backward(self, g):
-        return (sum_to_shape(self.xp, g, self.sa) if self.needs[0] else None,
-                sum_to_shape(self.xp, -g, self.sb) if self.needs[1] else None)
+        na, nb = self.needs
+        sa, sb, gs = self.sa, self.sb, g.shape
+        return (None if not na else g if gs == sa else sum_to_shape(self.xp, g, sa),
+                None if not nb else -g if gs == sb else sum_to_shape(self.xp, -g, sb))
 
 
 class Mul(Function):
@@ -44,8 +49,18 @@ class Mul(Function):
         return a * b
 
     def backward(self, g):
-        return (sum_to_shape(self.xp, g * self.b, self.a.shape) if self.needs[0] else None,
-                sum_to_shape(self.xp, g * self.a, self.b.shape) if self.needs[1] else None)
+        na, nb = self.needs
+        a, b = self.a, self.b
+        ga = gb = None
+        if na:
+            ga = g * b
+            if ga.shape != a.shape:
+                ga = sum_to_shape(self.xp, ga, a.shape)
+        if nb:
+            gb = g * a
+            if gb.shape != b.shape:
+                gb = sum_to_shape(self.xp, gb, b.shape)
+        return ga, gb
 
 
 class Div(Function):
