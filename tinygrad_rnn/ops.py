@@ -111,6 +111,13 @@ def _binary(fn: type[Function], self: Tensor, other: Any, op: str, reverse: bool
         dx, dy = x.dtype, y.dtype
         if (dx is dy or dx == dy) and x.shape == y.shape:
             return fn.apply(other, self) if reverse else fn.apply(self, other)
+    elif type(other) is float or type(other) is int:  # (not bool, whose type is bool)
+        dt = self._data.dtype
+        if dt in _FLOATS:
+            # a Python number with a float tensor: a 0-d array of its dtype, which broadcasts with
+            # anything and needs no promotion (what _as_operand, _promote and _check_broadcast conclude)
+            o = Tensor._make(self._be.xp.asarray(other, dtype=dt), self._be, False, None, 0)
+            return fn.apply(o, self) if reverse else fn.apply(self, o)
     a, o = _promote(self, _as_operand(self, other, op))
     _check_broadcast(a, o, op)
     return fn.apply(o, a) if reverse else fn.apply(a, o)
