@@ -7,7 +7,8 @@
 
 Chain: N elementwise ops (mul, add, tanh, sub, sigmoid, ... cycling) on tensors that require grad, then
 ``sum().backward()``; the per-op cost is (forward + backward time) / N. LSTMCell loop: B=32, D=64, H=256,
-T=64, loss = sum_t mean(h_t^2), forward + backward. Every contender runs in its own fresh process
+T=64, loss = sum_t mean(h_t^2), forward + backward (``cell_ms``), and the forward alone under no_grad
+(``cell_fwd_ms``). Every contender runs in its own fresh process
 (``_proc.run_fresh``, 1 thread by default); ``--rounds`` repeats the whole set of processes, alternating the
 contenders, and the table reports each one's median over rounds of its in-process medians.
 """
@@ -67,7 +68,7 @@ def _chain(lib, shape, n_ops: int, dtype_name: str = "float32"):
     return run
 
 
-def _cell_loop(lib, fw: str, fused: bool):
+def _cell_loop(lib, fw: str, fused: bool, train: bool = True):
     import numpy as np
 
     b, d, h, t = CELL["B"], CELL["D"], CELL["H"], CELL["T"]
@@ -89,7 +90,13 @@ def _cell_loop(lib, fw: str, fused: bool):
             p.grad = None
         loss.backward()
 
-    return run
+    def run_forward():
+        with lib.no_grad():
+            hx, cx = h0, h0
+            for s in range(t):
+                hx, cx = cell(xs[s], (hx, cx))
+
+    return run if train else run_forward
 
 
 def _median_us(fn, repeats: int, per: int) -> float:
@@ -113,6 +120,8 @@ def worker(spec: dict) -> dict:
             out["x".join(map(str, shape))] = _median_us(_chain(lib, shape, N_OPS), spec["repeats"], N_OPS)
     else:
         out["cell_ms"] = _median_us(_cell_loop(lib, spec["fw"], spec.get("fused", True)), spec["repeats"], 1000)
+        out["cell_fwd_ms"] = _median_us(_cell_loop(lib, spec["fw"], spec.get("fused", True), train=False),
+                                        spec["repeats"], 1000)
     return out
 
 

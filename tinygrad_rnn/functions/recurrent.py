@@ -109,11 +109,12 @@ class FusedCell(Function):
     ``x W_ih^T + biases`` and ``h W_hh^T`` through ``be.mm``, then the backend's step kernel
     (``be.rnn_step_forward``) for all the gate math at once; backward is ``be.rnn_step_backward`` and
     the GEMMs for the input, the state and the weights. Equal to the composite cell (``fused=False``).
+    ``train`` (from the caller: grad mode on and an input requires grad) False keeps nothing for backward.
     """
 
     fresh_grads = True  # every gradient is a new array (GEMM results, sums, the kernel's outputs)
 
-    def forward(self, *arrays, mode, has_bias):
+    def forward(self, *arrays, mode, has_bias, train=True):
         xp, be = self.xp, self.be
         lstm = mode == "lstm"
         x, h = xp.ascontiguousarray(arrays[0]), xp.ascontiguousarray(arrays[1])
@@ -132,6 +133,8 @@ class FusedCell(Function):
         h_out = xp.empty((b_, h_), dtype=dt)
         c_out = xp.empty((b_, h_), dtype=dt) if lstm else None
         be.rnn_step_forward(mode, xw, hw, b_hn, h, c, mask, store, h_out, c_out)
+        if not train:  # (no gradient wanted: nothing to keep)
+            return (h_out, c_out) if lstm else h_out
         self.mode, self.lstm, self.has_bias = mode, lstm, has_bias
         self.x, self.h, self.c, self.w_ih, self.w_hh, self.store, self.mask = x, h, c, w_ih, w_hh, store, mask
         # backward reads h' (RNN) or c' (LSTM): its own copies, so the caller may change the outputs in place

@@ -136,7 +136,8 @@ class _CellBase(Module):
         params = [self.weight_ih, self.weight_hh] + ([self.bias_ih, self.bias_hh] if self.bias else [])
         if any(t._be is not x._be for t in (*state, *params)):
             return None
-        return FusedCell.apply(x, *state, *params, mode=mode, has_bias=bool(self.bias))
+        train = is_grad_enabled() and any(t.requires_grad for t in (x, *state, *params))
+        return FusedCell.apply(x, *state, *params, mode=mode, has_bias=bool(self.bias), train=train)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
