@@ -722,13 +722,16 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
                     _leaf_done(leaf_grads, leaf_uses, parent, None, False)
             continue
         n_out = ctx.n_out
-        gouts = (got,) if n_out == 1 else got
         extra = ctx.__dict__
-        if "hooks" in extra or "retained" in extra:
-            gouts = _node_hooks(ctx, list(gouts), be)
-        if n_out > 1 and any(g is None for g in gouts):
-            outs_shape = ctx.out_shapes
-            gouts = [g if g is not None else xp.zeros(outs_shape[i][0], dtype=outs_shape[i][1]) for i, g in enumerate(gouts)]
+        gouts = None  # None: the one output's gradient is ``got`` (the common case, called without a tuple)
+        if n_out != 1 or "hooks" in extra or "retained" in extra:
+            gouts = (got,) if n_out == 1 else got
+            if "hooks" in extra or "retained" in extra:
+                gouts = _node_hooks(ctx, list(gouts), be)
+            if n_out > 1 and any(g is None for g in gouts):
+                outs_shape = ctx.out_shapes
+                gouts = [g if g is not None else xp.zeros(outs_shape[i][0], dtype=outs_shape[i][1])
+                         for i, g in enumerate(gouts)]
         saved = ctx._saved_versions
         if saved is not None:
             for t, v in zip(parents, saved):
@@ -740,7 +743,7 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
             for oc in outc:
                 if oc[0].v:
                     _check_versions(ctx)
-        gins = ctx.backward(*gouts)
+        gins = ctx.backward(got) if gouts is None else ctx.backward(*gouts)
         if type(gins) is not tuple:
             gins = (gins,)
         if anomaly:
