@@ -174,3 +174,29 @@ def test_fused_cell_empty_batch_takes_the_composite_path():
     cell = make("lstm", 3, 4)
     h, c = cell(tr.zeros(0, 3, dtype=tr.float64))
     assert h.shape == (0, 4) and c.shape == (0, 4)
+
+
+@pytest.mark.parametrize("mode", list(CELLS))
+def test_fused_cell_on_the_emulated_gpu_backend_matches_cpu(mode):
+    # the CUDA backend's code paths (its step kernels and GEMMs) with NumPy standing in for CuPy
+    from tinygrad_rnn.backend.cuda import CUDABackend
+    from tinygrad_rnn.tensor import Tensor
+
+    rng = np.random.default_rng(11)
+    b, d, h = 3, 4, 5
+    g = {"lstm": 4, "gru": 3}.get(mode, 1)
+    shapes = [(b, d), (b, h)] + ([(b, h)] if mode == "lstm" else []) + [(g * h, d), (g * h, h), (g * h,), (g * h,)]
+    arrays = [rng.uniform(-1, 1, s) for s in shapes]
+    res = {}
+    for name, be in (("cpu", tr.tensor(0.0)._be), ("emulated", CUDABackend(xp=np))):
+        ts = [Tensor._make(a.copy(), be, True, None, 0) for a in arrays]
+        out = FusedCell.apply(*ts, mode=mode, has_bias=True)
+        outs = out if mode == "lstm" else (out,)
+        loss = None
+        for k, o in enumerate(outs):
+            term = (o * Tensor._make(np.full(o.shape, k + 1.5), be, False, None, 0)).sum()
+            loss = term if loss is None else loss + term
+        loss.backward()
+        res[name] = [np.asarray(o._data) for o in outs] + [np.asarray(t.grad._data) for t in ts]
+    for a, c in zip(res["cpu"], res["emulated"], strict=True):
+        np.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-12)
