@@ -8,6 +8,9 @@ Two paths compute the same thing:
   * **composite**: the cell written with primitive ops and unrolled over time, a graph of
     ordinary nodes, for reading and for checking the fused path against.
 
+The cells (``RNNCell``, ``LSTMCell``, ``GRUCell``) likewise: by default one ``FusedCell`` node per
+step (two GEMMs and the backend's step kernel), ``cell.fused = False`` the composite cell.
+
     >>> import tinygrad_rnn as tr
     >>> lstm = tr.nn.LSTM(3, 5, batch_first=True)
     >>> out, (h, c) = lstm(tr.randn(2, 7, 3)); out.shape, h.shape
