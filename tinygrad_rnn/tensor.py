@@ -218,7 +218,8 @@ class Function:
         return t
 
     def release(self) -> None:
-        """Drop everything the backward pass held on to (called after it ran)."""
+        """Drop everything the backward pass held on to. (``_run_backward`` clears the node's ``__dict__``
+        itself, inline, after the node has run: the same thing without a call per node.)"""
         self.__dict__.clear()
 
 
