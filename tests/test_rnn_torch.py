@@ -183,7 +183,8 @@ CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 @pytest.mark.parametrize("with_hx", [False, True], ids=["no-hx", "hx"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("mode", CELLS)
-def test_cell_matches_torch(mode, bias, with_hx, unbatched, dtype_name):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "composite"])
+def test_cell_matches_torch(mode, bias, with_hx, unbatched, dtype_name, fused):
     dtype, tdtype = DTYPES[dtype_name]
     rtol_v, rtol_g = TOL[dtype_name]
     D, H, B = 3, 5, 4
@@ -196,6 +197,7 @@ def test_cell_matches_torch(mode, bias, with_hx, unbatched, dtype_name):
         c = {"lstm": tr.nn.LSTMCell, "gru": tr.nn.GRUCell}[mode](D, H, bias=bias, dtype=dtype)
     assert [(k, v.shape) for k, v in c.state_dict().items()] == [(k, tuple(v.shape)) for k, v in tc.state_dict().items()]
     c.load_state_dict(exported(tc))
+    c.fused = fused  # the one-node step (FusedCell) and the composite cell both equal torch's
     rng = np.random.default_rng(5)
     lead = () if unbatched else (B,)
     x_np = rng.uniform(-1.5, 1.5, lead + (D,))

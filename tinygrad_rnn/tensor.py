@@ -76,6 +76,8 @@ class _StateSwitch(contextlib.ContextDecorator):
         return False
 
 
+_new_object = object.__new__
+
 # ---------------------------------------------------------------------------------------
 # grad mode
 
@@ -154,46 +156,126 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs: Tensor, **kwargs: Any) -> Any:
-        be = inputs[0]._be
-        for t in inputs[1:]:
-            if t._be is not be:
-                raise ValueError(
-                    f"{cls.__name__}: expected all tensors on the same device, got "
-                    f"{', '.join(sorted({x.device for x in inputs}))}; move them with .to(device)")
-        ctx = cls()
-        ctx.be = be
-        ctx.xp = be.xp
-        needs = tuple(t.requires_grad for t in inputs)
-        record = _mode.enabled and any(needs)
-        ctx.needs = needs
-        if record and cls.saves_inputs:
-            # the versions of what backward will read; checked before it runs
-            ctx._saved_versions = [0 if t._vc is None else t._vc.v for t in inputs]
-        out = ctx.forward(*[t._data for t in inputs], **kwargs)
-        multi = isinstance(out, tuple)
-        if _anomaly.enabled:
-            _anomaly_forward(ctx, out if multi else (out,), record)
-        if not record:
-            if multi:
-                outs = tuple(Tensor._make(o, be, False, None, 0) for o in out)
-            else:
-                outs = Tensor._make(out, be, False, None, 0)
+        # The hot path of every op, so written for speed: one and two inputs (nearly every op) are
+        # spelled out (no comprehensions, which are calls of their own before Python 3.12), and one
+        # plain output with anomaly mode off makes its Tensor inline. Any other case takes _apply_general.
+        n = len(inputs)
+        if n == 2:
+            a, b = inputs
+            be = a._be
+            if b._be is not be:
+                _device_mismatch(cls, inputs)
+            ra, rb = a.requires_grad, b.requires_grad
+            ctx = cls()
+            ctx.be = be
+            ctx.xp = be.xp
+            ctx.needs = (ra, rb)
+            record = (ra or rb) and _mode.enabled
+            if record and cls.saves_inputs:
+                # the versions of what backward will read; checked before it runs
+                va, vb = a._vc, b._vc
+                ctx._saved_versions = (0 if va is None else va.v, 0 if vb is None else vb.v)
+            out = ctx.forward(a._data, b._data, **kwargs) if kwargs else ctx.forward(a._data, b._data)
+        elif n == 1:
+            a = inputs[0]
+            be = a._be
+            ra = a.requires_grad
+            ctx = cls()
+            ctx.be = be
+            ctx.xp = be.xp
+            ctx.needs = (ra,)
+            record = ra and _mode.enabled
+            if record and cls.saves_inputs:
+                va = a._vc
+                ctx._saved_versions = (0 if va is None else va.v,)
+            out = ctx.forward(a._data, **kwargs) if kwargs else ctx.forward(a._data)
         else:
+            return _apply_general(cls, inputs, kwargs)
+        if type(out) is tuple or _anomaly.enabled:
+            return _finish_general(cls, ctx, inputs, out, be, record)
+        t = _new_object(Tensor)
+        t._data = out
+        t._be = be
+        t.grad = None
+        t._idx = 0
+        t._retain = False
+        t._hooks = None
+        if record:
             ctx.parents = inputs
-            if multi:
-                ctx.n_out = len(out)
-                ctx.out_shapes = [(o.shape, o.dtype) for o in out]
-                outs = tuple(Tensor._make(o, be, True, ctx, i) for i, o in enumerate(out))
-            else:
-                outs = Tensor._make(out, be, True, ctx, 0)
+            t.requires_grad = True
+            t._ctx = ctx
             if cls.saves_outputs:
-                ctx._out_counters = tuple((t._version_counter(), t.shape, t.dtype) for t in (outs if multi else (outs,)))
+                # a fresh output has no counter yet: give it one, kept by the node with what the message names
+                vc = t._vc = _VersionCounter()
+                ctx._out_counters = ((vc, out.shape, out.dtype),)
+            else:
+                t._vc = None
+        else:
+            t.requires_grad = False
+            t._ctx = None
+            t._vc = None
         if cls.is_view:
-            _share_counter(inputs[0], outs if multi else (outs,))
-        return outs
+            _share_counter(a, (t,))
+        return t
+
     def release(self) -> None:
-        """Drop everything the backward pass held on to (called after it ran)."""
+        """Drop everything the backward pass held on to. (``_run_backward`` clears the node's ``__dict__``
+        itself, inline, after the node has run: the same thing without a call per node.)"""
         self.__dict__.clear()
+
+
+def _device_mismatch(cls: type, inputs: tuple) -> None:
+    raise ValueError(f"{cls.__name__}: expected all tensors on the same device, got "
+                     f"{', '.join(sorted({x.device for x in inputs}))}; move them with .to(device)")
+
+
+def _apply_general(cls: type[Function], inputs: tuple, kwargs: dict) -> Any:
+    """``Function.apply`` for any number of inputs (the one- and two-input cases are inlined there)."""
+    if not inputs:
+        raise TypeError(f"{cls.__name__}.apply: expected at least one tensor input")
+    be = inputs[0]._be
+    want = False
+    for t in inputs:
+        if t._be is not be:
+            _device_mismatch(cls, inputs)
+        if t.requires_grad:
+            want = True
+    ctx = cls()
+    ctx.be = be
+    ctx.xp = be.xp
+    record = want and _mode.enabled
+    ctx.needs = tuple([t.requires_grad for t in inputs])
+    if record and cls.saves_inputs:
+        ctx._saved_versions = tuple([0 if t._vc is None else t._vc.v for t in inputs])
+    out = ctx.forward(*[t._data for t in inputs], **kwargs)
+    return _finish_general(cls, ctx, inputs, out, be, record)
+
+
+def _finish_general(cls: type[Function], ctx: Function, inputs: tuple, out: Any, be: Backend, record: bool) -> Any:
+    """The output tensors of a node: several outputs, anomaly checks, counters of saved outputs, views."""
+    multi = type(out) is tuple
+    if _anomaly.enabled:
+        _anomaly_forward(ctx, out if multi else (out,), record)
+    make = Tensor._make
+    if not record:
+        outs = tuple([make(o, be, False, None, 0) for o in out]) if multi else make(out, be, False, None, 0)
+    else:
+        ctx.parents = inputs
+        if multi:
+            ctx.n_out = len(out)
+            ctx.out_shapes = [(o.shape, o.dtype) for o in out]
+            outs = tuple([make(o, be, True, ctx, i) for i, o in enumerate(out)])
+        else:
+            outs = make(out, be, True, ctx, 0)
+        if cls.saves_outputs:
+            counters = []
+            for t in (outs if multi else (outs,)):
+                vc = t._vc = _VersionCounter()
+                counters.append((vc, t._data.shape, t._data.dtype))
+            ctx._out_counters = tuple(counters)
+    if cls.is_view:
+        _share_counter(inputs[0], outs if multi else (outs,))
+    return outs
 
 
 # ---------------------------------------------------------------------------------------
@@ -249,7 +331,7 @@ class Tensor:
 
     @classmethod
     def _make(cls, data: Any, be: Backend, requires_grad: bool, ctx: Function | None, idx: int) -> Tensor:
-        t = cls.__new__(cls)
+        t = _new_object(cls)
         t._data = data
         t._be = be
         t.requires_grad = requires_grad
@@ -535,13 +617,13 @@ _DEVICES: dict[str, device] = {}  # one object per backend name: Tensor.device i
 
 
 class _VersionCounter:
-    """One counter shared by every tensor over the same memory (a tensor and its ``detach()``)."""
+    """One counter shared by every tensor over the same memory (a tensor and its ``detach()``).
 
-    __slots__ = ("v", "shared")
+    The starting values are class attributes, so making one (once per saved output of every op) runs
+    no ``__init__``; the first bump or share writes the instance's own."""
 
-    def __init__(self) -> None:
-        self.v = 0
-        self.shared = False  # another tensor (a view, a detach()) sees the same memory
+    v = 0
+    shared = False  # another tensor (a view, a detach()) sees the same memory
 
 
 class _Hooks:
@@ -616,58 +698,61 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
     if root._ctx is None:  # a leaf: its gradient is the seed itself
         _accumulate_leaf(root, grad)
         return
-    order, leaf_uses = _topological_order(root._ctx)
-    pending: dict[int, list] = {id(root._ctx): [None] * root._ctx.n_out}
-    pending[id(root._ctx)][root._idx] = grad
+    rctx = root._ctx
+    order, leaf_uses = _topological_order(rctx)
+    # the gradients waiting at each node, keyed by the node (Functions hash by identity): the array
+    # itself for a one-output node (nearly all), a list with one entry per output otherwise
+    pending: dict[Function, Any] = {}
+    if rctx.n_out == 1:
+        pending[rctx] = grad
+    else:
+        pending[rctx] = [None] * rctx.n_out
+        pending[rctx][root._idx] = grad
     # a leaf's contributions are summed over the pass and accumulated once, when its last consumer
     # has run (so post-accumulate hooks see the final gradient, as in PyTorch)
     leaf_grads: dict[int, _LeafGrad] = {}
-    xp = root._be.xp
-
-    def leaf_done(parent: Tensor, g: Any, fresh: bool) -> None:
-        key = id(parent)
-        entry = leaf_grads.get(key)
-        if entry is None:
-            entry = leaf_grads[key] = _LeafGrad(parent, leaf_uses[key], fresh)
-        if g is not None:
-            if entry.grad is None:
-                entry.grad, entry.fresh = g, fresh
-            else:
-                entry.grad, entry.fresh = entry.grad + g, True  # a sum is a new array
-        entry.uses_left -= 1
-        if entry.uses_left == 0:
-            del leaf_grads[key]
-            if entry.grad is not None:
-                _accumulate_leaf(parent, entry.grad, entry.fresh)
+    be = root._be
+    xp = be.xp
+    anomaly = _anomaly.enabled
+    pop = pending.pop
 
     for ctx in reversed(order):
-        gouts = pending.pop(id(ctx), None)
-        if gouts is None:  # nothing flowed here (an upstream backward returned None)
-            for parent, need in zip(ctx.parents, ctx.needs):
+        parents, needs = ctx.parents, ctx.needs
+        got = pop(ctx, None)
+        if got is None:  # nothing flowed here (an upstream backward returned None)
+            for parent, need in zip(parents, needs):
                 if need and parent._ctx is None:
-                    leaf_done(parent, None, False)
+                    _leaf_done(leaf_grads, leaf_uses, parent, None, False)
             continue
-        hooks = ctx.__dict__.get("hooks")
-        if hooks:
-            gouts = [g if g is None or i not in hooks else _run_pre_hooks(hooks[i], g, root._be)
-                     for i, g in enumerate(gouts)]
-        retained = ctx.__dict__.get("retained")
-        if retained:
-            for i, ref in retained.items():
-                t = ref()
-                if t is not None and gouts[i] is not None:
-                    t.grad = Tensor._make(gouts[i] if t.grad is None else t.grad._data + gouts[i], t._be, False, None, 0)
-        if any(g is None for g in gouts):
-            outs_shape = ctx.__dict__.get("out_shapes")
-            gouts = [g if g is not None else xp.zeros(outs_shape[i][0], dtype=outs_shape[i][1]) for i, g in enumerate(gouts)]
-        if ctx._saved_versions is not None or ctx._out_counters is not None:
-            _check_versions(ctx)
-        gins = ctx.backward(*gouts)
-        if not isinstance(gins, tuple):
+        n_out = ctx.n_out
+        extra = ctx.__dict__
+        gouts = None  # None: the one output's gradient is ``got`` (the common case, called without a tuple)
+        if n_out != 1 or "hooks" in extra or "retained" in extra:
+            gouts = (got,) if n_out == 1 else got
+            if "hooks" in extra or "retained" in extra:
+                gouts = _node_hooks(ctx, list(gouts), be)
+            if n_out > 1 and any(g is None for g in gouts):
+                outs_shape = ctx.out_shapes
+                gouts = [g if g is not None else xp.zeros(outs_shape[i][0], dtype=outs_shape[i][1])
+                         for i, g in enumerate(gouts)]
+        saved = ctx._saved_versions
+        if saved is not None:
+            for t, v in zip(parents, saved):
+                vc = t._vc
+                if vc is not None and vc.v != v:
+                    _check_versions(ctx)
+        outc = ctx._out_counters
+        if outc is not None:
+            for oc in outc:
+                if oc[0].v:
+                    _check_versions(ctx)
+        gins = ctx.backward(got) if gouts is None else ctx.backward(*gouts)
+        if type(gins) is not tuple:
             gins = (gins,)
-        if _anomaly.enabled:
+        if anomaly:
             _anomaly_backward(ctx, gins)
-        for parent, need, g in zip(ctx.parents, ctx.needs, gins):
+        fresh = ctx.fresh_grads
+        for parent, need, g in zip(parents, needs, gins):
             if not need:
                 continue
             if g is not None and g.shape != parent._data.shape:
@@ -675,20 +760,80 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
                     f"internal error: {type(ctx).__name__}.backward returned a gradient of shape "
                     f"{tuple(g.shape)} for an input of shape {parent.shape}")
             pc = parent._ctx
-            if pc is None:
-                leaf_done(parent, g, ctx.fresh_grads)
-                continue
-            if g is None:
-                continue
-            slot = pending.get(id(pc))
-            if slot is None:
-                slot = pending[id(pc)] = [None] * pc.n_out
-            slot[parent._idx] = g if slot[parent._idx] is None else slot[parent._idx] + g
+            if pc is None:  # a leaf: _leaf_done, spelled out (the hot case of every parameter)
+                key = id(parent)
+                if key in leaf_grads:
+                    entry = leaf_grads[key]
+                else:
+                    uses = leaf_uses[key]
+                    if uses == 1:  # its only consumer: nothing to sum first
+                        if g is not None:
+                            _accumulate_leaf(parent, g, fresh)
+                        continue
+                    entry = leaf_grads[key] = _LeafGrad(parent, uses, fresh)
+                if g is not None:
+                    cur = entry.grad
+                    if cur is None:
+                        entry.grad, entry.fresh = g, fresh
+                    elif entry.fresh and type(cur) is type(g) and cur.shape == g.shape and cur.dtype == g.dtype \
+                            and cur.ndim:
+                        cur += g  # our own sum so far (nobody else holds it): add in place
+                    else:
+                        entry.grad, entry.fresh = cur + g, True  # a sum is a new array
+                entry.uses_left -= 1
+                if entry.uses_left == 0:
+                    del leaf_grads[key]
+                    if entry.grad is not None:
+                        _accumulate_leaf(parent, entry.grad, entry.fresh)
+            elif g is not None:
+                if pc.n_out == 1:
+                    pending[pc] = pending[pc] + g if pc in pending else g
+                else:
+                    slot = pending.get(pc)
+                    if slot is None:
+                        slot = pending[pc] = [None] * pc.n_out
+                    i = parent._idx
+                    slot[i] = g if slot[i] is None else slot[i] + g
         if not retain_graph:
-            ctx.release()
+            extra.clear()  # Function.release: drop what the backward held on to
     for entry in list(leaf_grads.values()):  # consumers that never ran (unreachable by gradient)
         if entry.grad is not None:
             _accumulate_leaf(entry.parent, entry.grad, entry.fresh)
+
+
+def _leaf_done(leaf_grads: dict, leaf_uses: dict, parent: Tensor, g: Any, fresh: bool) -> None:
+    """One consumer of a leaf has run (``g``: its contribution, or None); after the last, accumulate."""
+    key = id(parent)
+    entry = leaf_grads.get(key)
+    if entry is None:
+        entry = leaf_grads[key] = _LeafGrad(parent, leaf_uses[key], fresh)
+    if g is not None:
+        cur = entry.grad
+        if cur is None:
+            entry.grad, entry.fresh = g, fresh
+        elif entry.fresh and type(cur) is type(g) and cur.shape == g.shape and cur.dtype == g.dtype and cur.ndim:
+            cur += g  # our own sum so far (nobody else holds it): add in place, no new array
+        else:
+            entry.grad, entry.fresh = cur + g, True  # a sum is a new array
+    entry.uses_left -= 1
+    if entry.uses_left == 0:
+        del leaf_grads[key]
+        if entry.grad is not None:
+            _accumulate_leaf(parent, entry.grad, entry.fresh)
+
+
+def _node_hooks(ctx: Function, gouts: list, be: Backend) -> list:
+    """A node's output hooks (``register_hook`` on a non-leaf) and ``retain_grad`` tensors, in that order."""
+    hooks = ctx.__dict__.get("hooks")
+    if hooks:
+        gouts = [g if g is None or i not in hooks else _run_pre_hooks(hooks[i], g, be) for i, g in enumerate(gouts)]
+    retained = ctx.__dict__.get("retained")
+    if retained:
+        for i, ref in retained.items():
+            t = ref()
+            if t is not None and gouts[i] is not None:
+                t.grad = Tensor._make(gouts[i] if t.grad is None else t.grad._data + gouts[i], t._be, False, None, 0)
+    return gouts
 
 
 def _describe(t: Tensor) -> str:
@@ -837,31 +982,40 @@ def _topological_order(root: Function) -> tuple[list[Function], dict[int, int]]:
             "pass retain_graph=True to the first backward(), or detach() carried state for truncated BPTT")
     order: list[Function] = []
     # a node is marked when it is expanded, not when it is pushed: marking at push time lets a
-    # node reached by two paths (b and 2*b feeding one add) finish before one of its consumers
-    seen: set[int] = set()
+    # node reached by two paths (b and 2*b feeding one add) finish before one of its consumers.
+    # An expanded node is pushed again below its inputs; popped a second time (expanded, not finished)
+    # it is finished. (No duplicate of it can lie above that entry: only its inputs' subgraph is pushed
+    # there, and the graph has no cycles.) Nodes hash by identity.
+    state: dict[Function, bool] = {}  # node -> finished? (present once expanded); Functions hash by identity
     leaf_uses: dict[int, int] = {}
-    stack: list[tuple[Function, bool]] = [(root, False)]
+    stack: list[Function] = [root]
+    pop, push, emit = stack.pop, stack.append, order.append
     while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
+        node = pop()
+        if node in state:
+            if not state[node]:
+                state[node] = True
+                emit(node)
             continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        parents = node.__dict__.get("parents")
-        if parents is None:
+        state[node] = False
+        push(node)
+        try:
+            parents = node.parents
+        except AttributeError:
             raise RuntimeError(
                 "trying to backward through part of a graph that was already freed; "
-                "pass retain_graph=True to the earlier backward(), or detach() the carried state")
+                "pass retain_graph=True to the earlier backward(), or detach() the carried state") from None
         for p, need in zip(parents, node.needs):
             c = p._ctx
             if c is None:
                 if need:
-                    leaf_uses[id(p)] = leaf_uses.get(id(p), 0) + 1
-            elif id(c) not in seen:
-                stack.append((c, False))
+                    k = id(p)
+                    if k in leaf_uses:
+                        leaf_uses[k] += 1
+                    else:
+                        leaf_uses[k] = 1
+            elif c not in state:
+                push(c)
     return order, leaf_uses
 
 

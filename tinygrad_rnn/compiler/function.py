@@ -9,6 +9,7 @@ from the engine like any other.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Callable, Sequence
 
@@ -266,6 +267,22 @@ def run_backward(cc: CompiledCell, be: Any, needs: tuple, saved: dict, dout: Any
     return tuple(grads)
 
 
+@contextlib.contextmanager
+def _composite_cells(owner: Any):
+    """While tracing, the library's own cells inside ``owner`` (``nn.LSTMCell`` ... have ``fused``) run
+    their composite form, whose primitive ops the compiler knows; the fused step op has no compiled form.
+    Both forms give the same values; the flags are restored afterwards."""
+    mods = [m for m in owner.modules() if isinstance(getattr(m, "fused", None), bool)] if hasattr(owner, "modules") else []
+    flags = [m.fused for m in mods]
+    for m in mods:
+        m.fused = False
+    try:
+        yield
+    finally:
+        for m, f in zip(mods, flags):
+            m.fused = f
+
+
 def _trace_at(fn: Callable, x: Tensor, t: int, states: Sequence[Tensor], as_tuple: bool, rows: int | None,
               keep: Any = None) -> StepGraph:
     """The step graph at step ``t``, on all batch rows or on the first ``rows`` of them (padding, which
@@ -326,20 +343,21 @@ def run_compiled(fn: Callable, x: Tensor, states: Sequence[Tensor], as_tuple: bo
             owner._compiled_graphs = checked
         except AttributeError:  # an object that takes no attributes: every call is checked
             pass
-    g = sig = None
-    if checked.get("rows") == "one" and x.shape[1] > 1:
-        try:
-            g = _trace_at(fn, x, steps[0], states, as_tuple, 1, keep)
+    with _composite_cells(owner):
+        g = sig = None
+        if checked.get("rows") == "one" and x.shape[1] > 1:
+            try:
+                g = _trace_at(fn, x, steps[0], states, as_tuple, 1, keep)
+                sig = g.signature()
+            except CompileError:
+                g = None
+            if g is not None and checked.get(sig) != "one":
+                g = None
+        if g is None:
+            g = _trace_at(fn, x, steps[0], states, as_tuple, None, keep)
             sig = g.signature()
-        except CompileError:
-            g = None
-        if g is not None and checked.get(sig) != "one":
-            g = None
-    if g is None:
-        g = _trace_at(fn, x, steps[0], states, as_tuple, None, keep)
-        sig = g.signature()
-        if sig not in checked:
-            checked[sig] = checked["rows"] = _verify(fn, x, steps, states, as_tuple, g, sig, keep)
+            if sig not in checked:
+                checked[sig] = checked["rows"] = _verify(fn, x, steps, states, as_tuple, g, sig, keep)
     cc = compile_graph(g, x.dtype, sig)
     tensors = [p.tensor for p in g.params if p.tensor is not None]
     consts = [np.asarray(p.array) for p in g.params if p.tensor is None]

@@ -13,7 +13,7 @@ from .elementwise import (Abs, Add, Cast, Clamp, Div, Exp, Identity, Log, Maximu
                           Relu, Sigmoid, Sqrt, Sub, Tanh, ToDevice, Where)
 from .indexing import Embedding, GetItem
 from .linalg import Linear, MatMul
-from .recurrent import CompiledRecurrence, FusedRecurrence
+from .recurrent import CompiledRecurrence, FusedCell, FusedRecurrence
 from .reduce import Max, MaxDim, Mean, Sum, TopK
 from .shape import Cat, Expand, Permute, Reshape, Split, Stack
 from .softmax import LogSoftmax, Softmax, SoftmaxCrossEntropy
@@ -21,4 +21,4 @@ from .softmax import LogSoftmax, Softmax, SoftmaxCrossEntropy
 __all__ = ["sum_to_shape", "Add", "Sub", "Mul", "Div", "Pow", "PowScalar", "Sqrt", "Maximum", "Minimum", "Clamp", "Where", "Neg",
            "Identity", "Exp", "Log", "Tanh", "Sigmoid", "Relu", "Abs", "Cast", "ToDevice", "MatMul", "Linear", "Sum", "Mean",
            "Max", "MaxDim", "TopK", "Reshape", "Permute", "Expand", "Cat", "Stack", "Split", "GetItem", "Embedding", "Softmax",
-           "LogSoftmax", "SoftmaxCrossEntropy", "FusedRecurrence", "CompiledRecurrence"]
+           "LogSoftmax", "SoftmaxCrossEntropy", "FusedRecurrence", "FusedCell", "CompiledRecurrence"]

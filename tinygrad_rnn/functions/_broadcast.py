@@ -6,7 +6,7 @@ from typing import Any
 
 def sum_to_shape(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
     """Reduce a broadcast gradient ``g`` back to ``shape`` (the one unbroadcast step of every op)."""
-    if tuple(g.shape) == tuple(shape):
+    if g.shape == shape or tuple(g.shape) == tuple(shape):  # the first test is the common case, without tuples
         return g
     lead = g.ndim - len(shape)
     if lead > 0:

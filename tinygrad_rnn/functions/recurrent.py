@@ -1,8 +1,10 @@
-"""The fused whole-sequence recurrence: one node per layer and direction, its time loop in the backend."""
+"""The fused recurrences: the whole sequence as one node per layer and direction (its time loop in the
+backend), and one cell step as one node (the cells' fused path)."""
 from __future__ import annotations
 
 from typing import Any
 
+from ..backend.recurrence import GATES, STORE_GATES
 from ..tensor import Function
 
 
@@ -113,3 +115,80 @@ class CompiledRecurrence(Function):
     def backward(self, dout, *dstates):
         return self.program.backward(self.be, self.needs, self.saved, dout, dstates)
 
+
+
+class FusedCell(Function):
+    """One step of an RNN/LSTM/GRU cell as one node: the fused path of ``nn.RNNCell``/``LSTMCell``/``GRUCell``.
+
+    Inputs ``x (B, D), h (B, H), [c (B, H) for the LSTM], w_ih (G*H, D), w_hh (G*H, H), [b_ih, b_hh]``;
+    outputs ``h'`` (and ``c'`` for the LSTM). Forward is one step of the fused layers: the two products
+    ``x W_ih^T + biases`` and ``h W_hh^T`` through ``be.mm``, then the backend's step kernel
+    (``be.rnn_step_forward``) for all the gate math at once; backward is ``be.rnn_step_backward`` and
+    the GEMMs for the input, the state and the weights. Equal to the composite cell (``fused=False``).
+    ``train`` (from the caller: grad mode on and an input requires grad) False keeps nothing for backward.
+    """
+
+    fresh_grads = True  # every gradient is a new array (GEMM results, sums, the kernel's outputs)
+
+    def forward(self, *arrays, mode, has_bias, train=True):
+        xp, be = self.xp, self.be
+        lstm = mode == "lstm"
+        x, h = xp.ascontiguousarray(arrays[0]), xp.ascontiguousarray(arrays[1])
+        k = 3 if lstm else 2
+        c = xp.ascontiguousarray(arrays[2]) if lstm else None
+        w_ih, w_hh = arrays[k], arrays[k + 1]
+        b_ih, b_hh = (arrays[k + 2], arrays[k + 3]) if has_bias else (None, None)
+        b_, h_ = h.shape
+        dt = x.dtype
+        bias, b_hn = be.rnn_biases(mode, b_ih, b_hh, h_, dt)
+        xw = be.mm(x, w_ih.T, bias)
+        hw = be.mm(h, w_hh.T)
+        mask = xp.ones(b_, dtype=dt)
+        sg = STORE_GATES[mode]
+        store = xp.empty((b_, sg * h_), dtype=dt) if sg else None
+        h_out = xp.empty((b_, h_), dtype=dt)
+        c_out = xp.empty((b_, h_), dtype=dt) if lstm else None
+        be.rnn_step_forward(mode, xw, hw, b_hn, h, c, mask, store, h_out, c_out)
+        if not train:  # (no gradient wanted: nothing to keep)
+            return (h_out, c_out) if lstm else h_out
+        self.mode, self.lstm, self.has_bias = mode, lstm, has_bias
+        self.x, self.h, self.c, self.w_ih, self.w_hh, self.store, self.mask = x, h, c, w_ih, w_hh, store, mask
+        # backward reads h' (RNN) or c' (LSTM): its own copies, so the caller may change the outputs in place
+        self.h_t = h_out.copy() if mode.startswith("rnn") else None
+        self.c_t = c_out.copy() if lstm else None
+        return (h_out, c_out) if lstm else h_out
+
+    def backward(self, dh, dc=None):
+        xp, be, mode, lstm = self.xp, self.be, self.mode, self.lstm
+        b_, h_ = self.h.shape
+        dt = self.h.dtype
+        gh = GATES[mode] * h_
+        dxw = xp.empty((b_, gh), dtype=dt)
+        dhw = xp.empty((b_, gh), dtype=dt) if mode == "gru" else dxw
+        dh_pass = xp.empty((b_, h_), dtype=dt)
+        dc_prev = xp.empty((b_, h_), dtype=dt) if lstm else None
+        zero = xp.zeros((b_, h_), dtype=dt)  # no carry: the kernel's dh is dout + carry
+        be.rnn_step_backward(mode, self.store, self.h, self.h_t, self.c, self.c_t, self.mask,
+                             xp.ascontiguousarray(dh, dtype=dt), zero,
+                             xp.ascontiguousarray(dc, dtype=dt) if lstm else None, dxw, dhw, dh_pass, dc_prev)
+        needs = self.needs
+        grads: list[Any] = [be.mm(dxw, self.w_ih) if needs[0] else None]
+        if needs[1]:
+            be.gemm(dhw, xp.ascontiguousarray(self.w_hh), dh_pass, 1)  # dh = dh_pass + dhw W_hh
+            grads.append(dh_pass)
+        else:
+            grads.append(None)
+        if lstm:
+            grads.append(dc_prev if needs[2] else None)
+        k = len(grads)
+        grads.append(be.mm(dxw.T, self.x) if needs[k] else None)
+        grads.append(be.mm(dhw.T, self.h) if needs[k + 1] else None)
+        if self.has_bias:
+            db_ih = dxw.sum(axis=0) if needs[k + 2] or (needs[k + 3] and dhw is dxw) else None
+            if dhw is dxw:  # LSTM / RNN: both biases get the same gradient
+                db_hh = db_ih.copy() if needs[k + 3] else None
+            else:
+                db_hh = dhw.sum(axis=0) if needs[k + 3] else None
+            grads.append(db_ih if needs[k + 2] else None)
+            grads.append(db_hh)
+        return tuple(grads)

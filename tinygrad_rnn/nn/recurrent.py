@@ -129,6 +129,9 @@ class _BuiltinCell:
         self.lstm = type(cell).__name__ == "LSTMCell"
         self.state_size = (cell.hidden_size,) * 2 if self.lstm else cell.hidden_size
 
+    def modules(self) -> Any:
+        return self.cell.modules()  # what the compiler walks (it traces the cells' composite form)
+
     def __call__(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
         new = self.cell(x, state)
         return (new[0], tuple(new)) if self.lstm else (new, new)

@@ -8,6 +8,9 @@ Two paths compute the same thing:
   * **composite**: the cell written with primitive ops and unrolled over time, a graph of
     ordinary nodes, for reading and for checking the fused path against.
 
+The cells (``RNNCell``, ``LSTMCell``, ``GRUCell``) likewise: by default one ``FusedCell`` node per
+step (two GEMMs and the backend's step kernel), ``cell.fused = False`` the composite cell.
+
     >>> import tinygrad_rnn as tr
     >>> lstm = tr.nn.LSTM(3, 5, batch_first=True)
     >>> out, (h, c) = lstm(tr.randn(2, 7, 3)); out.shape, h.shape
@@ -22,7 +25,7 @@ import numpy as np
 
 from .. import _checks
 from ..backend.recurrence import GATES
-from ..functions.recurrent import FusedRecurrence
+from ..functions.recurrent import FusedCell, FusedRecurrence
 from ..ops import cat, split, stack, where
 from ..tensor import Generator, Tensor, _as_dtype, _rng, float32, is_grad_enabled, zeros
 from . import functional as F
@@ -81,6 +84,10 @@ def _check_dtype(name: str, t: Tensor, dtype: Any) -> None:
 
 
 class _CellBase(Module):
+    """A cell's parameters and argument checks. ``fused`` (default True): one step is one ``FusedCell``
+    node (two GEMMs and the backend's step kernel, as one step of the fused layers); ``fused = False``
+    runs the composite cell of primitive ops, the reference it is tested against."""
+
     _gates = 1
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, dtype: Any = None, device: Any = None,
@@ -91,6 +98,7 @@ class _CellBase(Module):
             raise ValueError(f"{type(self).__name__}: sizes must be positive, got input_size={input_size}, "
                              f"hidden_size={hidden_size}")
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        self.fused = True
         dt = _as_dtype(dtype) or float32
         rng = _rng(seed, generator)
         g = self._gates * hidden_size
@@ -123,6 +131,17 @@ class _CellBase(Module):
         _check_dtype(name, hx, x.dtype)
         return hx.reshape(1, -1) if unbatched else hx
 
+    def _fused_step(self, mode: str, x: Tensor, *state: Tensor) -> Any:
+        """The step as one ``FusedCell`` node, or None where the composite cell runs instead (``fused``
+        off, an empty batch, or a state whose device differs: the composite path names that error)."""
+        if not self.__dict__.get("fused", True) or x.shape[0] == 0:
+            return None
+        params = [self.weight_ih, self.weight_hh] + ([self.bias_ih, self.bias_hh] if self.bias else [])
+        if any(t._be is not x._be for t in (*state, *params)):
+            return None
+        train = is_grad_enabled() and any(t.requires_grad for t in (x, *state, *params))
+        return FusedCell.apply(x, *state, *params, mode=mode, has_bias=bool(self.bias), train=train)
+
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
 
@@ -138,8 +157,10 @@ class RNNCell(_CellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unb = self._prep(input, hx)
-        h = rnn_cell(x, self._state(hx, x, unb), self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-                     self.nonlinearity)
+        h0 = self._state(hx, x, unb)
+        h = self._fused_step("rnn_" + self.nonlinearity, x, h0)
+        if h is None:
+            h = rnn_cell(x, h0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity)
         return h.reshape(-1) if unb else h
 
 
@@ -158,7 +179,8 @@ class LSTMCell(_CellBase):
             h, c = hx
         h = self._state(h, x, unb, "h")
         c = self._state(c, x, unb, "c")
-        h2, c2 = lstm_cell(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        res = self._fused_step("lstm", x, h, c)
+        h2, c2 = res if res is not None else lstm_cell(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         return (h2.reshape(-1), c2.reshape(-1)) if unb else (h2, c2)
 
 
@@ -169,7 +191,10 @@ class GRUCell(_CellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unb = self._prep(input, hx)
-        h = gru_cell(x, self._state(hx, x, unb), self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        h0 = self._state(hx, x, unb)
+        h = self._fused_step("gru", x, h0)
+        if h is None:
+            h = gru_cell(x, h0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         return h.reshape(-1) if unb else h
 
 
