@@ -760,31 +760,13 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
                     f"internal error: {type(ctx).__name__}.backward returned a gradient of shape "
                     f"{tuple(g.shape)} for an input of shape {parent.shape}")
             pc = parent._ctx
-            if pc is None:  # a leaf: _leaf_done, spelled out (the hot case of every parameter)
+            if pc is None:  # a leaf
                 key = id(parent)
-                if key in leaf_grads:
-                    entry = leaf_grads[key]
-                else:
-                    uses = leaf_uses[key]
-                    if uses == 1:  # its only consumer: nothing to sum first
-                        if g is not None:
-                            _accumulate_leaf(parent, g, fresh)
-                        continue
-                    entry = leaf_grads[key] = _LeafGrad(parent, uses, fresh)
-                if g is not None:
-                    cur = entry.grad
-                    if cur is None:
-                        entry.grad, entry.fresh = g, fresh
-                    elif entry.fresh and type(cur) is type(g) and cur.shape == g.shape and cur.dtype == g.dtype \
-                            and cur.ndim:
-                        cur += g  # our own sum so far (nobody else holds it): add in place
-                    else:
-                        entry.grad, entry.fresh = cur + g, True  # a sum is a new array
-                entry.uses_left -= 1
-                if entry.uses_left == 0:
-                    del leaf_grads[key]
-                    if entry.grad is not None:
-                        _accumulate_leaf(parent, entry.grad, entry.fresh)
+                if key not in leaf_grads and leaf_uses[key] == 1:  # its only consumer (the hot case): no sum first
+                    if g is not None:
+                        _accumulate_leaf(parent, g, fresh)
+                    continue
+                _leaf_done(leaf_grads, leaf_uses, parent, g, fresh)
             elif g is not None:
                 if pc.n_out == 1:
                     pending[pc] = pending[pc] + g if pc in pending else g
