@@ -312,8 +312,8 @@ def test_reduce_lr_on_plateau_program():
 # ------------------------------------------------------------------------------------------------
 # 5. a word-level LSTM language model, as pytorch/examples' word_language_model: init_hidden with
 #    new_zeros, manual SGD through p.data.add_(p.grad, alpha=-lr), narrow/view/contiguous batching,
-#    NLLLoss, flatten_parameters, a state_dict checkpoint to a file and back
-#    (the whole-module torch.save/safe_globals form is program 8 below)
+#    NLLLoss, flatten_parameters, a state_dict checkpoint to the file ``ckpt`` and back, or (``ckpt`` None)
+#    the whole module through torch.save and loaded under torch.serialization.safe_globals
 
 def word_lm_program(torch, init, corpus_ids, ckpt, steps=6):
     nn = torch.nn
@@ -367,9 +367,20 @@ def word_lm_program(torch, init, corpus_ids, ckpt, steps=6):
         for p in model.parameters():
             p.data.add_(p.grad, alpha=-lr)
         losses.append(loss.item())
-    torch.save(model.state_dict(), ckpt)
-    model = RNNModel(20, 8, 12, 2)
-    model.load_state_dict(torch.load(ckpt))
+    if ckpt is not None:
+        torch.save(model.state_dict(), ckpt)
+        model = RNNModel(20, 8, 12, 2)
+        model.load_state_dict(torch.load(ckpt))
+    else:
+        # torch.save pickles the class by name: give it a module-level name, one per torch-like module
+        RNNModel.__qualname__ = RNNModel.__name__ = f"RNNModel_{torch.__name__}"
+        globals()[RNNModel.__name__] = RNNModel
+        buf = io.BytesIO()
+        torch.save(model, buf)
+        buf.seek(0)
+        with torch.serialization.safe_globals([RNNModel, torch.nn.modules.rnn.LSTM, torch.nn.modules.sparse.Embedding,
+                                               torch.nn.modules.linear.Linear, torch.nn.modules.dropout.Dropout]):
+            model = torch.load(buf)
     model.rnn.flatten_parameters()
     model.eval()
     with torch.no_grad():
@@ -484,84 +495,13 @@ def test_time_sequence_prediction_as_written():
     assert min(ref[:-4]) < ref[0]
 
 
-# ------------------------------------------------------------------------------------------------
-# 8. pytorch/examples' word LM as written: the whole module saved and reloaded with safe_globals
-
-def word_lm_whole_module_program(torch, init, corpus_ids, steps=6):
-    nn = torch.nn
-    device = torch.device("cpu")
-
-    class RNNModel(nn.Module):
-        def __init__(self, ntoken, ninp, nhid, nlayers):
-            super().__init__()
-            self.encoder = nn.Embedding(ntoken, ninp)
-            self.rnn = nn.LSTM(ninp, nhid, nlayers)
-            self.decoder = nn.Linear(nhid, ntoken)
-            self.nhid, self.nlayers = nhid, nlayers
-
-        def forward(self, input, hidden):
-            emb = self.encoder(input)
-            output, hidden = self.rnn(emb, hidden)
-            decoded = self.decoder(output).view(-1, self.decoder.out_features)
-            return nn.functional.log_softmax(decoded, dim=1), hidden
-
-        def init_hidden(self, bsz):
-            weight = next(self.parameters())
-            return (weight.new_zeros(self.nlayers, bsz, self.nhid), weight.new_zeros(self.nlayers, bsz, self.nhid))
-
-    def batchify(data, bsz):
-        nbatch = data.size(0) // bsz
-        data = data.narrow(0, 0, nbatch * bsz)
-        return data.view(bsz, -1).t().contiguous().to(device)
-
-    def get_batch(source, i, bptt=5):
-        seq_len = min(bptt, len(source) - 1 - i)
-        return source[i:i + seq_len], source[i + 1:i + 1 + seq_len].reshape(-1)
-
-    def repackage_hidden(h):
-        return h.detach() if isinstance(h, torch.Tensor) else tuple(repackage_hidden(v) for v in h)
-
-    # torch.save pickles the class by name: make it a module-level name, one per torch-like module
-    RNNModel.__qualname__ = RNNModel.__name__ = f"RNNModel_{torch.__name__}"
-    globals()[RNNModel.__name__] = RNNModel
-    model = RNNModel(20, 8, 12, 2).to(device)
-    if init is None:
-        init = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
-    else:
-        model.load_state_dict({k: torch.tensor(v) for k, v in init.items()})
-    train = batchify(torch.tensor(corpus_ids, dtype=torch.long), 4)
-    criterion = nn.NLLLoss()
-    lr, losses = 2.0, []
-    hidden = model.init_hidden(4)
-    model.rnn.flatten_parameters()
-    for _, i in enumerate(range(0, min(train.size(0) - 1, steps * 5), 5)):
-        data, targets = get_batch(train, i)
-        model.zero_grad()
-        hidden = repackage_hidden(hidden)
-        output, hidden = model(data, hidden)
-        loss = criterion(output, targets)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-        for p in model.parameters():
-            p.data.add_(p.grad, alpha=-lr)
-        losses.append(loss.item())
-    buf = io.BytesIO()
-    torch.save(model, buf)
-    buf.seek(0)
-    with torch.serialization.safe_globals([RNNModel, torch.nn.modules.rnn.LSTM, torch.nn.modules.sparse.Embedding,
-                                           torch.nn.modules.linear.Linear, torch.nn.modules.dropout.Dropout]):
-        model = torch.load(buf)
-    model.rnn.flatten_parameters()
-    with torch.no_grad():
-        output, _ = model(train[:5], model.init_hidden(4))
-        losses.append(criterion(output, train[1:6].reshape(-1)).item())
-    return losses, init
-
-
 def test_word_lm_whole_module_checkpoint_as_written():
+    """pytorch/examples' form: the whole model saved with torch.save, loaded under safe_globals."""
     ids = np.random.default_rng(0).integers(0, 20, size=200)
-    ref, ours = _run_both(word_lm_whole_module_program, ids)
-    assert len(ref) == len(ours) == 7  # six training steps and the reloaded model's evaluation
+    torch.manual_seed(0)
+    ref, init = word_lm_program(torch, None, ids, None)
+    ours, _ = word_lm_program(tinygrad_rnn, init, ids, None)
+    assert len(ref) == len(ours) == 7
     np.testing.assert_allclose(ours, ref, **F32)
 
 
