@@ -459,7 +459,66 @@ def _softmax_fwd(rows: _Rows, n: Node, log: bool) -> list[str]:
                     f"for j in range({w}):", f"    {out} = {out} / s"]
 
 
-def stage_backward(plan: Plan, level: int) -> tuple[dict, list[str]]:
+class GradCover:
+    """Which elements of each per-step gradient row the backward step has written so far, in the order
+    the code runs. The first write of an element is ``=`` (no zero-fill, no read of the old value); a
+    row read before it is fully written -- or written partly over written elements -- is zero-filled
+    at the step's start instead (``zero``). Tracked: the node values' rows (``dWS``/``dSV``/``dV{n}``)
+    and the input products' ``dXW{k}`` (read by the weights' GEMMs after the loop: ``finish``); the
+    state gradients ``dSp`` and ``dX`` always accumulate onto zeros."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, np.ndarray] = {}
+        self.zero: set[str] = set()
+
+    @staticmethod
+    def tracked(st: Store) -> bool:
+        return st.kind in ("V", "XW")
+
+    def _seg(self, st: Store, off: int, w: int) -> np.ndarray:
+        return self.done.setdefault(st.name, np.zeros(st.width, dtype=bool))[off:off + w]
+
+    def write(self, st: Store | None, off: int = 0, w: int = 1) -> str:
+        """``=`` or ``+=`` for a write of every element of ``[off, off + w)``."""
+        if st is None or not self.tracked(st):
+            return "+="
+        seg = self._seg(st, off, w)
+        if not seg.any():
+            seg[:] = True
+            return "="
+        if not seg.all():
+            self.zero.add(st.name)
+        seg[:] = True
+        return "+="
+
+    def read(self, st: Store, off: int, w: int) -> None:
+        if self.tracked(st) and not self._seg(st, off, w).all():
+            self.zero.add(st.name)
+
+    def accumulate(self, st: Store, off: int, w: int) -> None:
+        """A ``+=`` into some elements of the range (which, only known when it runs: argmax, max)."""
+        self.read(st, off, w)
+        if self.tracked(st):
+            self._seg(st, off, w)[:] = True
+
+    def finish(self, plan: Plan) -> None:
+        """The input products' and per-step products' gradients are read whole after the loop."""
+        for gm in plan.gemms:
+            st, _ = plan.store_of(gm.node.outs[0])
+            self.read(st, 0, st.width)
+
+
+def _grad_target(plan: Plan, n: Node, i: int, w_out: int) -> tuple[Store | None, int, int]:
+    """(store, offset, width written) of input ``i``'s gradient as ``_Rows.elem(grad=True)`` indexes it;
+    store None for a parameter (its gradient sums over rows and steps: always ``+=``)."""
+    v = n.ins[i]
+    if not v.dep:
+        return None, 0, 0
+    st, off = plan.store_of(v)
+    return st, off, (w_out if v.width == w_out and w_out > 1 else 1)
+
+
+def stage_backward(plan: Plan, level: int, cover: GradCover) -> tuple[dict, list[str]]:
     """(row bindings, lines) accumulating the gradients of one stage's nodes, in reverse order."""
     rows = _Rows(plan, backward=True)
     lines: list[str] = []
@@ -471,6 +530,7 @@ def stage_backward(plan: Plan, level: int) -> tuple[dict, list[str]]:
         if rule.kind == "ew":
             _, bwd = ew_templates(n)
             grow, goff = rows.out(o, grad=True)
+            gst, _ = plan.store_of(o)
             stmts, after = [], []
             for i, t in enumerate(bwd):
                 if t is None or i >= len(n.ins):
@@ -484,39 +544,50 @@ def stage_backward(plan: Plan, level: int) -> tuple[dict, list[str]]:
                     orow, ooff = rows.out(o)
                     args["o"] = _out_elem(orow, ooff, w)
                 args["g"] = _out_elem(grow, goff, w)
+                cover.read(gst, goff, w)
+                st, off, ww = _grad_target(plan, n, i, w)
+                op = cover.write(st, off, ww)
                 if w > 1 and not target.endswith(" + j]"):  # a broadcast input: a sum over the row
-                    after += ["acc = ZERO", f"for j in range({w}):", f"    acc += {_fill(t, **args)}", f"{target} += acc"]
+                    after += ["acc = ZERO", f"for j in range({w}):", f"    acc += {_fill(t, **args)}", f"{target} {op} acc"]
                 else:
-                    stmts.append(f"{target} += {_fill(t, **args)}")
+                    stmts.append(f"{target} {op} {_fill(t, **args)}")
             run.add(w, stmts, after)
             continue
         run.close()
         if rule.kind == "reduce":
-            lines += _reduce_bwd(rows, n, rule.extra["how"])
+            lines += _reduce_bwd(rows, n, rule.extra["how"], cover)
         elif rule.kind == "softmax":
-            lines += _softmax_bwd(rows, n, rule.extra["log"])
+            lines += _softmax_bwd(rows, n, rule.extra["log"], cover)
         elif rule.kind == "cat":
             grow, goff = rows.out(o, grad=True)
+            gst, _ = plan.store_of(o)
             pos = goff
             for i, v in enumerate(n.ins):
                 wi = v.width if v.dep else n.uses[i][1]
                 target = rows.elem(n, i, wi, grad=True)
                 if target is not None:
-                    lines += [f"for j in range({wi}):", f"    {target} += {grow}[{pos} + j]"]
+                    cover.read(gst, pos, wi)
+                    st, off, ww = _grad_target(plan, n, i, wi)
+                    lines += [f"for j in range({wi}):", f"    {target} {cover.write(st, off, ww)} {grow}[{pos} + j]"]
                 pos += wi
     run.close()
     return rows.binds, lines
 
 
-def _reduce_bwd(rows: _Rows, n: Node, how: str) -> list[str]:
+def _reduce_bwd(rows: _Rows, n: Node, how: str, cover: GradCover) -> list[str]:
     w = n.ins[0].width
     target = rows.elem(n, 0, w, grad=True)
     grow, goff = rows.out(n.outs[0], grad=True)
+    cover.read(rows.p.store_of(n.outs[0])[0], goff, 1)
+    st, off, ww = _grad_target(rows.p, n, 0, w)
     g = f"{grow}[{goff}]"
-    if how == "sum":
-        return [f"for j in range({w}):", f"    {target} += {g}"]
-    if how == "mean":
-        return [f"gm = {g} * DT({1.0 / max(w, 1)!r})", f"for j in range({w}):", f"    {target} += gm"]
+    if how in ("sum", "mean"):
+        op = cover.write(st, off, ww)
+        if how == "sum":
+            return [f"for j in range({w}):", f"    {target} {op} {g}"]
+        return [f"gm = {g} * DT({1.0 / max(w, 1)!r})", f"for j in range({w}):", f"    {target} {op} gm"]
+    if st is not None:
+        cover.accumulate(st, off, ww)
     src = rows.elem(n, 0, w)
     first = src.replace(" + j]", "]")
     if how == "max":
@@ -528,17 +599,20 @@ def _reduce_bwd(rows: _Rows, n: Node, how: str) -> list[str]:
     return [*_argmax(src, first, w, n.kw["pick"]), f"{tgt0} += {g}"]
 
 
-def _softmax_bwd(rows: _Rows, n: Node, log: bool) -> list[str]:
+def _softmax_bwd(rows: _Rows, n: Node, log: bool, cover: GradCover) -> list[str]:
     w = n.ins[0].width
     target = rows.elem(n, 0, w, grad=True)
     grow, goff = rows.out(n.outs[0], grad=True)
+    cover.read(rows.p.store_of(n.outs[0])[0], goff, w)
+    st, off, ww = _grad_target(rows.p, n, 0, w)
+    op = cover.write(st, off, ww)
     orow, ooff = rows.out(n.outs[0])
     g, o = _out_elem(grow, goff, w), _out_elem(orow, ooff, w)
     if log:
         return ["s = ZERO", f"for j in range({w}):", f"    s += {g}", f"for j in range({w}):",
-                f"    {target} += {g} - math.exp({o}) * s"]
+                f"    {target} {op} {g} - math.exp({o}) * s"]
     return ["s = ZERO", f"for j in range({w}):", f"    s += {g} * {o}", f"for j in range({w}):",
-            f"    {target} += {o} * ({g} - s)"]
+            f"    {target} {op} {o} * ({g} - s)"]
 
 
 def value_row_expr(plan: Plan, v: Val, grad: bool = False) -> tuple[dict, str, int]:

@@ -208,14 +208,16 @@ def run_backward(cc: CompiledCell, be: Any, needs: tuple, saved: dict, dout: Any
         a[f"dS{i}"] = np.array(dstates[i], dtype=dt).reshape(b_, s.width)
         a[f"dSp{i}"] = np.empty((b_, s.width), dtype=dt)
     a["dX"] = np.zeros((t_, b_, d_), dtype=dt)
+    # the kernel writes every row of the products' gradients and zero-fills the per-step rows it needs
+    # zeroed (codegen.GradCover): no zero-fill here, only the parameters' sums over rows and steps
     for gm in plan.hoisted():
-        a[f"d{gm.node_name}"] = np.zeros((t_, b_, gm.node.outs[0].width), dtype=dt)
+        a[f"d{gm.node_name}"] = np.empty((t_, b_, gm.node.outs[0].width), dtype=dt)
     for u in plan.uses:
         if u.grad:
             a[f"d{u.name}"] = np.zeros_like(a[u.name])
     for st in plan.stores:
         if st.kind == "V":
-            a[f"d{st.name}"] = np.zeros((t_, b_, st.width) if st.gsaved else (b_, st.width), dtype=dt)
+            a[f"d{st.name}"] = np.empty((t_, b_, st.width) if st.gsaved else (b_, st.width), dtype=dt)
     cc.timed("backward", _over_rows, cc.module.backward, plan.bwd_args(), a, plan, t_, b_, True,
              [f"d{u.name}" for u in plan.uses if u.grad])
     # the products' weights: one GEMM over every step (and the input's gradient through them)

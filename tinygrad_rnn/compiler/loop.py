@@ -68,13 +68,18 @@ def _gemm_forward(plan: Plan, level: int) -> list[str]:
     return lines
 
 
-def _gemm_backward(plan: Plan, level: int) -> list[str]:
+def _gemm_backward(plan: Plan, level: int, cover: C.GradCover) -> list[str]:
     lines = []
     for gm in plan.step_gemms(level):
         go = _matrix(plan, gm.node.outs[0], True)
         ga = _matrix(plan, gm.node.ins[0], True)
+        gst, _ = plan.store_of(gm.node.outs[0])
+        cover.read(gst, 0, gst.width)
+        ast, aoff = plan.store_of(gm.node.ins[0])
+        # every row of the operand's gradient is written: beta 0 on its first write
+        beta = "0.0" if cover.write(ast, aoff, gm.node.ins[0].width) == "=" else "1.0"
         # d(a @ W.T)/da = g @ W; d(a @ W)/da = g @ W.T
-        lines.append(f"mmp({go}, {gm.w.name}, PKB{gm.k}, {ga}, {not gm.trans}, 1.0, use_blas)")
+        lines.append(f"mmp({go}, {gm.w.name}, PKB{gm.k}, {ga}, {not gm.trans}, {beta}, use_blas)")
     return lines
 
 
@@ -100,28 +105,45 @@ def _finish_forward(plan: Plan) -> list[str]:
     return ["for b in range(b0, b1):"] + _indent(body, 4)
 
 
-def _start_backward(plan: Plan) -> list[str]:
+def _seed_backward(plan: Plan, cover: C.GradCover) -> tuple[dict, list[str]]:
     """Seed the step's gradients: dY[t] into the output, the carried dS into the new states."""
     g = plan.graph
+    binds: dict = {}
+    seeds: list[str] = []
+    pairs = [(g.out, "dY[t, b, j]")] + [(v, f"dS{i}[b, j]") for i, v in enumerate(g.new_states)]
+    for v, src in pairs:
+        bs, gv, ov = C.value_row_expr(plan, v, grad=True)
+        binds.update(bs)
+        st, off = plan.store_of(v)
+        seeds += [f"for j in range({v.width}):", f"    {gv}[{ov} + j] {cover.write(st, off, v.width)} {src}"]
+    return binds, seeds
+
+
+def _grad_row_zero(st, rows: str) -> list[str]:
+    return [f"for j in range({st.width}):", f"    d{st.name}[{rows}, j] = ZERO"]
+
+
+def _start_backward(plan: Plan, cover: C.GradCover, seed: tuple[dict, list[str]]) -> list[str]:
+    """A padded row passes its state gradients through and adds nothing to the products' gradients (the
+    weights' GEMMs after the loop read them: the kernel writes every row); a live row zero-fills the
+    gradient rows it reads before writing them whole (``GradCover``), then gets its seeds."""
+    g = plan.graph
     ns = len(g.states)
+    whole = [plan.store_of(gm.node.outs[0])[0] for gm in plan.gemms]  # XW{k}, and per-step V{n}
     masked = []
     for i in range(ns):
         masked += [f"for j in range({g.states[i].width}):", f"    dSp{i}[b, j] = dS{i}[b, j]"]
+    for st in whole:
+        masked += _grad_row_zero(st, "t, b")
     body = ["if M[t, b] == 0:"] + _indent(masked + ["continue"], 4)
-    for st in plan.stores:
-        if st.kind == "V" and not st.gsaved:
-            body += [f"for j in range({st.width}):", f"    d{st.name}[b, j] = ZERO"]
+    for st in plan.stores + whole:
+        if st.name in cover.zero and (st.kind == "XW" or st.gsaved):
+            body += _grad_row_zero(st, "t, b")
+        elif st.name in cover.zero and st.kind == "V":
+            body += _grad_row_zero(st, "b")
     for i in range(ns):
         body += [f"for j in range({g.states[i].width}):", f"    dSp{i}[b, j] = ZERO"]
-    binds: dict = {}
-    seeds: list[str] = []
-    bo, go, oo = C.value_row_expr(plan, g.out, grad=True)
-    binds.update(bo)
-    seeds += [f"for j in range({g.out.width}):", f"    {go}[{oo} + j] += dY[t, b, j]"]
-    for i, v in enumerate(g.new_states):
-        bs, gs, os_ = C.value_row_expr(plan, v, grad=True)
-        binds.update(bs)
-        seeds += [f"for j in range({g.states[i].width}):", f"    {gs}[{os_} + j] += dS{i}[b, j]"]
+    binds, seeds = seed
     body += [f"{k} = {v}" for k, v in binds.items()] + seeds
     return ["for b in range(b0, b1):"] + _indent(body, 4)
 
@@ -139,11 +161,16 @@ def emit_module(plan: Plan) -> str:
     src.append("\n@_jit\ndef forward(" + ", ".join(plan.fwd_args()) + "):  # pragma: no cover - jit")
     src += _indent(C.share_offsets(fwd), 4)
     bwd = ["for t in range(T - 1, -1, -1):", "    ts = t"]
-    bwd += _indent(_start_backward(plan), 4)
+    # the stages first, so that the step's start knows which gradient rows need a zero-fill
+    cover = C.GradCover()
+    seed = _seed_backward(plan, cover)
+    stages: list[str] = []
     for level in reversed(range(plan.n_levels)):
-        binds, lines = C.stage_backward(plan, level)
-        bwd += _indent(_row_block(binds, lines, skip_masked=True), 4)
-        bwd += _indent(_gemm_backward(plan, level), 4)
+        binds, lines = C.stage_backward(plan, level, cover)
+        stages += _indent(_row_block(binds, lines, skip_masked=True), 4)
+        stages += _indent(_gemm_backward(plan, level, cover), 4)
+    cover.finish(plan)
+    bwd += _indent(_start_backward(plan, cover, seed), 4) + stages
     for i, s in enumerate(plan.graph.states):
         bwd += _indent(["for b in range(b0, b1):", f"    for j in range({s.width}):", f"        dS{i}[b, j] = dSp{i}[b, j]"], 4)
     src.append("\n\n@_jit\ndef backward(" + ", ".join(plan.bwd_args()) + "):  # pragma: no cover - jit")

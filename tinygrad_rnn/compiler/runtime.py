@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 
 from ..backend.blas import gemm, gemm_packed
 from ..backend.rnn_kernels import _select, _sigmoid, _tanh
@@ -46,9 +47,10 @@ def _plain_mm(a, w, c, trans, beta):  # pragma: no cover - jit
     """c = a @ (w.T if trans else w) + beta * c in loops (no BLAS bound)."""
     m, n = c.shape
     k = a.shape[1]
+    zero = np.zeros(1, dtype=c.dtype)[0]  # beta 0: c is not read (it may hold anything, NaN included)
     for i in range(m):
         for j in range(n):
-            acc = c[i, j] * beta if beta != 0 else c[i, j] * 0
+            acc = c[i, j] * beta if beta != 0 else zero
             for q in range(k):
                 acc += a[i, q] * (w[j, q] if trans else w[q, j])
             c[i, j] = acc
