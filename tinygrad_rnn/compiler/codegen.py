@@ -39,6 +39,8 @@ class Store:
     saved: bool = False  # V: kept per step for the backward
     gsaved: bool = False  # V: gradient kept per step (a per-step product's output)
     index: int = 0
+    local: bool = False  # V: read and written in one stage only: one row, reused by every batch row
+    level: int = 0  # the stage of a local store
 
 
 @dataclass(eq=False)
@@ -209,11 +211,21 @@ def _group_rows(p: Plan) -> None:
     for gm in p.step_gemms():
         matrix.add(id(p.store_of(gm.node.ins[0])[0]))
         matrix.add(id(p.store_of(gm.node.outs[0])[0]))
-    groups = {False: Store("WS", "V", 0), True: Store("SV", "V", 0, saved=True)}
+    levels = _stage_uses(p)
+    groups: dict[tuple, Store] = {}
     remap: dict[int, tuple] = {}
     for st in p.stores:
         if st.kind == "V" and id(st) not in matrix:
-            grp = groups[st.saved]
+            used = levels.get(id(st), set())
+            # a value of one stage only (read and written in one loop over the batch rows, no copy out):
+            # one row (and its gradient's one row) serves every batch row, so the step's scratch stays in
+            # L1/L2 next to the per-step product's packed weight instead of B rows of it
+            lv = next(iter(used)) if len(used) == 1 and isinstance(next(iter(used)), int) else None
+            key = (st.saved, lv)
+            if key not in groups:
+                name = ("SV" if st.saved else "WS") + ("" if lv is None else f"L{lv}")
+                groups[key] = Store(name, "V", 0, saved=st.saved, local=lv is not None, level=lv or 0)
+            grp = groups[key]
             remap[id(st)] = (grp, grp.width)
             grp.width += st.width
     if not remap:
@@ -223,6 +235,30 @@ def _group_rows(p: Plan) -> None:
         if id(st) in remap:
             grp, base = remap[id(st)]
             p.where[k] = (grp, base + off)
+
+
+def _stage_uses(p: Plan) -> dict[int, set]:
+    """Per store: the stages whose loops read or write it ("out": the loop's copies out and the backward's
+    seeds, "gemm": a per-step product)."""
+    g = p.graph
+    uses: dict[int, set] = {}
+
+    def add(v: Val, what: Any) -> None:
+        if v.dep:
+            uses.setdefault(id(p.store_of(v)[0]), set()).add(what)
+
+    for n in g.nodes:
+        kind = OT.rule_for(n.op).kind
+        if kind == "alias":  # no code: its outputs are its input's store, used where they are used
+            continue
+        lv = "gemm" if kind == "gemm" else n.level
+        for v in n.ins:
+            add(v, lv)
+        for o in n.outs:
+            add(o, lv)
+    for v in [g.out, *g.new_states]:
+        add(v, "out")
+    return uses
 
 
 def _bwd_reads(n: Node) -> list[Val]:
@@ -274,6 +310,8 @@ class _Rows:
             return self._bind(f"r_{st.name}", f"{st.name}[t, b]")
         if st.saved:
             return self._bind(f"r_{st.name}", f"{st.name}[ts, b]")
+        if st.local:
+            return self._bind(f"r_{st.name}", f"{st.name}[0]")
         if self.backward:  # pragma: no cover - make_plan marks every value a backward reads as saved
             raise AssertionError(f"{st.name} read in backward but not saved")
         return self._bind(f"r_{st.name}", f"{st.name}[b]")
@@ -287,7 +325,7 @@ class _Rows:
             return self._bind(f"g_{st.name}", f"dSp{st.index}[b]")
         if st.gsaved:
             return self._bind(f"g_{st.name}", f"d{st.name}[t, b]")
-        return self._bind(f"g_{st.name}", f"d{st.name}[b]")
+        return self._bind(f"g_{st.name}", f"d{st.name}[{0 if st.local else 'b'}]")
 
     def param_row(self, u: ParamUse, grad: bool = False) -> str:
         r = "b" if u.rows == "B" else "0"

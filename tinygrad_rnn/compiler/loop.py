@@ -139,7 +139,7 @@ def _start_backward(plan: Plan, cover: C.GradCover, seed: tuple[dict, list[str]]
     for st in plan.stores + whole:
         if st.name in cover.zero and (st.kind == "XW" or st.gsaved):
             body += _grad_row_zero(st, "t, b")
-        elif st.name in cover.zero and st.kind == "V":
+        elif st.name in cover.zero and st.kind == "V" and not st.local:  # a local row: in its stage's loop
             body += _grad_row_zero(st, "b")
     for i in range(ns):
         body += [f"for j in range({g.states[i].width}):", f"    dSp{i}[b, j] = ZERO"]
@@ -164,12 +164,17 @@ def emit_module(plan: Plan) -> str:
     # the stages first, so that the step's start knows which gradient rows need a zero-fill
     cover = C.GradCover()
     seed = _seed_backward(plan, cover)
-    stages: list[str] = []
+    parts = []
     for level in reversed(range(plan.n_levels)):
         binds, lines = C.stage_backward(plan, level, cover)
-        stages += _indent(_row_block(binds, lines, skip_masked=True), 4)
-        stages += _indent(_gemm_backward(plan, level, cover), 4)
+        parts.append((level, binds, lines, _gemm_backward(plan, level, cover)))
     cover.finish(plan)
+    stages: list[str] = []
+    for level, binds, lines, gemms in parts:
+        zero = [z for st in plan.stores if st.local and st.level == level and st.name in cover.zero
+                for z in _grad_row_zero(st, "0")]
+        stages += _indent(_row_block(binds, zero + lines if lines else [], skip_masked=True), 4)
+        stages += _indent(gemms, 4)
     bwd += _indent(_start_backward(plan, cover, seed), 4) + stages
     for i, s in enumerate(plan.graph.states):
         bwd += _indent(["for b in range(b0, b1):", f"    for j in range({s.width}):", f"        dS{i}[b, j] = dSp{i}[b, j]"], 4)
