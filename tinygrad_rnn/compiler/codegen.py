@@ -41,6 +41,7 @@ class Store:
     index: int = 0
     local: bool = False  # V: read and written in one stage only: one row, reused by every batch row
     level: int = 0  # the stage of a local store
+    gshare: Any = None  # V: a store whose gradient is this one's, element for element (``_share_sum_grads``)
 
 
 @dataclass(eq=False)
@@ -199,7 +200,33 @@ def make_plan(g: StepGraph, dtype: Any) -> Plan:
             if st.kind == "V":
                 st.saved = True  # the weight's gradient after the loop reads every step's operand
     _group_rows(p)
+    _share_sum_grads(p)
     return p
+
+
+def _share_sum_grads(p: Plan) -> None:
+    """``x W_ih^T + h W_hh^T``: when a sum's two operands are an input product and a per-step product,
+    each used only there, both gradients are the sum's -- one (T, B, N) array serves both weights' GEMMs
+    after the loop (half the gradient traffic of the step, as the built-in layers' ``dxw``)."""
+    from .ops_table import _F
+
+    uses: dict[int, int] = {}
+    for n in p.graph.nodes:
+        for v in n.ins:
+            uses[id(v)] = uses.get(id(v), 0) + 1
+    for v in [p.graph.out, *p.graph.new_states]:
+        uses[id(v)] = uses.get(id(v), 0) + 1
+    for n in p.graph.nodes:
+        if n.op is not _F.Add or len(n.ins) != 2 or not all(v.dep for v in n.ins):
+            continue
+        (sa, oa), (sb, ob) = (p.store_of(v) for v in n.ins)
+        if sa.kind == "V" and sb.kind == "XW":
+            (sa, oa), (sb, ob) = (sb, ob), (sa, oa)
+        w = n.outs[0].width
+        if (sa.kind == "XW" and sb.kind == "V" and sb.gsaved and sb.gshare is None and oa == ob == 0
+                and sa.width == sb.width == w and all(uses.get(id(v)) == 1 for v in n.ins)
+                and n.ins[0] is not n.ins[1]):
+            sb.gshare = sa
 
 
 def _group_rows(p: Plan) -> None:
@@ -238,8 +265,7 @@ def _group_rows(p: Plan) -> None:
 
 
 def _stage_uses(p: Plan) -> dict[int, set]:
-    """Per store: the stages whose loops read or write it ("out": the loop's copies out and the backward's
-    seeds, "gemm": a per-step product)."""
+    """Per store: the stages whose loops read or write it ("gemm": a per-step product)."""
     g = p.graph
     uses: dict[int, set] = {}
 
@@ -256,8 +282,8 @@ def _stage_uses(p: Plan) -> dict[int, set]:
             add(v, lv)
         for o in n.outs:
             add(o, lv)
-    for v in [g.out, *g.new_states]:
-        add(v, "out")
+    for v in [g.out, *g.new_states]:  # copied out (and seeded) in the last stage's loop (loop.py)
+        add(v, p.n_levels - 1)
     return uses
 
 
@@ -323,6 +349,8 @@ class _Rows:
             return self._bind(f"g_{st.name}", f"d{st.name}[t, b]")
         if st.kind == "S":
             return self._bind(f"g_{st.name}", f"dSp{st.index}[b]")
+        if st.gshare is not None:
+            return self.grad_row(st.gshare)
         if st.gsaved:
             return self._bind(f"g_{st.name}", f"d{st.name}[t, b]")
         return self._bind(f"g_{st.name}", f"d{st.name}[{0 if st.local else 'b'}]")
@@ -514,6 +542,7 @@ class GradCover:
         return st.kind in ("V", "XW")
 
     def _seg(self, st: Store, off: int, w: int) -> np.ndarray:
+        st = st.gshare or st
         return self.done.setdefault(st.name, np.zeros(st.width, dtype=bool))[off:off + w]
 
     def write(self, st: Store | None, off: int = 0, w: int = 1) -> str:
@@ -525,13 +554,13 @@ class GradCover:
             seg[:] = True
             return "="
         if not seg.all():
-            self.zero.add(st.name)
+            self.zero.add((st.gshare or st).name)
         seg[:] = True
         return "+="
 
     def read(self, st: Store, off: int, w: int) -> None:
         if self.tracked(st) and not self._seg(st, off, w).all():
-            self.zero.add(st.name)
+            self.zero.add((st.gshare or st).name)
 
     def accumulate(self, st: Store, off: int, w: int) -> None:
         """A ``+=`` into some elements of the range (which, only known when it runs: argmax, max)."""
@@ -584,6 +613,8 @@ def stage_backward(plan: Plan, level: int, cover: GradCover) -> tuple[dict, list
                 args["g"] = _out_elem(grow, goff, w)
                 cover.read(gst, goff, w)
                 st, off, ww = _grad_target(plan, n, i, w)
+                if st is not None and st.gshare is not None:  # the other operand's write is this one
+                    continue
                 op = cover.write(st, off, ww)
                 if w > 1 and not target.endswith(" + j]"):  # a broadcast input: a sum over the row
                     after += ["acc = ZERO", f"for j in range({w}):", f"    acc += {_fill(t, **args)}", f"{target} {op} acc"]

@@ -221,7 +221,9 @@ def run_backward(cc: CompiledCell, be: Any, needs: tuple, saved: dict, dout: Any
         if u.grad:
             a[f"d{u.name}"] = np.zeros_like(a[u.name])
     for st in plan.stores:
-        if st.kind == "V":
+        if st.kind == "V" and st.gshare is not None:  # the same gradient as an input product's: one array
+            a[f"d{st.name}"] = a[f"d{st.gshare.name}"]
+        elif st.kind == "V":
             a[f"d{st.name}"] = np.empty((t_, b_, st.width) if st.gsaved else (1 if st.local else b_, st.width), dtype=dt)
     cc.timed("backward", _over_rows, cc.module.backward, plan.bwd_args(), a, plan, t_, b_, True,
              [f"d{u.name}" for u in plan.uses if u.grad])

@@ -49,7 +49,8 @@ def _matrix(plan: Plan, v, grad: bool) -> str:
     if st.kind == "XW":
         return f"d{st.name}[t][b0:b1]" if grad else f"{st.name}[t][b0:b1]"
     if grad:
-        return f"d{st.name}[t][b0:b1]" if st.gsaved else f"d{st.name}[b0:b1]"
+        st = st.gshare or st
+        return f"d{st.name}[t][b0:b1]" if st.kind == "XW" or st.gsaved else f"d{st.name}[b0:b1]"
     return f"{st.name}[ts][b0:b1]" if st.saved else f"{st.name}[b0:b1]"
 
 
@@ -83,8 +84,9 @@ def _gemm_backward(plan: Plan, level: int, cover: C.GradCover) -> list[str]:
     return lines
 
 
-def _finish_forward(plan: Plan) -> list[str]:
-    """Copy the step's output and new states out; a padded row keeps its state and outputs 0."""
+def _finish_forward(plan: Plan) -> tuple[dict, list[str]]:
+    """Copy the step's output and new states out; a padded row keeps its state and outputs 0. (Run in the
+    last stage's loop over the rows, right after the row's values are made.)"""
     g = plan.graph
     binds: dict = {}
     keep: list[str] = []
@@ -100,9 +102,7 @@ def _finish_forward(plan: Plan) -> list[str]:
         w = g.states[i].width
         keep += [f"for j in range({w}):", f"    S{i}[t + 1, b, j] = {rs}[{os_} + j]"]
         drop += [f"for j in range({w}):", f"    S{i}[t + 1, b, j] = S{i}[t, b, j]"]
-    body = [f"{k} = {v}" for k, v in binds.items()] + ["if M[t, b] != 0:"] + _indent(keep, 4) + ["else:"] + \
-        _indent(drop, 4)
-    return ["for b in range(b0, b1):"] + _indent(body, 4)
+    return binds, ["if M[t, b] != 0:"] + _indent(keep, 4) + ["else:"] + _indent(drop, 4)
 
 
 def _seed_backward(plan: Plan, cover: C.GradCover) -> tuple[dict, list[str]]:
@@ -123,13 +123,14 @@ def _grad_row_zero(st, rows: str) -> list[str]:
     return [f"for j in range({st.width}):", f"    d{st.name}[{rows}, j] = ZERO"]
 
 
-def _start_backward(plan: Plan, cover: C.GradCover, seed: tuple[dict, list[str]]) -> list[str]:
+def _start_backward(plan: Plan, cover: C.GradCover, seed: tuple[dict, list[str]], local_zero: list[str]) -> list[str]:
     """A padded row passes its state gradients through and adds nothing to the products' gradients (the
     weights' GEMMs after the loop read them: the kernel writes every row); a live row zero-fills the
-    gradient rows it reads before writing them whole (``GradCover``), then gets its seeds."""
+    gradient rows it reads before writing them whole (``GradCover``), then gets its seeds. (The head of
+    the last stage's loop over the rows.)"""
     g = plan.graph
     ns = len(g.states)
-    whole = [plan.store_of(gm.node.outs[0])[0] for gm in plan.gemms]  # XW{k}, and per-step V{n}
+    whole = [st for st in (plan.store_of(gm.node.outs[0])[0] for gm in plan.gemms) if st.gshare is None]
     masked = []
     for i in range(ns):
         masked += [f"for j in range({g.states[i].width}):", f"    dSp{i}[b, j] = dS{i}[b, j]"]
@@ -144,8 +145,7 @@ def _start_backward(plan: Plan, cover: C.GradCover, seed: tuple[dict, list[str]]
     for i in range(ns):
         body += [f"for j in range({g.states[i].width}):", f"    dSp{i}[b, j] = ZERO"]
     binds, seeds = seed
-    body += [f"{k} = {v}" for k, v in binds.items()] + seeds
-    return ["for b in range(b0, b1):"] + _indent(body, 4)
+    return body + local_zero + [f"{k} = {v}" for k, v in binds.items()] + seeds
 
 
 def emit_module(plan: Plan) -> str:
@@ -153,11 +153,14 @@ def emit_module(plan: Plan) -> str:
     consts = "\n".join(f"{name} = DT({val})" for val, name in plan.consts.items())
     src = [_HEADER.format(dtype=plan.dtype.name, consts=consts)]
     fwd = ["for t in range(T):", "    ts = t if train else 0"]
+    last = plan.n_levels - 1
     for level in range(plan.n_levels):
         fwd += _indent(_gemm_forward(plan, level), 4)
         binds, lines = C.stage_forward(plan, level)
+        if level == last:  # the copies out in the same loop over the rows (codegen._stage_uses: "out")
+            fb, fl = _finish_forward(plan)
+            binds, lines = {**binds, **fb}, lines + fl
         fwd += _indent(_row_block(binds, lines, skip_masked=False), 4)
-    fwd += _indent(_finish_forward(plan), 4)
     src.append("\n@_jit\ndef forward(" + ", ".join(plan.fwd_args()) + "):  # pragma: no cover - jit")
     src += _indent(C.share_offsets(fwd), 4)
     bwd = ["for t in range(T - 1, -1, -1):", "    ts = t"]
@@ -173,9 +176,14 @@ def emit_module(plan: Plan) -> str:
     for level, binds, lines, gemms in parts:
         zero = [z for st in plan.stores if st.local and st.level == level and st.name in cover.zero
                 for z in _grad_row_zero(st, "0")]
-        stages += _indent(_row_block(binds, zero + lines if lines else [], skip_masked=True), 4)
+        if level == last:  # the seeds head the last stage's loop over the rows
+            head = _start_backward(plan, cover, seed, zero)
+            body = head + [f"{k} = {v}" for k, v in binds.items()] + lines
+            stages += _indent(["for b in range(b0, b1):"] + _indent(body, 4), 4)
+        else:
+            stages += _indent(_row_block(binds, zero + lines if lines else [], skip_masked=True), 4)
         stages += _indent(gemms, 4)
-    bwd += _indent(_start_backward(plan, cover, seed), 4) + stages
+    bwd += stages
     for i, s in enumerate(plan.graph.states):
         bwd += _indent(["for b in range(b0, b1):", f"    for j in range({s.width}):", f"        dS{i}[b, j] = dSp{i}[b, j]"], 4)
     src.append("\n\n@_jit\ndef backward(" + ", ".join(plan.bwd_args()) + "):  # pragma: no cover - jit")
