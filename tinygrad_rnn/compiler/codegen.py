@@ -468,9 +468,9 @@ def share_offsets(lines: list[str]) -> list[str]:
 
 
 class _Run:
-    """Consecutive elementwise ops of one width share one loop over j: fewer loops to compile, and values
-    stay in registers between the ops of a row. ``after`` holds statements to emit when the loop closes
-    (the backward's sums into broadcast inputs, kept out of the loop so that it vectorises)."""
+    """Consecutive elementwise ops of one width, emitted together when the run closes (``close``: one
+    short loop each). ``after`` holds statements to emit when the run closes (the backward's sums into
+    broadcast inputs, kept out of the loops so that they vectorise)."""
 
     def __init__(self, lines: list[str]):
         self.lines, self.width, self.body, self.after = lines, None, [], []
@@ -483,8 +483,13 @@ class _Run:
         self.after += list(after)
 
     def close(self) -> None:
-        if self.body:
-            body, offs = _shared_offsets(self.body)
+        # one loop per statement (rows of width 1: one loop): each op's element j only reads elements j
+        # (or width-1 values) that earlier statements made, so the split loops compute the same; LLVM
+        # vectorises short loops over few arrays fully, without spilling the inlined activations'
+        # registers (measured: the peephole LSTM's step ~15% faster than one fused loop)
+        groups = [[x] for x in self.body] if self.width and self.width > 1 else [self.body] if self.body else []
+        for grp in groups:
+            body, offs = _shared_offsets(grp)
             self.lines += [f"for j in range({self.width}):"] + [f"    j{o} = {o} + j" for o in offs] + ["    " + x for x in body]
         self.lines += self.after
         self.width, self.body, self.after = None, [], []
