@@ -79,6 +79,12 @@ class Plan:
     n_levels: int = 1
 
     # -- the kernels' arguments ----------------------------------------------------------------
+    def scratch_width(self) -> int:
+        """The widest row a sum runs over (the kernels' scratch row ``RS``)."""
+        g = self.graph
+        return max([1] + [v.width for n in g.nodes for v in list(n.ins) + list(n.outs) if v.dep]
+                   + [u.width for u in self.uses if isinstance(u.width, int)])
+
     def fwd_args(self) -> list[str]:
         return (["T", "b0", "b1", "train", "use_blas", "M", "X"] + [f"S{i}" for i in range(len(self.graph.states))]
                 + ["Y"] + [g.node_name for g in self.hoisted()] + [u.name for u in self.uses]
@@ -502,11 +508,18 @@ def _reduce_fwd(rows: _Rows, n: Node, how: str) -> list[str]:
     orow, ooff = rows.out(n.outs[0])
     if how in ("sum", "mean"):
         end = f"acc / DT({w})" if how == "mean" else "acc"
-        return ["acc = ZERO", f"for j in range({w}):", f"    acc += {src}", f"{orow}[{ooff}] = {end}"]
+        return [*_row_sum(src, w), f"{orow}[{ooff}] = {end}"]
     first = src.replace(" + j]", "]")
     if how == "max":
         return [f"acc = {first}", f"for j in range({w}):", f"    acc = _maximum(acc, {src})", f"{orow}[{ooff}] = acc"]
     return [*_argmax(src, first, w, n.kw["pick"]), f"{orow}[{ooff}] = acc"]
+
+
+def _row_sum(expr: str, w: int) -> list[str]:
+    """``acc`` = the sum over j of ``expr``: the terms into the kernel's scratch row ``RS`` (a loop LLVM
+    vectorises), then ``_rowsum`` adds them in vector lanes (a sequential sum is a chain of dependent
+    additions, ~4 cycles each: the LayerNorm cell's reductions were most of its step)."""
+    return [f"for j in range({w}):", f"    RS[j] = {expr}", f"acc = _rowsum(RS, {w}, ZERO)"]
 
 
 def _argmax(src: str, first: str, w: int, pick: str) -> list[str]:
@@ -622,7 +635,7 @@ def stage_backward(plan: Plan, level: int, cover: GradCover) -> tuple[dict, list
                     continue
                 op = cover.write(st, off, ww)
                 if w > 1 and not target.endswith(" + j]"):  # a broadcast input: a sum over the row
-                    after += ["acc = ZERO", f"for j in range({w}):", f"    acc += {_fill(t, **args)}", f"{target} {op} acc"]
+                    after += [*_row_sum(_fill(t, **args), w), f"{target} {op} acc"]
                 else:
                     stmts.append(f"{target} {op} {_fill(t, **args)}")
             run.add(w, stmts, after)

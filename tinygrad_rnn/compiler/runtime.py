@@ -14,7 +14,7 @@ import numpy as np
 from ..backend.blas import gemm, gemm_packed
 from ..backend.rnn_kernels import _select, _sigmoid, _tanh
 
-__all__ = ["mm", "mmp", "_select", "_sigmoid", "_tanh", "_relu", "_sign", "_maximum", "_minimum", "math"]
+__all__ = ["mm", "mmp", "_rowsum", "_select", "_sigmoid", "_tanh", "_relu", "_sign", "_maximum", "_minimum", "math"]
 
 _FAST = {"contract", "nsz"}
 
@@ -40,6 +40,17 @@ def _maximum(a, b):  # pragma: no cover - jit
 @numba.njit(cache=True, inline="always", fastmath=_FAST, error_model="numpy")
 def _minimum(a, b):  # pragma: no cover - jit
     return _select(a != a, a, _select(b != b, b, _select(a <= b, a, b)))
+
+
+@numba.njit(cache=True, fastmath={"reassoc", "contract", "nsz"}, error_model="numpy")
+def _rowsum(row, w, zero):  # pragma: no cover - jit
+    """row[0] + ... + row[w-1] in vector lanes (reassociated: a different rounding order than a
+    sequential sum, as NumPy's pairwise sum is). Called, not inlined, so that only this loop is
+    reassociated."""
+    acc = zero
+    for j in range(w):
+        acc += row[j]
+    return acc
 
 
 @numba.njit(cache=True, inline="always")
