@@ -644,3 +644,26 @@ def test_nan_padding_stays_out_under_anomaly_mode():
     for a, b in zip(*outs):
         assert np.isfinite(a).all()
         _close(a, b)
+
+
+def test_frozen_parameters_and_input_without_grad():
+    """Only the gradients the engine asks for are computed (a frozen weight's GEMM and x's gradient are
+    skipped); the others still equal the op-by-op path's, padded rows included."""
+    cell = PeepholeLSTM(3, 5, dtype=tr.float64, seed=6)
+    cell.ih.weight.requires_grad = False
+    cell.peep.requires_grad = False
+    rng = np.random.default_rng(7)
+    x = tr.tensor(rng.standard_normal((4, 3, 3)))  # no gradient wanted
+    s = (tr.tensor(rng.standard_normal((3, 5))), tr.tensor(rng.standard_normal((3, 5))))
+    w = rng.standard_normal((4, 3, 5))
+    grads = []
+    for mode in (False, True):
+        for p in cell.parameters():
+            p.grad = None
+        out, _ = nn.Recurrent(cell, compile=mode)(x, s, lengths=[4, 2, 3])
+        (out * tr.Tensor(w)).sum().backward()
+        assert x.grad is None and cell.ih.weight.grad is None and cell.peep.grad is None
+        grads.append({n: p.grad.numpy() for n, p in cell.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() == {"ih.bias", "hh.weight"}
+    for k in grads[0]:
+        _close(grads[1][k], grads[0][k], what=k)

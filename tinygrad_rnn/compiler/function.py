@@ -111,8 +111,9 @@ def _row_blocks(plan: Plan, t: int, b: int) -> int:
 def _over_rows(kernel: Callable, names: list[str], arrays: dict, plan: Plan, t: int, b: int, backward: bool,
                private: list[str]) -> None:
     """``kernel`` over the batch: once, or on row blocks in parallel threads. Each block gets the
-    per-step weights packed for its row count, and its own copy of the ``private`` accumulators
-    (the gradients of parameters every row adds into), summed afterwards."""
+    per-step weights packed for its row count, its own copy of the ``private`` accumulators
+    (the gradients of parameters every row adds into), summed afterwards, and its own one-row
+    scratch of the stage-local values (``Store.local``)."""
     if arrays["use_blas"]:
         blas.step_provider(_step_provider())  # the kernels' GEMM entry points go to the step's provider
     parts = _row_blocks(plan, t, b)
@@ -123,6 +124,9 @@ def _over_rows(kernel: Callable, names: list[str], arrays: dict, plan: Plan, t: 
         packs[m] = {f"{'PKB' if backward else 'PK'}{gm.k}": blas.pack_b(arrays[gm.w.name], m, gm.trans != backward)
                     if pack else blas.NOT_PACKED for gm in plan.step_gemms()}
     own = [{k: np.zeros_like(arrays[k]) for k in private} if i and private else {} for i in range(parts)]
+    scratch = [("d" if backward else "") + st.name for st in plan.stores if st.local and (backward or not st.saved)]
+    for i in range(1, parts):
+        own[i].update({k: np.empty_like(arrays[k]) for k in scratch})
 
     def block(i: int) -> None:
         args = {**arrays, **packs[edges[i + 1] - edges[i]], **own[i], "b0": edges[i], "b1": edges[i + 1]}
@@ -133,8 +137,8 @@ def _over_rows(kernel: Callable, names: list[str], arrays: dict, plan: Plan, t: 
     else:
         threads.run_parallel([lambda i=i: block(i) for i in range(parts)])
         for extra in own[1:]:
-            for k, v in extra.items():
-                arrays[k] += v
+            for k in private:
+                arrays[k] += extra[k]
 
 
 def run_forward(cc: CompiledCell, be: Any, x: Any, arrays: tuple, consts: list, n_states: int, mask: Any,
@@ -180,7 +184,8 @@ def run_forward(cc: CompiledCell, be: Any, x: Any, arrays: tuple, consts: list, 
     arrays_["Y"] = Y
     for st in plan.stores:
         if st.kind == "V":
-            arrays_[st.name] = np.empty(((t_ if train else 1), b_, st.width) if st.saved else (b_, st.width), dtype=dt)
+            rows = 1 if st.local else b_
+            arrays_[st.name] = np.empty(((t_ if train else 1), b_, st.width) if st.saved else (rows, st.width), dtype=dt)
     arrays_["train"] = train
     cc.timed("forward", _over_rows, cc.module.forward, plan.fwd_args(), arrays_, plan, t_, b_, False, [])
     out = Y[::-1] if reverse else Y
@@ -209,21 +214,37 @@ def run_backward(cc: CompiledCell, be: Any, needs: tuple, saved: dict, dout: Any
         a[f"dS{i}"] = np.array(dstates[i], dtype=dt).reshape(b_, s.width)
         a[f"dSp{i}"] = np.empty((b_, s.width), dtype=dt)
     a["dX"] = np.zeros((t_, b_, d_), dtype=dt)
+    # the kernel writes every row of the products' gradients and zero-fills the per-step rows it needs
+    # zeroed (codegen.GradCover): no zero-fill here, only the parameters' sums over rows and steps
     for gm in plan.hoisted():
-        a[f"d{gm.node_name}"] = np.zeros((t_, b_, gm.node.outs[0].width), dtype=dt)
+        a[f"d{gm.node_name}"] = np.empty((t_, b_, gm.node.outs[0].width), dtype=dt)
     for u in plan.uses:
         if u.grad:
             a[f"d{u.name}"] = np.zeros_like(a[u.name])
     for st in plan.stores:
-        if st.kind == "V":
-            a[f"d{st.name}"] = np.zeros((t_, b_, st.width) if st.gsaved else (b_, st.width), dtype=dt)
+        if st.kind == "V" and st.gshare is not None:  # the same gradient as an input product's: one array
+            a[f"d{st.name}"] = a[f"d{st.gshare.name}"]
+        elif st.kind == "V":
+            a[f"d{st.name}"] = np.empty((t_, b_, st.width) if st.gsaved else (1 if st.local else b_, st.width), dtype=dt)
     cc.timed("backward", _over_rows, cc.module.backward, plan.bwd_args(), a, plan, t_, b_, True,
              [f"d{u.name}" for u in plan.uses if u.grad])
     # the products' weights: one GEMM over every step (and the input's gradient through them)
     dX2 = a["dX"].reshape(t_ * b_, d_)
+    wanted: dict[int, bool] = {}  # boundary tensor index -> whether the engine asked for its gradient
+    k = 1 + ns
+    for j, p in enumerate(g.params):
+        if p.tensor is not None:
+            wanted[j] = bool(needs[k])
+            k += 1
     wgrad: dict[str, Any] = {}
     for gm in plan.gemms:
         go = a[f"d{gm.node_name}"].reshape(t_ * b_, -1)
+        if gm.bias is not None and gm.bias.grad and wanted.get(gm.bias.param, False):
+            wgrad[gm.bias.name] = go.sum(axis=0)
+        if not (gm.w.grad and wanted.get(gm.w.param, False)):
+            if gm.hoisted and needs[0]:
+                dX2 += be.mm(go, a[gm.w.name]) if gm.trans else be.mm(go, a[gm.w.name].T)
+            continue
         if gm.hoisted:
             a2 = saved["X2"]
         else:
@@ -233,14 +254,12 @@ def run_backward(cc: CompiledCell, be: Any, needs: tuple, saved: dict, dout: Any
         w = a[gm.w.name]
         if gm.trans:
             wgrad[gm.w.name] = be.mm(go.T, a2)
-            if gm.hoisted:
+            if gm.hoisted and needs[0]:  # x's gradient through the product: only when asked for
                 dX2 += be.mm(go, w)
         else:
             wgrad[gm.w.name] = be.mm(a2.T, go)
-            if gm.hoisted:
+            if gm.hoisted and needs[0]:
                 dX2 += be.mm(go, w.T)
-        if gm.bias is not None:
-            wgrad[gm.bias.name] = go.sum(axis=0)
     grads: list[Any] = []
     dx = a["dX"][::-1] if saved["reverse"] else a["dX"]
     grads.append(np.ascontiguousarray(dx) if needs[0] else None)
@@ -248,7 +267,7 @@ def run_backward(cc: CompiledCell, be: Any, needs: tuple, saved: dict, dout: Any
         grads.append(a[f"dS{i}"].reshape((b_,) + s.shape[1:]).copy() if needs[1 + i] else None)
     per_param: dict[int, Any] = {}
     for u in plan.uses:
-        if not u.grad:
+        if not u.grad or not wanted.get(u.param, False):
             continue
         gu = wgrad[u.name] if u.kind in ("w", "bias") else a[f"d{u.name}"]
         shape = g.params[u.param].shape

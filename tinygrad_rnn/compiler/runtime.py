@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 
 from ..backend.blas import gemm, gemm_packed
 from ..backend.rnn_kernels import _select, _sigmoid, _tanh
 
-__all__ = ["mm", "mmp", "_select", "_sigmoid", "_tanh", "_relu", "_sign", "_maximum", "_minimum", "math"]
+__all__ = ["mm", "mmp", "_rowsum", "_select", "_sigmoid", "_tanh", "_relu", "_sign", "_maximum", "_minimum", "math"]
 
 _FAST = {"contract", "nsz"}
 
@@ -41,14 +42,26 @@ def _minimum(a, b):  # pragma: no cover - jit
     return _select(a != a, a, _select(b != b, b, _select(a <= b, a, b)))
 
 
+@numba.njit(cache=True, fastmath={"reassoc", "contract", "nsz"}, error_model="numpy")
+def _rowsum(row, w, zero):  # pragma: no cover - jit
+    """row[0] + ... + row[w-1] in vector lanes (reassociated: a different rounding order than a
+    sequential sum, as NumPy's pairwise sum is). Called, not inlined, so that only this loop is
+    reassociated."""
+    acc = zero
+    for j in range(w):
+        acc += row[j]
+    return acc
+
+
 @numba.njit(cache=True, inline="always")
 def _plain_mm(a, w, c, trans, beta):  # pragma: no cover - jit
     """c = a @ (w.T if trans else w) + beta * c in loops (no BLAS bound)."""
     m, n = c.shape
     k = a.shape[1]
+    zero = np.zeros(1, dtype=c.dtype)[0]  # beta 0: c is not read (it may hold anything, NaN included)
     for i in range(m):
         for j in range(n):
-            acc = c[i, j] * beta if beta != 0 else c[i, j] * 0
+            acc = c[i, j] * beta if beta != 0 else zero
             for q in range(k):
                 acc += a[i, q] * (w[j, q] if trans else w[q, j])
             c[i, j] = acc
