@@ -133,9 +133,11 @@ def _calls_per_op(shape, n_ops=50):
 
 def test_python_calls_per_op_stay_bounded():
     # bench/op_overhead.py --profile: 52 calls per op (forward + backward) before the fast paths, 17 after,
-    # 18.9 on main before the fused activations (20.1 with them), 17.9 after the leaf-sum and isinstance cuts.
+    # 18.9 on main before the fused activations, 17.9 after the leaf-sum and isinstance cuts, 18.7 with the
+    # activations' own np.empty_like and kernel calls (one Numba pass each instead of two to four NumPy ones:
+    # 0.5 us per op less at (32, 256), the same at (4, 8)).
     # Counted, not timed: the same on a loaded machine. A new per-op Python call shows here.
-    assert _calls_per_op((4, 8)) <= 18
+    assert _calls_per_op((4, 8)) <= 19
 
 
 def _special_arrays(dtype, n):

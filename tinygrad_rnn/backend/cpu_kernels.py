@@ -23,7 +23,7 @@ import numpy as np
 from .rnn_kernels import _FAST, _exp_f32
 
 __all__ = ["xent_shift_rows", "xent_finish_rows", "xent_grad_rows", "xent_grad_rows_f32",
-           "sum_squares", "scatter_add_rows", "sigmoid_finish", "sigmoid_backward_", "tanh_backward_"]
+           "sum_squares", "scatter_add_rows", "neg_abs", "sigmoid_finish", "sigmoid_backward", "tanh_backward"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -157,8 +157,17 @@ def scatter_add_rows(out, idx, src):  # pragma: no cover - jit
 # ``one`` comes typed as the arrays' dtype (a Python 1 would promote float32 math to float64).
 # error_model="numpy": a float division without Python's zero check, so the loops vectorise.
 # Arguments are C-contiguous arrays of one shape (the caller checks); the loops run over flat views.
-# Each writes into an array a NumPy ufunc made: a kernel returning a new array costs a Python-level
-# call per op to box it, an np.empty_like one of its own, a ufunc none.
+# Each writes into an array its caller made with np.empty_like: a kernel returning a new array costs
+# more (boxing it calls back into Python).
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def neg_abs(a, out):  # pragma: no cover - jit
+    """out = -|a| (NaN keeps its payload with the sign set, as np.negative(np.abs(a)))."""
+    n = a.size
+    af, of = a.reshape(n), out.reshape(n)
+    for i in range(n):
+        of[i] = -abs(af[i])
+
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def sigmoid_finish(a, e, one):  # pragma: no cover - jit
@@ -171,18 +180,20 @@ def sigmoid_finish(a, e, one):  # pragma: no cover - jit
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def sigmoid_backward_(gy, y, one):  # pragma: no cover - jit
-    """gy *= 1 - y in place, gy holding g * y: (g * y) * (1 - y)."""
+def sigmoid_backward(y, g, out, one):  # pragma: no cover - jit
+    """out = (g * y) * (1 - y)."""
     n = y.size
-    yf, tf = y.reshape(n), gy.reshape(n)
+    yf, gf, of = y.reshape(n), g.reshape(n), out.reshape(n)
     for i in range(n):
-        tf[i] = tf[i] * (one - yf[i])
+        v = yf[i]
+        of[i] = (gf[i] * v) * (one - v)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def tanh_backward_(yy, g, one):  # pragma: no cover - jit
-    """yy = (1 - yy) * g in place, yy holding y * y: (1 - y * y) * g."""
-    n = g.size
-    gf, tf = g.reshape(n), yy.reshape(n)
+def tanh_backward(y, g, out, one):  # pragma: no cover - jit
+    """out = (1 - y * y) * g."""
+    n = y.size
+    yf, gf, of = y.reshape(n), g.reshape(n), out.reshape(n)
     for i in range(n):
-        tf[i] = (one - tf[i]) * gf[i]
+        v = yf[i]
+        of[i] = (one - v * v) * gf[i]
