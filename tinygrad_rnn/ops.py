@@ -135,7 +135,7 @@ def _binary_method(fn: type[Function], op: str) -> Any:
     looked up per call, not bound here: the cell compiler's tracer hooks ``Function.apply`` while it traces.)"""
 
     def method(self: Tensor, other: Any) -> Tensor:
-        if isinstance(other, Tensor):
+        if type(other) is Tensor or isinstance(other, Tensor):  # (the type test first: no call)
             x, y = self._data, other._data
             dx, dy = x.dtype, y.dtype
             if other._be is self._be and (dx is dy or dx == dy) and x.shape == y.shape:

@@ -762,10 +762,20 @@ def _run_backward(root: Tensor, grad: Any, retain_graph: bool) -> None:
             pc = parent._ctx
             if pc is None:  # a leaf
                 key = id(parent)
-                if key not in leaf_grads and leaf_uses[key] == 1:  # its only consumer (the hot case): no sum first
-                    if g is not None:
-                        _accumulate_leaf(parent, g, fresh)
-                    continue
+                if key not in leaf_grads:
+                    if leaf_uses[key] == 1:  # its only consumer (the hot case): no sum first
+                        if g is not None:
+                            _accumulate_leaf(parent, g, fresh)
+                        continue
+                elif g is not None:
+                    # a middle consumer adding to our own sum so far: _leaf_done's in-place case, inline
+                    entry = leaf_grads[key]
+                    cur = entry.grad
+                    if entry.uses_left > 1 and cur is not None and entry.fresh and type(cur) is type(g) \
+                            and cur.shape == g.shape and cur.dtype == g.dtype and cur.ndim:
+                        cur += g
+                        entry.uses_left -= 1
+                        continue
                 _leaf_done(leaf_grads, leaf_uses, parent, g, fresh)
             elif g is not None:
                 if pc.n_out == 1:

@@ -11,6 +11,9 @@ from .recurrence import GATES, alloc_forward, last_state, recurrence_backward, r
 
 __all__ = ["CPUBackend"]
 
+# the activation kernels' typed 1 per dtype they run for (others take the generic NumPy path)
+_ONE = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1)}
+
 
 class CPUBackend(Backend):
     name = "cpu"
@@ -335,6 +338,35 @@ class CPUBackend(Backend):
         packs = {m: [blas.pack_b(w, m, trans) if pack else blas.NOT_PACKED for w, trans in weights]
                  for m in {bounds[i + 1] - bounds[i] for i in range(n)}}
         threads.run_ranges(lambda b0, b1: fn(b0, b1, *packs[b1 - b0]), b, n)
+
+    # -- activations: one Numba pass in place of two to four NumPy ones (same bits; see cpu_kernels) ---
+    def sigmoid(self, a: np.ndarray) -> np.ndarray:
+        dt = a.dtype
+        if dt not in _ONE or a.ndim == 0 or not a.flags.c_contiguous:  # (other layouts: NumPy keeps them)
+            return super().sigmoid(a)
+        e = np.empty_like(a)
+        cpu_kernels.neg_abs(a, e)
+        np.exp(e, out=e)  # NumPy's SIMD exp: Numba's would not give the same bits
+        cpu_kernels.sigmoid_finish(a, e, _ONE[dt])
+        return e
+
+    def sigmoid_backward(self, y: np.ndarray, g: np.ndarray) -> np.ndarray:
+        dt = y.dtype
+        if dt not in _ONE or g.dtype != dt or g.shape != y.shape or y.ndim == 0 \
+                or not (y.flags.c_contiguous and g.flags.c_contiguous):
+            return super().sigmoid_backward(y, g)
+        out = np.empty_like(y)
+        cpu_kernels.sigmoid_backward(y, g, out, _ONE[dt])
+        return out
+
+    def tanh_backward(self, y: np.ndarray, g: np.ndarray) -> np.ndarray:
+        dt = y.dtype
+        if dt not in _ONE or g.dtype != dt or g.shape != y.shape or y.ndim == 0 \
+                or not (y.flags.c_contiguous and g.flags.c_contiguous):
+            return super().tanh_backward(y, g)
+        out = np.empty_like(y)
+        cpu_kernels.tanh_backward(y, g, out, _ONE[dt])
+        return out
 
     # -- gradient clipping ----------------------------------------------------------------------
     def sum_squares(self, a: np.ndarray) -> float:

@@ -23,7 +23,7 @@ import numpy as np
 from .rnn_kernels import _FAST, _exp_f32
 
 __all__ = ["xent_shift_rows", "xent_finish_rows", "xent_grad_rows", "xent_grad_rows_f32",
-           "sum_squares", "scatter_add_rows"]
+           "sum_squares", "scatter_add_rows", "neg_abs", "sigmoid_finish", "sigmoid_backward", "tanh_backward"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -150,3 +150,50 @@ def scatter_add_rows(out, idx, src):  # pragma: no cover - jit
         for j in range(d):
             out[k, j] += src[r, j]
     return -1
+
+
+# -- activations (the op-by-op engine's Sigmoid/Tanh): one pass where NumPy needs two or three more.
+# Same operations in the same order and dtype as the NumPy formulas they replace, so the same bits;
+# ``one`` comes typed as the arrays' dtype (a Python 1 would promote float32 math to float64).
+# error_model="numpy": a float division without Python's zero check, so the loops vectorise.
+# Arguments are C-contiguous arrays of one shape (the caller checks); the loops run over flat views.
+# Each writes into an array its caller made with np.empty_like: a kernel returning a new array costs
+# more (boxing it calls back into Python).
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def neg_abs(a, out):  # pragma: no cover - jit
+    """out = -|a| (NaN keeps its payload with the sign set, as np.negative(np.abs(a)))."""
+    n = a.size
+    af, of = a.reshape(n), out.reshape(n)
+    for i in range(n):
+        of[i] = -abs(af[i])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def sigmoid_finish(a, e, one):  # pragma: no cover - jit
+    """e = (1 if a >= 0 else e) / (e + 1) in place, e holding exp(-|a|): NaN where a is NaN."""
+    n = a.size
+    af, ef = a.reshape(n), e.reshape(n)
+    for i in range(n):
+        x = ef[i]
+        ef[i] = (one if af[i] >= 0 else x) / (x + one)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def sigmoid_backward(y, g, out, one):  # pragma: no cover - jit
+    """out = (g * y) * (1 - y)."""
+    n = y.size
+    yf, gf, of = y.reshape(n), g.reshape(n), out.reshape(n)
+    for i in range(n):
+        v = yf[i]
+        of[i] = (gf[i] * v) * (one - v)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def tanh_backward(y, g, out, one):  # pragma: no cover - jit
+    """out = (1 - y * y) * g."""
+    n = y.size
+    yf, gf, of = y.reshape(n), g.reshape(n), out.reshape(n)
+    for i in range(n):
+        v = yf[i]
+        of[i] = (one - v * v) * gf[i]

@@ -241,39 +241,18 @@ class Tanh(Function):
         return self.out
 
     def backward(self, g):
-        t = self.out * self.out
-        if t.dtype != g.dtype or t.ndim == 0:
-            return g * (1 - t)
-        self.xp.subtract(1, t, out=t)  # g * (1 - out^2), in one buffer
-        t *= g
-        return t
+        return self.be.tanh_backward(self.out, g)
 
 
 class Sigmoid(Function):
     saves_inputs, saves_outputs = False, True
 
     def forward(self, a):
-        xp = self.xp
-        # exp of a negative number only: 1/(1+exp(-a)) overflows for very negative a. The numerator,
-        # 1 where a >= 0 and e elsewhere, is max(e, a >= 0) (e <= 1; NaN propagates): the same values
-        # as a select, without one (np.where is ~10 passes' worth on a random mask)
-        if a.ndim == 0:  # NumPy's ufuncs give scalars (not writable) for 0-d input
-            e = xp.exp(-xp.abs(a))
-            self.out = xp.asarray(xp.maximum(e, a >= 0) / (e + 1)).astype(a.dtype, copy=False)
-            return self.out
-        e = xp.abs(a)
-        xp.negative(e, out=e)
-        xp.exp(e, out=e)
-        d = e + 1
-        xp.maximum(e, a >= 0, out=e)
-        xp.divide(e, d, out=e)
-        self.out = e
-        return e
+        self.out = self.be.sigmoid(a)  # exact at NaN, +-inf, +-0; no overflow (Backend.sigmoid)
+        return self.out
 
     def backward(self, g):
-        t = g * self.out
-        t *= 1 - self.out
-        return t
+        return self.be.sigmoid_backward(self.out, g)
 
 
 class Relu(Function):
