@@ -61,7 +61,9 @@ def _gemm_forward(plan: Plan, level: int) -> list[str]:
         a = _matrix(plan, gm.node.ins[0], False)
         out = _matrix(plan, gm.node.outs[0], False)
         w = gm.w.name
-        if gm.bias is not None:
+        if gm.into is not None:  # onto the input product's rows: their sum (codegen._fold_sums)
+            lines.append(f"mmp({a}, {w}, PK{gm.k}, {gm.into.name}[t][b0:b1], {gm.trans}, 1.0, use_blas)")
+        elif gm.bias is not None:
             n = gm.node.outs[0].width
             lines += [f"o_ = {out}", "for b in range(b1 - b0):", f"    for j in range({n}):",
                       f"        o_[b, j] = {gm.bias.name}[j]", f"mmp({a}, {w}, PK{gm.k}, o_, {gm.trans}, 1.0, use_blas)"]
