@@ -89,7 +89,8 @@ class Plan:
     def fwd_args(self) -> list[str]:
         return (["T", "b0", "b1", "train", "use_blas", "M", "X"] + [f"S{i}" for i in range(len(self.graph.states))]
                 + ["Y"] + [g.node_name for g in self.hoisted()] + [u.name for u in self.uses]
-                + [s.name for s in self.stores if s.kind == "V"] + [f"PK{g.k}" for g in self.step_gemms()])
+                + [s.name for s in self.stores if s.kind == "V"]
+                + [f"{a}{g.k}" for g in self.step_gemms() for a in ("PK", "WF", "TF")])
 
     def bwd_args(self) -> list[str]:
         ns = len(self.graph.states)
@@ -98,7 +99,8 @@ class Plan:
                 + [s.name for s in self.stores if s.kind == "V" and s.saved]
                 + ["dY"] + [f"dS{i}" for i in range(ns)] + [f"dSp{i}" for i in range(ns)] + ["dX"]
                 + [f"d{g.node_name}" for g in self.hoisted()] + [f"d{u.name}" for u in self.uses if u.grad]
-                + [f"d{s.name}" for s in self.stores if s.kind == "V"] + [f"PKB{g.k}" for g in self.step_gemms()])
+                + [f"d{s.name}" for s in self.stores if s.kind == "V"]
+                + [f"{a}{g.k}" for g in self.step_gemms() for a in ("PKB", "WB", "TB")])
 
     def hoisted(self) -> list:
         return [g for g in self.gemms if g.hoisted]
