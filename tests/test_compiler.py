@@ -667,3 +667,21 @@ def test_frozen_parameters_and_input_without_grad():
     assert grads[0].keys() == grads[1].keys() == {"ih.bias", "hh.weight"}
     for k in grads[0]:
         _close(grads[1][k], grads[0][k], what=k)
+
+
+def test_step_product_folds_onto_input_product_and_state_terms_run_late():
+    """x W_ih^T + b + h W_hh^T: the per-step product accumulates onto the input product's rows (no Add
+    left in any stage), and the peephole terms p * c run in the stage after the product, not in a loop
+    of their own before it; with a mask and reversed, still the op-by-op answer (float64)."""
+    from tinygrad_rnn import functions as F
+    from tinygrad_rnn.compiler.codegen import make_plan
+
+    cell = PeepholeLSTM(3, 5, dtype=tr.float64, seed=2)
+    rng = np.random.default_rng(5)
+    x = tr.tensor(rng.standard_normal((6, 4, 3)))
+    s = (tr.tensor(rng.standard_normal((4, 5))), tr.tensor(rng.standard_normal((4, 5))))
+    plan = make_plan(*_graph_of(cell, x, s))
+    step = plan.step_gemms()
+    assert len(step) == 1 and step[0].into is not None and step[0].into.kind == "XW"
+    assert plan.stages[0] == [] and all(n.op is not F.Add or n.ins[0].width == 5 for n in plan.stages[1])
+    _compare(cell, x, s, lengths=np.array([6, 3, 1, 5]), reverse=True)

@@ -22,7 +22,7 @@ __all__ = ["cache_dir", "load_source"]
 _loaded: dict[str, ModuleType] = {}
 _lock = threading.Lock()
 renew_in_child(globals(), "_lock", threading.Lock)
-_VERSION = "6"  # bump when the generated code's conventions change
+_VERSION = "8"  # bump when the generated code's conventions change
 
 
 @functools.lru_cache(maxsize=None)

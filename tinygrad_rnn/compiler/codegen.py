@@ -63,6 +63,7 @@ class Gemm:
     bias: ParamUse | None
     hoisted: bool
     level: int = 0
+    into: Any = None  # an input product's store the per-step product adds onto (``_fold_sums``)
 
 
 @dataclass(eq=False)
@@ -88,7 +89,8 @@ class Plan:
     def fwd_args(self) -> list[str]:
         return (["T", "b0", "b1", "train", "use_blas", "M", "X"] + [f"S{i}" for i in range(len(self.graph.states))]
                 + ["Y"] + [g.node_name for g in self.hoisted()] + [u.name for u in self.uses]
-                + [s.name for s in self.stores if s.kind == "V"] + [f"PK{g.k}" for g in self.step_gemms()])
+                + [s.name for s in self.stores if s.kind == "V"]
+                + [f"{a}{g.k}" for g in self.step_gemms() for a in ("PK", "WF", "TF")])
 
     def bwd_args(self) -> list[str]:
         ns = len(self.graph.states)
@@ -97,7 +99,8 @@ class Plan:
                 + [s.name for s in self.stores if s.kind == "V" and s.saved]
                 + ["dY"] + [f"dS{i}" for i in range(ns)] + [f"dSp{i}" for i in range(ns)] + ["dX"]
                 + [f"d{g.node_name}" for g in self.hoisted()] + [f"d{u.name}" for u in self.uses if u.grad]
-                + [f"d{s.name}" for s in self.stores if s.kind == "V"] + [f"PKB{g.k}" for g in self.step_gemms()])
+                + [f"d{s.name}" for s in self.stores if s.kind == "V"]
+                + [f"{a}{g.k}" for g in self.step_gemms() for a in ("PKB", "WB", "TB")])
 
     def hoisted(self) -> list:
         return [g for g in self.gemms if g.hoisted]
@@ -192,8 +195,7 @@ def make_plan(g: StepGraph, dtype: Any) -> Plan:
             p.stages.append([])
         p.stages[lv].append(n)
     p.n_levels = max([len(p.stages)] + [gm.level + 1 for gm in p.gemms])
-    while len(p.stages) < p.n_levels:
-        p.stages.append([])
+    _late_stages(p)
     # what the backward reads: saved per step
     for n in g.nodes:
         for v in _bwd_reads(n):
@@ -205,15 +207,50 @@ def make_plan(g: StepGraph, dtype: Any) -> Plan:
             st, _ = p.store_of(gm.node.ins[0])
             if st.kind == "V":
                 st.saved = True  # the weight's gradient after the loop reads every step's operand
+    _fold_sums(p)
     _group_rows(p)
     _share_sum_grads(p)
     return p
 
 
-def _share_sum_grads(p: Plan) -> None:
-    """``x W_ih^T + h W_hh^T``: when a sum's two operands are an input product and a per-step product,
-    each used only there, both gradients are the sum's -- one (T, B, N) array serves both weights' GEMMs
-    after the loop (half the gradient traffic of the step, as the built-in layers' ``dxw``)."""
+def _late_stages(p: Plan) -> None:
+    """Each row node runs in the last stage that is still before its first use (a per-step product of
+    level L needs its operand by stage L - 1): a value only the next stage reads (a peephole term
+    ``p * c`` of the carried state) is made in that stage's loop over the rows, next to its reader,
+    instead of in an extra loop before the product with a B-row array in between."""
+    g = p.graph
+    last = p.n_levels - 1
+    need: dict[int, int] = {id(v): last for v in [g.out, *g.new_states]}
+    gemm_of = {id(gm.node): gm for gm in p.gemms}
+
+    def by(v: Val, lv: int) -> None:
+        if v.dep:
+            need[id(v)] = min(need.get(id(v), lv), lv)
+
+    for n in reversed(g.nodes):
+        kind = OT.rule_for(n.op).kind
+        if kind == "gemm":
+            by(n.ins[0], gemm_of[id(n)].level - 1)
+            continue
+        reqs = [need[id(o)] for o in n.outs if id(o) in need]
+        if kind == "alias":
+            for v in n.ins:
+                for r in reqs:
+                    by(v, r)
+            continue
+        if reqs:
+            n.level = max(n.level, min(reqs))
+        for v in n.ins:
+            by(v, n.level)
+    p.stages = [[] for _ in range(p.n_levels)]
+    for n in g.nodes:
+        if OT.rule_for(n.op).kind not in ("gemm", "alias"):
+            p.stages[n.level].append(n)
+
+
+def _sum_pairs(p: Plan) -> list[tuple[Node, Store, Store]]:
+    """``x W_ih^T + h W_hh^T``: the sums (node, input product's store, per-step product's store) of an input
+    product and a per-step product of the same width, each used only there."""
     from .ops_table import _F
 
     uses: dict[int, int] = {}
@@ -222,6 +259,7 @@ def _share_sum_grads(p: Plan) -> None:
             uses[id(v)] = uses.get(id(v), 0) + 1
     for v in [p.graph.out, *p.graph.new_states]:
         uses[id(v)] = uses.get(id(v), 0) + 1
+    pairs = []
     for n in p.graph.nodes:
         if n.op is not _F.Add or len(n.ins) != 2 or not all(v.dep for v in n.ins):
             continue
@@ -229,9 +267,41 @@ def _share_sum_grads(p: Plan) -> None:
         if sa.kind == "V" and sb.kind == "XW":
             (sa, oa), (sb, ob) = (sb, ob), (sa, oa)
         w = n.outs[0].width
-        if (sa.kind == "XW" and sb.kind == "V" and sb.gsaved and sb.gshare is None and oa == ob == 0
+        if (sa.kind == "XW" and sb.kind == "V" and sb.gsaved and oa == ob == 0
                 and sa.width == sb.width == w and all(uses.get(id(v)) == 1 for v in n.ins)
                 and n.ins[0] is not n.ins[1]):
+            pairs.append((n, sa, sb))
+    return pairs
+
+
+def _fold_sums(p: Plan) -> None:
+    """The per-step product of such a sum accumulates onto its input product's rows (GEMM beta 1, as the
+    built-in layers' loop does): the sum is that array, no pass adds the two, and its gradient is the input
+    product's (no copy in the backward either). Only for a product without a bias of its own, and a sum
+    that is not itself the step's output or a new state (those are copied out from value rows)."""
+    g = p.graph
+    outs = {id(v) for v in [g.out, *g.new_states]}
+    for n, sa, sb in _sum_pairs(p):
+        o = n.outs[0]
+        gm = next(gm for gm in p.step_gemms() if p.store_of(gm.node.outs[0])[0] is sb)
+        if gm.bias is not None or id(o) in outs or gm.into is not None:
+            continue
+        gm.into = sa
+        st, _ = p.store_of(o)
+        p.stores.remove(st)
+        for k, (s2, off) in list(p.where.items()):  # the sum and its slices (aliases resolved already)
+            if s2 is st:
+                p.where[k] = (sa, off)
+        p.stages[n.level].remove(n)
+        n.folded = True
+
+
+def _share_sum_grads(p: Plan) -> None:
+    """``x W_ih^T + h W_hh^T``: when a sum's two operands are an input product and a per-step product,
+    each used only there, both gradients are the sum's -- one (T, B, N) array serves both weights' GEMMs
+    after the loop (half the gradient traffic of the step, as the built-in layers' ``dxw``)."""
+    for _, sa, sb in _sum_pairs(p):
+        if sb.gshare is None:
             sb.gshare = sa
 
 
@@ -281,7 +351,7 @@ def _stage_uses(p: Plan) -> dict[int, set]:
 
     for n in g.nodes:
         kind = OT.rule_for(n.op).kind
-        if kind == "alias":  # no code: its outputs are its input's store, used where they are used
+        if kind == "alias" or getattr(n, "folded", False):  # no code: its outputs are its input's store, used where they are used
             continue
         lv = "gemm" if kind == "gemm" else n.level
         for v in n.ins:

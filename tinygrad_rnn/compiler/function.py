@@ -108,6 +108,23 @@ def _row_blocks(plan: Plan, t: int, b: int) -> int:
     return max(1, min(threads.get_num_threads(), b // SPLIT_MIN_ROWS))
 
 
+def _step_weights(plan: Plan, arrays: dict, backward: bool, packed: bool) -> dict:
+    """The per-step products' right operands when not packed (``WF``/``TF`` forward, ``WB``/``TB`` backward):
+    op(W) as one row-major (K, N) matrix, transposed once per pass (as the built-in layers pass W^T), so a
+    BLAS that packs B inside every call (OpenBLAS) copies contiguous rows, not a transposed matrix, at
+    every step. Packed by oneMKL, the kernels read the packed form and these go unused."""
+    out: dict[str, Any] = {}
+    for gm in plan.step_gemms():
+        w = arrays[gm.w.name]
+        trans = gm.trans != backward  # the kernel's product: a @ (w.T if trans else w)
+        tag = "B" if backward else "F"
+        if trans and not packed:
+            out[f"W{tag}{gm.k}"], out[f"T{tag}{gm.k}"] = np.ascontiguousarray(w.T), False
+        else:
+            out[f"W{tag}{gm.k}"], out[f"T{tag}{gm.k}"] = w, trans
+    return out
+
+
 def _over_rows(kernel: Callable, names: list[str], arrays: dict, plan: Plan, t: int, b: int, backward: bool,
                private: list[str]) -> None:
     """``kernel`` over the batch: once, or on row blocks in parallel threads. Each block gets the
@@ -123,13 +140,14 @@ def _over_rows(kernel: Callable, names: list[str], arrays: dict, plan: Plan, t: 
     for m in {edges[i + 1] - edges[i] for i in range(parts)}:
         packs[m] = {f"{'PKB' if backward else 'PK'}{gm.k}": blas.pack_b(arrays[gm.w.name], m, gm.trans != backward)
                     if pack else blas.NOT_PACKED for gm in plan.step_gemms()}
+    weights = _step_weights(plan, arrays, backward, pack)
     own = [{k: np.zeros_like(arrays[k]) for k in private} if i and private else {} for i in range(parts)]
     scratch = [("d" if backward else "") + st.name for st in plan.stores if st.local and (backward or not st.saved)]
     for i in range(1, parts):
         own[i].update({k: np.empty_like(arrays[k]) for k in scratch})
 
     def block(i: int) -> None:
-        args = {**arrays, **packs[edges[i + 1] - edges[i]], **own[i], "b0": edges[i], "b1": edges[i + 1]}
+        args = {**arrays, **weights, **packs[edges[i + 1] - edges[i]], **own[i], "b0": edges[i], "b1": edges[i + 1]}
         kernel(*[args[n] for n in names])
 
     if parts == 1:

@@ -60,13 +60,14 @@ def _gemm_forward(plan: Plan, level: int) -> list[str]:
     for gm in plan.step_gemms(level):
         a = _matrix(plan, gm.node.ins[0], False)
         out = _matrix(plan, gm.node.outs[0], False)
-        w = gm.w.name
-        if gm.bias is not None:
+        if gm.into is not None:  # onto the input product's rows: their sum (codegen._fold_sums)
+            lines.append(f"mmp({a}, WF{gm.k}, PK{gm.k}, {gm.into.name}[t][b0:b1], TF{gm.k}, 1.0, use_blas)")
+        elif gm.bias is not None:
             n = gm.node.outs[0].width
             lines += [f"o_ = {out}", "for b in range(b1 - b0):", f"    for j in range({n}):",
-                      f"        o_[b, j] = {gm.bias.name}[j]", f"mmp({a}, {w}, PK{gm.k}, o_, {gm.trans}, 1.0, use_blas)"]
+                      f"        o_[b, j] = {gm.bias.name}[j]", f"mmp({a}, WF{gm.k}, PK{gm.k}, o_, TF{gm.k}, 1.0, use_blas)"]
         else:
-            lines.append(f"mmp({a}, {w}, PK{gm.k}, {out}, {gm.trans}, 0.0, use_blas)")
+            lines.append(f"mmp({a}, WF{gm.k}, PK{gm.k}, {out}, TF{gm.k}, 0.0, use_blas)")
     return lines
 
 
@@ -80,8 +81,8 @@ def _gemm_backward(plan: Plan, level: int, cover: C.GradCover) -> list[str]:
         ast, aoff = plan.store_of(gm.node.ins[0])
         # every row of the operand's gradient is written: beta 0 on its first write
         beta = "0.0" if cover.write(ast, aoff, gm.node.ins[0].width) == "=" else "1.0"
-        # d(a @ W.T)/da = g @ W; d(a @ W)/da = g @ W.T
-        lines.append(f"mmp({go}, {gm.w.name}, PKB{gm.k}, {ga}, {not gm.trans}, {beta}, use_blas)")
+        # d(a @ W.T)/da = g @ W; d(a @ W)/da = g @ W.T (WB/TB: function._step_weights)
+        lines.append(f"mmp({go}, WB{gm.k}, PKB{gm.k}, {ga}, TB{gm.k}, {beta}, use_blas)")
     return lines
 
 
