@@ -310,20 +310,22 @@ _CALIBRATE = """
                 raise AssertionError("calibrated although the cache or the override should answer")
             return times[cls]
         calibration.measure = measure
+        calibration.machine_busy = lambda n: os.environ.get("FAKE_BUSY") == "1"
     picks = [{c: blas.provider_for(c) for c in blas.SHAPE_CLASSES} for _ in range(3)]
     assert picks[0] == picks[1] == picks[2]
     print(json.dumps({"picks": picks[0], "calibrations": calibration.CALIBRATIONS,
-                      "providers": list(blas.PROVIDERS)}))
+                      "unsaved": calibration.UNSAVED, "providers": list(blas.PROVIDERS)}))
 """
 
 _TIMES = {"step": {"numpy": 2.0, "mkl": 1.0}, "skinny": {"numpy": 1.0, "mkl": 3.0}, "large": {"numpy": 5.0, "mkl": 4.0}}
 
 
-def _calibrate(tmp_path, times, provider: str | None = "auto") -> dict:
+def _calibrate(tmp_path, times, provider: str | None = "auto", busy: bool = False) -> dict:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TINYGRAD_RNN_CACHE_DIR=str(tmp_path))
     env.pop("TINYGRAD_RNN_BLAS", None)
     env.pop("FAKE_TIMES", None)
+    env["FAKE_BUSY"] = "1" if busy else "0"
     if provider is not None:
         env["TINYGRAD_RNN_BLAS"] = provider
     if times is not None:
@@ -345,6 +347,24 @@ def test_calibration_is_cached_per_machine_and_read_back(tmp_path):
     assert key.endswith(f"-t{threads.get_num_threads()}")
     again = _calibrate(tmp_path, "must not run")  # a second process reads the cache: no calibration
     assert again["calibrations"] == 0 and again["picks"] == first["picks"]
+
+
+def test_a_busy_machine_calibrates_for_this_process_only(tmp_path):
+    """Timings taken while other processes hold the cores decide this process only: not cached."""
+    res = _calibrate(tmp_path, _TIMES, busy=True)
+    assert res["calibrations"] == 1 and res["unsaved"] == 1 and res["picks"]["step"] == "mkl"
+    assert not (tmp_path / "blas_calibration.json").exists()
+    again = _calibrate(tmp_path, _TIMES)  # quiet now: calibrates again, and keeps it
+    assert again["calibrations"] == 1 and again["unsaved"] == 0 and (tmp_path / "blas_calibration.json").exists()
+
+
+def test_a_near_tie_keeps_the_first_provider(tmp_path):
+    """The other provider must win by calibration.MARGIN: a tie within noise is no reason to switch."""
+    near = {c: {"numpy": 1.0, "mkl": 0.95} for c in blas.SHAPE_CLASSES}  # numpy is first in the faked order
+    res = _calibrate(tmp_path, near)
+    assert set(res["picks"].values()) == {"numpy"}
+    clear = {c: {"numpy": 1.0, "mkl": 0.5} for c in blas.SHAPE_CLASSES}
+    assert set(_calibrate(tmp_path / "b", clear)["picks"].values()) == {"mkl"}
 
 
 @pytest.mark.parametrize("corrupt", ["{not json", '{"format": 1, "entries": []}', "null",
@@ -375,7 +395,8 @@ def test_real_calibration_on_this_install(tmp_path):
     res = _calibrate(tmp_path, None)
     assert set(res["picks"].values()) <= set(res["providers"])
     if len(res["providers"]) > 1:
-        assert res["calibrations"] == 1 and (tmp_path / "blas_calibration.json").exists()
+        # cached unless the machine was busy when it calibrated (then it holds for that process only)
+        assert res["calibrations"] == 1 and (tmp_path / "blas_calibration.json").exists() == (res["unsaved"] == 0)
         from tinygrad_rnn.backend import calibration
         for cls in blas.SHAPE_CLASSES:
             times = calibration.measure(cls, threads.get_num_threads())

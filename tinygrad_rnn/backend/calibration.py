@@ -44,11 +44,26 @@ SHAPES = {"step": (32, 256, 1024), "skinny": (2048, 256, 64), "large": (512, 256
 STEPS = 16
 REPEATS = 5
 BUDGET_S = 0.05  # per class, after the warm-up: fewer repeats (at least 2) where runs are slow
+# the other provider must be this much faster to be picked over the first one bound (MKL where installed):
+# a near tie is noise, and a pick flipped by noise would be cached for good
+MARGIN = 1.1
 
 _CHOSEN: dict[tuple[str, int], str] = {}
 _LOCK = threading.RLock()
 renew_in_child(globals(), "_LOCK", threading.RLock)
 CALIBRATIONS = 0  # calibrations run in this process (one per thread count, none where the cache answers)
+UNSAVED = 0  # calibrations not written to the cache because the machine was busy (others held the cores)
+
+
+def machine_busy(n_threads: int) -> bool:
+    """Whether other processes hold the cores a calibration at ``n_threads`` threads needs: the 1-minute
+    load average, less this process's own one, above the cores left over. A calibration measured then
+    holds for this process only, and is not cached (a busy machine's timings would decide for good)."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # pragma: no cover - no load average on this platform
+        return False
+    return load - 1.0 > (os.cpu_count() or 1) - n_threads
 
 
 # the backend class whose sequence kernels time the step class: the CPU backend sets it (cpu.py), so that
@@ -126,6 +141,7 @@ def _valid(picks: Any) -> bool:
 def choose(cls: str, n_threads: int) -> str:
     """The provider for shape class ``cls`` at ``n_threads`` threads: from this process's picks, the disk
     cache, or a calibration (once per thread count per process, and then written to the cache)."""
+    global UNSAVED
     got = _CHOSEN.get((cls, n_threads))
     if got is not None:
         return got
@@ -136,8 +152,12 @@ def choose(cls: str, n_threads: int) -> str:
             key = machine_key(n_threads)
             picks = _read()["entries"].get(key)
             if not _valid(picks):
+                busy = machine_busy(n_threads)
                 picks = calibrate(n_threads)
-                _write(key, picks)
+                if busy:
+                    UNSAVED += 1
+                else:
+                    _write(key, picks)
             for c in blas.SHAPE_CLASSES:
                 _CHOSEN[(c, n_threads)] = picks[c]
     return _CHOSEN[(cls, n_threads)]
@@ -152,6 +172,10 @@ def _runner(cls: str, provider: str, n_threads: int, a: np.ndarray, w: np.ndarra
     if cls != "step":
         wt = w.T
         return lambda: blas.matmul(a, wt, provider=provider)
+    if STEP_BACKEND is None:
+        from . import get_backend
+
+        get_backend("cpu")  # importing the CPU backend's module sets STEP_BACKEND
     be = STEP_BACKEND()
     be.STEP_PROVIDER = provider
     b_, h_ = a.shape[0], w.shape[1]
@@ -196,9 +220,11 @@ def calibrate(n_threads: int) -> dict[str, str]:
     pointed = blas._POINTED[0]
     try:
         picks = {}
+        first = blas.PROVIDERS[0]
         for cls in blas.SHAPE_CLASSES:
             times = measure(cls, n_threads)
-            picks[cls] = min(times, key=times.__getitem__)
+            best = min(times, key=times.__getitem__)
+            picks[cls] = best if times[first] > MARGIN * times[best] else first
         return picks
     finally:
         blas._point(pointed)
