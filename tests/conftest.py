@@ -23,3 +23,16 @@ def pytest_report_header(config):
 def rng(request) -> np.random.Generator:
     """A float64-friendly NumPy generator seeded from the test's id: reproducible, distinct per test."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def group():
+    """A one-process MPI group (a world of one) for the distributed tests, torn down afterwards."""
+    import tinygrad_rnn.distributed as dist
+
+    dist.init_process_group("mpi")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+

@@ -25,13 +25,6 @@ needs_mpi = pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None,
                                reason="needs mpi4py: pip install -e '.[distributed]'")
 
 
-@pytest.fixture
-def group():
-    dist.init_process_group("mpi")
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
 
 
 def test_import_needs_no_mpi_and_init_names_the_extra():

@@ -119,15 +119,6 @@ def test_random_pairs_of_calls_agree_or_raise_on_both_ranks():
 # -- join() in one process (a world of one): the API ---------------------------------------------------
 
 
-@pytest.fixture
-def group():
-    import tinygrad_rnn.distributed as dist
-
-    dist.init_process_group("mpi")
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
 
 
 def test_join_in_one_process_trains_as_without_it_and_checks_its_arguments(group):
