@@ -30,6 +30,7 @@ from ..ops import cat, stack, where
 from ..tensor import Generator, Tensor
 from . import functional as F
 from .module import Module, ModuleList
+from .rnn import lengths_mask
 
 __all__ = ["Recurrent", "scan", "run_op_by_op"]
 
@@ -44,17 +45,6 @@ def _flat_state(state: Any, what: str) -> tuple[list[Tensor], bool]:
     raise TypeError(f"{what}: a state must be a Tensor or a tuple of Tensors, got {type(state).__name__}")
 
 
-def _mask(lengths: Any, t: int, b: int, dtype: Any, what: str) -> np.ndarray | None:
-    if lengths is None:
-        return None
-    arr = lengths.numpy() if isinstance(lengths, Tensor) else np.asarray(lengths)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{what}: lengths must be integers, got {arr.dtype}")
-    if arr.shape != (b,):
-        raise ValueError(f"{what}: lengths must have shape ({b},) (one per sequence), got {arr.shape}")
-    if arr.size and (arr.min() < 1 or arr.max() > t):
-        raise ValueError(f"{what}: lengths must lie in [1, {t}] (the padded length), got min {arr.min()} max {arr.max()}")
-    return (np.arange(t)[:, None] < arr[None, :]).astype(dtype)
 
 
 def run_op_by_op(fn: Callable, x: Tensor, states: Sequence[Tensor], as_tuple: bool, mask: np.ndarray | None,
@@ -204,7 +194,7 @@ class Recurrent(Module):
             states = [None] * len(cells) if state is None else list(state)
             if len(states) != len(cells):
                 raise ValueError(f"{name}: expected a list of {len(cells)} states (one per cell), got {len(states)}")
-        mask = _mask(lengths, t_, b_, x.dtype, name)
+        mask = lengths_mask(lengths, t_, b_, x.dtype, name)
         ndir = 2 if self.bidirectional else 1
         finals: list[Any] = []
         paths = set()
@@ -262,6 +252,6 @@ def scan(fn: Callable, init: Any, xs: Tensor, reverse: bool = False, lengths: An
         return res[1], res[0]
 
     cell.scan_fn = fn  # the graph checks (two traces) are done once per user function, not per call
-    mask = _mask(lengths, xs.shape[0], xs.shape[1], xs.dtype, "scan")
+    mask = lengths_mask(lengths, xs.shape[0], xs.shape[1], xs.dtype, "scan")
     ys, sn, _ = _run(cell, xs, flat, as_tuple, mask, reverse, compile, fn)
     return (tuple(sn) if as_tuple else sn[0]), ys

@@ -83,6 +83,22 @@ def _check_dtype(name: str, t: Tensor, dtype: Any) -> None:
                         f"convert it with .to({dtype.name}) or the module with .to(...)")
 
 
+
+def lengths_mask(lengths: Any, t: int, b: int, dtype: Any, what: str) -> np.ndarray | None:
+    """The (T, B) 0/1 mask of a padded batch from its per-sequence ``lengths`` (None: no padding), checked:
+    integers, one per sequence, each in [1, T]. ``what`` names the caller in the error."""
+    if lengths is None:
+        return None
+    arr = lengths.numpy() if isinstance(lengths, Tensor) else np.asarray(lengths)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{what}: lengths must be integers, got {arr.dtype}")
+    if arr.shape != (b,):
+        raise ValueError(f"{what}: lengths must have shape ({b},) (one per sequence), got {arr.shape}")
+    if arr.size and (arr.min() < 1 or arr.max() > t):
+        raise ValueError(f"{what}: lengths must lie in [1, {t}] (the padded length), got min {arr.min()} max {arr.max()}")
+    return (np.arange(t)[:, None] < arr[None, :]).astype(dtype)
+
+
 class _CellBase(Module):
     """A cell's parameters and argument checks. ``fused`` (default True): one step is one ``FusedCell``
     node (two GEMMs and the backend's step kernel, as one step of the fused layers); ``fused = False``
@@ -275,18 +291,6 @@ class RNNBase(Module):
             raise ValueError(f"{name}: {what} is on {h.device} but the input is on {device}")
         return h.reshape(ln, 1, self.hidden_size) if unbatched else h
 
-    def _mask(self, lengths: Any, t: int, b: int, dtype: Any, device: str) -> Any:
-        name = type(self).__name__
-        if lengths is None:
-            return None
-        arr = lengths.numpy() if isinstance(lengths, Tensor) else np.asarray(lengths)
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"{name}: lengths must be integers, got {arr.dtype}")
-        if arr.shape != (b,):
-            raise ValueError(f"{name}: lengths must have shape ({b},) (one per sequence), got {arr.shape}")
-        if arr.size and (arr.min() < 1 or arr.max() > t):
-            raise ValueError(f"{name}: lengths must lie in [1, {t}] (the padded length), got min {arr.min()} max {arr.max()}")
-        return (np.arange(t)[:, None] < arr[None, :]).astype(dtype)
 
     # -- forward -------------------------------------------------------------------------------
     def forward(self, input: Tensor, hx: Any = None, lengths: Any = None) -> tuple[Tensor, Any]:
@@ -330,7 +334,7 @@ class RNNBase(Module):
         else:
             h0 = self._check_state(hx, "h_0", b_, unbatched, dtype, input.device)
             c0 = None
-        mask = self._mask(lengths, t_, b_, dtype, input.device)
+        mask = lengths_mask(lengths, t_, b_, dtype, type(self).__name__)
         if self.fused:
             out, hs, cs = self._forward_fused(x, h0, c0, mask)
             self.last_path = "fused"
