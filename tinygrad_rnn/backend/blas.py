@@ -425,6 +425,15 @@ def _mkl_block(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no c
 
 
 @numba.njit(cache=True, nogil=True)
+def _fill_bias(c, bias, m0, m1, n0, n1):  # pragma: no cover - jit
+    """c[m0:m1, n0:n1] = the bias row: a GEMM with beta = 1 then accumulates onto it."""
+    for i in range(m0, m1):
+        row = c[i]
+        for j in range(n0, n1):
+            row[j] = bias[j]
+
+
+@numba.njit(cache=True, nogil=True)
 def mkl_block_f(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no cover - jit
     """One block of matmul's product by oneMKL (without the GIL: blocks run in parallel threads)."""
     _mkl_block(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1)
@@ -434,10 +443,7 @@ def mkl_block_f(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no 
 def mkl_block_bias_f(a, b, c, trans_a, trans_b, bias, m0, m1, n0, n1):  # pragma: no cover - jit
     """c[m0:m1, n0:n1] = (op(a) @ op(b) + bias)[m0:m1, n0:n1] by oneMKL: the block is filled with the bias
     row and the GEMM accumulates onto it (one pass over c, while the block is in cache)."""
-    for i in range(m0, m1):
-        row = c[i]
-        for j in range(n0, n1):
-            row[j] = bias[j]
+    _fill_bias(c, bias, m0, m1, n0, n1)
     _mkl_block(a, b, c, trans_a, trans_b, 1.0, m0, m1, n0, n1)
 
 
@@ -451,10 +457,7 @@ def gemm_block_f(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no
 def gemm_block_bias_f(a, b, c, trans_a, trans_b, bias, m0, m1, n0, n1):  # pragma: no cover - jit
     """c[m0:m1, n0:n1] = (op(a) @ op(b) + bias)[m0:m1, n0:n1]: the block is filled with the bias
     row and the GEMM accumulates onto it (one pass over c, while the block is in cache)."""
-    for i in range(m0, m1):
-        row = c[i]
-        for j in range(n0, n1):
-            row[j] = bias[j]
+    _fill_bias(c, bias, m0, m1, n0, n1)
     gemm_block(a, b, c, trans_a, trans_b, 1.0, m0, m1, n0, n1)
 
 
