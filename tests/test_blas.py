@@ -300,7 +300,8 @@ def test_recurrent_layers_agree_under_every_provider():
 
 _CALIBRATE = """
     import json, os
-    from tinygrad_rnn.backend import blas, calibration
+    from tinygrad_rnn.backend import blas, calibration, threads
+    threads.set_num_threads(int(os.environ.get("FAKE_THREADS", "1")))
     fake = os.environ.get("FAKE_TIMES")
     if fake:  # two providers as if both were bound, with given timings (no MKL needed, nothing run)
         blas.PROVIDERS = ("numpy", "mkl")
@@ -320,12 +321,13 @@ _CALIBRATE = """
 _TIMES = {"step": {"numpy": 2.0, "mkl": 1.0}, "skinny": {"numpy": 1.0, "mkl": 3.0}, "large": {"numpy": 5.0, "mkl": 4.0}}
 
 
-def _calibrate(tmp_path, times, provider: str | None = "auto", busy: bool = False) -> dict:
+def _calibrate(tmp_path, times, provider: str | None = "auto", busy: bool = False, n_threads: int = 1) -> dict:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TINYGRAD_RNN_CACHE_DIR=str(tmp_path))
     env.pop("TINYGRAD_RNN_BLAS", None)
     env.pop("FAKE_TIMES", None)
     env["FAKE_BUSY"] = "1" if busy else "0"
+    env["FAKE_THREADS"] = str(n_threads)
     if provider is not None:
         env["TINYGRAD_RNN_BLAS"] = provider
     if times is not None:
@@ -344,7 +346,7 @@ def test_calibration_is_cached_per_machine_and_read_back(tmp_path):
     entries = json.loads(cache.read_text())["entries"]
     assert list(entries.values()) == [first["picks"]]
     key = next(iter(entries))
-    assert key.endswith(f"-t{threads.get_num_threads()}")
+    assert key.endswith("-t1")
     again = _calibrate(tmp_path, "must not run")  # a second process reads the cache: no calibration
     assert again["calibrations"] == 0 and again["picks"] == first["picks"]
 
@@ -367,8 +369,20 @@ def test_a_near_tie_keeps_the_first_provider(tmp_path):
     assert set(_calibrate(tmp_path / "b", clear)["picks"].values()) == {"mkl"}
 
 
-@pytest.mark.parametrize("corrupt", ["{not json", '{"format": 1, "entries": []}', "null",
-                                     '{"format": 1, "entries": {"KEY": {"step": "cuda", "skinny": 1}}}'])
+def test_above_one_thread_the_step_provider_serves_every_class(tmp_path):
+    """Two threads: one provider owns the cores (OpenBLAS's spinning workers beside our MKL threads cost
+    more than a per-class pick gains), so the step's pick holds for every class."""
+    res = _calibrate(tmp_path, _TIMES, n_threads=2)
+    assert res["picks"] == dict.fromkeys(blas.SHAPE_CLASSES, "mkl")
+    flipped = {c: {"numpy": v["mkl"], "mkl": v["numpy"]} for c, v in _TIMES.items()}
+    assert _calibrate(tmp_path / "b", flipped, n_threads=2)["picks"] == dict.fromkeys(blas.SHAPE_CLASSES, "numpy")
+
+
+@pytest.mark.parametrize("corrupt", ["{not json", '{"format": 2, "entries": []}', "null",
+                                     '{"format": 2, "entries": {"KEY": {"step": "cuda", "skinny": 1}}}',
+                                     # format 1 picked per class at every thread count: calibrate again
+                                     '{"format": 1, "entries": {"KEY": {"step": "mkl", "skinny": "numpy", '
+                                     '"large": "numpy"}}}'])
 def test_a_corrupt_cache_is_ignored_and_rewritten(tmp_path, corrupt):
     _calibrate(tmp_path, _TIMES)
     cache = tmp_path / "blas_calibration.json"

@@ -7,7 +7,12 @@ So at first use per thread count, each shape class (``blas.SHAPE_CLASSES``) time
 representative product the way the backend makes it -- the recurrent step as a few steps of an LSTM
 layer through the backend's sequence kernels (MKL: packed weights, batch rows on our threads; OpenBLAS:
 one threaded GEMM per step), matmul's classes through ``blas.matmul`` itself -- interleaved, best of a
-few, a few ms per class. The
+few, a few ms per class. With more than one thread only the step class is timed and its pick serves
+every class: one provider then owns the cores. Mixing them costs more than any per-class pick gains, as
+NumPy's OpenBLAS leaves its worker threads spinning for a while after each threaded call and our own
+threads (MKL's row blocks and column blocks) then share the cores with them (an LSTM layer (32, 64, 64,
+256) training on 2 threads of an Intel Xeon: 25.5 ms with MKL for the step and OpenBLAS for the rest,
+18.8 ms with MKL for all; each class timed alone had shown them tied). The
 picks are stored under a key naming the CPU (model and flags), the libraries' versions and the thread
 count, in ``$TINYGRAD_RNN_CACHE_DIR`` (default ``~/.cache/tinygrad_rnn``) ``/blas_calibration.json``;
 an unreadable or corrupt file is ignored (calibrate again, rewrite it).
@@ -34,7 +39,7 @@ from . import blas
 
 __all__ = ["cache_path", "choose", "machine_key"]
 
-_FORMAT = 1
+_FORMAT = 2  # 2: one provider for every class above one thread
 # representative (M, K, N) per shape class: the recurrent step (an LSTM, batch 32, hidden 256), a
 # char-LM output projection over 64 classes, a whole-sequence projection
 SHAPES = {"step": (32, 256, 1024), "skinny": (2048, 256, 64), "large": (512, 256, 512)}
@@ -214,7 +219,8 @@ def measure(cls: str, n_threads: int) -> dict[str, float]:
 
 
 def calibrate(n_threads: int) -> dict[str, str]:
-    """Measure every shape class at ``n_threads`` threads; the faster provider of each."""
+    """The faster provider of every shape class at ``n_threads`` threads; above one thread, the step's
+    provider for every class (see the module's docstring: providers mixed on shared cores)."""
     global CALIBRATIONS
     CALIBRATIONS += 1
     pointed = blas._POINTED[0]
@@ -225,6 +231,8 @@ def calibrate(n_threads: int) -> dict[str, str]:
             times = measure(cls, n_threads)
             best = min(times, key=times.__getitem__)
             picks[cls] = best if times[first] > MARGIN * times[best] else first
+            if n_threads > 1:
+                return dict.fromkeys(blas.SHAPE_CLASSES, picks[cls])
         return picks
     finally:
         blas._point(pointed)
