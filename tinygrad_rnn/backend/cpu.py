@@ -6,10 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from . import Backend, blas, calibration, cpu_kernels, optim_kernels, rnn_kernels, threads
+from . import Backend, blas, calibration, cpu_kernels, memory, optim_kernels, rnn_kernels, threads
 from .recurrence import GATES, alloc_forward, last_state, recurrence_backward, recurrence_forward
 
 __all__ = ["CPUBackend"]
+
+memory.tune_malloc()  # a step's large arrays reuse heap pages instead of faulting fresh ones (memory.py)
 
 # the activation kernels' typed 1 per dtype they run for (others take the generic NumPy path)
 _ONE = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1)}
