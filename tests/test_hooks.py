@@ -131,3 +131,52 @@ def test_shared_gradient_array_is_copied_for_the_first_grad():
     (a + b).sum().backward()
     assert a.grad.data is not b.grad.data
     assert not np.shares_memory(a.grad.data, b.grad.data)
+
+
+def test_recurrent_and_cross_entropy_gradients_are_taken_uncopied_and_independent():
+    # FusedRecurrence and SoftmaxCrossEntropy hand back new arrays (fresh_grads): the leaves take them as
+    # they are, and no two leaves share memory (the LSTM's two biases get the same values, separate arrays)
+    import sys
+
+    from tinygrad_rnn import nn
+
+    recurrent = sys.modules["tinygrad_rnn.functions.recurrent"]
+    softmax = sys.modules["tinygrad_rnn.functions.softmax"]
+    lstm = nn.LSTM(3, 4).double()
+    x = tr.tensor(np.random.default_rng(0).standard_normal((5, 2, 3)), requires_grad=True)
+    seen = {}
+    orig = recurrent.FusedRecurrence.backward
+
+    def spy(self, *g):
+        out = orig(self, *g)
+        seen["w_hh"] = out[4]
+        return out
+
+    recurrent.FusedRecurrence.backward = spy
+    try:
+        out, _ = lstm(x)
+        out.sum().backward()
+    finally:
+        recurrent.FusedRecurrence.backward = orig
+    assert lstm.weight_hh_l0.grad.numpy() is seen["w_hh"]
+    grads = [p.grad.numpy() for p in lstm.parameters()] + [x.grad.numpy()]
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(grads) for b in grads[i + 1:])
+    np.testing.assert_array_equal(lstm.bias_ih_l0.grad.numpy(), lstm.bias_hh_l0.grad.numpy())
+    before = lstm.bias_hh_l0.grad.numpy().copy()
+    lstm.bias_ih_l0.grad.data *= 0
+    np.testing.assert_array_equal(lstm.bias_hh_l0.grad.numpy(), before)
+
+    logits = tr.tensor(np.random.default_rng(1).standard_normal((4, 5)), requires_grad=True)
+    orig_ce = softmax.SoftmaxCrossEntropy.backward
+    seen_ce = {}
+
+    def spy_ce(self, g):
+        seen_ce["g"] = orig_ce(self, g)
+        return seen_ce["g"]
+
+    softmax.SoftmaxCrossEntropy.backward = spy_ce
+    try:
+        tr.nn.functional.cross_entropy(logits, tr.tensor(np.array([0, 1, 2, 3]))).backward()
+    finally:
+        softmax.SoftmaxCrossEntropy.backward = orig_ce
+    assert logits.grad.numpy() is seen_ce["g"]

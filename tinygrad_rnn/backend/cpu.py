@@ -52,10 +52,11 @@ class CPUBackend(Backend):
 
         row_max and log_sum = log(sum(exp(logits - row_max))) are float64 and kept apart (their
         sum is the log-sum-exp): backward rebuilds softmax from them exactly even where adding
-        them would round (|logits| >= 1e14). Both are exact to float64 rounding for float32
-        logits too (the shift and the exp run in float64); loss has the logits' dtype and is 0
-        on ignored rows. Per block of rows: max (NumPy's SIMD max on long rows) and shift (Numba),
-        exp (NumPy, SIMD), row sums, log and gather (Numba).
+        them would round (|logits| >= 1e14). row_max is exact; log_sum is exact to float64 rounding
+        for float64 logits (the shift and the exp run in float64), and for float32 logits it sums
+        float32 exps (as their backward makes them) in float64; loss has the logits' dtype and is 0
+        on ignored rows. Per block of rows: max (NumPy's SIMD max on long rows); float64, shift
+        (Numba), exp (NumPy, SIMD), row sums, log and gather (Numba); float32, one Numba pass.
         """
         logits = np.ascontiguousarray(logits)
         n, c = logits.shape
@@ -68,6 +69,13 @@ class CPUBackend(Backend):
         step = max(1, self.XENT_BLOCK // max(c, 1))
 
         def rows(r0: int, r1: int) -> None:  # rows are independent: threads take disjoint ranges
+            if logits.dtype == np.float32 and c:  # one pass per row: float32 exps, float64 sums
+                tmp = np.empty(c, dtype=np.float32)
+                for a in range(r0, r1, step):
+                    b = min(a + step, r1)
+                    row_max[a:b] = logits[a:b].max(axis=1)  # NumPy's SIMD max; the pass reads the rows from cache
+                    cpu_kernels.xent_rows_f32(logits, a, b, targets, ignore_index, row_max, log_sum, loss, tmp)
+                return
             buf = np.empty((min(step, r1 - r0), c))
             for a in range(r0, r1, step):
                 block = buf[: min(step, r1 - a)]

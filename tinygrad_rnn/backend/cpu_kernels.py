@@ -22,7 +22,7 @@ import numpy as np
 
 from .rnn_kernels import _FAST, _exp_f32
 
-__all__ = ["xent_shift_rows", "xent_finish_rows", "xent_grad_rows", "xent_grad_rows_f32",
+__all__ = ["xent_shift_rows", "xent_finish_rows", "xent_rows_f32", "xent_grad_rows", "xent_grad_rows_f32",
            "sum_squares", "scatter_add_rows", "neg_abs", "sigmoid_finish", "sigmoid_backward", "tanh_backward"]
 
 
@@ -72,6 +72,39 @@ def xent_finish_rows(exp_block, start, logits, targets, ignore_index, row_max, l
             loss[i] = (row_max[i] - logits[i, t]) + ls
 
 
+# reassoc only: several float64 partial sums in SIMD lanes. A function of its own, not inlined by Numba:
+# reassoc on the exp itself would fold away its round-to-integer step (exp off by up to 2x)
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _sum_f64(a, n):  # pragma: no cover - jit
+    s = 0.0
+    for j in range(n):
+        s += np.float64(a[j])
+    return s
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def xent_rows_f32(logits, r0, r1, targets, ignore_index, row_max, log_sum, loss, tmp):  # pragma: no cover - jit
+    """``xent_shift_rows`` + exp + ``xent_finish_rows`` for float32 logits in one pass per row, rows r0:r1,
+    ``row_max`` given: log_sum[i] = log(sum_j exp(logits[i, j] - row_max[i])), each exp float32 by the gate
+    kernels' vectorised exp (as the float32 backward makes them: the softmax it rebuilds sums to 1 to
+    float32 rounding) and summed in float64; loss as in ``xent_finish_rows``. No float64 block, no
+    separate exp pass over it. ``tmp`` is a float32 row of scratch: the exps go there first and are
+    summed after, as two loops (one loop converting each exp to float64 for the sum ran 2x slower)."""
+    c = logits.shape[1]
+    for i in range(r0, r1):
+        m = np.float32(row_max[i])
+        zrow = logits[i]
+        for j in range(c):
+            tmp[j] = _exp_f32(zrow[j] - m)
+        ls = math.log(_sum_f64(tmp, c))
+        log_sum[i] = ls
+        t = targets[i]
+        if t == ignore_index:
+            loss[i] = 0.0
+        else:
+            loss[i] = (row_max[i] - logits[i, t]) + ls
+
+
 @numba.njit(cache=True, nogil=True)
 def xent_grad_rows(block, start, log_sum, targets, ignore_index, grad_rows):  # pragma: no cover - jit
     """Row i = start + r of ``block`` holds exp(logits[i] - row_max[i]) on entry; it becomes
@@ -100,7 +133,7 @@ def xent_grad_rows(block, start, log_sum, targets, ignore_index, grad_rows):  # 
 def xent_grad_rows_f32(logits, r0, r1, row_max, log_sum, targets, ignore_index, grad_rows, out):  # pragma: no cover - jit
     """``xent_grad_rows`` for float32 logits in one pass per row, rows r0:r1: out[i] = exp(logits[i] -
     row_max[i]) (float32, as NumPy's exp of the float32 difference, by the vectorised exp of the gate
-    kernels) * grad_rows[i] * exp(-log_sum[i]) (float64), grad_rows[i] taken off at t_i, zero where
+    kernels) * grad_rows[i] * exp(-log_sum[i]) (made in float64, applied in float32), grad_rows[i] taken off at t_i, zero where
     t_i == ignore_index -- no subtract, exp and scale passes over a block."""
     c = logits.shape[1]
     for i in range(r0, r1):
@@ -111,11 +144,12 @@ def xent_grad_rows_f32(logits, r0, r1, row_max, log_sum, targets, ignore_index, 
                 orow[j] = 0.0
             continue
         g = grad_rows[i]
-        scale = g * math.exp(-log_sum[i])
+        # the row's scale rounded to float32 once: a float64 product per element ran 2x slower
+        scale = np.float32(g * math.exp(-log_sum[i]))
         m = np.float32(row_max[i])
         zrow = logits[i]
         for j in range(c):
-            orow[j] = np.float64(_exp_f32(zrow[j] - m)) * scale
+            orow[j] = _exp_f32(zrow[j] - m) * scale
         orow[t] -= g
 
 

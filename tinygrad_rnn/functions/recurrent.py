@@ -19,6 +19,9 @@ class FusedRecurrence(Function):
     """
 
     saves_outputs = True  # ``out`` shares memory with the saved h_all: an in-place change must be caught
+    # every gradient is a new array (the backend's dh0/dc0, GEMM results, sums, a copy): a weight's first
+    # .grad takes it without the defensive copy
+    fresh_grads = True
 
     def forward(self, *arrays, mode, mask, reverse, has_bias, train, masked=False):
         xp = self.xp

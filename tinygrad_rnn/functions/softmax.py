@@ -47,6 +47,8 @@ class SoftmaxCrossEntropy(Function):
     probability matrix is kept between the passes.
     """
 
+    fresh_grads = True  # the logits' gradient is a new array (the backward kernel's output)
+
     def forward(self, logits, targets, ignore_index, reduction):
         self.logits, self.targets, self.ignore_index, self.reduction = logits, targets, ignore_index, reduction
         loss_rows, self.row_max, self.log_sum = self.be.softmax_xent(logits, targets, ignore_index)
