@@ -417,3 +417,67 @@ def test_real_calibration_on_this_install(tmp_path):
             assert set(times) == set(blas.PROVIDERS) and all(0 < t < 1 for t in times.values())
     else:
         assert res["calibrations"] == 0 and not (tmp_path / "blas_calibration.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# matmul's blocks split by prange on Numba's TBB layer (threads.native_parallel)
+
+_NATIVE_CHILD = """
+    import json, os, threading
+    import numpy as np
+    import tinygrad_rnn as tr
+    from tinygrad_rnn.backend import blas, threads
+    tr.set_num_threads(2)
+    tr.get_backend("cpu")
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for dt in (np.float32, np.float64):
+        # below and above the split threshold, blocks of rows and of columns, transposed operands, a bias
+        for m, k, n in ((32, 64, 1024), (1024, 32, 256), (64, 256, 1024), (300, 7, 301), (5, 512, 4096)):
+            a = rng.standard_normal((m, k)).astype(dt)
+            b = rng.standard_normal((k, n)).astype(dt)
+            bias = rng.standard_normal(n).astype(dt)
+            want = a.astype(np.float64) @ b.astype(np.float64)
+            for got in (blas.matmul(a, b), blas.matmul(a, b, bias) - bias, blas.matmul(a.T.copy().T, b.T.copy().T)):
+                assert got.dtype == dt and got.shape == (m, n)
+                worst = max(worst, float(np.abs(got - want).max() / (np.abs(want).max() * np.finfo(dt).eps * k)))
+    splits = blas.NATIVE_SPLITS[0]
+    # two Python threads at once (TBB is thread-safe), then a forked child using the same path
+    a = rng.standard_normal((256, 256)).astype(np.float32)
+    errs = []
+    def use():
+        for _ in range(50):
+            errs.append(float(np.abs(blas.matmul(a, a) - a.astype(np.float64) @ a).max()))
+    ts = [threading.Thread(target=use) for _ in range(2)]
+    [t.start() for t in ts]
+    [t.join(60) for t in ts]
+    pid = os.fork()
+    if pid == 0:
+        ok = np.allclose(blas.matmul(a, a), a.astype(np.float64) @ a, rtol=1e-4, atol=1e-3)
+        os._exit(0 if ok else 3)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"native": threads.native_parallel(), "splits": splits, "worst": worst,
+                      "thread_err": max(errs), "n_thread_calls": len(errs), "child": status}))
+"""
+
+
+def _native_child(env_extra: dict) -> dict:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_extra)
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(_NATIVE_CHILD)], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_matmul_split_by_prange_equals_the_product_in_threads_and_after_fork(native):
+    if not _mkl_installed():
+        pytest.skip("matmul's blocks are oneMKL's: without MKL NumPy does the product")
+    res = _native_child({"TINYGRAD_RNN_NATIVE_THREADS": native, "TINYGRAD_RNN_BLAS": "mkl"})
+    assert res["worst"] < 4.0, res  # within a few rounding units of the float64 product, per dtype
+    assert res["n_thread_calls"] == 100 and res["thread_err"] < 1e-2 and res["child"] == 0, res
+    if native == "1":  # TBB comes with the mkl extra: the fast path is taken
+        assert res["native"] is True and res["splits"] > 0, res
+    else:
+        assert res["native"] is False and res["splits"] == 0, res

@@ -565,8 +565,30 @@ def gemm_packed_f(a, packed, c, beta):  # pragma: no cover - jit
 
 # below this many multiply-adds NumPy's matmul is as fast (and its call is cheaper than ours)
 MATMUL_MIN_MACS = 1 << 15
-# a thread of a split GEMM gets at least this many multiply-adds (a pool hand-off is ~20-50 us)
-PARALLEL_MIN_MACS = 1 << 21
+# a thread of a split GEMM gets at least this many multiply-adds: on our pool, whose hand-off is a
+# wake-up (60-100 us; split products below ~30M multiply-adds measured slower than one thread), and
+# through prange on Numba's TBB layer (threads.native_parallel; 2M multiply-adds: 25 -> 13 us on 2 threads)
+PARALLEL_MIN_MACS = 1 << 24
+NATIVE_PARALLEL_MIN_MACS = 1 << 19
+NATIVE_SPLITS = [0]  # products split by mkl_blocks_par in this process (tests: the fast path is taken)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def mkl_blocks_par(a, b, c, trans_a, trans_b, bias, has_bias, parts, by_rows):  # pragma: no cover - jit
+    """``matmul``'s product by oneMKL in ``parts`` blocks of rows (``by_rows``) or columns, run by ``prange``
+    on Numba's threading layer (``threads.native_parallel``); with ``has_bias`` each block starts as the bias."""
+    m, n = c.shape
+    for i in numba.prange(parts):
+        m0, m1, n0, n1 = 0, m, 0, n
+        if by_rows:
+            m0, m1 = m * i // parts, m * (i + 1) // parts
+        else:
+            n0, n1 = n * i // parts, n * (i + 1) // parts
+        if has_bias:
+            _fill_bias(c, bias, m0, m1, n0, n1)
+            _mkl_block(a, b, c, trans_a, trans_b, 1.0, m0, m1, n0, n1)
+        else:
+            _mkl_block(a, b, c, trans_a, trans_b, 0.0, m0, m1, n0, n1)
 
 
 def _operand(x: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -599,11 +621,18 @@ def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, provide
     b_, tb = _operand(b)
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
     out = np.empty((m, n), dtype=a.dtype)
+    nt = threads.get_num_threads()
+    if nt > 1 and m * n * k >= 2 * NATIVE_PARALLEL_MIN_MACS and threads.native_parallel():
+        parts = max(1, min(nt, m * n * k // NATIVE_PARALLEL_MIN_MACS, max(m, n)))
+        b_arr = np.empty(0, dtype=a.dtype) if bias is None else np.ascontiguousarray(bias)
+        mkl_blocks_par(a_, b_, out, ta, tb, b_arr, bias is not None, parts, m >= n)
+        NATIVE_SPLITS[0] += 1
+        return out
     if bias is None:
         block = functools.partial(mkl_block_f, a_, b_, out, ta, tb, 0.0)
     else:
         block = functools.partial(mkl_block_bias_f, a_, b_, out, ta, tb, np.ascontiguousarray(bias))
-    parts = max(1, min(threads.get_num_threads(), m * n * k // PARALLEL_MIN_MACS, max(m, n)))
+    parts = max(1, min(nt, m * n * k // PARALLEL_MIN_MACS, max(m, n)))
     if m >= n:  # blocks of rows, or of columns for a wide product
         run_ranges(lambda lo, hi: block(lo, hi, 0, n), m, parts)
     else:

@@ -6,6 +6,15 @@ of batch rows and row-wise work by ranges (cpu.py), all on one pool whose idle t
 of spinning. With NumPy's OpenBLAS its own threads do the GEMMs (blas.set_num_threads keeps its
 count in step with ours).
 
+Handing work to a blocked pool thread costs a wake-up (60-100 us measured on a 2-core VM), more than
+a small GEMM takes: split that way a (32, 256) x (256, 1024) product took 158 us against 90 us on one
+thread. Kernels whose parts are all native code (``blas.matmul``'s blocks) therefore run through
+Numba's ``prange`` on its TBB threading layer where that loads (``native_parallel``): its workers
+wait briefly before they sleep, and the same product takes 51-62 us on two threads. Only TBB: it is
+the layer Numba documents as both thread-safe and fork-safe (GNU OpenMP's is not fork-safe, the
+workqueue layer not thread-safe); TBB comes with oneMKL (the ``mkl`` extra), whose GEMMs these are.
+``TINYGRAD_RNN_NATIVE_THREADS=0`` keeps everything on the pool.
+
     >>> from tinygrad_rnn.backend import threads
     >>> threads.even_bounds(10, 3)
     [0, 3, 6, 10]
@@ -18,9 +27,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numba
 import numpy as np
 
-__all__ = ["even_bounds", "get_num_threads", "run_parallel", "run_ranges", "set_num_threads"]
+__all__ = ["even_bounds", "get_num_threads", "native_parallel", "run_parallel", "run_ranges", "set_num_threads"]
 
 _THREADS = max(1, os.cpu_count() or 1)
 _POOL: Any = None
@@ -92,3 +102,45 @@ def run_parallel(tasks: list[Any]) -> None:
                 errors.append(e)
     if errors:
         raise errors[0]
+
+
+_NATIVE: list[bool | None] = [None]  # native_parallel's answer, found once per process
+_NATIVE_LOCK = threading.Lock()
+
+
+@numba.njit(cache=True, parallel=True)
+def _probe(a):  # pragma: no cover - jit
+    """A parallel kernel that does nothing of note: launching it loads Numba's threading layer."""
+    for i in numba.prange(a.size):
+        a[i] = i
+
+
+def native_parallel() -> bool:
+    """Whether native kernels may split work with ``prange`` (see the module's docstring): Numba's TBB
+    threading layer is the one loaded (loaded now, if no parallel kernel has run in this process yet)."""
+    if _NATIVE[0] is None:
+        with _NATIVE_LOCK:
+            if _NATIVE[0] is None:
+                _NATIVE[0] = _load_tbb()
+    return bool(_NATIVE[0])
+
+
+def _load_tbb() -> bool:
+    if os.environ.get("TINYGRAD_RNN_NATIVE_THREADS", "1").strip() == "0":
+        return False
+    try:
+        return numba.threading_layer() == "tbb"  # a layer is loaded already (the user's parallel code)
+    except ValueError:  # none loaded yet: ask for TBB only, and leave Numba's setting as it was
+        pass
+    before = numba.config.THREADING_LAYER
+    numba.config.THREADING_LAYER = "tbb"
+    try:
+        _probe(np.zeros(2))
+    except Exception:  # noqa: BLE001 - TBB missing or unloadable: the pool does the splitting
+        return False
+    finally:
+        numba.config.THREADING_LAYER = before
+    try:
+        return numba.threading_layer() == "tbb"
+    except ValueError:  # pragma: no cover - launched, yet no layer reported
+        return False
