@@ -435,3 +435,32 @@ def test_cpu_softmax_xent_matches_float64_reference(dtype, shape, numpy_max, blo
     np.testing.assert_array_equal(loss_f, loss)
     np.testing.assert_array_equal(mx_f + ls_f, lse)
     np.testing.assert_array_equal(be.softmax_xent_backward(zf, mx, ls, t, -100, g), grad)
+
+
+@pytest.mark.parametrize("shape", [(9, 11), (700, 1000), (3, 4, 33), (6, 1)])
+def test_log_softmax_float32_rows_match_float64_and_the_generic_form(shape):
+    """The CPU backend's fused float32 log_softmax (one pass per row, float32 exps summed in float64) and
+    its backward against float64 NumPy, and its inf/nan rows as the array-library form gives them."""
+    from tinygrad_rnn.backend import Backend
+
+    rng = np.random.default_rng(sum(shape))
+    x = (5 * rng.standard_normal(shape)).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    t = tr.tensor(x, requires_grad=True)
+    y = t.log_softmax(-1)
+    y.backward(tr.tensor(g))
+    x64 = x.astype(np.float64)
+    ref = x64 - x64.max(-1, keepdims=True)
+    ref -= np.log(np.exp(ref).sum(-1, keepdims=True))
+    gref = g - np.exp(ref) * g.sum(-1, keepdims=True)
+    assert y.dtype == tr.float32 and t.grad.dtype == tr.float32
+    # a few float32 ulps of the largest |output| (the shift by max and log-sum is exact to rounding)
+    np.testing.assert_allclose(y.numpy(), ref, rtol=0, atol=4 * np.finfo(np.float32).eps * max(1.0, np.abs(ref).max()))
+    np.testing.assert_allclose(t.grad.numpy(), gref, rtol=0, atol=1e-6 * max(1.0, np.abs(gref).max()) * 8)
+    be = tr.get_backend("cpu")
+    edge = np.array([[0, -np.inf, 1, 2], [-np.inf] * 4, [np.nan, 1, 2, 3], [np.inf, 1, 2, 3], [1e30, -1e30, 0, 5]],
+                    np.float32)
+    with np.errstate(all="ignore"):
+        got, want = be.log_softmax_rows(edge), Backend.log_softmax_rows(be, edge)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(want), rtol=1e-6)

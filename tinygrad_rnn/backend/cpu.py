@@ -121,6 +121,28 @@ class CPUBackend(Backend):
         self._split(rows, n, c)
         return out
 
+    def log_softmax_rows(self, a: np.ndarray) -> np.ndarray:
+        """float32: one Numba pass per row (float32 exps, float64 row sums), rows over threads; else NumPy."""
+        if a.dtype != np.float32 or a.shape[1] == 0:
+            return super().log_softmax_rows(a)
+        out = np.empty_like(a)
+        row_max = np.empty(a.shape[0], dtype=np.float32)
+
+        def rows(r0: int, r1: int) -> None:
+            np.max(a[r0:r1], axis=1, out=row_max[r0:r1])  # NumPy's SIMD max (Numba's loop is scalar)
+            cpu_kernels.log_softmax_rows_f32(a, row_max, r0, r1, out)
+
+        self._split(rows, a.shape[0], a.shape[1])
+        return out
+
+    def log_softmax_rows_backward(self, out: np.ndarray, g: np.ndarray) -> np.ndarray:
+        if out.dtype != np.float32 or g.dtype != np.float32 or out.shape[1] == 0:
+            return super().log_softmax_rows_backward(out, g)
+        grad = np.empty_like(out)
+        self._split(lambda r0, r1: cpu_kernels.log_softmax_rows_backward_f32(out, g, r0, r1, grad), out.shape[0],
+                    out.shape[1])
+        return grad
+
     # Row-wise and elementwise work (cross-entropy rows, optimizer steps, squared norms) is split
     # over tr.get_num_threads() threads with oneMKL's provider (our pool; see blas.row_parallel),
     # each part at least this many elements.

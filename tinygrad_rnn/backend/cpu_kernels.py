@@ -22,7 +22,8 @@ import numpy as np
 
 from .rnn_kernels import _FAST, _exp_f32
 
-__all__ = ["xent_shift_rows", "xent_finish_rows", "xent_rows_f32", "xent_grad_rows", "xent_grad_rows_f32",
+__all__ = ["xent_shift_rows", "xent_finish_rows", "xent_rows_f32", "log_softmax_rows_f32",
+           "log_softmax_rows_backward_f32", "xent_grad_rows", "xent_grad_rows_f32",
            "sum_squares", "scatter_add_rows", "neg_abs", "sigmoid_finish", "sigmoid_backward", "tanh_backward"]
 
 
@@ -103,6 +104,33 @@ def xent_rows_f32(logits, r0, r1, targets, ignore_index, row_max, log_sum, loss,
             loss[i] = 0.0
         else:
             loss[i] = (row_max[i] - logits[i, t]) + ls
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def log_softmax_rows_f32(a, row_max, r0, r1, out):  # pragma: no cover - jit
+    """out[i] = a[i] - row_max[i] - log(sum_j exp(a[i, j] - row_max[i])) for rows r0:r1 of float32 ``a``:
+    the exps (the gate kernels' vectorised float32 exp) go to out[i] first, are summed in float64
+    (``_sum_f64``), then out[i] is overwritten -- two passes over a row in cache, no temporaries."""
+    c = a.shape[1]
+    for i in range(r0, r1):
+        m = row_max[i]
+        arow, orow = a[i], out[i]
+        for j in range(c):
+            orow[j] = _exp_f32(arow[j] - m)
+        ls = np.float32(math.log(_sum_f64(orow, c)))
+        for j in range(c):
+            orow[j] = (arow[j] - m) - ls
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def log_softmax_rows_backward_f32(out, g, r0, r1, grad):  # pragma: no cover - jit
+    """grad[i] = g[i] - exp(out[i]) * sum(g[i]) for rows r0:r1 (float32; the row sum in float64)."""
+    c = out.shape[1]
+    for i in range(r0, r1):
+        s = np.float32(_sum_f64(g[i], c))
+        orow, grow, drow = out[i], g[i], grad[i]
+        for j in range(c):
+            drow[j] = grow[j] - _exp_f32(orow[j]) * s
 
 
 @numba.njit(cache=True, nogil=True)
