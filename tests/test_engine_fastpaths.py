@@ -193,3 +193,20 @@ def test_fused_cpu_activations_fall_back_where_the_kernels_do_not_apply(dtype):
         z = np.array(dtype(-3.0))
         assert cpu.sigmoid(z).shape == () and cpu.sigmoid(z).dtype == dtype
         assert cpu.tanh_backward(z, z).shape == ()
+
+
+def test_vectorised_step_sigmoid_is_bit_identical_to_the_where_form():
+    """backend/cpu.py's _sigmoid_ (the float64 per-step gate math) takes its numerator as max(e, a >= 0);
+    it must equal where(a >= 0, 1, e) / (1 + e) bit for bit, specials and far tails included."""
+    from tinygrad_rnn.backend.cpu import _sigmoid_
+
+    rng = np.random.default_rng(7)
+    a = np.concatenate([rng.standard_normal(4000) * 40, [np.nan, np.inf, -np.inf, 0.0, -0.0, -745.0, 745.0, -1e300]])
+    a = a.reshape(8, -1)
+    e = np.exp(-np.abs(a))
+    want = np.where(a >= 0, 1.0, e) / (1.0 + e)
+    got = _sigmoid_(a.copy())
+    np.testing.assert_array_equal(got, want)
+    strided = a.copy()
+    _sigmoid_(strided[:, : a.shape[1] // 2])  # a strided slice, as the GRU's r/z block
+    np.testing.assert_array_equal(strided[:, : a.shape[1] // 2], want[:, : a.shape[1] // 2])

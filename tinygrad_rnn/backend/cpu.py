@@ -469,8 +469,11 @@ def _sigmoid_(a: np.ndarray) -> np.ndarray:
     """In-place logistic sigmoid (float64 only: CPUBackend._vectorised), the exp(-|a|) form, exact to
     rounding even where the sigmoid is tiny (gradient checks run there)."""
     e = np.exp(-np.abs(a))
-    pos = a >= 0
-    np.divide(np.where(pos, 1.0, e), 1.0 + e, out=a)
+    # numerator 1 where a >= 0, else e: max(e, a >= 0) as e <= 1 (NaN stays NaN); np.where with a
+    # scalar ran 6x slower than this whole function's other passes together
+    num = np.maximum(e, a >= 0)
+    e += 1.0
+    np.divide(num, e, out=a)
     return a
 
 
