@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+import tinygrad_rnn as tr
 from tinygrad_rnn.backend import rnn_kernels as R
 
 SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e-45, -1e-45, 1.1754944e-38, -1.1754944e-38,
@@ -123,3 +124,40 @@ def test_float32_step_kernel_matches_float64(mode):
         np.testing.assert_allclose(r32, r64, rtol=2e-6, atol=5e-7)
     # the masked row carries the state through unchanged
     np.testing.assert_array_equal(res[np.float32][0][2], h_prev[2].astype(np.float32))
+
+
+@pytest.mark.parametrize("mode", ["layer", "cell"])
+def test_relu_rnn_propagates_nan_as_the_composite_and_pytorch(mode):
+    """The fused relu step kept a NaN pre-activation as 0 (``a if a > 0 else 0``); PyTorch's relu and our
+    composite cell give NaN there, and the backward passes the gradient through it as the composite's mask."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 3, 5))
+    x[1, 0, 2] = np.nan  # one NaN input: its pre-activations are NaN from step 1 on, in row 0 only
+    if mode == "layer":
+        fused = tr.nn.RNN(5, 6, nonlinearity="relu").double()
+        comp = tr.nn.RNN(5, 6, nonlinearity="relu").double()
+    else:
+        fused = tr.nn.RNNCell(5, 6, nonlinearity="relu").double()
+        comp = tr.nn.RNNCell(5, 6, nonlinearity="relu").double()
+    comp.load_state_dict(fused.state_dict())
+    comp.fused = False
+
+    def run(m):
+        xt = tr.tensor(x, requires_grad=True)
+        if mode == "layer":
+            out, _ = m(xt)
+        else:
+            h, outs = None, []
+            for t in range(x.shape[0]):
+                h = m(xt[t], h)
+                outs.append(h)
+            out = tr.stack(outs)
+        out.sum().backward()
+        return out.numpy(), xt.grad.numpy()
+
+    (yf, gf), (yc, gc) = run(fused), run(comp)
+    assert np.isnan(yf[1:, 0]).any() and not np.isnan(yf[:, 1:]).any()
+    np.testing.assert_array_equal(np.isnan(yf), np.isnan(yc))
+    np.testing.assert_allclose(np.nan_to_num(yf), np.nan_to_num(yc), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(np.isnan(gf), np.isnan(gc))
+    np.testing.assert_allclose(np.nan_to_num(gf), np.nan_to_num(gc), rtol=1e-12, atol=1e-12)

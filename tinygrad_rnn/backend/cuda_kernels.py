@@ -228,7 +228,7 @@ GRU_BACKWARD = Kernel(
 
 
 def _rnn_forward(relu: bool) -> Kernel:
-    act = "select(a > 0, a, 0)" if relu else "tanh(a)"
+    act = "select(a <= 0, 0, a)" if relu else "tanh(a)"  # a NaN stays NaN, as PyTorch's relu
     return Kernel(
         f"rnn_{'relu' if relu else 'tanh'}_step_forward", "cell",
         arrays=(("xw", "g1"), ("hw", "g1"), ("h_prev", "g1"), ("mask", "row"), ("h_out", "g1")),
@@ -239,7 +239,7 @@ def _rnn_forward(relu: bool) -> Kernel:
 
 
 def _rnn_backward(relu: bool) -> Kernel:
-    da = "select(y > 0, dh, 0)" if relu else "dh * (1 - y * y)"
+    da = "select(y <= 0, 0, dh)" if relu else "dh * (1 - y * y)"  # passes through a NaN, as the composite
     return Kernel(
         f"rnn_{'relu' if relu else 'tanh'}_step_backward", "cell",
         arrays=(("h_t", "g1"), ("mask", "row"), ("dout", "g1"), ("dh_carry", "g1"), ("dpre", "g1"), ("dh_pass", "g1")),

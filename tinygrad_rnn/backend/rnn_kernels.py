@@ -486,7 +486,7 @@ def rnn_step_forward(xw, hw, h_prev, mask, relu, h_out):  # pragma: no cover - j
         elif relu:
             for j in range(h_):
                 a = xr[j] + hr[j]
-                ho[j] = a if a > 0.0 else 0.0
+                ho[j] = 0.0 if a <= 0.0 else a  # a NaN stays NaN, as PyTorch's relu (and the composite cell)
         else:
             for j in range(h_):
                 ho[j] = _tanh(xr[j] + hr[j])
@@ -503,7 +503,7 @@ def rnn_step_backward(h_t, mask, relu, dout, dh_carry, dpre, dh_pass):  # pragma
         y, do, dhc, dp = h_t[b], dout[b], dh_carry[b], dpre[b]
         if relu:
             for j in range(h_):
-                dp[j] = (do[j] + dhc[j]) if y[j] > 0.0 else 0.0
+                dp[j] = 0.0 if y[j] <= 0.0 else (do[j] + dhc[j])  # the composite's mask: passes through a NaN
         else:
             for j in range(h_):
                 dp[j] = (do[j] + dhc[j]) * (1.0 - y[j] * y[j])
