@@ -441,6 +441,18 @@ _NATIVE_CHILD = """
             for got in (blas.matmul(a, b), blas.matmul(a, b, bias) - bias, blas.matmul(a.T.copy().T, b.T.copy().T)):
                 assert got.dtype == dt and got.shape == (m, n)
                 worst = max(worst, float(np.abs(got - want).max() / (np.abs(want).max() * np.finfo(dt).eps * k)))
+    # the backend's gemm (out = a @ b + beta * out): the per-step loop's and the fused cells' product
+    be = tr.get_backend("cpu")
+    for dt in (np.float32, np.float64):
+        for m, k, n in ((32, 1024, 256), (3, 5, 7)):
+            a = rng.standard_normal((m, k)).astype(dt)
+            b = rng.standard_normal((k, n)).astype(dt)
+            for beta in (0, 1):
+                c0 = rng.standard_normal((m, n)).astype(dt)
+                c = c0.copy()
+                be.gemm(a, b, c, beta)
+                want = a.astype(np.float64) @ b + beta * c0
+                worst = max(worst, float(np.abs(c - want).max() / (np.abs(want).max() * np.finfo(dt).eps * k)))
     splits = blas.NATIVE_SPLITS[0]
     # two Python threads at once (TBB is thread-safe), then a forked child using the same path
     a = rng.standard_normal((256, 256)).astype(np.float32)

@@ -574,9 +574,10 @@ NATIVE_SPLITS = [0]  # products split by mkl_blocks_par in this process (tests: 
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def mkl_blocks_par(a, b, c, trans_a, trans_b, bias, has_bias, parts, by_rows):  # pragma: no cover - jit
+def mkl_blocks_par(a, b, c, trans_a, trans_b, bias, has_bias, beta, parts, by_rows):  # pragma: no cover - jit
     """``matmul``'s product by oneMKL in ``parts`` blocks of rows (``by_rows``) or columns, run by ``prange``
-    on Numba's threading layer (``threads.native_parallel``); with ``has_bias`` each block starts as the bias."""
+    on Numba's threading layer (``threads.native_parallel``); with ``has_bias`` each block starts as the bias,
+    otherwise c = product + beta * c."""
     m, n = c.shape
     for i in numba.prange(parts):
         m0, m1, n0, n1 = 0, m, 0, n
@@ -588,7 +589,29 @@ def mkl_blocks_par(a, b, c, trans_a, trans_b, bias, has_bias, parts, by_rows):  
             _fill_bias(c, bias, m0, m1, n0, n1)
             _mkl_block(a, b, c, trans_a, trans_b, 1.0, m0, m1, n0, n1)
         else:
-            _mkl_block(a, b, c, trans_a, trans_b, 0.0, m0, m1, n0, n1)
+            _mkl_block(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1)
+
+
+def _native_parts(m: int, k: int, n: int) -> int:
+    """How many prange blocks a product of oneMKL's gets (0: do not split it that way): see matmul."""
+    nt = threads.get_num_threads()
+    if nt > 1 and m * n * k >= 2 * NATIVE_PARALLEL_MIN_MACS and threads.native_parallel():
+        return max(1, min(nt, m * n * k // NATIVE_PARALLEL_MIN_MACS, max(m, n)))
+    return 0
+
+
+def gemm_into(a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float) -> None:
+    """c = a @ b + beta * c for 2-D C-contiguous float32/float64 arrays of one dtype (the backend's ``gemm``:
+    the per-step loop's and the fused cells' products): split by prange as ``matmul`` splits its products
+    where oneMKL serves their shape class, else one call on the step's provider (``gemm_f``)."""
+    m, k = a.shape
+    n = b.shape[1]
+    parts = _native_parts(m, k, n) if "mkl" in PROVIDERS and provider_for(shape_class(m, n)) == "mkl" else 0
+    if parts > 1:
+        mkl_blocks_par(a, b, c, False, False, np.empty(0, dtype=c.dtype), False, float(beta), parts, m >= n)
+        NATIVE_SPLITS[0] += 1
+        return
+    gemm_f(a, b, c, False, False, float(beta))
 
 
 def _operand(x: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -622,10 +645,10 @@ def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, provide
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
     out = np.empty((m, n), dtype=a.dtype)
     nt = threads.get_num_threads()
-    if nt > 1 and m * n * k >= 2 * NATIVE_PARALLEL_MIN_MACS and threads.native_parallel():
-        parts = max(1, min(nt, m * n * k // NATIVE_PARALLEL_MIN_MACS, max(m, n)))
+    parts = _native_parts(m, k, n)
+    if parts > 1:
         b_arr = np.empty(0, dtype=a.dtype) if bias is None else np.ascontiguousarray(bias)
-        mkl_blocks_par(a_, b_, out, ta, tb, b_arr, bias is not None, parts, m >= n)
+        mkl_blocks_par(a_, b_, out, ta, tb, b_arr, bias is not None, 0.0, parts, m >= n)
         NATIVE_SPLITS[0] += 1
         return out
     if bias is None:

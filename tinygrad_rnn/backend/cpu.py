@@ -32,11 +32,13 @@ class CPUBackend(Backend):
         return blas.matmul(a, b, bias)
 
     def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: int) -> None:
-        if not beta:
+        if (blas.available() and out.dtype in (np.float32, np.float64) and a.dtype == b.dtype == out.dtype
+                and a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
+            # BLAS's own beta (no temporary product), on the calibrated provider, split over threads where
+            # that pays (a NumPy matmul here would wake OpenBLAS's spinning threads beside MKL's)
+            blas.gemm_into(a, b, out, float(beta))
+        elif not beta:
             np.matmul(a, b, out=out)
-        elif (blas.available() and out.dtype in (np.float32, np.float64) and a.dtype == b.dtype == out.dtype
-              and a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
-            blas.gemm_f(a, b, out, False, False, 1.0)  # BLAS's own beta: no temporary product
         else:
             out += a @ b
 
