@@ -64,13 +64,18 @@ def xent_finish_rows(exp_block, start, logits, targets, ignore_index, row_max, l
         s = 0.0
         for j in range(c):
             s += exp_block[r, j]
-        ls = math.log(s)
-        log_sum[i] = ls
-        t = targets[i]
-        if t == ignore_index:
-            loss[i] = 0.0
-        else:
-            loss[i] = (row_max[i] - logits[i, t]) + ls
+        _finish_row(i, math.log(s), logits, targets, ignore_index, row_max, log_sum, loss)
+
+
+@numba.njit(cache=True, inline="always")
+def _finish_row(i, ls, logits, targets, ignore_index, row_max, log_sum, loss):  # pragma: no cover - jit
+    """Row i's log-sum and loss (0 where t_i == ignore_index), the log-sum added last (see above)."""
+    log_sum[i] = ls
+    t = targets[i]
+    if t == ignore_index:
+        loss[i] = 0.0
+    else:
+        loss[i] = (row_max[i] - logits[i, t]) + ls
 
 
 # reassoc only: several float64 partial sums in SIMD lanes. A function of its own, not inlined by Numba:
@@ -97,13 +102,7 @@ def xent_rows_f32(logits, r0, r1, targets, ignore_index, row_max, log_sum, loss,
         zrow = logits[i]
         for j in range(c):
             tmp[j] = _exp_f32(zrow[j] - m)
-        ls = math.log(_sum_f64(tmp, c))
-        log_sum[i] = ls
-        t = targets[i]
-        if t == ignore_index:
-            loss[i] = 0.0
-        else:
-            loss[i] = (row_max[i] - logits[i, t]) + ls
+        _finish_row(i, math.log(_sum_f64(tmp, c)), logits, targets, ignore_index, row_max, log_sum, loss)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
