@@ -493,3 +493,42 @@ def test_matmul_split_by_prange_equals_the_product_in_threads_and_after_fork(nat
         assert res["native"] is True and res["splits"] > 0, res
     else:
         assert res["native"] is False and res["splits"] == 0, res
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
+def test_packed_and_unpacked_weights_give_the_same_layer(mode, monkeypatch):
+    """The sequence kernels under BLAS take W packed by MKL (long passes) or W itself read transposed
+    (short passes: a generation loop's T = 1 does not earn the packing back): both the same to rounding,
+    forward and backward, on row blocks too; packing happens exactly when CPUBackend._packing says."""
+    if not _mkl_installed():
+        pytest.skip("packing is oneMKL's")
+    be = tr.get_backend("cpu")
+    calls = []
+    real = blas.pack_b
+    monkeypatch.setattr(blas, "pack_b", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for k, v in {"SMALL_STEP_MACS": 0, "STEP_PROVIDER": "mkl", "SPLIT_MIN_ROWS": 1, "SPLIT_MIN_MACS": 0,
+                 "ROW_THREADS": 2}.items():
+        monkeypatch.setattr(be, k, v, raising=False)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 4, 5))
+    layer = getattr(tr.nn, mode)(5, 7).double()
+    results = []
+    for min_steps, want_packed in ((1, True), (1 << 30, False)):
+        monkeypatch.setattr(be, "PACK_MIN_STEPS", min_steps, raising=False)
+        monkeypatch.setattr(be, "PACK_MIN_ROW_STEPS", 1, raising=False)
+        for inference in (True, False):
+            calls.clear()
+            xt = tr.tensor(x, requires_grad=not inference)
+            layer.zero_grad()
+            if inference:
+                with tr.no_grad():
+                    out = layer(xt)[0]
+                results.append(out.numpy())
+            else:
+                out = layer(xt)[0]
+                (out * out).sum().backward()
+                results.append(np.concatenate([out.numpy().ravel(), xt.grad.numpy().ravel()]
+                                              + [p.grad.numpy().ravel() for p in layer.parameters()]))
+            assert bool(calls) == want_packed, (min_steps, inference, len(calls))
+    np.testing.assert_allclose(results[0], results[2], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(results[1], results[3], rtol=1e-12, atol=1e-12)

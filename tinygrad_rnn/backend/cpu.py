@@ -191,6 +191,12 @@ class CPUBackend(Backend):
     # With oneMKL: pack W_hh once per pass for the per-step products (blas.pack_b), rather than
     # letting every step's GEMM pack it again.
     PACK_WEIGHTS = True
+    # ... for passes of at least this many steps and (batch rows x steps): packing costs about one pass
+    # over the weights, which a short pass (a generation loop's T = 1) does not earn back. LSTM(64, 256),
+    # 1 thread, no_grad forward: B=1 T=1 424 us packed vs 102 us unpacked, B=32 T=1 428 vs 329, B=4 T=8
+    # 436 vs 542, B=1 T=100 1637 vs 2301, B=1 T=32 842 vs 774 (the one loss of this rule).
+    PACK_MIN_STEPS = 4
+    PACK_MIN_ROW_STEPS = 32
     # Batch rows are independent sequences: with oneMKL (one-thread GEMMs, blas.row_parallel) and
     # several threads (tr.set_num_threads), the sequence kernel runs on row blocks of at least
     # SPLIT_MIN_ROWS rows in parallel threads with no synchronisation between steps -- so the
@@ -293,13 +299,13 @@ class CPUBackend(Backend):
         g = GATES[mode] * h_
         fuse = x is not None
         h_all, c_all, store = alloc_forward(np, mode, t_, b_, h_, dt, train)
-        pack = self._packing(use_blas)
-        # the kernels take W^T (D or H, G*H); packed, MKL reads W itself (no transposed copy) and the
-        # kernels get an empty placeholder of the right width
-        w_t = np.empty((0, g), dtype=dt) if pack else np.ascontiguousarray(w_hh.T)
+        pack = self._packing(use_blas, t_, b_)
+        # the kernels' plain loops take W^T (D or H, G*H); under BLAS they take W itself and read it
+        # transposed (no transposed copy), or W packed by MKL with an empty placeholder in W's slot
+        w_t = np.empty((0, g), dtype=dt) if pack else np.ascontiguousarray(w_hh if use_blas else w_hh.T)
         weights = [(np.ascontiguousarray(w_hh), True)]
         if fuse:
-            wi_t = np.empty((0, g), dtype=dt) if pack else np.ascontiguousarray(w_ih.T)
+            wi_t = np.empty((0, g), dtype=dt) if pack else np.ascontiguousarray(w_ih if use_blas else w_ih.T)
             weights.append((np.ascontiguousarray(w_ih), True))
             xw = np.empty((0, b_, g), dtype=dt)
         else:
@@ -355,9 +361,10 @@ class CPUBackend(Backend):
         n = threads.get_num_threads() if self.ROW_THREADS is None else self.ROW_THREADS
         return max(1, min(n, b // self.SPLIT_MIN_ROWS))
 
-    def _packing(self, use_blas: bool) -> bool:
-        """Whether the sequence kernels get W_hh (and W_ih) packed by oneMKL (see PACK_WEIGHTS)."""
-        return use_blas and self.PACK_WEIGHTS and blas.can_pack(self.STEP_PROVIDER)
+    def _packing(self, use_blas: bool, t: int, b: int) -> bool:
+        """Whether the sequence kernels get W_hh (and W_ih) packed by oneMKL (see PACK_WEIGHTS, PACK_MIN_STEPS)."""
+        return (use_blas and t >= self.PACK_MIN_STEPS and t * b >= self.PACK_MIN_ROW_STEPS and self.PACK_WEIGHTS
+                and blas.can_pack(self.STEP_PROVIDER))
 
     def _over_rows(self, fn: Any, mode: str, t: int, b: int, h: int, use_blas: bool,
                    weights: list[tuple[np.ndarray, bool]]) -> None:
@@ -366,7 +373,7 @@ class CPUBackend(Backend):
         count (NOT_PACKED when not packing)."""
         if use_blas:
             blas.step_provider(self.STEP_PROVIDER)  # the kernels' GEMM entry points go to the step's provider
-        pack = self._packing(use_blas)
+        pack = self._packing(use_blas, t, b)
         n = self._row_blocks(mode, t, b, h, use_blas)
         bounds = threads.even_bounds(b, n)
         packs = {m: [blas.pack_b(w, m, trans) if pack else blas.NOT_PACKED for w, trans in weights]

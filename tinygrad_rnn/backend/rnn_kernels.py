@@ -220,12 +220,13 @@ def _carry_back(dg, w_hh, dh_pass, dh):  # pragma: no cover - jit
 
 @numba.njit(cache=True, inline="always")
 def _product(hp, w_hh_t, w_pack, hw, use_blas):  # pragma: no cover - jit
-    """hw = hp @ w_hh_t: BLAS (called from the compiled loop, see blas.py; with w_hh_t packed once
-    for the pass when ``w_pack`` is not empty) or, for small layers, the plain loops above."""
+    """hw = hp @ W_hh^T: BLAS (called from the compiled loop, see blas.py; from W_hh packed once for the
+    pass when ``w_pack`` is not empty, else from W_hh itself in the ``w_hh_t`` slot, read transposed) or,
+    for small layers, the plain loops above over ``w_hh_t`` = W_hh^T."""
     if use_blas and w_pack.size:
         gemm_packed(hp, w_pack, hw, 0.0)
-    elif use_blas:
-        gemm(hp, w_hh_t, hw, False, False, 0.0)
+    elif use_blas:  # unpacked under BLAS the slot holds W_hh itself (G*H, H): multiplied transposed, no copy
+        gemm(hp, w_hh_t, hw, False, True, 0.0)
     else:
         _recurrent_product(hp, w_hh_t, hw)
 
@@ -256,8 +257,8 @@ def _project_step(x, w_ih_t, wi_pack, bias, use_blas, t, b0, b1, buf):  # pragma
             buf[i, :] = bias
         if wi_pack.size:
             gemm_packed(xr, wi_pack, buf, 1.0)
-        else:
-            gemm(xr, w_ih_t, buf, False, False, 1.0)
+        else:  # W_ih itself (G*H, D), as _product's W_hh
+            gemm(xr, w_ih_t, buf, False, True, 1.0)
     else:
         _recurrent_product(xr, w_ih_t, buf)
         for i in range(buf.shape[0]):
@@ -355,8 +356,9 @@ def lstm_seq_forward(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, h0, c0,
     projection is ``xw`` (T, B, 4H), or with ``fuse`` made per step from x (T, B, D), W_ih^T and
     the bias (see ``_project_step``)."""
     t_ = mask.shape[0]
-    hw = np.empty((b1 - b0, w_hh_t.shape[1]), dtype=h_all.dtype)
-    xbuf = np.empty((b1 - b0 if fuse else 0, w_hh_t.shape[1]), dtype=h_all.dtype)
+    g = 4 * h_all.shape[2]
+    hw = np.empty((b1 - b0, g), dtype=h_all.dtype)
+    xbuf = np.empty((b1 - b0 if fuse else 0, g), dtype=h_all.dtype)
     ns, nc = gates.shape[0], c_all.shape[0]
     h_all[0][b0:b1] = h0[b0:b1]
     c_all[0][b0:b1] = c0[b0:b1]
@@ -449,8 +451,9 @@ def gru_step_backward(store, h_prev, mask, dout, dh_carry, dxw, dhw, dh_pass):  
 def gru_seq_forward(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, b_hn, h0, mask, store, h_all, use_blas, b0,
                     b1):  # pragma: no cover - jit
     t_ = mask.shape[0]
-    hw = np.empty((b1 - b0, w_hh_t.shape[1]), dtype=h_all.dtype)
-    xbuf = np.empty((b1 - b0 if fuse else 0, w_hh_t.shape[1]), dtype=h_all.dtype)
+    g = 3 * h_all.shape[2]
+    hw = np.empty((b1 - b0, g), dtype=h_all.dtype)
+    xbuf = np.empty((b1 - b0 if fuse else 0, g), dtype=h_all.dtype)
     ns = store.shape[0]
     h_all[0][b0:b1] = h0[b0:b1]
     for t in range(t_):
@@ -514,8 +517,9 @@ def rnn_step_backward(h_t, mask, relu, dout, dh_carry, dpre, dh_pass):  # pragma
 def rnn_seq_forward(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, h0, mask, relu, h_all, use_blas, b0,
                     b1):  # pragma: no cover - jit
     t_ = mask.shape[0]
-    hw = np.empty((b1 - b0, w_hh_t.shape[1]), dtype=h_all.dtype)
-    xbuf = np.empty((b1 - b0 if fuse else 0, w_hh_t.shape[1]), dtype=h_all.dtype)
+    g = h_all.shape[2]
+    hw = np.empty((b1 - b0, g), dtype=h_all.dtype)
+    xbuf = np.empty((b1 - b0 if fuse else 0, g), dtype=h_all.dtype)
     h_all[0][b0:b1] = h0[b0:b1]
     for t in range(t_):
         hp = h_all[t][b0:b1]
