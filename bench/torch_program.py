@@ -9,7 +9,9 @@ import line differing), each run in its own fresh process, alternating, and time
 * ``lstmcell``: an ``nn.LSTMCell`` stepped in a Python loop (B=32, D=64, H=256, T=64: the loss
   sum of squared hidden states, backward, Adam), 10 iterations;
 * ``time_seq``: pytorch/examples' time-sequence prediction (two float64 LSTMCells of 51 units over
-  97 sine waves of 200 steps, L-BFGS), one optimizer step (up to 20 evaluations).
+  97 sine waves of 200 steps, L-BFGS), one optimizer step (up to 20 evaluations);
+* ``generate``: sampling 400 characters one at a time from an Embedding -> LSTM(64, 256) -> Linear
+  char model (batch 1, T = 1 per call, ``softmax`` and ``multinomial``), as a char-RNN's generator does.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/torch_program.py [--threads 1] [--rounds 3]
 
@@ -135,7 +137,25 @@ def time_seq(torch, steps: int = 1) -> float:
     return time.perf_counter() - t0
 
 
-PROGRAMS = {"word_lm": word_lm, "lstmcell": lstmcell, "time_seq": time_seq}
+def generate(torch, chars: int = 400) -> float:
+    """Sampling text one character at a time, as a char-RNN's generator does: Embedding(65, 64) ->
+    LSTM(64, 256) -> Linear(256, 65), batch 1, one step per call, ``multinomial`` on the softmax."""
+    import time
+    nn = torch.nn
+    torch.manual_seed(0)
+    emb, rnn, head = nn.Embedding(65, 64), nn.LSTM(64, 256), nn.Linear(256, 65)
+    with torch.no_grad():
+        idx, state = torch.zeros(1, 1, dtype=torch.long), None
+        for k in range(chars + 20):
+            if k == 20:  # warm-up steps first (first-call costs)
+                t0 = time.perf_counter()
+            out, state = rnn(emb(idx), state)
+            probs = torch.softmax(head(out[-1]) / 0.8, dim=-1)
+            idx = torch.multinomial(probs, 1).view(1, 1)
+    return time.perf_counter() - t0
+
+
+PROGRAMS = {"word_lm": word_lm, "lstmcell": lstmcell, "time_seq": time_seq, "generate": generate}
 
 
 def worker(fw: str, program: str, threads: int) -> dict:
