@@ -431,3 +431,29 @@ def test_reduce_lr_on_plateau_refusals():
         tr.optim.lr_scheduler.ReduceLROnPlateau(opt, threshold_mode="x")
     with pytest.raises(ValueError, match="expected 1 min_lrs"):
         tr.optim.lr_scheduler.ReduceLROnPlateau(opt, min_lr=[0.1, 0.2])
+
+
+def test_multinomial_draws_what_numpys_choice_draws_for_the_same_seed():
+    """One draw, or draws with replacement, come from one cumulative-sum search for all rows at once: the
+    same uniforms in the same order as NumPy's Generator.choice(p=row / row.sum()) per row, so the same
+    samples (seeded runs reproduce across the two code paths); without replacement, several draws per row."""
+    from tinygrad_rnn.random import _rng
+
+    rng0 = np.random.default_rng(0)
+    checked = 0
+    for trial in range(200):
+        rows, c, n = int(rng0.integers(1, 5)), int(rng0.integers(1, 80)), int(rng0.integers(1, 6))
+        rep = bool(rng0.integers(0, 2)) or n == 1
+        w = rng0.random((rows, c)) ** 3
+        w[w < 0.1] = 0
+        if (w.sum(1) <= 0).any() or (not rep and (np.count_nonzero(w, axis=1) < n).any()):
+            continue
+        got = tr.multinomial(tr.tensor(w), n, replacement=rep, generator=tr.Generator().manual_seed(trial)).numpy()
+        r2 = _rng(None, tr.Generator().manual_seed(trial))
+        want = np.stack([r2.choice(c, size=n, replace=rep, p=row / row.sum()) for row in w])
+        np.testing.assert_array_equal(got.reshape(rows, n), want)
+        assert got.dtype == np.int64 and (w[np.arange(rows)[:, None], got.reshape(rows, n)] > 0).all()
+        checked += 1
+    assert checked > 150
+    with pytest.raises(ValueError, match="sum of probabilities <= 0"):
+        tr.multinomial(tr.tensor([[0.0, 0.0], [1.0, 2.0]]), 1)
