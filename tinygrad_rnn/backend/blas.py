@@ -586,10 +586,9 @@ def mkl_blocks_par(a, b, c, trans_a, trans_b, bias, has_bias, beta, parts, by_ro
         else:
             n0, n1 = n * i // parts, n * (i + 1) // parts
         if has_bias:
-            _fill_bias(c, bias, m0, m1, n0, n1)
-            _mkl_block(a, b, c, trans_a, trans_b, 1.0, m0, m1, n0, n1)
+            mkl_block_bias_f(a, b, c, trans_a, trans_b, bias, m0, m1, n0, n1)
         else:
-            _mkl_block(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1)
+            mkl_block_f(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1)
 
 
 def _native_parts(m: int, k: int, n: int) -> int:

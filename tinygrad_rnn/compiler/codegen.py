@@ -406,9 +406,7 @@ class _Rows:
     def value_row(self, st: Store) -> str:
         if st.kind == "X":
             return self._bind("r_X", "X[t, b]")
-        if st.kind == "XW":
-            return self._bind(f"r_{st.name}", f"{st.name}[t, b]")
-        if st.kind == "S":
+        if st.kind in ("XW", "S"):
             return self._bind(f"r_{st.name}", f"{st.name}[t, b]")
         if st.saved:
             return self._bind(f"r_{st.name}", f"{st.name}[ts, b]")
