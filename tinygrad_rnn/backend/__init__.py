@@ -98,16 +98,16 @@ class Backend:
                               grad_rows: Any) -> Any:
         """``(softmax(logits) - onehot(targets)) * grad_rows[:, None]``, zero on ignored rows."""
 
-    def log_softmax_rows(self, a: Any) -> Any:
-        """``log_softmax`` along the last axis of a 2-D C-contiguous array with at least one column (a
-        backend may fuse it; this is the array-library form every backend inherits)."""
+    def log_softmax(self, a: Any, axis: int) -> Any:
+        """``log_softmax`` of a non-empty array along ``axis`` (a backend may fuse it; this is the
+        array-library form every backend inherits)."""
         xp = self.xp
-        shifted = a - a.max(axis=1, keepdims=True)
-        return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        shifted = a - a.max(axis=axis, keepdims=True)
+        return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
-    def log_softmax_rows_backward(self, out: Any, g: Any) -> Any:
-        """The gradient of ``log_softmax_rows`` from its output ``out`` and the output's gradient ``g``."""
-        return g - self.xp.exp(out) * g.sum(axis=1, keepdims=True)
+    def log_softmax_backward(self, out: Any, g: Any, axis: int) -> Any:
+        """The gradient of ``log_softmax`` from its output ``out`` and the output's gradient ``g``."""
+        return g - self.xp.exp(out) * g.sum(axis=axis, keepdims=True)
 
     @_abstract
     def scatter_add_rows(self, num_rows: int, idx: Any, src: Any) -> Any:

@@ -123,10 +123,13 @@ class CPUBackend(Backend):
         self._split(rows, n, c)
         return out
 
-    def log_softmax_rows(self, a: np.ndarray) -> np.ndarray:
-        """float32: one Numba pass per row (float32 exps, float64 row sums), rows over threads; else NumPy."""
-        if a.dtype != np.float32 or a.shape[1] == 0:
-            return super().log_softmax_rows(a)
+    def log_softmax(self, a: np.ndarray, axis: int) -> np.ndarray:
+        """float32 along the last axis of a C-contiguous array: one Numba pass per row (float32 exps, float64
+        row sums), rows over threads; otherwise NumPy."""
+        if not _last_axis_f32(a, axis):
+            return super().log_softmax(a, axis)
+        shape = a.shape
+        a = a.reshape(-1, shape[-1])
         out = np.empty_like(a)
         row_max = np.empty(a.shape[0], dtype=np.float32)
 
@@ -135,15 +138,17 @@ class CPUBackend(Backend):
             cpu_kernels.log_softmax_rows_f32(a, row_max, r0, r1, out)
 
         self._split(rows, a.shape[0], a.shape[1])
-        return out
+        return out.reshape(shape)
 
-    def log_softmax_rows_backward(self, out: np.ndarray, g: np.ndarray) -> np.ndarray:
-        if out.dtype != np.float32 or g.dtype != np.float32 or out.shape[1] == 0:
-            return super().log_softmax_rows_backward(out, g)
+    def log_softmax_backward(self, out: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
+        if not (_last_axis_f32(out, axis) and g.dtype == np.float32 and g.shape == out.shape):
+            return super().log_softmax_backward(out, g, axis)
+        shape = out.shape
+        out, g = out.reshape(-1, shape[-1]), np.ascontiguousarray(g).reshape(-1, shape[-1])
         grad = np.empty_like(out)
         self._split(lambda r0, r1: cpu_kernels.log_softmax_rows_backward_f32(out, g, r0, r1, grad), out.shape[0],
                     out.shape[1])
-        return grad
+        return grad.reshape(shape)
 
     # Row-wise and elementwise work (cross-entropy rows, optimizer steps, squared norms) is split
     # over tr.get_num_threads() threads with oneMKL's provider (our pool; see blas.row_parallel),
@@ -463,6 +468,11 @@ class CPUBackend(Backend):
             g, ss = optim_kernels.flat(grad, dt), optim_kernels.flat_state(state_sum, dt)
             self._split(lambda i, j: optim_kernels.adagrad_step(p[i:j], g[i:j], ss[i:j], float(clr), float(eps),
                                                      float(weight_decay)), p.size)
+
+
+def _last_axis_f32(a: np.ndarray, axis: int) -> bool:
+    """Whether ``axis`` is the last of a float32 C-contiguous array with at least one column (rows for a kernel)."""
+    return a.dtype == np.float32 and a.ndim >= 1 and axis in (-1, a.ndim - 1) and a.flags.c_contiguous and a.shape[-1] > 0
 
 
 def _part(state: np.ndarray, i: int, j: int) -> np.ndarray:

@@ -26,27 +26,15 @@ class LogSoftmax(Function):
     saves_inputs, saves_outputs = False, True
 
     def forward(self, a, axis):
-        xp = self.xp
         self.axis = axis
-        self.rows = False
         if a.size == 0:
             self.out = a.copy()
             return self.out
-        self.rows = axis in (-1, a.ndim - 1) and a.ndim >= 1 and a.flags.c_contiguous
-        if self.rows:  # the last axis of a contiguous array: rows, the backend's fused form
-            self.out = self.be.log_softmax_rows(a.reshape(-1, a.shape[-1])).reshape(a.shape)
-            return self.out
-        shifted = a - a.max(axis=axis, keepdims=True)
-        self.out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+        self.out = self.be.log_softmax(a, axis)  # the backend's: fused where it can (CPU float32 rows)
         return self.out
 
     def backward(self, g):
-        if self.rows:
-            out = self.out
-            g = self.xp.ascontiguousarray(g)
-            return self.be.log_softmax_rows_backward(out.reshape(-1, out.shape[-1]), g.reshape(-1, out.shape[-1])
-                                                     ).reshape(out.shape)
-        return g - self.xp.exp(self.out) * g.sum(axis=self.axis, keepdims=True)
+        return self.be.log_softmax_backward(self.out, g, self.axis)
 
 
 class SoftmaxCrossEntropy(Function):
