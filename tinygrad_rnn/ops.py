@@ -551,24 +551,21 @@ def multinomial(input: Tensor, num_samples: int, replacement: bool = False, *, g
         raise ValueError("multinomial: probability tensor contains either inf, nan or element < 0")
     rng = _rng(None, generator)
     out = np.empty((w.shape[0], n), dtype=np.int64)
+    totals = w.sum(axis=1)
+    if not np.all(totals > 0):
+        raise ValueError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
     if replacement or n == 1:
         # NumPy's Generator.choice(p=row/total) for all rows at once: per row the cumulative sum scaled to end
         # at 1 and one uniform per draw, searched from the right -- the same uniforms in the same order, so
         # the same samples as the per-row call below, without its ~100 us of checks per call (one draw
         # without replacement is one draw with it)
-        totals = w.sum(axis=1)
-        if not np.all(totals > 0):
-            raise ValueError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
         cdf = np.cumsum(w / totals[:, None], axis=1)
         cdf /= cdf[:, -1:]
         u = rng.random((w.shape[0], n))
         for r in range(w.shape[0]):
             out[r] = np.searchsorted(cdf[r], u[r], side="right")
         return Tensor(out.reshape(input.shape[:-1] + (n,)), device=input.device)
-    for r, row in enumerate(w):
-        total = row.sum()
-        if total <= 0:
-            raise ValueError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
+    for r, (row, total) in enumerate(zip(w, totals)):
         if not replacement and n > np.count_nonzero(row):
             raise ValueError(f"multinomial: cannot sample n_sample ({n}) > prob_dist.size(-1) non-zero entries "
                              f"({np.count_nonzero(row)}) without replacement")
