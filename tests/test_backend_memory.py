@@ -2,16 +2,11 @@
 mmapped ones. Checked by what the kernel counts (minor page faults), never by a time."""
 from __future__ import annotations
 
-import json
-import os
 import platform
 import subprocess
-import sys
-import textwrap
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _child import last_json, run_python
 
 _CHILD = """
     import json, resource
@@ -40,18 +35,11 @@ _CHILD = """
 
 
 def _run(env_value: str | None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("TINYGRAD_RNN_MALLOC", None)
-    if env_value is not None:
-        env["TINYGRAD_RNN_MALLOC"] = env_value
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(_CHILD)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    return run_python(_CHILD, {"TINYGRAD_RNN_MALLOC": env_value}, timeout=300)
 
 
 def _faults(env_value: str | None) -> dict:
-    r = _run(env_value)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return last_json(_run(env_value))
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",

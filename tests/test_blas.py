@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
+from _child import last_json, run_python
 
 import tinygrad_rnn as tr
 from tinygrad_rnn.backend import blas, threads
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _mkl_installed() -> bool:
@@ -207,12 +204,7 @@ def test_run_parallel_runs_every_task_and_reraises():
 
 
 def _run(code: str, provider: str | None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("TINYGRAD_RNN_BLAS", None)
-    if provider is not None:
-        env["TINYGRAD_RNN_BLAS"] = provider
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                          timeout=600)
+    return run_python(code, {"TINYGRAD_RNN_BLAS": provider})
 
 
 def test_an_unknown_provider_is_a_clear_error():
@@ -322,20 +314,10 @@ _TIMES = {"step": {"numpy": 2.0, "mkl": 1.0}, "skinny": {"numpy": 1.0, "mkl": 3.
 
 
 def _calibrate(tmp_path, times, provider: str | None = "auto", busy: bool = False, n_threads: int = 1) -> dict:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               TINYGRAD_RNN_CACHE_DIR=str(tmp_path))
-    env.pop("TINYGRAD_RNN_BLAS", None)
-    env.pop("FAKE_TIMES", None)
-    env["FAKE_BUSY"] = "1" if busy else "0"
-    env["FAKE_THREADS"] = str(n_threads)
-    if provider is not None:
-        env["TINYGRAD_RNN_BLAS"] = provider
-    if times is not None:
-        env["FAKE_TIMES"] = json.dumps(times)
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(_CALIBRATE)], env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return last_json(run_python(_CALIBRATE, {
+        "TINYGRAD_RNN_CACHE_DIR": str(tmp_path), "TINYGRAD_RNN_BLAS": provider,
+        "FAKE_TIMES": None if times is None else json.dumps(times), "FAKE_BUSY": "1" if busy else "0",
+        "FAKE_THREADS": str(n_threads)}))
 
 
 def test_calibration_is_cached_per_machine_and_read_back(tmp_path):
@@ -474,11 +456,7 @@ _NATIVE_CHILD = """
 
 
 def _native_child(env_extra: dict) -> dict:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_extra)
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(_NATIVE_CHILD)], env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return last_json(run_python(_NATIVE_CHILD, env_extra))
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")

@@ -7,7 +7,6 @@ OpInfo inputs found (ties, zero base, empty axes, dim=()).
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ import threading
 
 import numpy as np
 import pytest
+from _child import ROOT, run_python
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -23,7 +23,6 @@ import tinygrad_rnn.nn.functional as F
 from tinygrad_rnn.tensor import _mode
 from tinygrad_rnn.testing import arrays, broadcasting_pairs, check_op, shapes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INPLACE = "modified by an inplace operation"
 
 
@@ -33,9 +32,7 @@ def t64(a, grad=True):
 
 def run_fresh(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter with this checkout first on the path."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+    return run_python(code, timeout=timeout, cwd=ROOT)
 
 
 # ---------------------------------------------------------------------------------------------
