@@ -510,3 +510,17 @@ def test_packed_and_unpacked_weights_give_the_same_layer(mode, monkeypatch):
             assert bool(calls) == want_packed, (min_steps, inference, len(calls))
     np.testing.assert_allclose(results[0], results[2], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(results[1], results[3], rtol=1e-12, atol=1e-12)
+
+
+def test_a_bad_native_threads_setting_is_a_clear_error():
+    if not _mkl_installed():
+        pytest.skip("the setting is read where oneMKL's products are split")
+    r = run_python("""
+        import numpy as np
+        import tinygrad_rnn as tr
+        tr.set_num_threads(2)
+        a = np.ones((512, 512), np.float32)
+        tr.get_backend("cpu").mm(a, a)
+    """, {"TINYGRAD_RNN_NATIVE_THREADS": "no", "TINYGRAD_RNN_BLAS": "mkl"})
+    assert r.returncode != 0
+    assert "TINYGRAD_RNN_NATIVE_THREADS must be '0' or '1', got 'no'" in r.stderr

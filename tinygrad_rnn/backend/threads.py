@@ -126,7 +126,10 @@ def native_parallel() -> bool:
 
 
 def _load_tbb() -> bool:
-    if os.environ.get("TINYGRAD_RNN_NATIVE_THREADS", "1").strip() == "0":
+    choice = os.environ.get("TINYGRAD_RNN_NATIVE_THREADS", "1").strip() or "1"
+    if choice not in ("0", "1"):
+        raise ValueError(f"TINYGRAD_RNN_NATIVE_THREADS must be '0' or '1', got {choice!r}")
+    if choice == "0":
         return False
     try:
         return numba.threading_layer() == "tbb"  # a layer is loaded already (the user's parallel code)
