@@ -10,12 +10,13 @@ from . import ops  # noqa: F401
 from .backend import DeviceUnavailableError, get_backend, get_num_threads, set_num_threads
 from .gradcheck import GradcheckError, gradcheck
 from .ops import amax, amin, cat, chunk, clamp, clip, matmul, maximum, minimum, multinomial, narrow, split, stack, topk, where
-from .dtypes import bool_, float16, float32, float64, half, int32, int64
+from .dtypes import bfloat16, bool_, float16, float32, float64, half, int32, int64
 from .random import Generator, get_rng_state, manual_seed, set_rng_state
 from .tensor import (Function, Tensor, arange, as_tensor, device, enable_grad, eye, from_numpy, full, full_like,
                      is_grad_enabled, no_grad, ones, ones_like, rand, rand_like, randint, randn, randn_like, tensor, zeros,
                      zeros_like)
 from .serialization import load, save
+from .amp import autocast, get_autocast_dtype, is_autocast_enabled
 from . import autograd, cuda, distributed, nn, optim, utils  # noqa: E402
 from .nn.recurrent import scan  # noqa: E402 - tr.scan: JAX's lax.scan for recurrences (compiled)
 
@@ -34,5 +35,6 @@ __all__ = [
     "gradcheck", "GradcheckError", "DeviceUnavailableError", "get_backend", "cuda", "distributed", "nn", "optim", "utils",
     "float32", "float64", "int32", "int64", "bool_", "__version__", "autograd", "clamp", "clip", "maximum",
     "minimum", "amax", "amin", "set_num_threads", "get_num_threads", "from_numpy", "as_tensor", "device", "topk",
-    "multinomial", "narrow", "half", "float16", "scan",
+    "multinomial", "narrow", "half", "float16", "scan", "bfloat16", "autocast", "is_autocast_enabled",
+    "get_autocast_dtype", "amp",
 ]

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["float32", "float64", "int32", "int64", "bool_"]
+__all__ = ["float32", "float64", "int32", "int64", "bool_", "bfloat16"]
 
 float32 = np.dtype(np.float32)
 float64 = np.dtype(np.float64)
@@ -13,6 +13,22 @@ int32 = np.dtype(np.int32)
 int64 = np.dtype(np.int64)
 bool_ = np.dtype(np.bool_)
 half = float16 = np.dtype(np.float16)  # PyTorch's name; refused with a clear error by every factory
+
+
+class _BFloat16:
+    """``tr.bfloat16``: PyTorch's name, for ``tr.autocast("cpu", dtype=tr.bfloat16)`` (bfloat16 products,
+    float32 accumulation). No tensor holds bfloat16: every factory refuses it with a TypeError."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "tinygrad_rnn.bfloat16"
+
+    def __reduce__(self) -> str:
+        return "bfloat16"
+
+
+bfloat16 = _BFloat16()
 _FLOATS = (float32, float64)
 _ALLOWED = (float32, float64, int32, int64, bool_)
 
@@ -20,6 +36,9 @@ _ALLOWED = (float32, float64, int32, int64, bool_)
 def _as_dtype(dtype: Any) -> np.dtype | None:
     if dtype is None:
         return None
+    if dtype is bfloat16:
+        raise TypeError("bfloat16 tensors are not supported: tensors are float32 or float64; for bfloat16 "
+                        "products use tr.autocast('cpu', dtype=tr.bfloat16)")
     # the aliases only for non-dtypes: np.dtype("float64") == float, so it would map to float32
     if not isinstance(dtype, np.dtype):
         if dtype in ("float", float):

@@ -84,6 +84,12 @@ class Backend:
             out += bias
         return out
 
+    def mm_operand(self, a: Any) -> Any:
+        """A 2-D matrix about to be an operand of several ``mm`` calls, made ready once: ``a`` itself here;
+        the CPU backend under autocast returns it rounded to bfloat16 (so each product does not round it
+        again). Only ``mm`` takes the result (and its ``.T``); anything else keeps using ``a``."""
+        return a
+
     @_abstract
     def gemm(self, a: Any, b: Any, out: Any, beta: int) -> None:
         """``out = a @ b`` (beta 0) or ``out += a @ b`` (beta 1) in place, 2-D C-contiguous: the time loop's GEMM."""

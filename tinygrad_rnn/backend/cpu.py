@@ -6,13 +6,15 @@ from typing import Any
 
 import numpy as np
 
-from . import Backend, blas, calibration, cpu_kernels, memory, optim_kernels, rnn_kernels, threads
+from . import Backend, bf16, blas, calibration, cpu_kernels, memory, optim_kernels, precision, rnn_kernels, threads
 from .recurrence import GATES, alloc_forward, last_state, recurrence_backward, recurrence_forward
 
 __all__ = ["CPUBackend"]
 
 memory.tune_malloc()  # a step's large arrays reuse heap pages instead of faulting fresh ones (memory.py)
 
+# under autocast, mm takes float32 operands and ones mm_operand already rounded to bfloat16 (uint16 bits)
+_BF16_OPERANDS = (np.dtype(np.float32), np.dtype(np.uint16))
 # the activation kernels' typed 1 per dtype they run for (others take the generic NumPy path)
 _ONE = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1)}
 
@@ -29,10 +31,19 @@ class CPUBackend(Backend):
         return np.array(a, copy=True) if copy else np.asarray(a)
 
     def mm(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        if precision.bf16_active() and a.dtype in _BF16_OPERANDS and b.dtype in _BF16_OPERANDS and a.ndim == b.ndim == 2:
+            return bf16.matmul(a, b, bias)  # autocast: bfloat16 products, float32 accumulation
         return blas.matmul(a, b, bias)
 
+    def mm_operand(self, a: np.ndarray) -> np.ndarray:
+        if precision.bf16_active() and a.dtype == np.float32 and a.ndim == 2:
+            return bf16.to_bf16_operand(a)
+        return a
+
     def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: int) -> None:
-        if (blas.available() and out.dtype in (np.float32, np.float64) and a.dtype == b.dtype == out.dtype
+        if precision.bf16_active() and a.dtype == b.dtype == out.dtype == np.float32 and out.flags.c_contiguous:
+            bf16.gemm_into(a, b, out, float(beta))
+        elif (blas.available() and out.dtype in (np.float32, np.float64) and a.dtype == b.dtype == out.dtype
                 and a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
             # BLAS's own beta (no temporary product), on the calibrated provider, split over threads where
             # that pays (a NumPy matmul here would wake OpenBLAS's spinning threads beside MKL's)
@@ -254,6 +265,8 @@ class CPUBackend(Backend):
 
     def _seq_kernel(self, mode: str, dtype: Any, b: int, h: int) -> tuple[bool, bool]:
         """``(whole-sequence kernel?, BLAS inside it?)`` for a layer of this size and dtype."""
+        if self._bf16(dtype):  # every step's product in bfloat16: oneMKL's inside the kernel, else per step
+            return (True, True) if bf16.NATIVE else (False, False)
         if b * GATES[mode] * h * h <= self.SMALL_STEP_MACS:
             return True, False
         if not (self.SEQ_KERNEL_BLAS and blas.available()) or self._vectorised(dtype, b * GATES[mode] * h):
@@ -282,11 +295,16 @@ class CPUBackend(Backend):
             return recurrence_forward(self, mode, xw, w_hh, b_hn, h0, c0, mask, train)
         return self._seq_forward(mode, xw, None, None, None, w_hh, b_hn, h0, c0, mask, train, use_blas)
 
+    @staticmethod
+    def _bf16(dtype: Any) -> bool:
+        """Autocast's bfloat16 products for this layer (float32 only; float64 is never autocast)."""
+        return dtype == np.float32 and precision.bf16_active()
+
     def _fused_input_forward(self, mode, x, w_ih, bias, w_hh, b_hn, h0, c0, mask, train):
         """The sequence kernel making each step's input projection (bias + x_t W_ih^T) itself, per row
         block, so no (T, B, G*H) projection is stored and every thread projects its own rows; None where
         this layer does not take that path (see FUSE_INPUT_PROJECTION)."""
-        if not (self.FUSE_INPUT_PROJECTION_TRAIN if train else self.FUSE_INPUT_PROJECTION):
+        if not (self.FUSE_INPUT_PROJECTION_TRAIN if train else self.FUSE_INPUT_PROJECTION) or self._bf16(x.dtype):
             return None
         t_, b_, _ = x.shape
         h_ = h0.shape[1]
@@ -368,7 +386,8 @@ class CPUBackend(Backend):
 
     def _packing(self, use_blas: bool, t: int, b: int) -> bool:
         """Whether the sequence kernels get W_hh (and W_ih) packed by oneMKL (see PACK_WEIGHTS, PACK_MIN_STEPS)."""
-        return (use_blas and t >= self.PACK_MIN_STEPS and t * b >= self.PACK_MIN_ROW_STEPS and self.PACK_WEIGHTS
+        return (use_blas and not precision.bf16_active()
+                and t >= self.PACK_MIN_STEPS and t * b >= self.PACK_MIN_ROW_STEPS and self.PACK_WEIGHTS
                 and blas.can_pack(self.STEP_PROVIDER))
 
     def _over_rows(self, fn: Any, mode: str, t: int, b: int, h: int, use_blas: bool,
@@ -381,9 +400,19 @@ class CPUBackend(Backend):
         pack = self._packing(use_blas, t, b)
         n = self._row_blocks(mode, t, b, h, use_blas)
         bounds = threads.even_bounds(b, n)
-        packs = {m: [blas.pack_b(w, m, trans) if pack else blas.NOT_PACKED for w, trans in weights]
-                 for m in {bounds[i + 1] - bounds[i] for i in range(n)}}
-        threads.run_ranges(lambda b0, b1: fn(b0, b1, *packs[b1 - b0]), b, n)
+        if use_blas and self._bf16(weights[0][0].dtype):  # autocast: W rounded to bfloat16, packed by oneMKL
+            packer = bf16.pack_b
+        else:
+            def packer(w: np.ndarray, m: int, trans: bool) -> np.ndarray:
+                return blas.pack_b(w, m, trans) if pack else blas.NOT_PACKED
+        packs = {m: [packer(w, m, trans) for w, trans in weights] for m in {bounds[i + 1] - bounds[i] for i in range(n)}}
+        if packer is bf16.pack_b:
+            def block(b0: int, b1: int) -> None:
+                bf16.thread_ready()  # oneMKL's first packed bf16 product in a thread (see thread_ready)
+                fn(b0, b1, *packs[b1 - b0])
+            threads.run_ranges(block, b, n)
+        else:
+            threads.run_ranges(lambda b0, b1: fn(b0, b1, *packs[b1 - b0]), b, n)
 
     # -- activations: one Numba pass in place of two to four NumPy ones (same bits; see cpu_kernels) ---
     def sigmoid(self, a: np.ndarray) -> np.ndarray:

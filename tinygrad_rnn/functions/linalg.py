@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import precision
 from ..tensor import Function
 from ._broadcast import sum_to_shape
 
@@ -28,6 +29,8 @@ def _gemm_backward(be: Any, g: Any, x: Any, wt: Any, need_x: bool, need_w: bool,
     """The gradients of :func:`_gemm` for ``x`` and the matrix; with ``w_out_in`` the matrix's one is
     given in the (N, K) layout of a ``Linear`` weight (``g.T @ x``: no transposed copy for the optimizer)."""
     g2 = _rows(g)
+    if need_x and need_w:
+        g2 = be.mm_operand(g2)  # an operand of both products: made ready once (rounded once under autocast)
     gx = be.mm(g2, wt.T).reshape(x.shape) if need_x else None
     gw = None
     if need_w:
@@ -41,12 +44,14 @@ class MatMul(Function):
 
     def forward(self, a, b):
         self.a, self.b = a, b
+        self.bf16 = precision.bf16_active()  # autocast: backward multiplies as forward did
         return _gemm(self.be, a, b) if b.ndim == 2 else a @ b
 
     def backward(self, g):
         xp, a, b = self.xp, self.a, self.b
         if b.ndim == 2:
-            return _gemm_backward(self.be, g, a, b, self.needs[0], self.needs[1], w_out_in=False)
+            with precision.using(self.bf16):
+                return _gemm_backward(self.be, g, a, b, self.needs[0], self.needs[1], w_out_in=False)
         ga = sum_to_shape(xp, g @ xp.swapaxes(b, -1, -2), a.shape) if self.needs[0] else None
         gb = sum_to_shape(xp, xp.swapaxes(a, -1, -2) @ g, b.shape) if self.needs[1] else None
         return ga, gb
@@ -63,10 +68,12 @@ class Linear(Function):
 
     def forward(self, x, w, bias=None):
         self.x, self.w = x, w
+        self.bf16 = precision.bf16_active()
         return _gemm(self.be, x, w.T, bias)
 
     def backward(self, g):
-        gx, gw = _gemm_backward(self.be, g, self.x, self.w.T, self.needs[0], self.needs[1], w_out_in=True)
+        with precision.using(self.bf16):
+            gx, gw = _gemm_backward(self.be, g, self.x, self.w.T, self.needs[0], self.needs[1], w_out_in=True)
         if len(self.needs) == 2:
             return gx, gw
         return gx, gw, (_rows(g).sum(axis=0) if self.needs[2] else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backend import precision
 from ..backend.recurrence import GATES, STORE_GATES
 from ..tensor import Function
 
@@ -25,6 +26,7 @@ class FusedRecurrence(Function):
 
     def forward(self, *arrays, mode, mask, reverse, has_bias, train, masked=False):
         xp = self.xp
+        self.bf16 = precision.bf16_active()  # autocast: backward multiplies as forward did
         lstm = mode == "lstm"
         x, h0 = arrays[0], arrays[1]
         k = 2
@@ -68,6 +70,10 @@ class FusedRecurrence(Function):
         return out, h_all[t_].copy()
 
     def backward(self, dout, dh_n, dc_n=None):
+        with precision.using(self.bf16):
+            return self._backward(dout, dh_n, dc_n)
+
+    def _backward(self, dout, dh_n, dc_n):
         xp = self.xp
         t_, b_, d_, h_ = self.shape
         if self.reverse:
@@ -81,9 +87,13 @@ class FusedRecurrence(Function):
         dhw2 = dhw.reshape(t_ * b_, g)
         grads: list[Any] = []
         needs = self.needs
+        k = 3 if self.lstm else 2
+        # operands of up to three products each (dx, dW_ih; dW_hh): made ready once (rounded once under autocast)
+        dxw_op = self.be.mm_operand(dxw2) if needs[0] + needs[k] + (needs[k + 1] and dhw is dxw) > 1 else dxw2
+        dhw_op = dxw_op if dhw is dxw else dhw2
         dx = None
         if needs[0]:
-            dx = self.be.mm(dxw2, self.w_ih).reshape(t_, b_, d_)
+            dx = self.be.mm(dxw_op, self.w_ih).reshape(t_, b_, d_)
             if self.reverse:
                 dx = dx[::-1]
         grads.append(dx)
@@ -91,8 +101,8 @@ class FusedRecurrence(Function):
         if self.lstm:
             grads.append(dc0)
         k = len(grads)
-        grads.append(self.be.mm(dxw2.T, self.x2) if needs[k] else None)
-        grads.append(self.be.mm(dhw2.T, self.h_all[:-1].reshape(t_ * b_, h_)) if needs[k + 1] else None)
+        grads.append(self.be.mm(dxw_op.T, self.x2) if needs[k] else None)
+        grads.append(self.be.mm(dhw_op.T, self.h_all[:-1].reshape(t_ * b_, h_)) if needs[k + 1] else None)
         if self.has_bias:
             db_ih = dxw2.sum(axis=0) if needs[k + 2] or (needs[k + 3] and dhw is dxw) else None
             if dhw is dxw:  # LSTM / RNN: both biases get the same gradient; sum once, own copy each
@@ -110,13 +120,18 @@ class CompiledRecurrence(Function):
     stacked per-step outputs and the final states. ``program`` (the compiler's ``CompiledCell``) holds
     the generated kernels and runs them; being a node, it gets version checks and anomaly mode."""
 
+    # a compiled cell's generated kernels multiply in float32; under autocast its projections do too
+    # (bfloat16 products for compiled cells are not built yet), so the whole node is one precision
+
     def forward(self, x, *arrays, program, train, **kw):
-        outs, self.saved = program.forward(self.be, x, arrays, train=train, **kw)
+        with precision.using(False):
+            outs, self.saved = program.forward(self.be, x, arrays, train=train, **kw)
         self.program = program
         return outs
 
     def backward(self, dout, *dstates):
-        return self.program.backward(self.be, self.needs, self.saved, dout, dstates)
+        with precision.using(False):
+            return self.program.backward(self.be, self.needs, self.saved, dout, dstates)
 
 
 
@@ -135,6 +150,7 @@ class FusedCell(Function):
 
     def forward(self, *arrays, mode, has_bias, train=True):
         xp, be = self.xp, self.be
+        self.bf16 = precision.bf16_active()
         lstm = mode == "lstm"
         x, h = xp.ascontiguousarray(arrays[0]), xp.ascontiguousarray(arrays[1])
         k = 3 if lstm else 2
@@ -162,6 +178,10 @@ class FusedCell(Function):
         return (h_out, c_out) if lstm else h_out
 
     def backward(self, dh, dc=None):
+        with precision.using(self.bf16):
+            return self._backward(dh, dc)
+
+    def _backward(self, dh, dc):
         xp, be, mode, lstm = self.xp, self.be, self.mode, self.lstm
         b_, h_ = self.h.shape
         dt = self.h.dtype
@@ -175,7 +195,10 @@ class FusedCell(Function):
                              xp.ascontiguousarray(dh, dtype=dt), zero,
                              xp.ascontiguousarray(dc, dtype=dt) if lstm else None, dxw, dhw, dh_pass, dc_prev)
         needs = self.needs
-        grads: list[Any] = [be.mm(dxw, self.w_ih) if needs[0] else None]
+        k = 3 if lstm else 2
+        # an operand of up to three products (dx, dW_ih; dW_hh): made ready once (rounded once under autocast)
+        dxw_op = be.mm_operand(dxw) if needs[0] + needs[k] + (needs[k + 1] and dhw is dxw) > 1 else dxw
+        grads: list[Any] = [be.mm(dxw_op, self.w_ih) if needs[0] else None]
         if needs[1]:
             be.gemm(dhw, xp.ascontiguousarray(self.w_hh), dh_pass, 1)  # dh = dh_pass + dhw W_hh
             grads.append(dh_pass)
@@ -184,8 +207,8 @@ class FusedCell(Function):
         if lstm:
             grads.append(dc_prev if needs[2] else None)
         k = len(grads)
-        grads.append(be.mm(dxw.T, self.x) if needs[k] else None)
-        grads.append(be.mm(dhw.T, self.h) if needs[k + 1] else None)
+        grads.append(be.mm(dxw_op.T, self.x) if needs[k] else None)
+        grads.append(be.mm((dxw_op if dhw is dxw else dhw).T, self.h) if needs[k + 1] else None)
         if self.has_bias:
             db_ih = dxw.sum(axis=0) if needs[k + 2] or (needs[k + 3] and dhw is dxw) else None
             if dhw is dxw:  # LSTM / RNN: both biases get the same gradient
