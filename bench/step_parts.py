@@ -103,6 +103,16 @@ def parts(w: dict):
         return time.perf_counter() - t0
 
     box = [1e9]
+    start = [tr.tensor(np.array(p.numpy(), copy=True)) for p in params]
+
+    def opt_step():  # timed alone; then the weights go back, so rounds of updates never drift them (PTB's
+        t0 = time.perf_counter()  # SGD at lr 1 saturated the LSTM within rounds: subnormals made it 8x slower)
+        opt.step()
+        dt = time.perf_counter() - t0
+        with tr.no_grad():
+            for p, s0 in zip(params, start):
+                p.copy_(s0)
+        return dt
 
     def clip():  # max_norm just under the norm: both the norm pass and the scaling run, the grads barely shrink
         box[0] = float(clip_grad_norm_(params, box[0] * 0.999).item())
@@ -117,7 +127,7 @@ def parts(w: dict):
         ("xent fwd", lambda: F.cross_entropy(l_leaf, yt, reduction=reduction), rows * v_ * 4, 0),
         ("xent bwd", xent_bwd, 2 * rows * v_ * 4, 0),
         ("clip", clip, 3 * 4 * n_params, 0),  # norm: read; scale: read + write
-        ("optimizer", opt.step, opt_bytes, 0),
+        ("optimizer", opt_step, opt_bytes, 0),
     ]
 
 
@@ -126,18 +136,27 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--only", default="", help="char or ptb")
+    ap.add_argument("--bf16", action="store_true", help="every part under tr.autocast('cpu', dtype=tr.bfloat16)")
     args = ap.parse_args()
     import tinygrad_rnn as tr
     from tinygrad_rnn.backend import blas
     tr.set_num_threads(args.threads)
     bw, peak = _bandwidth(), _peak()
-    print(f"threads {args.threads}; copy bandwidth {bw / 1e9:.1f} GB/s; float32 peak {peak / 1e9:.1f} GFLOP/s; "
+    print(f"{'bfloat16 autocast; ' if args.bf16 else ''}"
+          f"threads {args.threads}; copy bandwidth {bw / 1e9:.1f} GB/s; float32 peak {peak / 1e9:.1f} GFLOP/s; "
           f"BLAS {blas.PROVIDER} step={blas.provider_for('step')} skinny={blas.provider_for('skinny')} "
           f"large={blas.provider_for('large')}; load {os.getloadavg()[0]:.2f}")
     for name, w in WORKLOADS.items():
         if args.only and not name.lower().startswith(args.only):
             continue
         n_params, ps = parts(w)
+        if args.bf16:
+            def under_autocast(fn):
+                def run():
+                    with tr.autocast("cpu", dtype=tr.bfloat16):
+                        return fn()
+                return run
+            ps = [(pname, under_autocast(fn), nb, fl) for pname, fn, nb, fl in ps]
         for _, fn, _, _ in ps:  # warm-up, compile
             fn()
             fn()

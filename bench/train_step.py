@@ -21,6 +21,7 @@ same thread count, the time a step would take at that peak, and the share of pea
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/train_step.py --threads 1
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/train_step.py --quick       # 2 rounds x 2 steps
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/train_step.py --profile     # cProfile, ours
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/train_step.py --bf16        # + bfloat16 autocast
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def _loss_scale(w: dict) -> tuple[str, float]:
     return ("mean", 1.0) if w["loss"] == "mean" else ("sum", 1.0 / w["batch"])
 
 
-def ours_stepper(w: dict, data, save_init: str | None = None):
+def ours_stepper(w: dict, data, save_init: str | None = None, bf16: bool = False):
     import tinygrad_rnn as tr
     import tinygrad_rnn.nn.functional as F
     from tinygrad_rnn import nn, optim
@@ -105,8 +106,9 @@ def ours_stepper(w: dict, data, save_init: str | None = None):
         box["i"] += 1
         st = box["state"]
         st = None if st is None else tuple(s.detach() for s in st)
-        logits, box["state"] = model(tr.tensor(x), st)
-        loss = F.cross_entropy(logits.reshape(-1, w["vocab"]), tr.tensor(y.reshape(-1)), reduction=reduction)
+        with tr.autocast("cpu", dtype=tr.bfloat16, enabled=bf16):
+            logits, box["state"] = model(tr.tensor(x), st)
+            loss = F.cross_entropy(logits.reshape(-1, w["vocab"]), tr.tensor(y.reshape(-1)), reduction=reduction)
         if scale != 1.0:
             loss = loss * scale
         opt.zero_grad()
@@ -118,7 +120,7 @@ def ours_stepper(w: dict, data, save_init: str | None = None):
     return step
 
 
-def torch_stepper(w: dict, data, init: str):
+def torch_stepper(w: dict, data, init: str, bf16: bool = False):
     import torch
 
     class TLM(torch.nn.Module):
@@ -146,9 +148,10 @@ def torch_stepper(w: dict, data, init: str):
         x, y = tdata[box["i"] % len(tdata)]
         box["i"] += 1
         st = box["state"]
-        st = None if st is None else tuple(s.detach() for s in st)
-        logits, box["state"] = tm(x, st)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, w["vocab"]), y, reduction=reduction)
+        st = None if st is None else tuple(s.detach().float() for s in st)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits, box["state"] = tm(x, st)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, w["vocab"]), y, reduction=reduction)
         if scale != 1.0:
             loss = loss * scale
         opt.zero_grad()
@@ -177,14 +180,14 @@ def worker(spec: dict) -> dict:
         tr.get_backend("cpu")  # loads the kernels' BLAS, so the limits below reach it
         tr.set_num_threads(threads)
         _proc.limit_blas(threads)
-        step = ours_stepper(w, data, spec.get("save_init"))
+        step = ours_stepper(w, data, spec.get("save_init"), spec.get("bf16", False))
         info = (f"tinygrad_rnn {tr.get_num_threads()} thr; our GEMMs (TINYGRAD_RNN_BLAS="
                 f"{os.environ.get('TINYGRAD_RNN_BLAS', 'auto')}): {kblas.PROVIDER or 'NumPy matmul'}")
     else:
         import torch
 
         torch.set_num_threads(threads)
-        step = torch_stepper(w, data, spec["init"])
+        step = torch_stepper(w, data, spec["init"], spec.get("bf16", False))
         info = f"torch {torch.__version__} {torch.get_num_threads()} thr"
     out = {"losses": [step() for _ in range(AGREE_STEPS)], "info": info + "; " + _proc.blas_info()}
     if spec.get("profile"):
@@ -214,12 +217,13 @@ def _child(spec: dict, threads: int) -> dict:
     return _proc.run_fresh(f"import json, train_step; emit(train_step.worker(json.loads({json.dumps(spec)!r})))", threads)
 
 
-def check_agreement(name: str, ours: list[float], theirs: list[float]) -> None:
-    """The first steps' losses agree to float32 tolerance (same model, same data, same updates)."""
+def check_agreement(name: str, ours: list[float], theirs: list[float], rel: float = 1e-4) -> None:
+    """The first steps' losses agree to float32 tolerance (same model, same data, same updates); ``rel``
+    looser for bfloat16 products against float32."""
     for k, (a, b) in enumerate(zip(ours, theirs)):
-        if not abs(a - b) <= 1e-4 * max(1.0, abs(b)):
-            raise SystemExit(f"{name}: step {k + 1} losses differ, ours {a!r} vs torch {b!r}: not the same computation")
-        print(f"  {name}: step {k + 1} loss ours {a:.6f}  torch {b:.6f}")
+        if not abs(a - b) <= rel * max(1.0, abs(b)):
+            raise SystemExit(f"{name}: step {k + 1} losses differ, {a!r} vs {b!r}: not the same computation")
+        print(f"  {name}: step {k + 1} loss {a:.6f}  vs {b:.6f}")
 
 
 def main() -> None:
@@ -231,6 +235,8 @@ def main() -> None:
     ap.add_argument("--workload", choices=list(WORKLOADS), action="append", help="only these (repeatable)")
     ap.add_argument("--profile", action="store_true", help="cProfile 8 of our steps (own process); print the top entries")
     ap.add_argument("--no-torch", action="store_true", help="ours only (no comparison, no agreement check)")
+    ap.add_argument("--bf16", action="store_true", help="also time both under bfloat16 autocast (tr.autocast / "
+                    "torch.autocast on the CPU) and print their table beside float32's")
     args = ap.parse_args()
     rounds = args.repeats or (2 if args.quick else 5)
     steps = args.steps or (2 if args.quick else 6)
@@ -243,12 +249,12 @@ def main() -> None:
                            repeats=3 if args.quick else 7)
     _proc.print_machine(args.threads, gemm)
     print(f"{rounds} rounds x {steps} timed steps per child, frameworks alternating, each in its own process")
-    rows, infos = [], {}
+    rows, rows16, infos = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             w = WORKLOADS[name]
             init = os.path.join(tmp, f"init_{name.replace(' ', '_')}.npz")
-            t_ours, t_torch = [], []
+            t_ours, t_torch, t_ours16, t_torch16 = [], [], [], []
             for rnd in range(rounds):
                 o = _child({"fw": "ours", "workload": name, "steps": steps, "save_init": init if rnd == 0 else None,
                             "profile": args.profile and rnd == 0}, args.threads)
@@ -262,8 +268,19 @@ def main() -> None:
                     t_torch += t["times"]
                     if rnd == 0:
                         check_agreement(name, o["losses"], t["losses"])
+                if args.bf16:
+                    o16 = _child({"fw": "ours", "workload": name, "steps": steps, "bf16": True}, args.threads)
+                    t_ours16 += o16["times"]
+                    if rnd == 0:  # bfloat16 products: the same model to bf16's precision, not float32's
+                        check_agreement(name + " bf16", o16["losses"], o["losses"], rel=2e-2)
+                    if use_torch:
+                        t_torch16 += _child({"fw": "torch", "workload": name, "steps": steps, "init": init,
+                                             "bf16": True}, args.threads)["times"]
             rows.append((name, step_flops(w), _proc.best_and_median(t_ours),
                          _proc.best_and_median(t_torch) if t_torch else None))
+            if args.bf16:
+                rows16.append((name, _proc.best_and_median(t_ours), _proc.best_and_median(t_ours16),
+                               _proc.best_and_median(t_torch16) if t_torch16 else None))
     print("\ncontenders (each in its own process):")
     for fw, info in infos.items():
         print(f"  {fw}: {info}")
@@ -278,6 +295,16 @@ def main() -> None:
             torch_pct = f"{100 * at_peak / tt[0]:.0f}%"
         print(f"| {name} | {args.threads} | {flops / 1e9:.2f} | {at_peak * 1e3:.1f} | {ob * 1e3:.1f} ({om * 1e3:.1f}) | "
               f"{torch_ms} | {ratio} | {100 * at_peak / ob:.0f}% | {torch_pct} |")
+    if rows16:
+        print("\nbfloat16 autocast (bf16 products, float32 accumulation and master weights), same run:\n"
+              "| workload | threads | ours bf16 ms best (median) | ours float32 / ours bf16 best (median) | "
+              "PyTorch bf16 ms best (median) | torch bf16 / ours bf16 best (median) |\n|---|---|---|---|---|---|")
+        for name, (fb, fm), (bb, bm), tt in rows16:
+            torch_ms, ratio = "—", "—"
+            if tt:
+                torch_ms, ratio = f"{tt[0] * 1e3:.1f} ({tt[1] * 1e3:.1f})", f"{tt[0] / bb:.2f} ({tt[1] / bm:.2f})"
+            print(f"| {name} | {args.threads} | {bb * 1e3:.1f} ({bm * 1e3:.1f}) | {fb / bb:.2f} ({fm / bm:.2f}) | "
+                  f"{torch_ms} | {ratio} |")
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 
 
