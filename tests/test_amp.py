@@ -224,7 +224,10 @@ def _lstm_reference(x, w_ih, w_hh, b, h0, c0):
 
 @pytest.mark.parametrize("b,t,d,h", [(3, 4, 5, 6), (32, 12, 16, 64), (16, 6, 24, 128)])
 @pytest.mark.parametrize("train", [True, False])
-def test_lstm_forward_against_a_rounding_reference(b, t, d, h, train, nthreads):
+@pytest.mark.parametrize("fuse", [True, False], ids=["proj-per-step", "proj-whole-seq"])
+def test_lstm_forward_against_a_rounding_reference(b, t, d, h, train, fuse, nthreads, monkeypatch):
+    monkeypatch.setattr(CPUBackend, "FUSE_INPUT_PROJECTION_BF16", fuse)  # the input projection inside the loop,
+    monkeypatch.setattr(CPUBackend, "FUSE_INPUT_PROJECTION_BF16_TRAIN", fuse)  # or one GEMM before it
     m = nn.LSTM(d, h, seed=3)
     x = tr.tensor(rnd(t, b, d), requires_grad=train)
     with tr.autocast("cpu"), (tr.enable_grad() if train else tr.no_grad()):

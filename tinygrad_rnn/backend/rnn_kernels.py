@@ -273,6 +273,18 @@ def _carry_impl(dg, w_hh, w_pack, dh_pass, dh, use_blas):
     return lambda dg, w_hh, w_pack, dh_pass, dh, use_blas: _carry_f(dg, w_hh, w_pack, dh_pass, dh, use_blas)
 
 
+def _packed_product(a, packed, c, beta):  # pragma: no cover - dispatched by the overload below
+    raise NotImplementedError
+
+
+@overload(_packed_product, inline="always")
+def _packed_product_impl(a, packed, c, beta):
+    """c = a @ B + beta * c over a weight packed once for the pass: bf16.pack_b's (uint16) or blas.pack_b's."""
+    if isinstance(packed, types.Array) and packed.dtype == types.uint16:
+        return lambda a, packed, c, beta: gemm_bf16_packed(a, packed, c, beta)
+    return lambda a, packed, c, beta: gemm_packed(a, packed, c, beta)
+
+
 @numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _project_step(x, w_ih_t, wi_pack, bias, use_blas, t, b0, b1, buf):  # pragma: no cover - jit
     """The input projection of step t for rows b0:b1, made inside the time loop: buf = bias +
@@ -284,7 +296,7 @@ def _project_step(x, w_ih_t, wi_pack, bias, use_blas, t, b0, b1, buf):  # pragma
         for i in range(buf.shape[0]):
             buf[i, :] = bias
         if wi_pack.size:
-            gemm_packed(xr, wi_pack, buf, 1.0)
+            _packed_product(xr, wi_pack, buf, 1.0)
         else:  # W_ih itself (G*H, D), as _product's W_hh
             gemm(xr, w_ih_t, buf, False, True, 1.0)
     else:
