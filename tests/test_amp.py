@@ -95,6 +95,25 @@ def test_matmul_split_over_threads_agrees(monkeypatch):
         tr.set_num_threads(1)
 
 
+def test_matmul_and_rounding_split_by_prange_agree(monkeypatch):
+    assert threads.native_parallel()  # the mkl extra brings TBB: the prange path is the one users get
+    monkeypatch.setattr(bf16, "NATIVE_PARALLEL_MIN_MACS", 1 << 8)
+    monkeypatch.setattr(bf16, "PARALLEL_MIN_ELEMENTS", 1 << 6)
+    tr.set_num_threads(2)
+    try:
+        before = bf16.NATIVE_SPLITS[0]
+        for a, b in [(rnd(200, 40), rnd(40, 30)), (rnd(30, 40), rnd(40, 200))]:
+            bias = rnd(b.shape[1])
+            np.testing.assert_allclose(bf16.matmul(a, b, bias), r64(a) @ r64(b) + bias, rtol=2e-6, atol=2e-5)
+            np.testing.assert_allclose(bf16.matmul(a.T.copy().T, b), r64(a) @ r64(b), rtol=2e-6, atol=2e-5)
+        x = rnd(1001)
+        np.testing.assert_array_equal(bf16.to_bf16(x), torch.from_numpy(x).to(torch.bfloat16).view(torch.int16)
+                                      .numpy().view(np.uint16))
+        assert bf16.NATIVE_SPLITS[0] >= before + 5  # four products and the rounding took the split path
+    finally:
+        tr.set_num_threads(1)
+
+
 def test_gemm_into_accumulates_with_beta():
     a, b, c = rnd(9, 13), rnd(13, 11), rnd(9, 11)
     want = r64(a) @ r64(b) + c

@@ -165,11 +165,40 @@ def _rows_to_bf16(a, out):  # pragma: no cover - jit
             out[i, j] = np.uint16(_round_bits(_bits(a[i, j])))
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _to_bf16_par(src, dst, parts):  # pragma: no cover - jit
+    """``_to_bf16_flat`` in ``parts`` chunks run by ``prange`` (Numba's TBB layer, threads.native_parallel)."""
+    n = src.shape[0]
+    for i in numba.prange(parts):
+        _to_bf16_flat(src[n * i // parts: n * (i + 1) // parts], dst[n * i // parts: n * (i + 1) // parts])
+
+
+# split a rounding pass over the threads from this many elements (a 2M-element pass: 0.45 ms on one core)
+PARALLEL_MIN_ELEMENTS = 1 << 18
+# split a product by prange from this many multiply-adds per block: 4x blas.NATIVE_PARALLEL_MIN_MACS, the
+# bf16 products being ~4x faster than float32's
+NATIVE_PARALLEL_MIN_MACS = 4 * blas.NATIVE_PARALLEL_MIN_MACS
+NATIVE_SPLITS = [0]  # products and rounding passes split by prange in this process (tests: the fast path is taken)
+
+
+def _native_parts(work: int, per_part: int, most: int) -> int:
+    nt = threads.get_num_threads()
+    if nt > 1 and work >= 2 * per_part and threads.native_parallel():
+        return max(1, min(nt, work // per_part, most))
+    return 0
+
+
 def to_bf16(a: np.ndarray) -> np.ndarray:
     """float32 ``a`` rounded to bfloat16: a C-contiguous uint16 array of a's shape holding the bit patterns."""
     a = np.ascontiguousarray(a, dtype=np.float32)
     out = np.empty(a.shape, dtype=np.uint16)
-    _to_bf16_flat(a.reshape(-1).view(np.uint32), out.reshape(-1))
+    src, dst = a.reshape(-1).view(np.uint32), out.reshape(-1)
+    parts = _native_parts(a.size, PARALLEL_MIN_ELEMENTS, a.size)
+    if parts > 1:
+        _to_bf16_par(src, dst, parts)
+        NATIVE_SPLITS[0] += 1
+    else:
+        _to_bf16_flat(src, dst)
     return out
 
 
@@ -242,6 +271,23 @@ def to_bf16_operand(a: np.ndarray) -> np.ndarray:
     return b16.T if trans else b16
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def blocks_par(a16, b16, c, trans_a, trans_b, bias, has_bias, beta, parts, by_rows):  # pragma: no cover - jit
+    """``matmul``'s product in ``parts`` blocks of rows (``by_rows``) or columns, run by ``prange``; with
+    ``has_bias`` each block starts as the bias, otherwise c = product + beta * c."""
+    m, n = c.shape
+    for i in numba.prange(parts):
+        m0, m1, n0, n1 = 0, m, 0, n
+        if by_rows:
+            m0, m1 = m * i // parts, m * (i + 1) // parts
+        else:
+            n0, n1 = n * i // parts, n * (i + 1) // parts
+        if has_bias:
+            block_bias_f(a16, b16, c, trans_a, trans_b, bias, m0, m1, n0, n1)
+        else:
+            block_f(a16, b16, c, trans_a, trans_b, beta, m0, m1, n0, n1)
+
+
 def _operand16(x: np.ndarray) -> tuple[np.ndarray, bool]:
     """``(bf16 array, transposed)`` for a float32 ``x`` -- a transposed view is rounded as its contiguous
     base and multiplied transposed, with no transposed copy -- or for bits already rounded (uint16)."""
@@ -272,6 +318,12 @@ def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> np.n
     a16, ta = _operand16(a)
     b16, tb = _operand16(b)
     out = np.empty((m, n), dtype=np.float32)
+    parts = _native_parts(m * n * k, NATIVE_PARALLEL_MIN_MACS, max(m, n))
+    if parts > 1:  # blocks by prange on Numba's TBB layer: no pool hand-off (see blas.matmul)
+        b_arr = np.empty(0, dtype=np.float32) if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+        blocks_par(a16, b16, out, ta, tb, b_arr, bias is not None, 0.0, parts, m >= n)
+        NATIVE_SPLITS[0] += 1
+        return out
     if bias is None:
         def block(m0: int, m1: int, n0: int, n1: int) -> None:
             block_f(a16, b16, out, ta, tb, 0.0, m0, m1, n0, n1)
