@@ -193,11 +193,12 @@ def worker(spec: dict) -> dict:
 
             def train(m=m, x=x):
                 m.zero_grad()
-                o, _ = m(x)
+                with tr.autocast("cpu", enabled=spec.get("bf16", False)):
+                    o, _ = m(x)
                 o.sum().backward()
 
             def infer(m=m, x=x):
-                with tr.no_grad():
+                with tr.no_grad(), tr.autocast("cpu", enabled=spec.get("bf16", False)):
                     return m(x)
 
             reps = _reps(spec, name)
@@ -223,11 +224,12 @@ def worker(spec: dict) -> dict:
 
             def train(tm=tm):
                 tm.zero_grad()
-                o, _ = tm(tx)
-                o.sum().backward()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.get("bf16", False)):
+                    o, _ = tm(tx)
+                o.float().sum().backward()
 
             def infer(tm=tm):
-                with torch.no_grad():
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.get("bf16", False)):
                     tm(tx)
 
             reps = _reps(spec, name)
@@ -272,7 +274,7 @@ def available(args: argparse.Namespace) -> list[str]:
         fws.append("torch")
     else:
         print("torch not installed: PyTorch columns skipped")
-    if "LSTM" in args.models:
+    if "LSTM" in args.models and not args.bf16:  # (JAX's and NumPy's LSTMs: float32 only)
         if not args.no_jax and importlib.util.find_spec("jax") is not None:
             fws.append("jax")
         fws.append("numpy")
@@ -286,6 +288,9 @@ def run(args: argparse.Namespace) -> None:
     gemm = _proc.gemm_peak(threads, shapes=shapes, repeats=3 if args.quick else 7)
     _proc.print_machine(threads, gemm)
     print(f"layout: {args.layout}; {args.rounds} rounds x {args.repeats} repeats per child; ms columns: {args.stat}")
+    if args.bf16:
+        print("bfloat16 autocast for ours (tr.autocast) and PyTorch (torch.autocast): bf16 products, float32 "
+              "accumulation; '%pk' columns are the float32 GEMM FLOPs over the float32 peak (> 100% possible)")
     if not args.no_compile:
         cold, warm = first_call_times(threads)
         print(f"first call (import + first fused LSTM/GRU/RNN steps, both kernel paths): cold compile {cold:.2f} s, "
@@ -301,7 +306,7 @@ def run(args: argparse.Namespace) -> None:
                 models = args.models if fw in ("ours", "torch") else ["LSTM"]
                 spec = {"fw": fw, "cfg": list(cfg), "models": models, "batch_first": args.layout == "batch_first",
                         "repeats": args.repeats, "budget": args.budget, "mem": fw == "ours" and rnd == 0,
-                        "composite_max": args.composite_max}
+                        "composite_max": 0 if args.bf16 else args.composite_max, "bf16": args.bf16}
                 res = _proc.run_fresh(f"import json, rnn; emit(rnn.worker(json.loads({json.dumps(spec)!r})))", threads)
                 infos.setdefault(fw, res.pop("info"))
                 for name, r in res.items():
@@ -383,6 +388,7 @@ def main() -> None:
     p.add_argument("--layout", choices=["batch_first", "time_major"], default="batch_first",
                    help="input layout of every contender (batch_first=True, or PyTorch's default time-major)")
     p.add_argument("--no-jax", action="store_true", help="skip the JAX contender even when jax is installed")
+    p.add_argument("--bf16", action="store_true", help="ours and PyTorch under bfloat16 autocast (no JAX/NumPy)")
     p.add_argument("--stat", choices=["min", "median"], default="min",
                    help="statistic the ms and %%peak columns show (both ratios are always printed)")
     p.add_argument("--threads", type=int, default=0,
