@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -140,6 +141,9 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
     """Cross-flag checks, before any data is loaded."""
     if args.bf16 and args.device != "cpu":
         parser.error(f"argument --bf16: bfloat16 autocast runs on the CPU only, not on --device {args.device}")
+    if args.bf16 and not tr.amp.native_bf16():
+        print("char_lm: --bf16 without oneMKL's bf16 GEMM (pip install -e '.[mkl]'): bfloat16 products are "
+              "emulated, slower than float32", file=sys.stderr)
     if args.sample:
         args.checkpoint = args.checkpoint or os.path.join(args.out, "model.npz")
         if not os.path.isfile(args.checkpoint):

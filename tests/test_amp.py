@@ -396,6 +396,7 @@ def test_without_onemkl_the_numbers_are_the_same(monkeypatch):
     with tr.autocast("cpu"), tr.no_grad():
         out_native = m(x)[0].numpy()
     monkeypatch.setattr(bf16, "NATIVE", False)
+    assert not tr.amp.native_bf16()
     np.testing.assert_allclose(bf16.matmul(a, b, bias), native, rtol=1e-5, atol=1e-5)
     with precision.using(True):
         assert CPUBackend()._seq_kernel("lstm", np.dtype(np.float32), 32, 64) == (False, False)  # per-step loop
@@ -409,5 +410,5 @@ def test_without_onemkl_the_numbers_are_the_same(monkeypatch):
 
 def test_onemkl_bf16_is_loaded_where_the_mkl_extra_is():
     # CI installs the mkl extra: the fast path must be the one these tests exercise
-    assert "mkl" in bf16.blas.PROVIDERS and bf16.NATIVE
+    assert "mkl" in bf16.blas.PROVIDERS and bf16.NATIVE and tr.amp.native_bf16()
     assert threads.get_num_threads() >= 1

@@ -29,7 +29,7 @@ from typing import Any, Callable
 from .backend import precision
 from .dtypes import bfloat16
 
-__all__ = ["autocast", "is_autocast_enabled", "get_autocast_dtype"]
+__all__ = ["autocast", "is_autocast_enabled", "get_autocast_dtype", "native_bf16"]
 
 
 class autocast:
@@ -74,3 +74,11 @@ def get_autocast_dtype(device_type: str = "cpu") -> Any:
     """The dtype autocast multiplies in for ``device_type``: ``tr.bfloat16``."""
     precision.check_device(device_type)
     return bfloat16
+
+
+def native_bf16() -> bool:
+    """Whether autocast's bfloat16 products run on oneMKL's bf16 GEMM (the ``mkl`` extra; AMX or AVX512_BF16
+    make it fast). False: the same numbers come from float32 GEMMs of rounded operands, slower than float32."""
+    from .backend import bf16
+
+    return bf16.NATIVE
