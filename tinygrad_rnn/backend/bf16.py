@@ -257,9 +257,7 @@ def block_f(a16, b16, c, trans_a, trans_b, beta, m0, m1, n0, n1):  # pragma: no 
 @numba.njit(cache=True, nogil=True)
 def block_bias_f(a16, b16, c, trans_a, trans_b, bias, m0, m1, n0, n1):  # pragma: no cover - jit
     """One block of ``matmul``'s product started from the bias row (beta = 1 onto it)."""
-    for i in range(m0, m1):
-        for j in range(n0, n1):
-            c[i, j] = bias[j]
+    blas._fill_bias(c, bias, m0, m1, n0, n1)
     _call(a16, b16, c, trans_a, trans_b, 1.0, m0, m1, n0, n1)
 
 
@@ -277,11 +275,7 @@ def blocks_par(a16, b16, c, trans_a, trans_b, bias, has_bias, beta, parts, by_ro
     ``has_bias`` each block starts as the bias, otherwise c = product + beta * c."""
     m, n = c.shape
     for i in numba.prange(parts):
-        m0, m1, n0, n1 = 0, m, 0, n
-        if by_rows:
-            m0, m1 = m * i // parts, m * (i + 1) // parts
-        else:
-            n0, n1 = n * i // parts, n * (i + 1) // parts
+        m0, m1, n0, n1 = blas.block_bounds(i, parts, m, n, by_rows)
         if has_bias:
             block_bias_f(a16, b16, c, trans_a, trans_b, bias, m0, m1, n0, n1)
         else:

@@ -573,6 +573,15 @@ NATIVE_PARALLEL_MIN_MACS = 1 << 19
 NATIVE_SPLITS = [0]  # products split by mkl_blocks_par in this process (tests: the fast path is taken)
 
 
+@numba.njit(cache=True, nogil=True)
+def block_bounds(i, parts, m, n, by_rows):  # pragma: no cover - jit
+    """``(m0, m1, n0, n1)``: block ``i`` of ``parts`` even blocks of rows (``by_rows``) or columns of an (m, n)
+    product (the prange-split products here and in bf16.py)."""
+    if by_rows:
+        return m * i // parts, m * (i + 1) // parts, 0, n
+    return 0, m, n * i // parts, n * (i + 1) // parts
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def mkl_blocks_par(a, b, c, trans_a, trans_b, bias, has_bias, beta, parts, by_rows):  # pragma: no cover - jit
     """``matmul``'s product by oneMKL in ``parts`` blocks of rows (``by_rows``) or columns, run by ``prange``
@@ -580,11 +589,7 @@ def mkl_blocks_par(a, b, c, trans_a, trans_b, bias, has_bias, beta, parts, by_ro
     otherwise c = product + beta * c."""
     m, n = c.shape
     for i in numba.prange(parts):
-        m0, m1, n0, n1 = 0, m, 0, n
-        if by_rows:
-            m0, m1 = m * i // parts, m * (i + 1) // parts
-        else:
-            n0, n1 = n * i // parts, n * (i + 1) // parts
+        m0, m1, n0, n1 = block_bounds(i, parts, m, n, by_rows)
         if has_bias:
             mkl_block_bias_f(a, b, c, trans_a, trans_b, bias, m0, m1, n0, n1)
         else:
