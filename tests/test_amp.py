@@ -295,6 +295,37 @@ def test_fused_layer_gradients_match_the_composite_under_autocast(mode, b, t, d,
             assert np.median(np.abs(f - c)) > 3e-5 * scale  # float32 products are told apart
 
 
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_stacked_bidirectional_packed_layers_under_autocast(mode):
+    """Two layers, both directions, padded sequences packed: every FusedRecurrence node (masked, reversed)
+    under autocast against the composite path under autocast."""
+    m = getattr(nn, mode)(8, 32, num_layers=2, bidirectional=True, batch_first=True, seed=6)
+    x = tr.tensor(rnd(5, 9, 8), requires_grad=True)
+    lengths = [9, 7, 4, 9, 2]
+    got = {}
+    for fused in (True, False):
+        m.fused = fused
+        m.zero_grad()
+        x.grad = None
+        with tr.autocast("cpu"):
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            out, _ = m(packed)
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
+        (out * out).sum().backward()
+        got[fused] = [out.numpy(), x.grad.numpy(), m.weight_hh_l1_reverse.grad.numpy()]
+    for a, c in zip(got[True], got[False]):
+        scale = np.abs(c).max()
+        assert np.abs(a - c).max() <= 5e-3 * scale
+        assert np.median(np.abs(a - c)) <= 1e-4 * scale
+    m.fused = True
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out32 = nn.utils.rnn.pad_packed_sequence(m(packed)[0], batch_first=True)[0].numpy()
+    real = np.arange(9)[None, :] < np.array(lengths)[:, None]  # the padding is zero either way
+    c = got[False][0]
+    assert np.median(np.abs(got[True][0] - c)[real]) <= 1e-6 * np.abs(c).max()
+    assert np.median(np.abs(out32 - c)[real]) > 3e-5 * np.abs(c).max()  # float32 products told apart
+
+
 @pytest.mark.parametrize("mode", ["LSTMCell", "GRUCell", "RNNCell"])
 def test_fused_cells_under_autocast(mode):
     cell = getattr(nn, mode)(10, 12, seed=2)
