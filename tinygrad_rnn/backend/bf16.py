@@ -151,12 +151,6 @@ def _to_bf16_flat(src, dst):  # pragma: no cover - jit
         dst[i] = np.uint16(_round_bits(src[i]))
 
 
-@numba.njit(cache=True, nogil=True)
-def _round_flat(src, dst):  # pragma: no cover - jit
-    for i in range(src.shape[0]):
-        dst[i] = _round_bits(src[i]) << np.uint32(16)
-
-
 @numba.njit(cache=True, inline="always")
 def _rows_to_bf16(a, out):  # pragma: no cover - jit
     """out (uint16, a's shape) = a (2-D float32) rounded to bfloat16, inside other kernels."""
@@ -209,10 +203,7 @@ def from_bf16(b: np.ndarray) -> np.ndarray:
 
 def round_bf16(a: np.ndarray) -> np.ndarray:
     """float32 ``a`` rounded to the nearest bfloat16 value, as float32 (what autocast's products see)."""
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    out = np.empty(a.shape, dtype=np.uint32)
-    _round_flat(a.reshape(-1).view(np.uint32), out.reshape(-1))
-    return out.view(np.float32)
+    return from_bf16(to_bf16(a))
 
 
 @numba.njit(cache=True, inline="always")

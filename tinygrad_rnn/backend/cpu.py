@@ -394,8 +394,7 @@ class CPUBackend(Backend):
 
     def _packing(self, use_blas: bool, t: int, b: int) -> bool:
         """Whether the sequence kernels get W_hh (and W_ih) packed by oneMKL (see PACK_WEIGHTS, PACK_MIN_STEPS)."""
-        return (use_blas and not precision.bf16_active()
-                and t >= self.PACK_MIN_STEPS and t * b >= self.PACK_MIN_ROW_STEPS and self.PACK_WEIGHTS
+        return (use_blas and t >= self.PACK_MIN_STEPS and t * b >= self.PACK_MIN_ROW_STEPS and self.PACK_WEIGHTS
                 and blas.can_pack(self.STEP_PROVIDER))
 
     def _over_rows(self, fn: Any, mode: str, t: int, b: int, h: int, use_blas: bool,
@@ -408,19 +407,21 @@ class CPUBackend(Backend):
         pack = self._packing(use_blas, t, b)
         n = self._row_blocks(mode, t, b, h, use_blas)
         bounds = threads.even_bounds(b, n)
-        if use_blas and self._bf16(weights[0][0].dtype):  # autocast: W rounded to bfloat16, packed by oneMKL
-            packer = bf16.pack_b
-        else:
-            def packer(w: np.ndarray, m: int, trans: bool) -> np.ndarray:
-                return blas.pack_b(w, m, trans) if pack else blas.NOT_PACKED
+        bf = use_blas and self._bf16(weights[0][0].dtype)  # autocast: W rounded to bfloat16, packed by oneMKL
+
+        def packer(w: np.ndarray, m: int, trans: bool) -> np.ndarray:
+            if bf:
+                return bf16.pack_b(w, m, trans)
+            return blas.pack_b(w, m, trans) if pack else blas.NOT_PACKED
+
         packs = {m: [packer(w, m, trans) for w, trans in weights] for m in {bounds[i + 1] - bounds[i] for i in range(n)}}
-        if packer is bf16.pack_b:
-            def block(b0: int, b1: int) -> None:
+
+        def block(b0: int, b1: int) -> None:
+            if bf:
                 bf16.thread_ready()  # oneMKL's first packed bf16 product in a thread (see thread_ready)
-                fn(b0, b1, *packs[b1 - b0])
-            threads.run_ranges(block, b, n)
-        else:
-            threads.run_ranges(lambda b0, b1: fn(b0, b1, *packs[b1 - b0]), b, n)
+            fn(b0, b1, *packs[b1 - b0])
+
+        threads.run_ranges(block, b, n)
 
     # -- activations: one Numba pass in place of two to four NumPy ones (same bits; see cpu_kernels) ---
     def sigmoid(self, a: np.ndarray) -> np.ndarray:

@@ -244,13 +244,27 @@ def _carry_back(dg, w_hh, dh_pass, dh):  # pragma: no cover - jit
                     dh[b, k] += d * w_hh[j, k]
 
 
+def _packed_product(a, packed, c, beta):  # pragma: no cover - dispatched by the overload below
+    raise NotImplementedError
+
+
+@overload(_packed_product, inline="always")
+def _packed_product_impl(a, packed, c, beta):
+    """c = a @ B + beta * c over a weight packed once for the pass: by ``blas.pack_b`` (float32/float64), or
+    rounded to bfloat16 and packed by ``bf16.pack_b`` (uint16: autocast; bf16 operands, float32 accumulation)."""
+    if isinstance(packed, types.Array) and packed.dtype == types.uint16:
+        return lambda a, packed, c, beta: gemm_bf16_packed(a, packed, c, beta)
+    return lambda a, packed, c, beta: gemm_packed(a, packed, c, beta)
+
+
 @numba.njit(cache=True, inline="always")
-def _product_f(hp, w_hh_t, w_pack, hw, use_blas):  # pragma: no cover - jit
+def _product(hp, w_hh_t, w_pack, hw, use_blas):  # pragma: no cover - jit
     """hw = hp @ W_hh^T: BLAS (called from the compiled loop, see blas.py; from W_hh packed once for the
-    pass when ``w_pack`` is not empty, else from W_hh itself in the ``w_hh_t`` slot, read transposed) or,
-    for small layers, the plain loops above over ``w_hh_t`` = W_hh^T."""
+    pass when ``w_pack`` is not empty -- in bfloat16 under autocast, see ``_packed_product`` -- else from
+    W_hh itself in the ``w_hh_t`` slot, read transposed) or, for small layers, the plain loops above over
+    ``w_hh_t`` = W_hh^T."""
     if use_blas and w_pack.size:
-        gemm_packed(hp, w_pack, hw, 0.0)
+        _packed_product(hp, w_pack, hw, 0.0)
     elif use_blas:  # unpacked under BLAS the slot holds W_hh itself (G*H, H): multiplied transposed, no copy
         gemm(hp, w_hh_t, hw, False, True, 0.0)
     else:
@@ -258,56 +272,17 @@ def _product_f(hp, w_hh_t, w_pack, hw, use_blas):  # pragma: no cover - jit
 
 
 @numba.njit(cache=True, inline="always")
-def _carry_f(dg, w_hh, w_pack, dh_pass, dh, use_blas):  # pragma: no cover - jit
-    """dh = dh_pass + dg @ w_hh, by BLAS (w_hh packed when ``w_pack`` is not empty) or by the plain
-    loops of ``_carry_back``."""
+def _carry(dg, w_hh, w_pack, dh_pass, dh, use_blas):  # pragma: no cover - jit
+    """dh = dh_pass + dg @ w_hh, by BLAS (w_hh packed when ``w_pack`` is not empty, see ``_packed_product``)
+    or by the plain loops of ``_carry_back``."""
     if use_blas:
         dh[:, :] = dh_pass
         if w_pack.size:
-            gemm_packed(dg, w_pack, dh, 1.0)
+            _packed_product(dg, w_pack, dh, 1.0)
         else:
             gemm(dg, w_hh, dh, False, False, 1.0)
     else:
         _carry_back(dg, w_hh, dh_pass, dh)
-
-
-def _product(hp, w_hh_t, w_pack, hw, use_blas):  # pragma: no cover - dispatched by the overload below
-    raise NotImplementedError
-
-
-def _carry(dg, w_hh, w_pack, dh_pass, dh, use_blas):  # pragma: no cover - dispatched by the overload below
-    raise NotImplementedError
-
-
-# ``w_pack`` of uint16 is W_hh rounded to bfloat16 and packed by oneMKL (autocast, bf16.pack_b): the step's
-# product has bf16 operands and float32 accumulation; otherwise oneMKL's packed float32 W_hh (or empty) as above
-@overload(_product, inline="always")
-def _product_impl(hp, w_hh_t, w_pack, hw, use_blas):
-    if isinstance(w_pack, types.Array) and w_pack.dtype == types.uint16:
-        return lambda hp, w_hh_t, w_pack, hw, use_blas: gemm_bf16_packed(hp, w_pack, hw, 0.0)
-    return lambda hp, w_hh_t, w_pack, hw, use_blas: _product_f(hp, w_hh_t, w_pack, hw, use_blas)
-
-
-@overload(_carry, inline="always")
-def _carry_impl(dg, w_hh, w_pack, dh_pass, dh, use_blas):
-    if isinstance(w_pack, types.Array) and w_pack.dtype == types.uint16:
-        def bf(dg, w_hh, w_pack, dh_pass, dh, use_blas):
-            dh[:, :] = dh_pass
-            gemm_bf16_packed(dg, w_pack, dh, 1.0)
-        return bf
-    return lambda dg, w_hh, w_pack, dh_pass, dh, use_blas: _carry_f(dg, w_hh, w_pack, dh_pass, dh, use_blas)
-
-
-def _packed_product(a, packed, c, beta):  # pragma: no cover - dispatched by the overload below
-    raise NotImplementedError
-
-
-@overload(_packed_product, inline="always")
-def _packed_product_impl(a, packed, c, beta):
-    """c = a @ B + beta * c over a weight packed once for the pass: bf16.pack_b's (uint16) or blas.pack_b's."""
-    if isinstance(packed, types.Array) and packed.dtype == types.uint16:
-        return lambda a, packed, c, beta: gemm_bf16_packed(a, packed, c, beta)
-    return lambda a, packed, c, beta: gemm_packed(a, packed, c, beta)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
