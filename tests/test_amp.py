@@ -215,6 +215,17 @@ def test_matmul_operator_and_float64_untouched():
     np.testing.assert_array_equal(y64.numpy(), (tr.tensor(a.astype(np.float64)) @ tr.tensor(b.astype(np.float64))).numpy())
 
 
+@pytest.mark.parametrize("b,t,d,h", [(4, 5, 3, 6), (32, 12, 16, 64)])
+def test_float64_layers_are_the_same_bits_under_autocast(b, t, d, h, nthreads):
+    m = nn.LSTM(d, h, seed=8).to(tr.float64)
+    x = tr.tensor(rnd(t, b, d).astype(np.float64), requires_grad=True)
+    g = tr.tensor(rnd(t, b, h).astype(np.float64))
+    runs = [_pass(m, x, True, on, lambda: m(x)[0], lambda out: out.backward(g), (x, m.weight_hh_l0))
+            for on in (False, True)]
+    for a, c in zip(*runs):
+        np.testing.assert_array_equal(a, c)
+
+
 def test_backward_of_a_plain_forward_is_float32_inside_a_block():
     lin = nn.Linear(8, 3, seed=1)
     x = tr.tensor(rnd(4, 8), requires_grad=True)
@@ -261,6 +272,18 @@ def test_lstm_forward_against_a_rounding_reference(b, t, d, h, train, fuse, nthr
     assert np.median(np.abs(out32 - ref)) > 1e-5  # float32 products are told apart from bf16 ones
 
 
+def _pass(m, x, fused, bf16_on, forward, backward, params):
+    """One forward (under autocast when ``bf16_on``) and backward of layer ``m`` on the fused or composite path:
+    ``[output, *grads of params]`` as arrays."""
+    m.fused = fused
+    m.zero_grad()
+    x.grad = None
+    with tr.autocast("cpu", enabled=bf16_on):
+        out = forward()
+    backward(out)
+    return [out.numpy()] + [p.grad.numpy() for p in params]
+
+
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
 @pytest.mark.parametrize("b,t,d,h", [(4, 5, 3, 6), (32, 20, 16, 64)])
 def test_fused_layer_gradients_match_the_composite_under_autocast(mode, b, t, d, h, nthreads):
@@ -268,22 +291,14 @@ def test_fused_layer_gradients_match_the_composite_under_autocast(mode, b, t, d,
     for the fused kernels' forward and BPTT (input projection, each step's product, weight gradients)."""
     m = getattr(nn, mode)(d, h, seed=5)
     x = tr.tensor(rnd(t, b, d), requires_grad=True)
-    g = rnd(t, b, h)
-    got = {}
-    for fused in (True, False):
-        m.fused = fused
-        m.zero_grad()
-        x.grad = None
-        with tr.autocast("cpu"):
-            out = m(x)[0]
-        out.backward(tr.tensor(g))
-        got[fused] = [out.numpy()] + [p.grad.numpy() for p in (x, m.weight_ih_l0, m.weight_hh_l0, m.bias_hh_l0)]
-    m.fused = True
-    m.zero_grad()
-    x.grad = None
-    out = m(x)[0]
-    out.backward(tr.tensor(g))
-    f32 = [out.numpy()] + [p.grad.numpy() for p in (x, m.weight_ih_l0, m.weight_hh_l0, m.bias_hh_l0)]
+    g = tr.tensor(rnd(t, b, h))
+
+    def run(fused, bf16_on):
+        return _pass(m, x, fused, bf16_on, lambda: m(x)[0], lambda out: out.backward(g),
+                     (x, m.weight_ih_l0, m.weight_hh_l0, m.bias_hh_l0))
+
+    got = {fused: run(fused, True) for fused in (True, False)}
+    f32 = run(True, False)
     # a rare bf16 rounding flipped by float32 summation order moves a few entries (and, through a tanh RNN's
     # 20 steps, the weight gradients' medians up to 7e-5 measured): a max bound for all, and for the output
     # and the input gradient a median bound tight enough to tell bf16 products from float32 ones (>= 2e-4)
@@ -302,24 +317,21 @@ def test_stacked_bidirectional_packed_layers_under_autocast(mode):
     m = getattr(nn, mode)(8, 32, num_layers=2, bidirectional=True, batch_first=True, seed=6)
     x = tr.tensor(rnd(5, 9, 8), requires_grad=True)
     lengths = [9, 7, 4, 9, 2]
-    got = {}
-    for fused in (True, False):
-        m.fused = fused
-        m.zero_grad()
-        x.grad = None
-        with tr.autocast("cpu"):
-            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-            out, _ = m(packed)
-            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
-        (out * out).sum().backward()
-        got[fused] = [out.numpy(), x.grad.numpy(), m.weight_hh_l1_reverse.grad.numpy()]
+
+    def forward():
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        return nn.utils.rnn.pad_packed_sequence(m(packed)[0], batch_first=True)[0]
+
+    def run(fused, bf16_on):
+        return _pass(m, x, fused, bf16_on, forward, lambda out: (out * out).sum().backward(),
+                     (x, m.weight_hh_l1_reverse))
+
+    got = {fused: run(fused, True) for fused in (True, False)}
     for a, c in zip(got[True], got[False]):
         scale = np.abs(c).max()
         assert np.abs(a - c).max() <= 5e-3 * scale
         assert np.median(np.abs(a - c)) <= 1e-4 * scale
-    m.fused = True
-    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-    out32 = nn.utils.rnn.pad_packed_sequence(m(packed)[0], batch_first=True)[0].numpy()
+    out32 = run(True, False)[0]
     real = np.arange(9)[None, :] < np.array(lengths)[:, None]  # the padding is zero either way
     c = got[False][0]
     assert np.median(np.abs(got[True][0] - c)[real]) <= 1e-6 * np.abs(c).max()
