@@ -24,7 +24,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from . import blas, threads
+from . import blas
 
 __all__ = ["NATIVE", "to_bf16", "to_bf16_operand", "from_bf16", "round_bf16", "pack_b", "thread_ready",
            "gemm_bf16_packed", "matmul", "gemm_into"]
@@ -175,19 +175,12 @@ NATIVE_PARALLEL_MIN_MACS = 4 * blas.NATIVE_PARALLEL_MIN_MACS
 NATIVE_SPLITS = [0]  # products and rounding passes split by prange in this process (tests: the fast path is taken)
 
 
-def _native_parts(work: int, per_part: int, most: int) -> int:
-    nt = threads.get_num_threads()
-    if nt > 1 and work >= 2 * per_part and threads.native_parallel():
-        return max(1, min(nt, work // per_part, most))
-    return 0
-
-
 def to_bf16(a: np.ndarray) -> np.ndarray:
     """float32 ``a`` rounded to bfloat16: a C-contiguous uint16 array of a's shape holding the bit patterns."""
     a = np.ascontiguousarray(a, dtype=np.float32)
     out = np.empty(a.shape, dtype=np.uint16)
     src, dst = a.reshape(-1).view(np.uint32), out.reshape(-1)
-    parts = _native_parts(a.size, PARALLEL_MIN_ELEMENTS, a.size)
+    parts = blas.native_parts(a.size, PARALLEL_MIN_ELEMENTS, a.size)
     if parts > 1:
         _to_bf16_par(src, dst, parts)
         NATIVE_SPLITS[0] += 1
@@ -292,7 +285,7 @@ def _check(a: np.ndarray, b: np.ndarray) -> None:
 
 def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """``a @ b (+ bias)`` for 2-D float32 arrays with bfloat16 products and float32 accumulation (see the
-    module docstring); split into row or column blocks over the thread pool as ``blas.matmul`` splits."""
+    module docstring); split over the threads as ``blas.matmul`` splits (``blas.split_product``)."""
     _check(a, b)
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
     if not NATIVE or m * n * k == 0:
@@ -303,25 +296,8 @@ def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> np.n
     a16, ta = _operand16(a)
     b16, tb = _operand16(b)
     out = np.empty((m, n), dtype=np.float32)
-    parts = _native_parts(m * n * k, NATIVE_PARALLEL_MIN_MACS, max(m, n))
-    if parts > 1:  # blocks by prange on Numba's TBB layer: no pool hand-off (see blas.matmul)
-        b_arr = np.empty(0, dtype=np.float32) if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
-        blocks_par(a16, b16, out, ta, tb, b_arr, bias is not None, 0.0, parts, m >= n)
-        NATIVE_SPLITS[0] += 1
-        return out
-    if bias is None:
-        def block(m0: int, m1: int, n0: int, n1: int) -> None:
-            block_f(a16, b16, out, ta, tb, 0.0, m0, m1, n0, n1)
-    else:
-        bias_c = np.ascontiguousarray(bias, dtype=np.float32)
-
-        def block(m0: int, m1: int, n0: int, n1: int) -> None:
-            block_bias_f(a16, b16, out, ta, tb, bias_c, m0, m1, n0, n1)
-    parts = max(1, min(threads.get_num_threads(), m * n * k // blas.PARALLEL_MIN_MACS, max(m, n)))
-    if m >= n:
-        threads.run_ranges(lambda lo, hi: block(lo, hi, 0, n), m, parts)
-    else:
-        threads.run_ranges(lambda lo, hi: block(0, m, lo, hi), n, parts)
+    blas.split_product(a16, b16, out, ta, tb, bias, (block_f, block_bias_f, blocks_par), NATIVE_PARALLEL_MIN_MACS,
+                       NATIVE_SPLITS)
     return out
 
 

@@ -596,12 +596,45 @@ def mkl_blocks_par(a, b, c, trans_a, trans_b, bias, has_bias, beta, parts, by_ro
             mkl_block_f(a, b, c, trans_a, trans_b, beta, m0, m1, n0, n1)
 
 
+def native_parts(work: int, per_part: int, most: int) -> int:
+    """How many ``prange`` blocks ``work`` is split into, each at least ``per_part`` and at most ``most``
+    blocks (0: do not split it that way: one thread, or no TBB layer -- threads.native_parallel)."""
+    nt = threads.get_num_threads()
+    if nt > 1 and work >= 2 * per_part and threads.native_parallel():
+        return max(1, min(nt, work // per_part, most))
+    return 0
+
+
 def _native_parts(m: int, k: int, n: int) -> int:
     """How many prange blocks a product of oneMKL's gets (0: do not split it that way): see matmul."""
-    nt = threads.get_num_threads()
-    if nt > 1 and m * n * k >= 2 * NATIVE_PARALLEL_MIN_MACS and threads.native_parallel():
-        return max(1, min(nt, m * n * k // NATIVE_PARALLEL_MIN_MACS, max(m, n)))
-    return 0
+    return native_parts(m * n * k, NATIVE_PARALLEL_MIN_MACS, max(m, n))
+
+
+def split_product(a_: np.ndarray, b_: np.ndarray, out: np.ndarray, ta: bool, tb: bool, bias: np.ndarray | None,
+                  kernels: tuple[Any, Any, Any], native_min_macs: int, splits: list[int]) -> None:
+    """out = op(a_) @ op(b_) (+ bias) by one of ``kernels`` = (block, block_bias, blocks_par), split over the
+    threads: by ``prange`` (blocks_par) from ``native_min_macs`` multiply-adds a block (``splits`` counts those),
+    else on the pool from PARALLEL_MIN_MACS, in blocks of rows -- or of columns for a wide product. The one
+    splitting scheme of ``matmul``'s float products and bf16.py's."""
+    block_f, block_bias_f, blocks_par = kernels
+    m, n = out.shape
+    k = a_.shape[0] if ta else a_.shape[1]
+    bias_c = None if bias is None else np.ascontiguousarray(bias, dtype=out.dtype)
+    parts = native_parts(m * n * k, native_min_macs, max(m, n))
+    if parts > 1:
+        b_arr = np.empty(0, dtype=out.dtype) if bias_c is None else bias_c
+        blocks_par(a_, b_, out, ta, tb, b_arr, bias_c is not None, 0.0, parts, m >= n)
+        splits[0] += 1
+        return
+    if bias_c is None:
+        block = functools.partial(block_f, a_, b_, out, ta, tb, 0.0)
+    else:
+        block = functools.partial(block_bias_f, a_, b_, out, ta, tb, bias_c)
+    parts = max(1, min(threads.get_num_threads(), m * n * k // PARALLEL_MIN_MACS, max(m, n)))
+    if m >= n:
+        run_ranges(lambda lo, hi: block(lo, hi, 0, n), m, parts)
+    else:
+        run_ranges(lambda lo, hi: block(0, m, lo, hi), n, parts)
 
 
 def gemm_into(a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float) -> None:
@@ -646,22 +679,7 @@ def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, provide
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied")
     a_, ta = _operand(a)
     b_, tb = _operand(b)
-    m, k, n = a.shape[0], a.shape[1], b.shape[1]
-    out = np.empty((m, n), dtype=a.dtype)
-    nt = threads.get_num_threads()
-    parts = _native_parts(m, k, n)
-    if parts > 1:
-        b_arr = np.empty(0, dtype=a.dtype) if bias is None else np.ascontiguousarray(bias)
-        mkl_blocks_par(a_, b_, out, ta, tb, b_arr, bias is not None, 0.0, parts, m >= n)
-        NATIVE_SPLITS[0] += 1
-        return out
-    if bias is None:
-        block = functools.partial(mkl_block_f, a_, b_, out, ta, tb, 0.0)
-    else:
-        block = functools.partial(mkl_block_bias_f, a_, b_, out, ta, tb, np.ascontiguousarray(bias))
-    parts = max(1, min(nt, m * n * k // PARALLEL_MIN_MACS, max(m, n)))
-    if m >= n:  # blocks of rows, or of columns for a wide product
-        run_ranges(lambda lo, hi: block(lo, hi, 0, n), m, parts)
-    else:
-        run_ranges(lambda lo, hi: block(0, m, lo, hi), n, parts)
+    out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    split_product(a_, b_, out, ta, tb, bias, (mkl_block_f, mkl_block_bias_f, mkl_blocks_par), NATIVE_PARALLEL_MIN_MACS,
+                  NATIVE_SPLITS)
     return out
